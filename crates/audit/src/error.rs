@@ -1,0 +1,63 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the audit log.
+///
+/// The gateway treats any error from [`crate::AuditLog::append`] as "not recorded" and fails the request
+/// closed (503); the variants exist so operators and tests can tell the causes apart.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    #[error("i/o error on `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    #[error("record is {0} bytes; the limit is 65535")]
+    RecordTooLarge(usize),
+    #[error("the audit log is not writable after an earlier storage failure: {0}")]
+    Unwritable(String),
+    #[error("the audit log is closed")]
+    Closed,
+    #[error("the audit queue is full ({0} pending appends)")]
+    Overloaded(usize),
+    #[error("invalid key file `{path}`: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error("invalid verifier key `{0}`")]
+    VerifierKey(String),
+    #[error("invalid signed note: {0}")]
+    Note(String),
+    #[error("invalid checkpoint: {0}")]
+    Checkpoint(String),
+    #[error(
+        "the log on disk has {records} records but a signed checkpoint covers {checkpoint}: refusing to fork"
+    )]
+    Rollback { records: u64, checkpoint: u64 },
+    #[error(
+        "the log on disk disagrees with its signed checkpoint at size {size}: refusing to fork"
+    )]
+    Fork { size: u64 },
+    #[error("the log in `{dir}` has origin `{found}`, configuration says `{configured}`")]
+    OriginMismatch {
+        dir: PathBuf,
+        found: String,
+        configured: String,
+    },
+    #[error("corrupt log data: {0}")]
+    Corrupt(String),
+    #[error("index {index} is out of range for tree size {size}")]
+    OutOfRange { index: u64, size: u64 },
+    #[error("invalid proof request: {0}")]
+    BadRequest(String),
+}
+
+impl AuditError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AuditError {
+        let path = path.into();
+        move |source| AuditError::Io { path, source }
+    }
+}

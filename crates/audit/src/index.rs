@@ -1,0 +1,187 @@
+//! Secondary indexes by subject pseudonym and by consumer, so queries avoid a full scan.
+//!
+//! Layout: `index/<kind>/<hh>.idx`, 256 buckets per kind chosen by the first byte of the key digest.
+//! An entry is 40 bytes: `SHA-256(key)[..16] ‖ seq u64 LE ‖ segment first seq u64 LE ‖ frame offset
+//! u64 LE`. Buckets are appended and fsynced at each checkpoint, then `index/watermark` records how
+//! many records are durably indexed; on open the records after it are indexed again. Entries are
+//! hints: a query re-reads and re-checks every record it returns, and duplicates are removed.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::AuditError;
+use crate::segment::write_atomic;
+
+pub const ENTRY_BYTES: usize = 40;
+
+/// What an index is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IndexKind {
+    Subject,
+    Consumer,
+}
+
+impl IndexKind {
+    fn dir(self) -> &'static str {
+        match self {
+            IndexKind::Subject => "subject",
+            IndexKind::Consumer => "consumer",
+        }
+    }
+}
+
+/// Where an indexed record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Location {
+    pub seq: u64,
+    pub segment: u64,
+    pub offset: u64,
+}
+
+fn key16(key: &str) -> [u8; 16] {
+    let d = Sha256::digest(key.as_bytes());
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&d[..16]);
+    k
+}
+
+fn bucket_path(dir: &Path, kind: IndexKind, k: &[u8; 16]) -> PathBuf {
+    dir.join("index")
+        .join(kind.dir())
+        .join(format!("{:02x}.idx", k[0]))
+}
+
+/// Buffers entries between flushes (owned by the writer thread).
+#[derive(Default)]
+pub struct IndexWriter {
+    pending: BTreeMap<(IndexKind, u8), Vec<u8>>,
+}
+
+impl IndexWriter {
+    pub fn add(&mut self, kind: IndexKind, key: &str, loc: Location) {
+        let k = key16(key);
+        let buf = self.pending.entry((kind, k[0])).or_default();
+        buf.extend_from_slice(&k);
+        buf.extend_from_slice(&loc.seq.to_le_bytes());
+        buf.extend_from_slice(&loc.segment.to_le_bytes());
+        buf.extend_from_slice(&loc.offset.to_le_bytes());
+    }
+
+    /// Appends and fsyncs every touched bucket, then moves the watermark to `indexed_through`.
+    pub fn flush(&mut self, dir: &Path, indexed_through: u64) -> Result<(), AuditError> {
+        for ((kind, b), buf) in std::mem::take(&mut self.pending) {
+            let mut k = [0u8; 16];
+            k[0] = b;
+            let path = bucket_path(dir, kind, &k);
+            let parent = path.parent().unwrap_or(dir);
+            let created = !path.exists();
+            if created {
+                std::fs::create_dir_all(parent).map_err(AuditError::io(parent))?;
+            }
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(AuditError::io(&path))?;
+            f.write_all(&buf).map_err(AuditError::io(&path))?;
+            f.sync_data().map_err(AuditError::io(&path))?;
+            if created {
+                crate::segment::sync_dir(parent).map_err(AuditError::io(parent))?;
+            }
+        }
+        write_atomic(
+            &dir.join("index").join("watermark"),
+            format!("{indexed_through}\n").as_bytes(),
+        )
+    }
+}
+
+/// Records below this sequence number are durably indexed.
+pub fn watermark(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("index").join("watermark"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Locations of records whose `kind` key equals `key`, sorted and without duplicates.
+pub fn lookup(dir: &Path, kind: IndexKind, key: &str) -> Result<Vec<Location>, AuditError> {
+    let k = key16(key);
+    let path = bucket_path(dir, kind, &k);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(AuditError::Io { path, source: e }),
+    };
+    let u64_at = |c: &[u8], i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&c[i..i + 8]);
+        u64::from_le_bytes(b)
+    };
+    let mut out: Vec<Location> = bytes
+        .chunks_exact(ENTRY_BYTES)
+        .filter(|c| c[..16] == k)
+        .map(|c| Location {
+            seq: u64_at(c, 16),
+            segment: u64_at(c, 24),
+            offset: u64_at(c, 32),
+        })
+        .collect();
+    out.sort();
+    out.dedup_by_key(|l| l.seq);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn entries_are_found_deduplicated_and_watermarked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = IndexWriter::default();
+        for seq in 0..100u64 {
+            let loc = Location {
+                seq,
+                segment: 0,
+                offset: seq * 10,
+            };
+            w.add(
+                IndexKind::Subject,
+                if seq % 2 == 0 { "even" } else { "odd" },
+                loc,
+            );
+            w.add(IndexKind::Consumer, "0192:1", loc);
+        }
+        w.add(
+            IndexKind::Subject,
+            "even",
+            Location {
+                seq: 0,
+                segment: 0,
+                offset: 0,
+            },
+        );
+        w.flush(dir.path(), 100).unwrap();
+        let even = lookup(dir.path(), IndexKind::Subject, "even").unwrap();
+        assert_eq!(even.len(), 50);
+        assert!(even.iter().all(|l| l.seq % 2 == 0));
+        assert_eq!(
+            lookup(dir.path(), IndexKind::Consumer, "0192:1")
+                .unwrap()
+                .len(),
+            100
+        );
+        assert!(
+            lookup(dir.path(), IndexKind::Consumer, "even")
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(watermark(dir.path()), 100);
+    }
+}

@@ -1,0 +1,332 @@
+//! The live log: configuration, the cheap cloneable handle the gateway holds, and its read side
+//! (proofs, checkpoints, stats). Appends go to one writer thread ([`writer`]); opening and crash
+//! recovery live in [`recover`].
+
+mod recover;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+pub use recover::RecoveryReport;
+use writer::Command;
+
+use crate::error::AuditError;
+use crate::pseudonym::Pseudonymiser;
+use crate::record::Record;
+use crate::segment::{FsStorage, Storage};
+use crate::tile::TileStore;
+use crate::tree::{self, ConsistencyProof, InclusionProof};
+
+/// Appends waiting for the writer beyond this are refused (the gateway answers 503) rather than
+/// letting memory grow without bound under overload.
+pub const QUEUE_CAPACITY: usize = 65_536;
+
+/// When an append counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledge after the batch is fsynced. Nothing acknowledged is lost on power failure.
+    Fsync,
+    /// Acknowledge after `write(2)`; fsync every `fsync_interval`. A process crash loses nothing
+    /// (the page cache survives), a power failure can lose up to `fsync_interval` of records.
+    /// Checkpoints are still only signed over fsynced records.
+    Relaxed { fsync_interval: Duration },
+}
+
+/// Where the log lives and how it behaves.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub dir: PathBuf,
+    /// Log identity and checkpoint key name, e.g. `tollbu.example/registry-a/replica-0`.
+    pub origin: String,
+    /// PKCS#8 PEM Ed25519 private key that signs checkpoints.
+    pub signing_key_pem: PathBuf,
+    /// 64-hex-char HMAC key for subject pseudonyms; keep it out of `dir`.
+    pub pseudonym_key: PathBuf,
+    pub durability: Durability,
+    /// Sign a checkpoint after this many records…
+    pub checkpoint_every: u64,
+    /// …or after this long, whichever comes first (only when the tree grew).
+    pub checkpoint_interval: Duration,
+    /// Start a new segment file once the current one reaches this size.
+    pub segment_max_bytes: u64,
+}
+
+impl AuditConfig {
+    /// Safe defaults: fsync before acknowledging, a checkpoint every 1,000 records or 10 s, 64 MiB segments.
+    pub fn new(
+        dir: impl Into<PathBuf>,
+        origin: impl Into<String>,
+        signing_key_pem: impl Into<PathBuf>,
+        pseudonym_key: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            dir: dir.into(),
+            origin: origin.into(),
+            signing_key_pem: signing_key_pem.into(),
+            pseudonym_key: pseudonym_key.into(),
+            durability: Durability::Fsync,
+            checkpoint_every: 1_000,
+            checkpoint_interval: Duration::from_secs(10),
+            segment_max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A snapshot of the writer's health, for `/metrics` and `/readyz`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditStats {
+    pub queue_depth: usize,
+    pub last_batch_size: usize,
+    pub last_fsync_micros: u64,
+    /// Durable records (the tree size).
+    pub records: u64,
+    pub checkpoint_size: u64,
+    /// False after a storage failure; every append then fails until the process restarts.
+    pub writable: bool,
+}
+
+/// What [`AuditLog::prune_before`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub segments_removed: usize,
+    /// Records below this index now exist only as leaf hashes in the tiles.
+    pub first_retained: u64,
+}
+
+/// State the writer publishes and readers consult.
+pub(crate) struct Shared {
+    pub tiles: RwLock<TileStore>,
+    pub checkpoint: Mutex<Option<String>>,
+    pub queue_depth: AtomicUsize,
+    pub last_batch: AtomicUsize,
+    pub last_fsync_us: AtomicU64,
+    pub records: AtomicU64,
+    pub checkpoint_size: AtomicU64,
+    pub writable: AtomicBool,
+    pub failure: Mutex<Option<String>>,
+}
+
+struct Inner {
+    tx: SyncSender<Command>,
+    shared: Arc<Shared>,
+    pseudonymiser: Pseudonymiser,
+    verifier_key: String,
+    dir: PathBuf,
+    join: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Handle to an open audit log. Clones share one writer thread.
+#[derive(Clone)]
+pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log in `cfg.dir`, recovers from a crash, and starts the writer thread.
+    pub fn open(cfg: AuditConfig) -> Result<(AuditLog, RecoveryReport), AuditError> {
+        Self::open_with_storage(cfg, Arc::new(FsStorage))
+    }
+
+    /// [`AuditLog::open`] with segment I/O going through `storage` (tests inject failures here).
+    pub fn open_with_storage(
+        cfg: AuditConfig,
+        storage: Arc<dyn Storage>,
+    ) -> Result<(AuditLog, RecoveryReport), AuditError> {
+        let opened = recover::open(&cfg, storage)?;
+        let shared = opened.shared.clone();
+        let verifier_key = opened.signer.verifier_key();
+        let pseudonymiser = opened.pseudonymiser.clone();
+        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let report = opened.report.clone();
+        let writer = writer::Writer::new(&cfg, opened);
+        let join = std::thread::Builder::new()
+            .name("tollbu-audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(AuditError::io(&cfg.dir))?;
+        let log = AuditLog {
+            inner: Arc::new(Inner {
+                tx,
+                shared,
+                pseudonymiser,
+                verifier_key,
+                dir: cfg.dir.clone(),
+                join: Mutex::new(Some(join)),
+            }),
+        };
+        Ok((log, report))
+    }
+
+    fn submit(
+        &self,
+        record: Record,
+    ) -> Result<oneshot::Receiver<Result<u64, AuditError>>, AuditError> {
+        record.validate()?;
+        let shared = &self.inner.shared;
+        if !shared.writable.load(Ordering::Acquire) {
+            return Err(AuditError::Unwritable(self.failure()));
+        }
+        let (tx, rx) = oneshot::channel();
+        shared.queue_depth.fetch_add(1, Ordering::Relaxed);
+        match self.inner.tx.try_send(Command::Append {
+            record: Box::new(record),
+            tx,
+        }) {
+            Ok(()) => Ok(rx),
+            Err(e) => {
+                shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                Err(match e {
+                    TrySendError::Full(_) => AuditError::Overloaded(QUEUE_CAPACITY),
+                    TrySendError::Disconnected(_) => AuditError::Closed,
+                })
+            }
+        }
+    }
+
+    fn failure(&self) -> String {
+        self.inner
+            .shared
+            .failure
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_else(|| "storage failure".into())
+    }
+
+    /// Appends a record; resolves once it is durable (per [`Durability`]) with its leaf index.
+    /// Works on any async runtime; the writer is a plain thread.
+    pub async fn append(&self, record: Record) -> Result<u64, AuditError> {
+        let rx = self.submit(record)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Blocking [`AuditLog::append`] for non-async callers. Must not be called from inside an async task.
+    pub fn append_blocking(&self, record: Record) -> Result<u64, AuditError> {
+        let rx = self.submit(record)?;
+        rx.blocking_recv().map_err(|_| AuditError::Closed)?
+    }
+
+    /// Hex HMAC-SHA-256 pseudonym of a subject identifier, for [`Record::subject`].
+    pub fn pseudonymise(&self, subject: &str) -> String {
+        self.inner.pseudonymiser.pseudonym(subject)
+    }
+
+    /// The latest signed checkpoint (C2SP signed note), if one was signed.
+    pub fn latest_checkpoint(&self) -> Option<String> {
+        self.inner
+            .shared
+            .checkpoint
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+    }
+
+    /// `<origin>+<key id>+<base64 key>`: give this to whoever verifies checkpoints.
+    pub fn verifier_key(&self) -> String {
+        self.inner.verifier_key.clone()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<InclusionProof, AuditError> {
+        let tiles = self.tiles()?;
+        if size > tiles.size() {
+            return Err(AuditError::OutOfRange {
+                index: size,
+                size: tiles.size(),
+            });
+        }
+        tree::inclusion_proof(&*tiles, index, size)
+    }
+
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<ConsistencyProof, AuditError> {
+        let tiles = self.tiles()?;
+        if new > tiles.size() {
+            return Err(AuditError::OutOfRange {
+                index: new,
+                size: tiles.size(),
+            });
+        }
+        tree::consistency_proof(&*tiles, old, new)
+    }
+
+    /// Bytes of tile `tile/<level>/<n>` (or its partial `.p/<width>`) of the current tree, for serving.
+    pub fn tile(&self, level: u8, n: u64, width: u64) -> Result<Vec<u8>, AuditError> {
+        self.tiles()?.tile_bytes(level, n, width)
+    }
+
+    fn tiles(&self) -> Result<std::sync::RwLockReadGuard<'_, TileStore>, AuditError> {
+        self.inner
+            .shared
+            .tiles
+            .read()
+            .map_err(|_| AuditError::Unwritable("tree state lock poisoned".into()))
+    }
+
+    pub fn stats(&self) -> AuditStats {
+        let s = &self.inner.shared;
+        AuditStats {
+            queue_depth: s.queue_depth.load(Ordering::Relaxed),
+            last_batch_size: s.last_batch.load(Ordering::Relaxed),
+            last_fsync_micros: s.last_fsync_us.load(Ordering::Relaxed),
+            records: s.records.load(Ordering::Acquire),
+            checkpoint_size: s.checkpoint_size.load(Ordering::Acquire),
+            writable: s.writable.load(Ordering::Acquire),
+        }
+    }
+
+    /// Signs a checkpoint now (if the tree grew) and waits for it.
+    pub fn checkpoint_now(&self) -> Result<(), AuditError> {
+        let (tx, rx) = mpsc::channel();
+        self.inner
+            .tx
+            .send(Command::Checkpoint(tx))
+            .map_err(|_| AuditError::Closed)?;
+        rx.recv().map_err(|_| AuditError::Closed)?
+    }
+
+    /// Retention: deletes whole segments whose records all lie below `first_kept`, keeping their
+    /// leaf hashes in the tiles so every proof and checkpoint still verifies. The active segment and
+    /// records not yet covered by a full level-0 tile are always kept.
+    pub fn prune_before(&self, first_kept: u64) -> Result<PruneReport, AuditError> {
+        let (tx, rx) = mpsc::channel();
+        self.inner
+            .tx
+            .send(Command::Prune { first_kept, tx })
+            .map_err(|_| AuditError::Closed)?;
+        rx.recv().map_err(|_| AuditError::Closed)?
+    }
+
+    /// Flushes, signs a final checkpoint and stops the writer. Later appends fail with `Closed`.
+    /// Blocking; call it once at exit (calling it again is harmless).
+    pub fn shutdown(&self) -> Result<(), AuditError> {
+        let Some(join) = self.inner.join.lock().ok().and_then(|mut j| j.take()) else {
+            return Ok(());
+        };
+        let (tx, rx) = mpsc::channel();
+        let result = match self.inner.tx.send(Command::Shutdown(tx)) {
+            Ok(()) => rx.recv().unwrap_or(Err(AuditError::Closed)),
+            Err(_) => Err(AuditError::Closed),
+        };
+        if join.join().is_err() {
+            return Err(AuditError::Unwritable("the writer thread panicked".into()));
+        }
+        result
+    }
+}

@@ -1,0 +1,274 @@
+//! Opening a log directory: identity checks, torn-tail repair, tree and index catch-up, and the
+//! refusal to continue a log that is shorter than, or disagrees with, what it already signed.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::{AuditConfig, Durability, Shared};
+use crate::checkpoint::{CheckpointSigner, NoteVerifier, open_checkpoint};
+use crate::error::AuditError;
+use crate::hash::{Hash, leaf_hash};
+use crate::index::{IndexKind, IndexWriter, Location, watermark};
+use crate::pseudonym::Pseudonymiser;
+use crate::record::decode;
+use crate::segment::{
+    FrameRead, FrameReader, SegmentFile, SegmentInfo, Storage, for_each_in_range, list_segments,
+    segment_name, write_atomic,
+};
+use crate::tile::{TILE_WIDTH, TileStore, stored_count, tile_path};
+use crate::tree;
+
+/// What opening the log found and repaired. Nothing is repaired silently: a non-clean report
+/// should be logged loudly by the caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Records in the log after recovery (the next record gets this index).
+    pub records: u64,
+    /// Bytes cut from the end of the last segment (a torn or corrupt tail).
+    pub truncated_bytes: u64,
+    /// Where the cut was made, and why.
+    pub truncated_at: Option<(PathBuf, u64, String)>,
+    /// Full tiles recomputed from records (lost between the records' fsync and the tile write).
+    pub tiles_rebuilt: u64,
+    /// Records indexed again because the index lagged behind the log.
+    pub reindexed: u64,
+    /// Size of the latest signed checkpoint found (and checked against the records).
+    pub checkpoint_size: Option<u64>,
+    pub notes: Vec<String>,
+}
+
+impl RecoveryReport {
+    /// True when nothing had to be cut or rebuilt.
+    pub fn is_clean(&self) -> bool {
+        self.truncated_bytes == 0 && self.tiles_rebuilt == 0 && self.notes.is_empty()
+    }
+}
+
+pub(crate) struct Opened {
+    pub shared: Arc<Shared>,
+    pub signer: CheckpointSigner,
+    pub pseudonymiser: Pseudonymiser,
+    pub report: RecoveryReport,
+    pub storage: Arc<dyn Storage>,
+    pub segment: Box<dyn SegmentFile>,
+    pub seg_first: u64,
+    pub seg_len: u64,
+    pub index: IndexWriter,
+    pub last_checkpoint: Option<u64>,
+}
+
+/// Creates `path` with `content`, or checks that it already holds exactly that.
+fn pin_identity(
+    path: &Path,
+    content: &str,
+    what: impl Fn(String) -> AuditError,
+) -> Result<(), AuditError> {
+    match std::fs::read_to_string(path) {
+        Ok(found) if found.trim_end() == content => Ok(()),
+        Ok(found) => Err(what(found.trim_end().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_atomic(path, format!("{content}\n").as_bytes())
+        }
+        Err(e) => Err(AuditError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opened, AuditError> {
+    let dir = &cfg.dir;
+    let seg_dir = dir.join("segments");
+    std::fs::create_dir_all(&seg_dir).map_err(AuditError::io(&seg_dir))?;
+    let signer = CheckpointSigner::from_pem_file(&cfg.signing_key_pem, &cfg.origin)?;
+    let pseudonymiser = Pseudonymiser::from_key_file(&cfg.pseudonym_key)?;
+    pin_identity(&dir.join("origin"), &cfg.origin, |found| {
+        AuditError::OriginMismatch {
+            dir: dir.clone(),
+            found,
+            configured: cfg.origin.clone(),
+        }
+    })?;
+    // A new key under the same origin would make old checkpoints unverifiable with the published key:
+    // rotating the key means starting a new log (new origin).
+    let vkey = signer.verifier_key();
+    pin_identity(&dir.join("verifier-key"), &vkey, |found| AuditError::Key {
+        path: cfg.signing_key_pem.clone(),
+        reason: format!("this log was signed by `{found}`; a new key needs a new log origin"),
+    })?;
+
+    let mut report = RecoveryReport::default();
+    let mut segments = list_segments(&seg_dir)?;
+    if segments.is_empty() {
+        let path = seg_dir.join(segment_name(0));
+        storage.open_segment(&path).map_err(AuditError::io(&path))?;
+        storage
+            .sync_dir(&seg_dir)
+            .map_err(AuditError::io(&seg_dir))?;
+        segments.push(SegmentInfo { first_seq: 0, path });
+    }
+    let last = segments[segments.len() - 1].clone();
+    let (count, good_len, file_len, cut_reason) = scan_tail(&last)?;
+    let mut segment = storage
+        .open_segment(&last.path)
+        .map_err(AuditError::io(&last.path))?;
+    if good_len < file_len {
+        segment
+            .truncate(good_len)
+            .map_err(AuditError::io(&last.path))?;
+        report.truncated_bytes = file_len - good_len;
+        report.truncated_at = Some((last.path.clone(), good_len, cut_reason.unwrap_or_default()));
+    }
+    let size = last.first_seq + count;
+    report.records = size;
+
+    // A full leaf tile beyond the end means records that were once durable are gone.
+    let next_full = stored_count(0, size) / TILE_WIDTH;
+    let beyond = dir.join(tile_path(0, next_full, TILE_WIDTH));
+    if beyond.exists() {
+        match cfg.durability {
+            Durability::Fsync => {
+                return Err(AuditError::Rollback {
+                    records: size,
+                    checkpoint: (next_full + 1) * TILE_WIDTH,
+                });
+            }
+            Durability::Relaxed { .. } => {
+                std::fs::remove_file(&beyond).map_err(AuditError::io(&beyond))?;
+                report.notes.push(format!(
+                    "removed leaf tile `{}` beyond the log end ({size} records): unsynced records were lost",
+                    beyond.display()
+                ));
+            }
+        }
+    }
+
+    let (tiles, rebuilt) =
+        TileStore::rebuild(dir, size, |from, to| leaf_hashes(&segments, from, to))?;
+    report.tiles_rebuilt = rebuilt;
+
+    // Never continue a log that cannot extend what it already signed.
+    let mut last_checkpoint = None;
+    let mut checkpoint_note = None;
+    let cp_path = dir.join("checkpoint");
+    match std::fs::read_to_string(&cp_path) {
+        Ok(note) => {
+            let verifier = NoteVerifier::parse(&vkey)?;
+            let cp = open_checkpoint(&note, &verifier)?;
+            if cp.size > size {
+                return Err(AuditError::Rollback {
+                    records: size,
+                    checkpoint: cp.size,
+                });
+            }
+            if tree::root(&tiles, cp.size)? != cp.root {
+                return Err(AuditError::Fork { size: cp.size });
+            }
+            report.checkpoint_size = Some(cp.size);
+            last_checkpoint = Some(cp.size);
+            checkpoint_note = Some(note);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if size > 0 {
+                report
+                    .notes
+                    .push("records exist but no signed checkpoint was found".into());
+            }
+        }
+        Err(e) => {
+            return Err(AuditError::Io {
+                path: cp_path,
+                source: e,
+            });
+        }
+    }
+
+    let mut index = IndexWriter::default();
+    let from = watermark(dir).min(size);
+    for_each_in_range(&segments, from, size, |seq, offset, seg, bytes| {
+        let rec = decode(bytes)?.record;
+        let loc = Location {
+            seq,
+            segment: seg.first_seq,
+            offset,
+        };
+        if let Some(s) = &rec.subject {
+            index.add(IndexKind::Subject, s, loc);
+        }
+        if let Some(c) = &rec.consumer {
+            index.add(IndexKind::Consumer, c, loc);
+        }
+        Ok(())
+    })?;
+    report.reindexed = size - from;
+
+    let shared = Arc::new(Shared {
+        tiles: RwLock::new(tiles),
+        checkpoint: Mutex::new(checkpoint_note),
+        queue_depth: AtomicUsize::new(0),
+        last_batch: AtomicUsize::new(0),
+        last_fsync_us: AtomicU64::new(0),
+        records: AtomicU64::new(size),
+        checkpoint_size: AtomicU64::new(last_checkpoint.unwrap_or(0)),
+        writable: AtomicBool::new(true),
+        failure: Mutex::new(None),
+    });
+    Ok(Opened {
+        shared,
+        signer,
+        pseudonymiser,
+        report,
+        storage,
+        segment,
+        seg_first: last.first_seq,
+        seg_len: good_len,
+        index,
+        last_checkpoint,
+    })
+}
+
+/// Counts the good frames of the last segment: returns (records, good length, file length, why cut).
+/// A frame is good when it is whole, its checksum holds, and it is the canonical record with the
+/// expected sequence number; the first frame that is not ends the log.
+fn scan_tail(seg: &SegmentInfo) -> Result<(u64, u64, u64, Option<String>), AuditError> {
+    let file_len = std::fs::metadata(&seg.path)
+        .map_err(AuditError::io(&seg.path))?
+        .len();
+    let mut r = FrameReader::open(&seg.path)?;
+    let mut count = 0u64;
+    loop {
+        let at = r.offset();
+        match r.next_frame().map_err(AuditError::io(&seg.path))? {
+            FrameRead::Frame { payload, .. } => match decode(&payload) {
+                Ok(rec) if rec.seq == seg.first_seq + count => count += 1,
+                Ok(rec) => {
+                    return Ok((
+                        count,
+                        at,
+                        file_len,
+                        Some(format!("record `{}` out of sequence", rec.seq)),
+                    ));
+                }
+                Err(e) => return Ok((count, at, file_len, Some(e.to_string()))),
+            },
+            FrameRead::End => return Ok((count, at, file_len, None)),
+            FrameRead::Bad { reason, .. } => return Ok((count, at, file_len, Some(reason))),
+        }
+    }
+}
+
+fn leaf_hashes(segments: &[SegmentInfo], from: u64, to: u64) -> Result<Vec<Hash>, AuditError> {
+    let mut out = Vec::with_capacity((to - from) as usize);
+    for_each_in_range(segments, from, to, |_, _, _, bytes| {
+        out.push(leaf_hash(bytes));
+        Ok(())
+    })?;
+    if out.len() as u64 != to - from {
+        return Err(AuditError::Corrupt(format!(
+            "records {from}..{to} are needed to rebuild the tree but only {} were found",
+            out.len()
+        )));
+    }
+    Ok(out)
+}

@@ -1,0 +1,220 @@
+//! The audit record and its canonical byte encoding (the bytes that are hashed into the tree).
+//!
+//! Encoding: one JSON object, no whitespace, keys in the fixed order of [`StoredRecord`] (`seq` first,
+//! then the [`Record`] fields in declaration order), absent values written as `null`. serde_json's
+//! compact writer is deterministic for this shape, and the verifier re-encodes every record and
+//! rejects any that are not byte-identical, so a second spelling of the same record cannot exist.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::error::AuditError;
+
+/// Largest encoded record: tlog-tiles entry bundles prefix each entry with a big-endian u16 length.
+pub const MAX_RECORD_BYTES: usize = u16::MAX as usize;
+
+/// What the gateway decided.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Allow,
+    Deny,
+    /// The request was allowed but failed (upstream error, timeout); also the default so an
+    /// unfilled record never claims to be an allow.
+    #[default]
+    Error,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::Error => "error",
+        }
+    }
+}
+
+/// One decided request. The log assigns `seq`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// RFC 3339 UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z` (see [`Record::timestamp`]).
+    pub time: String,
+    pub request_id: String,
+    pub trace_id: Option<String>,
+    /// Legal consumer, `0192:<orgno>`; absent when the token could not be verified.
+    pub consumer: Option<String>,
+    pub supplier: Option<String>,
+    pub client_id: Option<String>,
+    pub service: String,
+    pub operation: String,
+    /// The matched route template (`/persons/{id}`), never the raw path, which may hold identifiers.
+    pub path_template: Option<String>,
+    /// Subject PSEUDONYM (64 hex chars, see [`crate::Pseudonymiser`]); clear identifiers are refused.
+    pub subject: Option<String>,
+    pub purpose: Option<String>,
+    pub legal_basis: Option<String>,
+    pub grant_id: Option<String>,
+    pub consent_id: Option<String>,
+    pub decision: Decision,
+    /// Stable reason code (`deny.no_grant`, `upstream.timeout`, …).
+    pub reason: Option<String>,
+    pub policy_version: Option<String>,
+    pub upstream_status: Option<u16>,
+    pub latency_us: u64,
+    /// Hex SHA-256 of the request body as received.
+    pub request_sha256: Option<String>,
+    /// Hex SHA-256 of the response body as sent to the client (after minimisation).
+    pub response_sha256: Option<String>,
+    pub fields_released: Vec<String>,
+}
+
+/// The stored form: `seq` first, then the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub record: Record,
+}
+
+impl Record {
+    /// Current time in the record's format.
+    pub fn timestamp(now: OffsetDateTime) -> String {
+        let t = now.to_offset(time::UtcOffset::UTC);
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        )
+    }
+
+    /// Checks what the log depends on: a parseable time (queries filter on it) and no clear-text
+    /// subject or malformed digest slipping into a permanent, signed record.
+    pub fn validate(&self) -> Result<(), AuditError> {
+        parse_time(&self.time)?;
+        if let Some(s) = &self.subject {
+            if !is_hex64(s) {
+                return Err(AuditError::InvalidRecord(
+                    "`subject` must be a pseudonym (64 lowercase hex chars), never a clear identifier".into(),
+                ));
+            }
+        }
+        for (name, v) in [
+            ("request_sha256", &self.request_sha256),
+            ("response_sha256", &self.response_sha256),
+        ] {
+            if let Some(v) = v {
+                if !is_hex64(v) {
+                    return Err(AuditError::InvalidRecord(format!(
+                        "`{name}` must be 64 lowercase hex chars"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses an RFC 3339 time.
+pub fn parse_time(s: &str) -> Result<OffsetDateTime, AuditError> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|e| AuditError::InvalidRecord(format!("time `{s}`: {e}")))
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Canonical bytes of a record at `seq`.
+pub fn encode(seq: u64, record: &Record) -> Result<Vec<u8>, AuditError> {
+    #[derive(Serialize)]
+    struct Borrowed<'a> {
+        seq: u64,
+        #[serde(flatten)]
+        record: &'a Record,
+    }
+    let bytes = serde_json::to_vec(&Borrowed { seq, record })
+        .map_err(|e| AuditError::InvalidRecord(format!("cannot encode: {e}")))?;
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(AuditError::RecordTooLarge(bytes.len()));
+    }
+    Ok(bytes)
+}
+
+/// Parses stored bytes and insists they are in canonical form.
+pub fn decode(bytes: &[u8]) -> Result<StoredRecord, AuditError> {
+    let rec: StoredRecord = serde_json::from_slice(bytes)
+        .map_err(|e| AuditError::Corrupt(format!("record is not valid json: {e}")))?;
+    let again = encode(rec.seq, &rec.record)?;
+    if again != bytes {
+        return Err(AuditError::Corrupt(format!(
+            "record `{}` is not in canonical form",
+            rec.seq
+        )));
+    }
+    Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn sample() -> Record {
+        Record {
+            time: "2026-01-02T03:04:05.678Z".into(),
+            request_id: "r1".into(),
+            service: "folkeregister".into(),
+            operation: "read".into(),
+            decision: Decision::Allow,
+            subject: Some("ab".repeat(32)),
+            fields_released: vec!["name".into()],
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn encoding_is_fixed_order_compact_json() {
+        let b = encode(7, &sample()).unwrap();
+        let s = String::from_utf8(b.clone()).unwrap();
+        assert!(s.starts_with(
+            r#"{"seq":7,"time":"2026-01-02T03:04:05.678Z","request_id":"r1","trace_id":null,"#
+        ));
+        assert!(s.ends_with(r#""fields_released":["name"]}"#));
+        assert!(!s.contains(' '));
+        assert_eq!(decode(&b).unwrap().record, sample());
+    }
+
+    #[test]
+    fn non_canonical_bytes_are_rejected() {
+        let b = encode(7, &sample()).unwrap();
+        let spaced = String::from_utf8(b).unwrap().replacen(",", ", ", 1);
+        assert!(decode(spaced.as_bytes()).is_err());
+        assert!(decode(b"{not json").is_err());
+    }
+
+    #[test]
+    fn clear_subjects_and_bad_times_are_refused() {
+        let mut r = sample();
+        r.subject = Some("01017012345".into());
+        assert!(r.validate().is_err());
+        let mut r = sample();
+        r.time = "yesterday".into();
+        assert!(r.validate().is_err());
+        assert!(sample().validate().is_ok());
+    }
+
+    #[test]
+    fn timestamp_format() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        assert_eq!(Record::timestamp(t), "2023-11-14T22:13:20.123Z");
+    }
+}

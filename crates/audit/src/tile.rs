@@ -1,0 +1,436 @@
+//! Durable tree hashes in the C2SP tlog-tiles layout, and a [`HashReader`] over them.
+//!
+//! `tile/<L>/<N>` holds 256 hashes (8,192 bytes) of tile level `L` (tree level 8·L); level 0 holds
+//! leaf hashes. Full tiles are written once, when complete. Partial tiles `tile/<L>/<N>.p/<W>` are
+//! written at each checkpoint so the tile set for the checkpointed tree is complete on disk (what a
+//! tlog-tiles client fetches); between checkpoints the right edge lives in memory and is rebuilt
+//! from the records on open.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::AuditError;
+use crate::hash::{Hash, node_hash};
+use crate::segment::{sync_dir, write_atomic};
+use crate::tree::HashReader;
+
+pub const TILE_HEIGHT: u8 = 8;
+pub const TILE_WIDTH: u64 = 256;
+
+/// `N` in 3-digit groups, all but the last prefixed `x`: 1234067 → `x001/x234/067`.
+pub fn tile_index_path(n: u64) -> String {
+    let mut groups = vec![format!("{:03}", n % 1000)];
+    let mut rest = n / 1000;
+    while rest > 0 {
+        groups.push(format!("x{:03}", rest % 1000));
+        rest /= 1000;
+    }
+    groups.reverse();
+    groups.join("/")
+}
+
+/// Relative path of a hash tile: `tile/<L>/<N>` or, when `width < 256`, `tile/<L>/<N>.p/<W>`.
+pub fn tile_path(level: u8, n: u64, width: u64) -> String {
+    if width >= TILE_WIDTH {
+        format!("tile/{level}/{}", tile_index_path(n))
+    } else {
+        format!("tile/{level}/{}.p/{width}", tile_index_path(n))
+    }
+}
+
+/// Number of hashes stored at tile level `level` for a tree of `size` leaves.
+pub fn stored_count(level: u8, size: u64) -> u64 {
+    let shift = u32::from(level) * u32::from(TILE_HEIGHT);
+    if shift >= 64 { 0 } else { size >> shift }
+}
+
+/// Hash of 2^k consecutive hashes (a perfect subtree).
+fn fold_perfect(hashes: &[Hash]) -> Hash {
+    let mut cur = hashes.to_vec();
+    while cur.len() > 1 {
+        cur = cur
+            .chunks(2)
+            .map(|c| {
+                if c.len() == 2 {
+                    node_hash(&c[0], &c[1])
+                } else {
+                    c[0]
+                }
+            })
+            .collect();
+    }
+    cur.first().copied().unwrap_or_else(crate::hash::empty_root)
+}
+
+fn decode_tile(bytes: &[u8]) -> Vec<Hash> {
+    bytes
+        .chunks_exact(32)
+        .map(|c| {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(c);
+            h
+        })
+        .collect()
+}
+
+fn encode_tile(hashes: &[Hash]) -> Vec<u8> {
+    hashes.iter().flat_map(|h| h.iter().copied()).collect()
+}
+
+/// Reads a tile of `width` hashes: the exact file, else a prefix of the full tile or of a wider partial.
+pub fn read_tile(root: &Path, level: u8, n: u64, width: u64) -> Result<Vec<Hash>, AuditError> {
+    let full = root.join(tile_path(level, n, TILE_WIDTH));
+    let mut candidates = vec![root.join(tile_path(level, n, width)), full];
+    if width < TILE_WIDTH {
+        let pdir = root.join(format!("tile/{level}/{}.p", tile_index_path(n)));
+        if let Ok(rd) = std::fs::read_dir(&pdir) {
+            let mut wider: Vec<u64> = rd
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|w| *w > width)
+                .collect();
+            wider.sort_unstable();
+            candidates.extend(wider.into_iter().map(|w| pdir.join(w.to_string())));
+        }
+    }
+    for c in candidates {
+        match std::fs::read(&c) {
+            Ok(bytes) if bytes.len() as u64 >= width * 32 && bytes.len() % 32 == 0 => {
+                let mut h = decode_tile(&bytes);
+                h.truncate(width as usize);
+                return Ok(h);
+            }
+            Ok(_) => {
+                return Err(AuditError::Corrupt(format!(
+                    "tile `{}` has the wrong length",
+                    c.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(AuditError::Io { path: c, source: e }),
+        }
+    }
+    Err(AuditError::Corrupt(format!(
+        "tile `{}` is missing",
+        tile_path(level, n, width)
+    )))
+}
+
+type TileCache = Mutex<HashMap<(u8, u64), Arc<Vec<Hash>>>>;
+
+/// Tree hashes: full tiles on disk plus the in-memory right edge (one partial tile per level).
+pub struct TileStore {
+    root: PathBuf,
+    size: u64,
+    /// `partial[L]` holds the hashes of the incomplete tile at level L.
+    partial: Vec<Vec<Hash>>,
+    cache: TileCache,
+}
+
+const CACHE_TILES: usize = 512;
+
+impl TileStore {
+    /// A store for a tree of `size` leaves whose full tiles are on disk under `root` and whose right
+    /// edge is given (usually rebuilt by [`TileStore::rebuild`] or loaded with [`TileStore::open_at`]).
+    fn with_partials(root: PathBuf, size: u64, partial: Vec<Vec<Hash>>) -> Self {
+        Self {
+            root,
+            size,
+            partial,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Read-only view of the tree at `size`, entirely from tiles on disk (full + partial files).
+    pub fn open_at(root: &Path, size: u64) -> Result<Self, AuditError> {
+        let mut partial = Vec::new();
+        let mut level = 0u8;
+        while stored_count(level, size) > 0 {
+            let count = stored_count(level, size);
+            let width = count % TILE_WIDTH;
+            partial.push(if width > 0 {
+                read_tile(root, level, count / TILE_WIDTH, width)?
+            } else {
+                Vec::new()
+            });
+            level += 1;
+        }
+        Ok(Self::with_partials(root.to_path_buf(), size, partial))
+    }
+
+    /// Rebuilds the right edge for `size` leaves, writing any full tile missing at the end (a crash
+    /// between the records' fsync and the tile write). `leaves(from, to)` reads leaf hashes from records.
+    pub fn rebuild(
+        root: &Path,
+        size: u64,
+        mut leaves: impl FnMut(u64, u64) -> Result<Vec<Hash>, AuditError>,
+    ) -> Result<(Self, u64), AuditError> {
+        let mut rebuilt = 0u64;
+        let mut partial = Vec::new();
+        let mut level = 0u8;
+        while stored_count(level, size) > 0 {
+            let count = stored_count(level, size);
+            let full = count / TILE_WIDTH;
+            // Trailing full tiles that are missing: find the first present one going backwards.
+            let mut first_missing = full;
+            while first_missing > 0
+                && !root
+                    .join(tile_path(level, first_missing - 1, TILE_WIDTH))
+                    .exists()
+            {
+                first_missing -= 1;
+            }
+            for n in first_missing..full {
+                let hashes = Self::hashes_from_below(
+                    root,
+                    level,
+                    n * TILE_WIDTH,
+                    (n + 1) * TILE_WIDTH,
+                    &mut leaves,
+                )?;
+                write_tile(root, level, n, &hashes)?;
+                rebuilt += 1;
+            }
+            partial.push(Self::hashes_from_below(
+                root,
+                level,
+                full * TILE_WIDTH,
+                count,
+                &mut leaves,
+            )?);
+            level += 1;
+        }
+        Ok((
+            Self::with_partials(root.to_path_buf(), size, partial),
+            rebuilt,
+        ))
+    }
+
+    /// Stored hashes `[from, to)` of `level`, computed from the level below (or records for level 0).
+    fn hashes_from_below(
+        root: &Path,
+        level: u8,
+        from: u64,
+        to: u64,
+        leaves: &mut impl FnMut(u64, u64) -> Result<Vec<Hash>, AuditError>,
+    ) -> Result<Vec<Hash>, AuditError> {
+        if level == 0 {
+            return leaves(from, to);
+        }
+        (from..to)
+            .map(|i| Ok(fold_perfect(&read_tile(root, level - 1, i, TILE_WIDTH)?)))
+            .collect()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn root_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// Adds a leaf hash; completes and writes tiles as they fill. Returns the number of tiles written.
+    pub fn push(&mut self, leaf: Hash) -> Result<usize, AuditError> {
+        let mut written = 0;
+        let mut carry = leaf;
+        let mut level = 0usize;
+        loop {
+            if self.partial.len() <= level {
+                self.partial.push(Vec::new());
+            }
+            self.partial[level].push(carry);
+            if self.partial[level].len() as u64 != TILE_WIDTH {
+                break;
+            }
+            let n = stored_count(level as u8, self.size + 1) / TILE_WIDTH - 1;
+            write_tile(&self.root, level as u8, n, &self.partial[level])?;
+            written += 1;
+            carry = fold_perfect(&self.partial[level]);
+            self.partial[level].clear();
+            level += 1;
+        }
+        self.size += 1;
+        Ok(written)
+    }
+
+    /// Writes the partial tiles of the current tree (done before signing a checkpoint) and removes
+    /// narrower partials of the same tiles, which the new files supersede.
+    pub fn write_partials(&self) -> Result<(), AuditError> {
+        for (level, hashes) in self.partial.iter().enumerate() {
+            let width = hashes.len() as u64;
+            if width == 0 {
+                continue;
+            }
+            let n = stored_count(level as u8, self.size) / TILE_WIDTH;
+            let path = self.root.join(tile_path(level as u8, n, width));
+            if !path.exists() {
+                write_atomic(&path, &encode_tile(hashes))?;
+            }
+            if let Some(pdir) = path.parent() {
+                if let Ok(rd) = std::fs::read_dir(pdir) {
+                    for e in rd.flatten() {
+                        let narrower = e
+                            .file_name()
+                            .to_str()
+                            .and_then(|s| s.parse::<u64>().ok())
+                            .is_some_and(|w| w < width);
+                        if narrower {
+                            // Best effort: a leftover narrower partial is still a correct prefix.
+                            let _ = std::fs::remove_file(e.path());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored hashes `[start, start + count)` of tile level `level`, all within one tile.
+    fn stored(&self, level: u8, start: u64, count: u64) -> Result<Vec<Hash>, AuditError> {
+        let n = start / TILE_WIDTH;
+        let off = (start % TILE_WIDTH) as usize;
+        let full = stored_count(level, self.size) / TILE_WIDTH;
+        let tile: Arc<Vec<Hash>> = if n < full {
+            self.full_tile(level, n)?
+        } else {
+            Arc::new(
+                self.partial
+                    .get(level as usize)
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        };
+        tile.get(off..off + count as usize)
+            .map(<[Hash]>::to_vec)
+            .ok_or(AuditError::OutOfRange {
+                index: start + count,
+                size: self.size,
+            })
+    }
+
+    fn full_tile(&self, level: u8, n: u64) -> Result<Arc<Vec<Hash>>, AuditError> {
+        if let Ok(c) = self.cache.lock() {
+            if let Some(t) = c.get(&(level, n)) {
+                return Ok(t.clone());
+            }
+        }
+        let t = Arc::new(read_tile(&self.root, level, n, TILE_WIDTH)?);
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() >= CACHE_TILES {
+                c.clear();
+            }
+            c.insert((level, n), t.clone());
+        }
+        Ok(t)
+    }
+
+    /// A tile's bytes for serving (`tile/<L>/<N>[.p/<W>]`), for any tile of the current tree.
+    pub fn tile_bytes(&self, level: u8, n: u64, width: u64) -> Result<Vec<u8>, AuditError> {
+        let count = stored_count(level, self.size);
+        if width == 0 || width > TILE_WIDTH || n * TILE_WIDTH + width > count {
+            return Err(AuditError::OutOfRange {
+                index: n * TILE_WIDTH + width,
+                size: count,
+            });
+        }
+        Ok(encode_tile(&self.stored(level, n * TILE_WIDTH, width)?))
+    }
+}
+
+impl HashReader for TileStore {
+    fn node(&self, level: u8, index: u64) -> Result<Hash, AuditError> {
+        let tl = level / TILE_HEIGHT;
+        let r = level % TILE_HEIGHT;
+        let width = 1u64 << r;
+        let last_leaf = ((index + 1) << level) - 1;
+        if last_leaf >= self.size {
+            return Err(AuditError::OutOfRange {
+                index: last_leaf,
+                size: self.size,
+            });
+        }
+        Ok(fold_perfect(&self.stored(tl, index * width, width)?))
+    }
+}
+
+fn write_tile(root: &Path, level: u8, n: u64, hashes: &[Hash]) -> Result<(), AuditError> {
+    let path = root.join(tile_path(level, n, TILE_WIDTH));
+    write_atomic(&path, &encode_tile(hashes))?;
+    // Directories on the way may have been created just now; make their entries durable too.
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == root {
+            break;
+        }
+        if let Some(up) = d.parent() {
+            sync_dir(up).map_err(AuditError::io(up))?;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::hash::leaf_hash;
+    use crate::tree;
+
+    #[test]
+    fn tile_paths_follow_c2sp() {
+        assert_eq!(tile_index_path(1_234_067), "x001/x234/067");
+        assert_eq!(tile_index_path(5), "005");
+        assert_eq!(tile_index_path(1000), "x001/000");
+        assert_eq!(tile_path(0, 1_234_067, 256), "tile/0/x001/x234/067");
+        assert_eq!(tile_path(1, 2, 7), "tile/1/002.p/7");
+    }
+
+    #[test]
+    fn store_answers_like_the_in_memory_tree_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let leaves: Vec<Hash> = (0..70_000u64)
+            .map(|i| leaf_hash(&i.to_le_bytes()))
+            .collect();
+        let (mut s, _) = TileStore::rebuild(dir.path(), 0, |_, _| Ok(vec![])).unwrap();
+        for l in &leaves {
+            s.push(*l).unwrap();
+        }
+        for size in [1u64, 255, 256, 257, 65_536, 65_537, 70_000] {
+            assert_eq!(
+                tree::root(&s, size).unwrap(),
+                tree::root(&leaves[..], size).unwrap(),
+                "size {size}"
+            );
+        }
+        let p = tree::inclusion_proof(&s, 65_600, 70_000).unwrap();
+        assert_eq!(
+            p,
+            tree::inclusion_proof(&leaves[..], 65_600, 70_000).unwrap()
+        );
+        s.write_partials().unwrap();
+        let ro = TileStore::open_at(dir.path(), 70_000).unwrap();
+        assert_eq!(
+            tree::root(&ro, 70_000).unwrap(),
+            tree::root(&leaves[..], 70_000).unwrap()
+        );
+        // Older sizes are served from prefixes of wider tiles.
+        let ro = TileStore::open_at(dir.path(), 300).unwrap();
+        assert_eq!(
+            tree::root(&ro, 300).unwrap(),
+            tree::root(&leaves[..], 300).unwrap()
+        );
+        // Rebuild after losing the last full tile.
+        std::fs::remove_file(dir.path().join(tile_path(0, 272, 256))).unwrap();
+        let (re, rebuilt) = TileStore::rebuild(dir.path(), 70_000, |a, b| {
+            Ok(leaves[a as usize..b as usize].to_vec())
+        })
+        .unwrap();
+        assert_eq!(rebuilt, 1);
+        assert_eq!(
+            tree::root(&re, 70_000).unwrap(),
+            tree::root(&leaves[..], 70_000).unwrap()
+        );
+    }
+}

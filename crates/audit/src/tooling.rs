@@ -1,0 +1,88 @@
+//! What `tollbu audit …` runs, against a log directory on disk (read-only; safe beside a live writer).
+//! Each function returns text and a verdict; the binary only prints and picks the exit code.
+
+mod query;
+mod verify;
+
+use std::path::Path;
+
+pub use query::{Query, citizen, query};
+pub use verify::verify;
+
+use crate::checkpoint::parse_checkpoint_body;
+use crate::error::AuditError;
+use crate::segment::{FrameRead, FrameReader};
+use crate::tile::TileStore;
+use crate::tree;
+
+/// Outcome of a tool: `ok` decides the exit code, `text` is printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub ok: bool,
+    pub text: String,
+}
+
+impl Report {
+    fn ok(text: String) -> Self {
+        Self { ok: true, text }
+    }
+    fn fail(e: impl std::fmt::Display) -> Self {
+        Self {
+            ok: false,
+            text: format!("error: {e}\n"),
+        }
+    }
+}
+
+/// Size of the latest checkpoint in `dir` (the tree the tiles on disk describe completely).
+fn checkpoint_size(dir: &Path) -> Result<u64, AuditError> {
+    let note = std::fs::read_to_string(dir.join("checkpoint"))
+        .map_err(AuditError::io(dir.join("checkpoint")))?;
+    let body_end = note.find("\n\n").map_or(note.len(), |i| i + 1);
+    Ok(parse_checkpoint_body(&note[..body_end])?.size)
+}
+
+/// Signed notes kept in `checkpoints.log`, oldest first; a torn last frame is ignored.
+pub fn checkpoint_history(dir: &Path) -> Vec<String> {
+    let path = dir.join("checkpoints.log");
+    let Ok(mut r) = FrameReader::open(&path) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    while let Ok(FrameRead::Frame { payload, .. }) = r.next_frame() {
+        if let Ok(s) = String::from_utf8(payload) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Inclusion proof of record `index` in the tree of `size` (default: the latest checkpoint), as JSON.
+pub fn prove(dir: &Path, index: u64, size: Option<u64>) -> Report {
+    let run = || -> Result<String, AuditError> {
+        let size = match size {
+            Some(s) => s,
+            None => checkpoint_size(dir)?,
+        };
+        let tiles = TileStore::open_at(dir, size)?;
+        let p = tree::inclusion_proof(&tiles, index, size)?;
+        serde_json::to_string_pretty(&p).map_err(|e| AuditError::Corrupt(e.to_string()))
+    };
+    match run() {
+        Ok(t) => Report::ok(t + "\n"),
+        Err(e) => Report::fail(e),
+    }
+}
+
+/// Consistency proof between two tree sizes, as JSON.
+pub fn consistency(dir: &Path, from: u64, to: u64) -> Report {
+    let run = || -> Result<String, AuditError> {
+        let tiles = TileStore::open_at(dir, to)?;
+        let p = tree::consistency_proof(&tiles, from, to)?;
+        serde_json::to_string_pretty(&p).map_err(|e| AuditError::Corrupt(e.to_string()))
+    };
+    match run() {
+        Ok(t) => Report::ok(t + "\n"),
+        Err(e) => Report::fail(e),
+    }
+}

@@ -1,0 +1,265 @@
+//! Queries by subject, consumer, service, decision and time; the citizen's report.
+//!
+//! Subject and consumer queries read one index bucket (see [`crate::index`]) and then only the
+//! matching records; records newer than the index watermark (at most one checkpoint interval) are
+//! scanned. Other queries scan the log.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use time::OffsetDateTime;
+
+use super::Report;
+use crate::error::AuditError;
+use crate::index::{IndexKind, lookup, watermark};
+use crate::pseudonym::Pseudonymiser;
+use crate::record::{Decision, StoredRecord, decode, parse_time};
+use crate::segment::{SegmentInfo, for_each_in_range, list_segments, read_frame_at, segment_name};
+
+/// Filters; all given ones must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// National identity number in clear; hashed with the pseudonym key before use, never stored.
+    pub subject: Option<String>,
+    pub consumer: Option<String>,
+    pub service: Option<String>,
+    pub decision: Option<Decision>,
+    /// RFC 3339, inclusive.
+    pub from: Option<String>,
+    /// RFC 3339, exclusive.
+    pub to: Option<String>,
+}
+
+impl std::str::FromStr for Decision {
+    type Err = AuditError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "allow" => Ok(Decision::Allow),
+            "deny" => Ok(Decision::Deny),
+            "error" => Ok(Decision::Error),
+            other => Err(AuditError::BadRequest(format!(
+                "decision `{other}` is not allow, deny or error"
+            ))),
+        }
+    }
+}
+
+struct Filter {
+    pseudonym: Option<String>,
+    consumer: Option<String>,
+    service: Option<String>,
+    decision: Option<Decision>,
+    from: Option<OffsetDateTime>,
+    to: Option<OffsetDateTime>,
+}
+
+impl Filter {
+    fn matches(&self, r: &StoredRecord) -> bool {
+        let rec = &r.record;
+        let eq = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
+        if !eq(&self.pseudonym, &rec.subject) || !eq(&self.consumer, &rec.consumer) {
+            return false;
+        }
+        if self.service.as_ref().is_some_and(|s| *s != rec.service)
+            || self.decision.is_some_and(|d| d != rec.decision)
+        {
+            return false;
+        }
+        if self.from.is_some() || self.to.is_some() {
+            let Ok(t) = parse_time(&rec.time) else {
+                return false;
+            };
+            if self.from.is_some_and(|f| t < f) || self.to.is_some_and(|to| t >= to) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Matching records with their stored bytes, oldest first.
+type Found = Vec<(StoredRecord, Vec<u8>)>;
+
+/// Matching records, and how many index hits pointed at pruned records.
+fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u64), AuditError> {
+    let pseudonym = match &q.subject {
+        Some(s) => {
+            let key = pseudonym_key.ok_or_else(|| {
+                AuditError::BadRequest("a subject query needs the pseudonym key file".into())
+            })?;
+            Some(Pseudonymiser::from_key_file(key)?.pseudonym(s))
+        }
+        None => None,
+    };
+    let parse = |t: &Option<String>| t.as_deref().map(parse_time).transpose();
+    let filter = Filter {
+        pseudonym,
+        consumer: q.consumer.clone(),
+        service: q.service.clone(),
+        decision: q.decision,
+        from: parse(&q.from)?,
+        to: parse(&q.to)?,
+    };
+    let seg_dir = dir.join("segments");
+    let segments = list_segments(&seg_dir)?;
+    let end = log_end(&segments)?;
+    let mut found = Vec::new();
+    let mut pruned = 0u64;
+    let indexed = match (&filter.pseudonym, &filter.consumer) {
+        (Some(p), _) => Some(lookup(dir, IndexKind::Subject, p)?),
+        (None, Some(c)) => Some(lookup(dir, IndexKind::Consumer, c)?),
+        _ => None,
+    };
+    let scan_from = match indexed {
+        Some(locs) => {
+            let wm = watermark(dir).min(end);
+            for loc in locs.into_iter().filter(|l| l.seq < wm) {
+                let path = seg_dir.join(segment_name(loc.segment));
+                if !path.exists() {
+                    pruned += 1;
+                    continue;
+                }
+                let bytes = read_frame_at(&path, loc.offset)?;
+                let rec = decode(&bytes)?;
+                if rec.seq == loc.seq && filter.matches(&rec) {
+                    found.push((rec, bytes));
+                }
+            }
+            wm
+        }
+        None => 0,
+    };
+    for_each_in_range(&segments, scan_from, end, |_, _, _, bytes| {
+        let rec = decode(bytes)?;
+        if filter.matches(&rec) {
+            found.push((rec, bytes.to_vec()));
+        }
+        Ok(())
+    })?;
+    Ok((found, pruned))
+}
+
+/// Index of the record after the last one (counting frames of the last segment only).
+fn log_end(segments: &[SegmentInfo]) -> Result<u64, AuditError> {
+    let Some(last) = segments.last() else {
+        return Ok(0);
+    };
+    let mut n = last.first_seq;
+    let mut r = crate::segment::FrameReader::open(&last.path)?;
+    while let crate::segment::FrameRead::Frame { .. } =
+        r.next_frame().map_err(AuditError::io(&last.path))?
+    {
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Runs a query. `json_lines` prints each stored record as it is in the log, one per line.
+pub fn query(dir: &Path, q: &Query, pseudonym_key: Option<&Path>, json_lines: bool) -> Report {
+    let (found, pruned) = match find(dir, q, pseudonym_key) {
+        Ok(f) => f,
+        Err(e) => return Report::fail(e),
+    };
+    let mut out = String::new();
+    for (rec, bytes) in &found {
+        if json_lines {
+            out.push_str(&String::from_utf8_lossy(bytes));
+            out.push('\n');
+        } else {
+            let r = &rec.record;
+            let _ = writeln!(
+                out,
+                "{} {} {:5} consumer={} service={} op={} purpose={} basis={} reason={} fields={}",
+                rec.seq,
+                r.time,
+                r.decision.as_str(),
+                r.consumer.as_deref().unwrap_or("-"),
+                r.service,
+                r.operation,
+                r.purpose.as_deref().unwrap_or("-"),
+                r.legal_basis.as_deref().unwrap_or("-"),
+                r.reason.as_deref().unwrap_or("-"),
+                r.fields_released.join(",")
+            );
+        }
+    }
+    if !json_lines {
+        let _ = writeln!(out, "{} records", found.len());
+        if pruned > 0 {
+            let _ = writeln!(
+                out,
+                "{pruned} older matching records were removed by retention (hashes kept)"
+            );
+        }
+    }
+    Report::ok(out)
+}
+
+/// "Who looked at my data": every request about this person — who, what, when, why, on what basis.
+pub fn citizen(dir: &Path, subject: &str, pseudonym_key: &Path) -> Report {
+    let q = Query {
+        subject: Some(subject.to_string()),
+        ..Query::default()
+    };
+    let (found, pruned) = match find(dir, &q, Some(pseudonym_key)) {
+        Ok(f) => f,
+        Err(e) => return Report::fail(e),
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "Requests concerning this person: {}", found.len());
+    for (rec, _) in &found {
+        let r = &rec.record;
+        let outcome = match r.decision {
+            Decision::Allow => "data released",
+            Decision::Deny => "refused",
+            Decision::Error => "failed",
+        };
+        let _ = writeln!(out, "\n{} — {}", r.time, outcome);
+        let _ = writeln!(
+            out,
+            "  who:          {}",
+            r.consumer.as_deref().unwrap_or("unidentified caller")
+        );
+        if let Some(s) = &r.supplier {
+            let _ = writeln!(out, "  on behalf by: {s}");
+        }
+        let _ = writeln!(
+            out,
+            "  what:         {} {} ({})",
+            r.service,
+            r.operation,
+            r.path_template.as_deref().unwrap_or("-")
+        );
+        if !r.fields_released.is_empty() {
+            let _ = writeln!(out, "  fields:       {}", r.fields_released.join(", "));
+        }
+        let _ = writeln!(
+            out,
+            "  why:          {}",
+            r.purpose.as_deref().unwrap_or("not stated")
+        );
+        let _ = writeln!(
+            out,
+            "  legal basis:  {}",
+            r.legal_basis.as_deref().unwrap_or("none")
+        );
+        if let Some(c) = &r.consent_id {
+            let _ = writeln!(out, "  your consent: {c}");
+        }
+        if let Some(reason) = &r.reason {
+            let _ = writeln!(out, "  reason:       {reason}");
+        }
+        let _ = writeln!(
+            out,
+            "  record:       #{} (provable with `tollbu audit prove {}`)",
+            rec.seq, rec.seq
+        );
+    }
+    if pruned > 0 {
+        let _ = writeln!(
+            out,
+            "\n{pruned} older requests were removed under the retention policy."
+        );
+    }
+    Report::ok(out)
+}

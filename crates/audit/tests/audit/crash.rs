@@ -1,0 +1,167 @@
+//! Crash safety: a child process appends under load and is SIGKILLed at random moments; after each
+//! kill the log reopens, verifies, and holds every record the child saw acknowledged.
+//!
+//! The child is this test binary re-executed with `CHILD_ENV` set (see `child_process`).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rand::Rng;
+use tollbu_audit::tooling::{self, Query};
+use tollbu_audit::{AuditLog, Durability};
+
+use crate::support::{Keys, record, runtime};
+
+const CHILD_ENV: &str = "TOLLBU_AUDIT_CRASH_CHILD";
+const ROUNDS: usize = 20;
+
+/// Runs only as the child of `sigkill_at_random_moments_loses_no_acknowledged_record`.
+#[test]
+#[ignore = "helper process for the crash test"]
+fn child_process() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (log_dir, key_dir, round) = {
+        let mut p = spec.split('|');
+        (
+            p.next().unwrap().to_string(),
+            p.next().unwrap().to_string(),
+            p.next().unwrap().parse::<u64>().unwrap(),
+        )
+    };
+    let keys = Keys {
+        dir: tempfile::TempDir::new_in(&key_dir).unwrap(),
+    };
+    std::fs::copy(format!("{key_dir}/signing.pem"), keys.signing()).unwrap();
+    std::fs::copy(format!("{key_dir}/pseudonym.key"), keys.pseudonym()).unwrap();
+    let mut cfg = keys.config(log_dir.as_ref());
+    cfg.checkpoint_every = 64;
+    cfg.segment_max_bytes = 32 * 1024;
+    if round % 4 == 3 {
+        cfg.durability = Durability::Relaxed {
+            fsync_interval: Duration::from_millis(2),
+        };
+    }
+    let (log, _) = AuditLog::open(cfg).unwrap();
+    let ps = keys.pseudonymiser();
+    let rt = runtime();
+    rt.block_on(async move {
+        let mut tasks = Vec::new();
+        for t in 0..16u64 {
+            let log = log.clone();
+            let ps = ps.clone();
+            tasks.push(tokio::spawn(async move {
+                for k in 0.. {
+                    let mut r = record(k, &ps);
+                    r.request_id = format!("r{round}-t{t}-k{k}");
+                    let seq = log.append(r.clone()).await.unwrap();
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "ACK {seq} {}", r.request_id).unwrap();
+                    out.flush().unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_no_acknowledged_record() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut acked: BTreeMap<u64, String> = BTreeMap::new();
+    let mut rng = rand::thread_rng();
+    for round in 0..ROUNDS {
+        let mut child = Command::new(&exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "crash::child_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                CHILD_ENV,
+                format!(
+                    "{}|{}|{round}",
+                    dir.path().display(),
+                    keys.dir.path().display()
+                ),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("ACK ") {
+                    let (seq, id) = rest.split_once(' ').unwrap();
+                    if tx
+                        .send((seq.parse::<u64>().unwrap(), id.to_string()))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        });
+        // Let it get going, then kill at a random moment while appends are in flight.
+        let first = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("child acknowledged nothing");
+        acked.insert(first.0, first.1);
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..40)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        for (seq, id) in rx.try_iter() {
+            acked.insert(seq, id);
+        }
+
+        let mut cfg = keys.config(dir.path());
+        cfg.checkpoint_every = 64;
+        let (log, report) = AuditLog::open(cfg).unwrap();
+        let max_acked = *acked.keys().next_back().unwrap();
+        assert!(
+            report.records > max_acked,
+            "round {round}: acked {max_acked} but only {} records: {report:?}",
+            report.records
+        );
+        log.shutdown().unwrap();
+        let v = tooling::verify(dir.path(), &[], None);
+        assert!(v.ok, "round {round}: {}", v.text);
+    }
+    // Every acknowledged record is there, at the index it was acknowledged with.
+    let r = tooling::query(dir.path(), &Query::default(), None, true);
+    let stored: BTreeMap<u64, String> = r
+        .text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["seq"].as_u64().unwrap(),
+                v["request_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (seq, id) in &acked {
+        assert_eq!(
+            stored.get(seq),
+            Some(id),
+            "acknowledged record {seq} missing or different"
+        );
+    }
+    assert!(
+        acked.len() > ROUNDS,
+        "the child should acknowledge many records"
+    );
+}

@@ -1,0 +1,118 @@
+//! Storage failures: nothing is acknowledged that is not durable, and a failed fsync stops the log.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tollbu_audit::tooling;
+use tollbu_audit::{AuditError, AuditLog, FsStorage, SegmentFile, Storage};
+
+use crate::support::{Keys, record};
+
+#[derive(Default)]
+struct Flags {
+    disk_full: AtomicBool,
+    fsync_fails: AtomicBool,
+}
+
+struct FailingStorage(Arc<Flags>);
+struct FailingSegment(Box<dyn SegmentFile>, Arc<Flags>);
+
+impl Storage for FailingStorage {
+    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
+        Ok(Box::new(FailingSegment(
+            FsStorage.open_segment(path)?,
+            self.0.clone(),
+        )))
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        FsStorage.sync_dir(dir)
+    }
+}
+
+impl SegmentFile for FailingSegment {
+    fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.1.disk_full.load(Ordering::SeqCst) {
+            // Like a real ENOSPC: part of the batch reached the file before the error.
+            self.0.append(&buf[..buf.len() / 2])?;
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        self.0.append(buf)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        if self.1.fsync_fails.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        self.0.sync()
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.0.truncate(len)
+    }
+}
+
+#[test]
+fn disk_full_fails_the_batch_and_the_log_recovers_when_space_returns() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let flags = Arc::new(Flags::default());
+    let (log, _) = AuditLog::open_with_storage(
+        keys.config(dir.path()),
+        Arc::new(FailingStorage(flags.clone())),
+    )
+    .unwrap();
+    for i in 0..10 {
+        assert_eq!(log.append_blocking(record(i, &ps)).unwrap(), i);
+    }
+    flags.disk_full.store(true, Ordering::SeqCst);
+    for i in 10..15 {
+        assert!(matches!(
+            log.append_blocking(record(i, &ps)),
+            Err(AuditError::Io { .. })
+        ));
+    }
+    assert_eq!(log.stats().records, 10);
+    flags.disk_full.store(false, Ordering::SeqCst);
+    // The half-written batch was cut away: the next record gets index 10 and the log verifies.
+    assert_eq!(log.append_blocking(record(10, &ps)).unwrap(), 10);
+    log.shutdown().unwrap();
+    let r = tooling::verify(dir.path(), &[], None);
+    assert!(r.ok, "{}", r.text);
+    assert!(r.text.contains("records: 11"), "{}", r.text);
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_log_until_restart() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let flags = Arc::new(Flags::default());
+    let (log, _) = AuditLog::open_with_storage(
+        keys.config(dir.path()),
+        Arc::new(FailingStorage(flags.clone())),
+    )
+    .unwrap();
+    for i in 0..5 {
+        log.append_blocking(record(i, &ps)).unwrap();
+    }
+    flags.fsync_fails.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        log.append_blocking(record(5, &ps)),
+        Err(AuditError::Unwritable(_))
+    ));
+    flags.fsync_fails.store(false, Ordering::SeqCst);
+    // Even with the disk healthy again, nothing more is accepted: the kernel may have dropped the
+    // unsynced pages, so only a restart (which re-reads the disk) may continue.
+    assert!(matches!(
+        log.append_blocking(record(6, &ps)),
+        Err(AuditError::Unwritable(_))
+    ));
+    assert!(!log.stats().writable);
+    assert!(log.shutdown().is_err(), "shutdown reports the failure");
+    let (log, report) = AuditLog::open(keys.config(dir.path())).unwrap();
+    // Record 5 was written but never acknowledged; it may or may not be there, 0..5 must be.
+    assert!(report.records >= 5, "{report:?}");
+    log.shutdown().unwrap();
+    assert!(tooling::verify(dir.path(), &[], None).ok);
+}

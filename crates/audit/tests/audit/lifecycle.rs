@@ -1,0 +1,244 @@
+//! Open, append, prove, checkpoint, restart, rotate, prune, query.
+
+use std::sync::Arc;
+
+use tollbu_audit::tooling::{self, Query};
+use tollbu_audit::tree::{verify_consistency, verify_inclusion};
+use tollbu_audit::{AuditLog, Decision, Durability, NoteVerifier, open_checkpoint};
+
+use crate::support::{Keys, ORIGIN, person, record, runtime};
+
+#[test]
+fn appends_are_proven_and_a_restart_continues_the_same_log() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let mut cfg = keys.config(dir.path());
+    cfg.checkpoint_every = 100;
+    let (log, report) = AuditLog::open(cfg.clone()).unwrap();
+    assert_eq!(report.records, 0);
+
+    // Concurrent appends get distinct indexes 0..300.
+    let rt = runtime();
+    let mut seqs: Vec<u64> = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..30u64 {
+            let log = log.clone();
+            let ps = ps.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::new();
+                for k in 0..10 {
+                    out.push(log.append(record(t * 10 + k, &ps)).await.unwrap());
+                }
+                out
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..300).collect::<Vec<_>>());
+    assert_eq!(log.stats().records, 300);
+
+    log.checkpoint_now().unwrap();
+    let note = log.latest_checkpoint().unwrap();
+    let verifier = NoteVerifier::parse(&log.verifier_key()).unwrap();
+    let cp = open_checkpoint(&note, &verifier).unwrap();
+    assert_eq!((cp.origin.as_str(), cp.size), (ORIGIN, 300));
+    for i in [0u64, 1, 150, 255, 256, 299] {
+        let p = log.inclusion_proof(i, 300).unwrap();
+        assert!(
+            verify_inclusion(&p.leaf_hash, i, 300, &p.path, &cp.root),
+            "leaf {i}"
+        );
+    }
+    assert!(log.inclusion_proof(300, 300).is_err());
+    assert!(log.inclusion_proof(0, 301).is_err());
+    let old_note_path = keys.dir.path().join("kept-300.note");
+    std::fs::write(&old_note_path, &note).unwrap();
+    log.shutdown().unwrap();
+    log.shutdown().unwrap();
+    assert!(
+        log.append_blocking(record(0, &ps)).is_err(),
+        "closed log must refuse appends"
+    );
+
+    // Restart: same origin and key, the tree grows, the new checkpoint extends the old one.
+    let (log, report) = AuditLog::open(cfg.clone()).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!((report.records, report.checkpoint_size), (300, Some(300)));
+    for i in 300..350 {
+        assert_eq!(log.append_blocking(record(i, &ps)).unwrap(), i);
+    }
+    log.shutdown().unwrap();
+    let new_cp = open_checkpoint(
+        &std::fs::read_to_string(dir.path().join("checkpoint")).unwrap(),
+        &verifier,
+    )
+    .unwrap();
+    assert_eq!(new_cp.size, 350);
+    let (log, _) = AuditLog::open(cfg.clone()).unwrap();
+    let c = log.consistency_proof(300, 350).unwrap();
+    assert!(verify_consistency(
+        300,
+        350,
+        &cp.root,
+        &new_cp.root,
+        &c.path
+    ));
+    log.shutdown().unwrap();
+
+    let r = tooling::verify(dir.path(), &[old_note_path], Some(&log.verifier_key()));
+    assert!(r.ok, "{}", r.text);
+    // The offline tools produce the same proofs from tiles on disk.
+    let proof: tollbu_audit::InclusionProof =
+        serde_json::from_str(&tooling::prove(dir.path(), 123, None).text).unwrap();
+    assert!(verify_inclusion(
+        &proof.leaf_hash,
+        123,
+        350,
+        &proof.path,
+        &new_cp.root
+    ));
+    let cons: tollbu_audit::ConsistencyProof =
+        serde_json::from_str(&tooling::consistency(dir.path(), 300, 350).text).unwrap();
+    assert!(verify_consistency(
+        300,
+        350,
+        &cp.root,
+        &new_cp.root,
+        &cons.path
+    ));
+
+    // Another origin for the same directory is refused.
+    let mut other = cfg.clone();
+    other.origin = "tollbu.example/other".into();
+    assert!(AuditLog::open(other).is_err());
+}
+
+#[test]
+fn rotation_queries_citizen_report_and_retention() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let mut cfg = keys.config(dir.path());
+    cfg.segment_max_bytes = 16 * 1024;
+    cfg.checkpoint_every = 200;
+    let (log, _) = AuditLog::open(cfg.clone()).unwrap();
+    for i in 0..1_000 {
+        log.append_blocking(record(i, &ps)).unwrap();
+    }
+    // 1,000 records: indexed up to the checkpoint at 1,000; append 10 more that only a tail scan finds.
+    for i in 1_000..1_010 {
+        log.append_blocking(record(i, &ps)).unwrap();
+    }
+    let segments = std::fs::read_dir(dir.path().join("segments"))
+        .unwrap()
+        .count();
+    assert!(segments > 10, "expected rotation, got {segments} segments");
+
+    let q = Query {
+        subject: Some(person(3)),
+        ..Query::default()
+    };
+    let r = tooling::query(dir.path(), &q, Some(&keys.pseudonym()), true);
+    assert!(r.ok, "{}", r.text);
+    let lines: Vec<&str> = r.text.lines().collect();
+    let want: Vec<u64> = (0..1_010).filter(|i| i % 7 == 3).collect();
+    assert_eq!(lines.len(), want.len());
+    for (line, i) in lines.iter().zip(&want) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["seq"].as_u64(), Some(*i));
+    }
+    assert!(
+        !r.text.contains(&person(3)),
+        "clear subject ids never appear in output"
+    );
+
+    let q = Query {
+        consumer: Some("0192:910000001".into()),
+        decision: Some(Decision::Deny),
+        from: Some("2026-03-01T10:00:00.000Z".into()),
+        ..Query::default()
+    };
+    let r = tooling::query(dir.path(), &q, None, true);
+    let want = (0..1_010).filter(|i| i % 3 == 1 && i % 5 == 0).count();
+    assert_eq!(r.text.lines().count(), want, "{}", r.text);
+
+    let c = tooling::citizen(dir.path(), &person(3), &keys.pseudonym());
+    assert!(c.ok);
+    assert!(c.text.starts_with(&format!(
+        "Requests concerning this person: {}",
+        (0..1_010).filter(|i| i % 7 == 3).count()
+    )));
+    assert!(
+        c.text.contains("legal basis:  consent")
+            && c.text.contains("why:          loan-application")
+    );
+
+    // Retention drops old segments but keeps their hashes: proofs and verification still work.
+    let before = log.inclusion_proof(5, 1_010).unwrap();
+    let pruned = log.prune_before(600).unwrap();
+    assert!(
+        pruned.segments_removed > 0 && pruned.first_retained <= 600,
+        "{pruned:?}"
+    );
+    assert_eq!(log.inclusion_proof(5, 1_010).unwrap(), before);
+    log.shutdown().unwrap();
+    let v = tooling::verify(dir.path(), &[], None);
+    assert!(v.ok, "{}", v.text);
+    assert!(v.text.contains("pruned: records 0.."), "{}", v.text);
+    let c = tooling::citizen(dir.path(), &person(3), &keys.pseudonym());
+    assert!(
+        c.text.contains("removed under the retention policy"),
+        "{}",
+        c.text
+    );
+    let (log, report) = AuditLog::open(cfg).unwrap();
+    assert_eq!(report.records, 1_010);
+    log.append_blocking(record(1_010, &ps)).unwrap();
+    log.shutdown().unwrap();
+    assert!(tooling::verify(dir.path(), &[], None).ok);
+}
+
+#[test]
+fn relaxed_durability_still_signs_only_synced_records() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let mut cfg = keys.config(dir.path());
+    cfg.durability = Durability::Relaxed {
+        fsync_interval: std::time::Duration::from_millis(5),
+    };
+    let (log, _) = AuditLog::open(cfg).unwrap();
+    let log = Arc::new(log);
+    for i in 0..500 {
+        assert_eq!(log.append_blocking(record(i, &ps)).unwrap(), i);
+    }
+    log.shutdown().unwrap();
+    let r = tooling::verify(dir.path(), &[], None);
+    assert!(r.ok, "{}", r.text);
+    assert!(r.text.contains("records: 500"));
+}
+
+#[test]
+fn clear_text_subjects_are_refused() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = AuditLog::open(keys.config(dir.path())).unwrap();
+    let mut r = record(0, &keys.pseudonymiser());
+    r.subject = Some(person(1));
+    assert!(matches!(
+        log.append_blocking(r),
+        Err(tollbu_audit::AuditError::InvalidRecord(_))
+    ));
+    assert_eq!(
+        log.pseudonymise(&person(1)),
+        keys.pseudonymiser().pseudonym(&person(1))
+    );
+    assert_eq!(log.stats().records, 0);
+    log.shutdown().unwrap();
+}

@@ -1,0 +1,92 @@
+//! Keys, configs and records for the tests.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use tollbu_audit::{AuditConfig, Decision, Pseudonymiser, Record};
+
+pub const ORIGIN: &str = "tollbu.example/test/replica-0";
+
+/// Key material kept apart from the log directory, as in production.
+pub struct Keys {
+    pub dir: tempfile::TempDir,
+}
+
+impl Keys {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = SigningKey::from_bytes(&[42u8; 32])
+            .to_pkcs8_pem(LineEnding::LF)
+            .unwrap();
+        std::fs::write(dir.path().join("signing.pem"), pem.as_bytes()).unwrap();
+        std::fs::write(
+            dir.path().join("pseudonym.key"),
+            format!("{}\n", "5a".repeat(32)),
+        )
+        .unwrap();
+        Self { dir }
+    }
+    pub fn signing(&self) -> PathBuf {
+        self.dir.path().join("signing.pem")
+    }
+    pub fn pseudonym(&self) -> PathBuf {
+        self.dir.path().join("pseudonym.key")
+    }
+    pub fn config(&self, log_dir: &Path) -> AuditConfig {
+        AuditConfig::new(log_dir, ORIGIN, self.signing(), self.pseudonym())
+    }
+    pub fn pseudonymiser(&self) -> Pseudonymiser {
+        Pseudonymiser::from_key_file(&self.pseudonym()).unwrap()
+    }
+}
+
+/// Synthetic national id for person `p` (not a real number; check digits are irrelevant here).
+pub fn person(p: u64) -> String {
+    format!("{:011}", 10_000_000_000 + p)
+}
+
+pub fn record(i: u64, pseudonymiser: &Pseudonymiser) -> Record {
+    Record {
+        time: format!(
+            "2026-03-{:02}T10:00:{:02}.{:03}Z",
+            1 + (i / 1000) % 28,
+            i % 60,
+            i % 1000
+        ),
+        request_id: format!("req-{i}"),
+        trace_id: Some(format!("{i:032x}")),
+        consumer: Some(format!("0192:91000000{}", i % 3)),
+        client_id: Some("client-a".into()),
+        service: if i % 2 == 0 { "folkeregister" } else { "skatt" }.into(),
+        operation: "read".into(),
+        path_template: Some("/persons/{id}".into()),
+        subject: Some(pseudonymiser.pseudonym(&person(i % 7))),
+        purpose: Some("loan-application".into()),
+        legal_basis: Some("consent".into()),
+        grant_id: Some("grant-1".into()),
+        decision: if i % 5 == 0 {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        },
+        reason: (i % 5 == 0).then(|| "deny.no_consent".to_string()),
+        upstream_status: (i % 5 != 0).then_some(200),
+        latency_us: 1000 + i,
+        fields_released: if i % 5 == 0 {
+            vec![]
+        } else {
+            vec!["name".into(), "address".into()]
+        },
+        ..Record::default()
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

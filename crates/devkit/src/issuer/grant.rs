@@ -1,0 +1,403 @@
+//! Checking a JWT-bearer grant (RFC 7523) the way Maskinporten does. Pure
+//! apart from the replay cache: the clock is a parameter.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use http::StatusCode;
+use serde_json::{Map, Value, json};
+use tollbu_policy::ids::{is_valid_orgno, is_valid_pid};
+
+use crate::issuer::registry::{PERSON_URN_PREFIX, Registry};
+use crate::jwt::CompactJws;
+
+/// The grant type this issuer supports.
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// How far a grant's `iat` may be from the issuer's clock.
+pub const MAX_IAT_SKEW_SECS: i64 = 10;
+/// The longest a grant may live (`exp - iat`).
+pub const MAX_GRANT_LIFETIME_SECS: i64 = 120;
+/// The only `authorization_details` type understood.
+pub const CONSENT_DETAIL_TYPE: &str = "urn:altinn:consent";
+/// Above this many remembered jtis, expired ones are swept on insert.
+const JTI_SWEEP_THRESHOLD: usize = 1024;
+
+/// An RFC 6749 section 5.2 error.
+#[derive(Debug)]
+pub(crate) struct OAuthError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) description: String,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            description: description.into(),
+        }
+    }
+    fn request(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", d)
+    }
+    fn grant(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", d)
+    }
+    fn scope(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", d)
+    }
+    fn client(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", d)
+    }
+    pub(crate) fn body(&self) -> Value {
+        json!({"error": self.code, "error_description": self.description})
+    }
+}
+
+/// What an accepted grant entitles the client to.
+#[derive(Debug)]
+pub(crate) struct AcceptedGrant {
+    pub(crate) client_id: String,
+    /// The organisation the token is for (`consumer`).
+    pub(crate) consumer_org: String,
+    /// Set when the client acts for `consumer_org` through a delegation.
+    pub(crate) supplier_org: Option<String>,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) audience: Option<Value>,
+    pub(crate) consents: Vec<Value>,
+}
+
+/// Remembers used `jti`s until the grant carrying them has expired, so each
+/// grant is accepted at most once.
+#[derive(Default)]
+pub(crate) struct JtiCache {
+    seen: Mutex<HashMap<(String, String), i64>>,
+}
+
+impl JtiCache {
+    /// Records `(client, jti)`; false when it was already used.
+    fn claim(&self, client_id: &str, jti: &str, exp: i64, now: i64) -> bool {
+        let mut seen = match self.seen.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if seen.len() >= JTI_SWEEP_THRESHOLD {
+            // Keep entries a little past exp so iat skew cannot revive them.
+            seen.retain(|_, until| *until + MAX_IAT_SKEW_SECS >= now);
+        }
+        let key = (client_id.to_owned(), jti.to_owned());
+        match seen.get(&key) {
+            Some(until) if *until + MAX_IAT_SKEW_SECS >= now => false,
+            _ => {
+                seen.insert(key, exp);
+                true
+            }
+        }
+    }
+}
+
+/// Checks a `/token` request body (form-encoded) against the registry.
+pub(crate) fn check(
+    form_body: &[u8],
+    registry: &Registry,
+    issuer_url: &str,
+    now: i64,
+    jtis: &JtiCache,
+) -> Result<AcceptedGrant, OAuthError> {
+    let mut grant_type = None;
+    let mut assertion = None;
+    for (k, v) in form_urlencoded::parse(form_body) {
+        let slot = match k.as_ref() {
+            "grant_type" => &mut grant_type,
+            "assertion" => &mut assertion,
+            _ => continue,
+        };
+        if slot.replace(v.into_owned()).is_some() {
+            return Err(OAuthError::request(format!("parameter `{k}` given twice")));
+        }
+    }
+    match grant_type.as_deref() {
+        None => return Err(OAuthError::request("missing `grant_type`")),
+        Some(JWT_BEARER_GRANT) => {}
+        Some(other) => {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                format!("grant type `{other}` is not supported; use `{JWT_BEARER_GRANT}`"),
+            ));
+        }
+    }
+    let assertion = assertion.ok_or_else(|| OAuthError::request("missing `assertion`"))?;
+    let jws = CompactJws::parse(&assertion).map_err(OAuthError::request)?;
+
+    if jws.header.get("alg").and_then(Value::as_str) != Some("RS256") {
+        return Err(OAuthError::grant("grant `alg` must be `RS256`"));
+    }
+    let claims = &jws.claims;
+    let client_id = str_claim(claims, "iss")?
+        .ok_or_else(|| OAuthError::grant("grant has no `iss` (the client id)"))?;
+    let client = registry
+        .client(client_id)
+        .ok_or_else(|| OAuthError::client(format!("unknown client `{client_id}`")))?;
+
+    let key = match jws.header.get("kid") {
+        Some(Value::String(kid)) => client
+            .keys
+            .iter()
+            .find(|(k, _)| k == kid)
+            .map(|(_, key)| key)
+            .ok_or_else(|| {
+                OAuthError::client(format!("client `{client_id}` has no key `{kid}`"))
+            })?,
+        Some(_) => return Err(OAuthError::request("grant `kid` must be a string")),
+        None => match client.keys.as_slice() {
+            [(_, only)] => only,
+            _ => {
+                return Err(OAuthError::client(format!(
+                    "client `{client_id}` has several keys; the grant must name one with `kid`"
+                )));
+            }
+        },
+    };
+    if !key.verify(&jws) {
+        return Err(OAuthError::grant("grant signature is not valid"));
+    }
+
+    match claims.get("aud") {
+        Some(Value::String(aud)) if aud == issuer_url => {}
+        Some(Value::String(aud)) => {
+            return Err(OAuthError::grant(format!(
+                "grant `aud` `{aud}` is not `{issuer_url}`"
+            )));
+        }
+        _ => return Err(OAuthError::grant("grant `aud` must be a single string")),
+    }
+    let iat = time_claim(claims, "iat")?;
+    let exp = time_claim(claims, "exp")?;
+    if (iat - now).abs() > MAX_IAT_SKEW_SECS {
+        return Err(OAuthError::grant(format!(
+            "grant `iat` is more than {MAX_IAT_SKEW_SECS} s from the issuer's clock"
+        )));
+    }
+    if exp <= now {
+        return Err(OAuthError::grant("grant has expired"));
+    }
+    if exp - iat > MAX_GRANT_LIFETIME_SECS {
+        return Err(OAuthError::grant(format!(
+            "grant lifetime (`exp` - `iat`) exceeds {MAX_GRANT_LIFETIME_SECS} s"
+        )));
+    }
+    let jti = str_claim(claims, "jti")?
+        .filter(|j| !j.is_empty())
+        .ok_or_else(|| OAuthError::grant("grant has no `jti`"))?;
+    if !jtis.claim(client_id, jti, exp, now) {
+        return Err(OAuthError::grant(format!(
+            "grant `jti` `{jti}` was already used"
+        )));
+    }
+
+    let scope = str_claim(claims, "scope")?.unwrap_or_default();
+    let mut scopes: Vec<String> = Vec::new();
+    for s in scope.split(' ').filter(|s| !s.is_empty()) {
+        if !client.scopes.contains(s) {
+            return Err(OAuthError::scope(format!(
+                "client `{client_id}` may not request scope `{s}`"
+            )));
+        }
+        if !scopes.iter().any(|have| have == s) {
+            scopes.push(s.to_owned());
+        }
+    }
+    if scopes.is_empty() {
+        return Err(OAuthError::scope("grant requests no `scope`"));
+    }
+
+    let (consumer_org, supplier_org) = match str_claim(claims, "consumer_org")? {
+        None => (client.org.clone(), None),
+        Some(org) if org == client.org => (client.org.clone(), None),
+        Some(org) => {
+            if !is_valid_orgno(org) {
+                return Err(OAuthError::request(format!(
+                    "`consumer_org` `{org}` is not an organisation number"
+                )));
+            }
+            if !registry.delegation_covers(org, &client.org, scopes.iter().map(String::as_str)) {
+                return Err(OAuthError::grant(format!(
+                    "no delegation from `{org}` to `{}` covers the requested scopes",
+                    client.org
+                )));
+            }
+            (org.to_owned(), Some(client.org.clone()))
+        }
+    };
+
+    let audience = match claims.get("resource") {
+        None => None,
+        Some(Value::String(r)) if !r.is_empty() => Some(Value::String(r.clone())),
+        Some(Value::Array(items))
+            if !items.is_empty()
+                && items
+                    .iter()
+                    .all(|i| i.as_str().is_some_and(|s| !s.is_empty())) =>
+        {
+            Some(Value::Array(items.clone()))
+        }
+        Some(_) => {
+            return Err(OAuthError::request(
+                "`resource` must be a string or an array of strings",
+            ));
+        }
+    };
+
+    let consents = match claims.get("authorization_details") {
+        None => Vec::new(),
+        Some(Value::Array(details)) => details
+            .iter()
+            .map(|d| check_consent(d, registry, &consumer_org, now))
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(OAuthError::request(
+                "`authorization_details` must be an array",
+            ));
+        }
+    };
+
+    Ok(AcceptedGrant {
+        client_id: client_id.to_owned(),
+        consumer_org,
+        supplier_org,
+        scopes,
+        audience,
+        consents,
+    })
+}
+
+fn check_consent(
+    detail: &Value,
+    registry: &Registry,
+    consumer_org: &str,
+    now: i64,
+) -> Result<Value, OAuthError> {
+    let kind = detail.get("type").and_then(Value::as_str);
+    if kind != Some(CONSENT_DETAIL_TYPE) {
+        return Err(OAuthError::request(format!(
+            "unsupported `authorization_details` type; only `{CONSENT_DETAIL_TYPE}` is supported"
+        )));
+    }
+    let id = detail
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| OAuthError::request("consent detail has no string `id`"))?;
+    let consent = registry
+        .consent(id)
+        .ok_or_else(|| OAuthError::grant(format!("unknown consent `{id}`")))?;
+    if let Some(from) = detail.get("from") {
+        let from = from.as_str().unwrap_or_default();
+        let pid = from.strip_prefix(PERSON_URN_PREFIX).unwrap_or(from);
+        if !is_valid_pid(pid) || pid != consent.from_pid {
+            return Err(OAuthError::grant(format!(
+                "consent `{id}` was not given by `{from}`"
+            )));
+        }
+    }
+    if consent.to_org != consumer_org {
+        return Err(OAuthError::grant(format!(
+            "consent `{id}` was not given to `{consumer_org}`"
+        )));
+    }
+    let (consented, valid_to) = (
+        consent.consented.unix_timestamp(),
+        consent.valid_to.unix_timestamp(),
+    );
+    if now < consented || now >= valid_to {
+        return Err(OAuthError::grant(format!(
+            "consent `{id}` is not valid now"
+        )));
+    }
+    Ok(consent.entry.clone())
+}
+
+fn str_claim<'a>(
+    claims: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a str>, OAuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(OAuthError::request(format!(
+            "grant `{name}` must be a string"
+        ))),
+    }
+}
+
+/// A NumericDate claim; fractions are allowed by RFC 7519 and truncated.
+fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<i64, OAuthError> {
+    let value = claims
+        .get(name)
+        .ok_or_else(|| OAuthError::grant(format!("grant has no `{name}`")))?;
+    value
+        .as_i64()
+        .or_else(|| {
+            value
+                .as_f64()
+                .filter(|f| f.is_finite() && f.abs() < 1e15)
+                .map(|f| f.trunc() as i64)
+        })
+        .ok_or_else(|| OAuthError::grant(format!("grant `{name}` must be a number of seconds")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn a_jti_is_accepted_once_then_forgotten_after_expiry() {
+        let cache = JtiCache::default();
+        assert!(cache.claim("c", "j1", 1_100, 1_000));
+        assert!(!cache.claim("c", "j1", 1_100, 1_050));
+        // Another client may use the same jti.
+        assert!(cache.claim("d", "j1", 1_100, 1_050));
+        // Long after expiry the entry no longer blocks (the grant itself would
+        // be refused as expired anyway).
+        assert!(cache.claim("c", "j1", 2_100, 2_000));
+    }
+
+    #[test]
+    fn sweep_keeps_live_entries() {
+        let cache = JtiCache::default();
+        for i in 0..JTI_SWEEP_THRESHOLD {
+            assert!(cache.claim("c", &format!("old{i}"), 100, 50));
+        }
+        assert!(cache.claim("c", "live", 10_000, 9_990));
+        assert!(cache.claim("c", "trigger", 10_000, 9_990));
+        assert!(!cache.claim("c", "live", 10_000, 9_995));
+        assert!(cache.seen.lock().unwrap().len() <= 3);
+    }
+
+    #[test]
+    fn form_errors_are_oauth_errors() {
+        let registry = Registry::compile(&toml::from_str("").unwrap()).unwrap();
+        let jtis = JtiCache::default();
+        let run = |body: &str| {
+            check(body.as_bytes(), &registry, "http://x/", 0, &jtis)
+                .unwrap_err()
+                .code
+        };
+        assert_eq!(run(""), "invalid_request");
+        assert_eq!(
+            run("grant_type=client_credentials"),
+            "unsupported_grant_type"
+        );
+        assert_eq!(
+            run("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"),
+            "invalid_request"
+        );
+        assert_eq!(
+            run("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=x.y"),
+            "invalid_request"
+        );
+        assert_eq!(run("grant_type=a&grant_type=b"), "invalid_request");
+    }
+}

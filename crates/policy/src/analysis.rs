@@ -1,0 +1,208 @@
+//! Static analysis over a compiled set: "who can read field X of service
+//! Y?" and the Markdown catalogue reviewers and consumers read.
+
+use std::fmt::Write as _;
+
+use crate::compile::rfc3339;
+use crate::filter::path_covers;
+use crate::model::{Consumers, Grant, MetaValue, PolicySet};
+
+/// One grant through which `field` can be released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhoCan {
+    pub grant_id: String,
+    pub consumers: WhoCanConsumers,
+    pub suppliers: Vec<String>,
+    pub operations: Vec<String>,
+    pub purposes: Vec<String>,
+    pub legal_basis: Option<String>,
+    /// The consent resource the grant requires, if any.
+    pub consent_resource: Option<String>,
+    /// The released leaf paths that fall under the queried field.
+    pub fields: Vec<String>,
+    pub valid_from: i64,
+    pub valid_to: i64,
+    /// Denials that override this grant for some named consumer.
+    pub overridden_by: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WhoCanConsumers {
+    Listed(Vec<String>),
+    AnyWithConsent,
+}
+
+pub(crate) fn who_can(set: &PolicySet, service: &str, field: Option<&str>) -> Vec<WhoCan> {
+    set.grants
+        .iter()
+        .filter(|g| g.service == service)
+        .filter_map(|g| {
+            let fields: Vec<String> = g
+                .fields
+                .released()
+                .iter()
+                .filter(|leaf| field.is_none_or(|f| path_covers(f, leaf)))
+                .cloned()
+                .collect();
+            (!fields.is_empty()).then(|| WhoCan {
+                grant_id: g.id.clone(),
+                consumers: match &g.consumers {
+                    Consumers::Listed(l) => WhoCanConsumers::Listed(l.clone()),
+                    Consumers::AnyWithConsent => WhoCanConsumers::AnyWithConsent,
+                },
+                suppliers: g.suppliers.clone(),
+                operations: g.operations.clone(),
+                purposes: g.purposes.clone(),
+                legal_basis: g.legal_basis.clone(),
+                consent_resource: g.consent.as_ref().map(|c| c.resource.clone()),
+                fields,
+                valid_from: g.valid_from,
+                valid_to: g.valid_to,
+                overridden_by: overriding_denials(set, g),
+            })
+        })
+        .collect()
+}
+
+fn overriding_denials(set: &PolicySet, g: &Grant) -> Vec<String> {
+    set.denials
+        .iter()
+        .filter(|d| d.service == g.service)
+        .filter(|d| match &g.consumers {
+            Consumers::Listed(l) => l.iter().any(|c| d.consumers.contains(c)),
+            Consumers::AnyWithConsent => !d.consumers.is_empty(),
+        })
+        .map(|d| d.id.clone())
+        .collect()
+}
+
+pub(crate) fn catalog_markdown(set: &PolicySet) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Data-sharing catalogue\n");
+    let _ = writeln!(out, "Policy version: `{}`\n", set.version);
+    for id in &set.service_ids {
+        let Some(svc) = set.service(id) else { continue };
+        let _ = writeln!(
+            out,
+            "## Service `{}`{}\n",
+            svc.id,
+            svc.title
+                .as_ref()
+                .map_or_else(String::new, |t| format!(" — {t}"))
+        );
+        if let Some(s) = &svc.subject {
+            let _ = writeln!(
+                out,
+                "Each request concerns one subject: parameter `{}` ({}).\n",
+                s.param,
+                s.kind.name()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "| operation | method | path | about |\n|---|---|---|---|"
+        );
+        for op in &svc.operations {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | `{}` | {} |",
+                op.id,
+                op.method,
+                op.template.raw,
+                op.title.as_deref().unwrap_or("")
+            );
+        }
+        let _ = writeln!(out, "\nFields: {}\n", code_list(&svc.fields));
+        let grants: Vec<&Grant> = set.grants.iter().filter(|g| g.service == svc.id).collect();
+        if grants.is_empty() {
+            let _ = writeln!(out, "No grants: nobody may call this service.\n");
+        }
+        for g in grants {
+            let _ = writeln!(
+                out,
+                "### Grant `{}`{}\n",
+                g.id,
+                g.title
+                    .as_ref()
+                    .map_or_else(String::new, |t| format!(" — {t}"))
+            );
+            let who = match &g.consumers {
+                Consumers::Listed(l) => code_list(l),
+                Consumers::AnyWithConsent => {
+                    "any organisation holding the citizen's consent".to_string()
+                }
+            };
+            let _ = writeln!(out, "- **Who:** {who}");
+            if !g.suppliers.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "- **Suppliers acting for them:** {}",
+                    code_list(&g.suppliers)
+                );
+            }
+            let _ = writeln!(out, "- **Operations:** {}", code_list(&g.operations));
+            let _ = writeln!(out, "- **Purposes:** {}", code_list(&g.purposes));
+            if let Some(l) = &g.legal_basis {
+                let _ = writeln!(out, "- **Legal basis:** {l}");
+            }
+            if let Some(c) = &g.consent {
+                let mut text = format!("resource `{}`, action `{}`", c.resource, c.action);
+                for (k, v) in &c.metadata {
+                    let v = match v {
+                        MetaValue::Literal(v) => format!("`{v}`"),
+                        MetaValue::Param(p) => format!("the request's `{p}`"),
+                    };
+                    let _ = write!(text, "; metadata `{k}` covers {v}");
+                }
+                let _ = writeln!(out, "- **Consent required:** {text}");
+            }
+            if let Some(a) = &g.agreement {
+                let _ = writeln!(out, "- **Agreement:** {a}");
+            }
+            let _ = writeln!(out, "- **Scopes:** {}", code_list(&g.scopes));
+            let _ = writeln!(
+                out,
+                "- **Fields released:** {}",
+                code_list(g.fields.released())
+            );
+            let _ = writeln!(
+                out,
+                "- **Valid:** {} to {}",
+                rfc3339(g.valid_from),
+                rfc3339(g.valid_to)
+            );
+            if let Some(r) = &g.rate_limit {
+                let _ = writeln!(
+                    out,
+                    "- **Rate limit:** {} requests per {} s",
+                    r.requests, r.per_seconds
+                );
+            }
+            let _ = writeln!(out);
+        }
+        for d in set.denials.iter().filter(|d| d.service == svc.id) {
+            let mut who = d.consumers.clone();
+            who.extend(d.suppliers.iter().map(|s| format!("{s} (as supplier)")));
+            let ops = d
+                .operations
+                .as_ref()
+                .map_or_else(|| "all operations".to_string(), |o| code_list(o));
+            let _ = writeln!(
+                out,
+                "### Denial `{}`\n\n- **Who:** {}\n- **Covers:** {ops}\n- **Reason:** {}\n",
+                d.id,
+                code_list(&who),
+                d.reason
+            );
+        }
+    }
+    out
+}
+
+fn code_list<S: AsRef<str>>(items: &[S]) -> String {
+    items
+        .iter()
+        .map(|s| format!("`{}`", s.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,204 @@
+//! The admin listener (its own port, localhost by default): health,
+//! readiness, metrics, the audit log's checkpoint and proofs, policy reload.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::gateway::GatewayState;
+
+/// Serves the admin endpoints until `stop` flips.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<GatewayState>,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted { Ok(pair) => pair, Err(_) => continue },
+            _ = stop.changed() => break,
+        };
+        let state = Arc::clone(&state);
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(route(&state, &request)) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let _ = watcher.watch(connection.into_owned()).await;
+        });
+    }
+}
+
+fn route(state: &GatewayState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let query = request.uri().query().unwrap_or_default();
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, "/readyz") => readiness(state),
+        (&Method::GET, "/metrics") => metrics(state),
+        (&Method::GET, "/audit/checkpoint") => match state.audit.latest_checkpoint() {
+            Some(note) => text_response(StatusCode::OK, note, "text/plain; charset=utf-8"),
+            None => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "no checkpoint yet"}),
+            ),
+        },
+        (&Method::GET, "/audit/proof/inclusion") => {
+            match (param(query, "index"), param(query, "size")) {
+                (Some(index), Some(size)) => match state.audit.inclusion_proof(index, size) {
+                    Ok(proof) => json_response(StatusCode::OK, &proof),
+                    Err(error) => json_response(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": error.to_string()}),
+                    ),
+                },
+                _ => json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "give `index` and `size`"}),
+                ),
+            }
+        }
+        (&Method::GET, "/audit/proof/consistency") => {
+            match (param(query, "from"), param(query, "to")) {
+                (Some(from), Some(to)) => match state.audit.consistency_proof(from, to) {
+                    Ok(proof) => json_response(StatusCode::OK, &proof),
+                    Err(error) => json_response(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": error.to_string()}),
+                    ),
+                },
+                _ => json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "give `from` and `to`"}),
+                ),
+            }
+        }
+        (&Method::POST, "/admin/reload") => match state.reload_policies() {
+            Ok(version) => json_response(
+                StatusCode::OK,
+                &json!({"reloaded": true, "policy_version": version}),
+            ),
+            Err(error) => json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({"reloaded": false, "error": error.to_string()}),
+            ),
+        },
+        _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
+    }
+}
+
+fn readiness(state: &GatewayState) -> Response<Full<Bytes>> {
+    let issuers = state.verifier.status();
+    let mut not_ready = Vec::new();
+    for issuer in &issuers {
+        if issuer.keys == 0 {
+            not_ready.push(format!("issuer `{}` has no usable keys", issuer.issuer));
+        }
+    }
+    let audit = state.audit.stats();
+    if !audit.writable {
+        not_ready.push("audit log is not writable".to_owned());
+    }
+    let reload_failures = state.policy_reload_failures.load(Ordering::Relaxed);
+    let body = json!({
+        "ready": not_ready.is_empty(),
+        "not_ready": not_ready,
+        "policy_version": state.policies().version(),
+        "policy_reload_failures": reload_failures,
+        "issuers": issuers,
+    });
+    let status = if not_ready.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &body)
+}
+
+fn metrics(state: &GatewayState) -> Response<Full<Bytes>> {
+    let mut out = String::new();
+    state.metrics.render(&mut out);
+    out.push_str("# HELP tollbu_jwks_fetches_total JWKS fetches per issuer.\n# TYPE tollbu_jwks_fetches_total counter\n");
+    for issuer in state.verifier.status() {
+        let _ = writeln!(
+            out,
+            "tollbu_jwks_fetches_total{{issuer=\"{}\"}} {}",
+            issuer.issuer, issuer.fetches
+        );
+    }
+    out.push_str("# HELP tollbu_jwks_fetch_failures_total Failed JWKS fetches per issuer.\n# TYPE tollbu_jwks_fetch_failures_total counter\n");
+    for issuer in state.verifier.status() {
+        let _ = writeln!(
+            out,
+            "tollbu_jwks_fetch_failures_total{{issuer=\"{}\"}} {}",
+            issuer.issuer, issuer.failures
+        );
+    }
+    out.push_str("# HELP tollbu_policy_reload_failures_total Policy reloads refused.\n# TYPE tollbu_policy_reload_failures_total counter\n");
+    let _ = writeln!(
+        out,
+        "tollbu_policy_reload_failures_total {}",
+        state.policy_reload_failures.load(Ordering::Relaxed)
+    );
+    out.push_str("# HELP tollbu_rate_limit_buckets Rate-limit buckets held.\n# TYPE tollbu_rate_limit_buckets gauge\n");
+    let _ = writeln!(
+        out,
+        "tollbu_rate_limit_buckets {}",
+        state.rate_limits.bucket_count()
+    );
+    text_response(
+        StatusCode::OK,
+        out,
+        "text/plain; version=0.0.4; charset=utf-8",
+    )
+}
+
+fn param(query: &str, name: &str) -> Option<u64> {
+    form_urlencoded_pairs(query)
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query.split('&').filter_map(|pair| pair.split_once('='))
+}
+
+fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn text_response(
+    status: StatusCode,
+    body: String,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

@@ -1,0 +1,447 @@
+//! Bearer-token validation, Maskinporten style, strict about algorithms.
+//!
+//! Only this module can create a [`VerifiedCaller`]; the request path needs
+//! one to ask for a policy decision, so skipping validation does not compile.
+//! Order of checks: size and shape, header (no `none`, no HMAC, no keys or key
+//! references from the token, no `crit`, no nesting), issuer by exact `iss`,
+//! algorithm allow-listed for that issuer, key by `kid` from the issuer's
+//! JWKS, signature, then time claims on an injected clock, then the claims
+//! we authorise on (`consumer`, `scope`, consent entries).
+
+mod claims;
+mod jwks;
+mod strict_json;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde_json::Value;
+use tollbu_policy::Consent;
+
+use crate::error::TokenFault;
+use crate::http_client::HttpClient;
+pub use jwks::{IssuerKeys, JwksError, RefreshReason};
+
+/// Header parameters that let a token name or carry its own key (RFC 8725 §3.10).
+const KEY_HEADERS: [&str; 5] = ["jwk", "jku", "x5u", "x5c", "x5t#S256-url"];
+const MAX_KID_CHARS: usize = 128;
+
+/// Settings for one trusted issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerSettings {
+    /// Exact `iss`, trailing slash included.
+    pub issuer: String,
+    pub jwks_url: http::Uri,
+    pub algorithms: Vec<Algorithm>,
+    /// When set, `aud` must contain it.
+    pub audience: Option<String>,
+    pub leeway_secs: i64,
+    /// Oldest `iat` accepted, and the longest lifetime (`exp - now`) accepted.
+    pub max_token_age_secs: i64,
+    pub refresh_every: Duration,
+    pub min_refetch: Duration,
+    pub fetch_timeout: Duration,
+}
+
+/// A caller whose token verified. Constructed only by [`TokenVerifier::verify`].
+#[derive(Debug, Clone)]
+pub struct VerifiedCaller {
+    pub issuer: String,
+    /// Legal consumer organisation number.
+    pub consumer: String,
+    /// Vendor organisation acting for the consumer, if any.
+    pub supplier: Option<String>,
+    pub delegation_source: Option<String>,
+    /// Recorded, never authorised on.
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub token_id: String,
+    pub expires_at: i64,
+    pub consents: Vec<Consent>,
+    pub system_users: Vec<Value>,
+    _proof: (),
+}
+
+/// One issuer's settings and keys.
+struct TrustedIssuer {
+    settings: IssuerSettings,
+    keys: IssuerKeys,
+}
+
+/// Validates tokens against the configured issuers.
+pub struct TokenVerifier {
+    issuers: HashMap<String, Arc<TrustedIssuer>>,
+    client: HttpClient,
+    max_token_bytes: usize,
+}
+
+/// Readiness of one issuer's keys.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IssuerStatus {
+    pub issuer: String,
+    pub keys: usize,
+    pub fetches: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+impl TokenVerifier {
+    pub fn new(issuers: Vec<IssuerSettings>, client: HttpClient, max_token_bytes: usize) -> Self {
+        let issuers = issuers
+            .into_iter()
+            .map(|settings| {
+                let keys = IssuerKeys::new(
+                    settings.jwks_url.clone(),
+                    settings.min_refetch,
+                    settings.fetch_timeout,
+                );
+                (
+                    settings.issuer.clone(),
+                    Arc::new(TrustedIssuer { settings, keys }),
+                )
+            })
+            .collect();
+        TokenVerifier {
+            issuers,
+            client,
+            max_token_bytes,
+        }
+    }
+
+    /// Fetches every issuer's keys once, then refreshes them in the
+    /// background for as long as the verifier lives.
+    pub async fn start_refresh(self: &Arc<Self>) {
+        for issuer in self.issuers.values() {
+            let _ = issuer
+                .keys
+                .refresh(&self.client, RefreshReason::Scheduled)
+                .await;
+        }
+        for issuer in self.issuers.values() {
+            let weak = Arc::downgrade(self);
+            let issuer = Arc::clone(issuer);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(issuer.settings.refresh_every).await;
+                    let Some(verifier) = weak.upgrade() else {
+                        break;
+                    };
+                    let _ = issuer
+                        .keys
+                        .refresh(&verifier.client, RefreshReason::Scheduled)
+                        .await;
+                }
+            });
+        }
+    }
+
+    /// Key status per issuer, for `/readyz` and metrics.
+    pub fn status(&self) -> Vec<IssuerStatus> {
+        let mut out: Vec<_> = self
+            .issuers
+            .values()
+            .map(|issuer| IssuerStatus {
+                issuer: issuer.settings.issuer.clone(),
+                keys: issuer.keys.key_count(),
+                fetches: issuer
+                    .keys
+                    .fetches
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                failures: issuer
+                    .keys
+                    .failures
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                last_error: issuer.keys.last_error(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.issuer.cmp(&b.issuer));
+        out
+    }
+
+    /// Verifies `token` at time `now` (unix seconds).
+    pub async fn verify(&self, token: &str, now: i64) -> Result<VerifiedCaller, TokenFault> {
+        if token.len() > self.max_token_bytes {
+            return Err(TokenFault::TooLarge);
+        }
+        let parts: Vec<&str> = token.split('.').collect();
+        match parts.len() {
+            3 => {}
+            5 => return Err(TokenFault::NestedToken),
+            _ => return Err(TokenFault::Malformed),
+        }
+        let header = decode_json_object(parts[0])?;
+        let (alg, kid) = check_header(&header)?;
+        let payload_bytes = decode_segment(parts[1])?;
+        if !strict_json::is_strict_json(&payload_bytes) {
+            return Err(TokenFault::Malformed);
+        }
+        let payload: Value =
+            serde_json::from_slice(&payload_bytes).map_err(|_| TokenFault::Malformed)?;
+        let iss = payload
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or(TokenFault::BadClaims)?;
+        let issuer = self.issuers.get(iss).ok_or(TokenFault::UntrustedIssuer)?;
+        if !issuer.settings.algorithms.contains(&alg) {
+            return Err(TokenFault::AlgorithmNotAllowed);
+        }
+        let key = self.key_for(issuer, &kid).await?;
+        if !key.accepts(alg) {
+            return Err(TokenFault::AlgorithmNotAllowed);
+        }
+        let signed_part_len = parts[0].len() + 1 + parts[1].len();
+        let signed_part = token
+            .as_bytes()
+            .get(..signed_part_len)
+            .ok_or(TokenFault::Malformed)?;
+        match jsonwebtoken::crypto::verify(parts[2], signed_part, &key.key, alg) {
+            Ok(true) => {}
+            _ => return Err(TokenFault::BadSignature),
+        }
+        let claims: claims::RawClaims =
+            serde_json::from_value(payload).map_err(|_| TokenFault::BadClaims)?;
+        check_times(&claims, &issuer.settings, now)?;
+        if let Some(wanted) = &issuer.settings.audience {
+            if !claims.aud.as_ref().is_some_and(|aud| aud.contains(wanted)) {
+                return Err(TokenFault::WrongAudience);
+            }
+        }
+        claims::check_jti(&claims.jti)?;
+        if claims
+            .token_type
+            .as_deref()
+            .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
+        {
+            return Err(TokenFault::BadClaims);
+        }
+        let consumer = claims.consumer.orgno()?;
+        let supplier = claims
+            .supplier
+            .as_ref()
+            .map(claims::OrgClaim::orgno)
+            .transpose()?;
+        let details = claims::parse_authorization_details(
+            claims.authorization_details.as_deref().unwrap_or_default(),
+        )?;
+        Ok(VerifiedCaller {
+            issuer: claims.iss,
+            consumer,
+            supplier,
+            delegation_source: claims.delegation_source,
+            client_id: claims.client_id,
+            scopes: claims
+                .scope
+                .split_ascii_whitespace()
+                .map(str::to_owned)
+                .collect(),
+            token_id: claims.jti,
+            expires_at: claims.exp,
+            consents: details.consents,
+            system_users: details.system_users,
+            _proof: (),
+        })
+    }
+
+    async fn key_for(
+        &self,
+        issuer: &TrustedIssuer,
+        kid: &str,
+    ) -> Result<Arc<jwks::VerificationKey>, TokenFault> {
+        if let Some(key) = issuer.keys.get(kid) {
+            return Ok(key);
+        }
+        let refreshed = issuer
+            .keys
+            .refresh(&self.client, RefreshReason::UnknownKid)
+            .await;
+        match issuer.keys.get(kid) {
+            Some(key) => Ok(key),
+            None if refreshed.is_err() && issuer.keys.key_count() == 0 => {
+                Err(TokenFault::KeysUnavailable)
+            }
+            None => Err(TokenFault::UnknownKey),
+        }
+    }
+}
+
+fn decode_segment(segment: &str) -> Result<Vec<u8>, TokenFault> {
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| TokenFault::Malformed)
+}
+
+fn decode_json_object(segment: &str) -> Result<serde_json::Map<String, Value>, TokenFault> {
+    let bytes = decode_segment(segment)?;
+    if !strict_json::is_strict_json(&bytes) {
+        return Err(TokenFault::Malformed);
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(TokenFault::Malformed),
+    }
+}
+
+/// Checks the JOSE header and returns the algorithm and key id.
+fn check_header(
+    header: &serde_json::Map<String, Value>,
+) -> Result<(Algorithm, String), TokenFault> {
+    if KEY_HEADERS.iter().any(|name| header.contains_key(*name)) {
+        return Err(TokenFault::ForbiddenHeader);
+    }
+    if header.contains_key("crit") {
+        return Err(TokenFault::UnknownCritical);
+    }
+    if header.contains_key("enc")
+        || header
+            .get("cty")
+            .and_then(Value::as_str)
+            .is_some_and(|cty| cty.eq_ignore_ascii_case("jwt"))
+    {
+        return Err(TokenFault::NestedToken);
+    }
+    if let Some(typ) = header.get("typ") {
+        let typ = typ
+            .as_str()
+            .ok_or(TokenFault::Malformed)?
+            .to_ascii_lowercase();
+        if !matches!(typ.as_str(), "jwt" | "at+jwt" | "application/at+jwt") {
+            return Err(TokenFault::Malformed);
+        }
+    }
+    let alg_name = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(TokenFault::Malformed)?;
+    let alg = Algorithm::from_str(alg_name).map_err(|_| TokenFault::AlgorithmNotAllowed)?;
+    if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+        return Err(TokenFault::AlgorithmNotAllowed);
+    }
+    let kid = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .ok_or(TokenFault::UnknownKey)?;
+    let kid_ok = !kid.is_empty()
+        && kid.chars().count() <= MAX_KID_CHARS
+        && kid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:=+".contains(c));
+    if !kid_ok {
+        return Err(TokenFault::UnknownKey);
+    }
+    Ok((alg, kid.to_owned()))
+}
+
+fn check_times(
+    claims: &claims::RawClaims,
+    settings: &IssuerSettings,
+    now: i64,
+) -> Result<(), TokenFault> {
+    let leeway = settings.leeway_secs;
+    if claims.exp.saturating_add(leeway) <= now {
+        return Err(TokenFault::Expired);
+    }
+    if claims
+        .nbf
+        .is_some_and(|nbf| nbf > now.saturating_add(leeway))
+    {
+        return Err(TokenFault::NotYetValid);
+    }
+    if claims.iat > now.saturating_add(leeway) {
+        return Err(TokenFault::NotYetValid);
+    }
+    if now.saturating_sub(claims.iat) > settings.max_token_age_secs {
+        return Err(TokenFault::TooOld);
+    }
+    if claims.exp.saturating_sub(now) > settings.max_token_age_secs.saturating_add(leeway) {
+        return Err(TokenFault::BadClaims);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn header(json: &str) -> serde_json::Map<String, Value> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn header_checks() {
+        assert_eq!(
+            check_header(&header(r#"{"alg":"RS256","kid":"k1"}"#))
+                .unwrap()
+                .0,
+            Algorithm::RS256
+        );
+        for (json, fault) in [
+            (
+                r#"{"alg":"none","kid":"k"}"#,
+                TokenFault::AlgorithmNotAllowed,
+            ),
+            (
+                r#"{"alg":"None","kid":"k"}"#,
+                TokenFault::AlgorithmNotAllowed,
+            ),
+            (
+                r#"{"alg":"HS256","kid":"k"}"#,
+                TokenFault::AlgorithmNotAllowed,
+            ),
+            (
+                r#"{"alg":"HS512","kid":"k"}"#,
+                TokenFault::AlgorithmNotAllowed,
+            ),
+            (
+                r#"{"alg":"RS256","kid":"k","jwk":{}}"#,
+                TokenFault::ForbiddenHeader,
+            ),
+            (
+                r#"{"alg":"RS256","kid":"k","jku":"https://x"}"#,
+                TokenFault::ForbiddenHeader,
+            ),
+            (
+                r#"{"alg":"RS256","kid":"k","x5u":"https://x"}"#,
+                TokenFault::ForbiddenHeader,
+            ),
+            (
+                r#"{"alg":"RS256","kid":"k","x5c":["MII"]}"#,
+                TokenFault::ForbiddenHeader,
+            ),
+            (
+                r#"{"alg":"RS256","kid":"k","crit":["exp"]}"#,
+                TokenFault::UnknownCritical,
+            ),
+            (
+                r#"{"alg":"RS256","kid":"k","cty":"JWT"}"#,
+                TokenFault::NestedToken,
+            ),
+            (
+                r#"{"alg":"RS256","kid":"../../etc/passwd"}"#,
+                TokenFault::UnknownKey,
+            ),
+            (
+                r#"{"alg":"RS256","kid":"k' OR 1=1"}"#,
+                TokenFault::UnknownKey,
+            ),
+            (r#"{"alg":"RS256"}"#, TokenFault::UnknownKey),
+            (r#"{"kid":"k"}"#, TokenFault::Malformed),
+            (
+                r#"{"alg":"RS256","kid":"k","typ":"JWE"}"#,
+                TokenFault::Malformed,
+            ),
+        ] {
+            assert_eq!(check_header(&header(json)).err(), Some(fault), "{json}");
+        }
+        let long_kid = format!(r#"{{"alg":"RS256","kid":"{}"}}"#, "a".repeat(200));
+        assert_eq!(
+            check_header(&header(&long_kid)).err(),
+            Some(TokenFault::UnknownKey)
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! Command-line surface: one subcommand per user task. Each command's
+//! library call returns a report; this module prints it and picks the exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tollbu_audit::tooling as audit_tools;
+use tollbu_policy::tooling as policy_tools;
+use tollbu_proxy::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "tollbu",
+    version,
+    about = "Once-only data-exchange gateway: tokens, policies, minimisation, audit"
+)]
+pub struct Args {
+    /// Log as JSON lines (default for `serve`); `RUST_LOG` sets levels.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+impl Args {
+    pub fn log_format_json(&self) -> bool {
+        self.log_json || matches!(self.command, Command::Serve { .. })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a config file.
+    Serve {
+        #[arg(long, short, default_value = "tollbu.toml")]
+        config: PathBuf,
+    },
+    /// Run issuer, two example registries, the gateway and its audit log locally.
+    Demo(crate::demo::DemoArgs),
+    /// Obtain an access token with the RFC 7523 JWT-bearer grant (Maskinporten style).
+    Token {
+        /// Issuer identifier, e.g. `https://test.maskinporten.no/`.
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        client_id: String,
+        /// The client's RSA private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// Key id the issuer knows the key by.
+        #[arg(long)]
+        kid: Option<String>,
+        /// Space-separated scopes.
+        #[arg(long)]
+        scope: String,
+        /// Act for this organisation through a registered delegation.
+        #[arg(long)]
+        consumer_org: Option<String>,
+        /// Include an Altinn consent by id (repeatable); `ID:PID` names the person too.
+        #[arg(long)]
+        consent: Vec<String>,
+        /// Audience to restrict the token to.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Print the whole token response as JSON instead of only the token.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Policy tools.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Audit-log tools for security officers.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Config tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Developer tools.
+    #[command(subcommand)]
+    Devkit(DevkitCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Parse and validate; errors name file:line:column.
+    Check { dir: PathBuf },
+    /// Run the `*.test.toml` cases beside the policies.
+    Test { dir: PathBuf },
+    /// Show every grant considered for one request and why it matched or not.
+    Explain {
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        #[arg(long)]
+        request: PathBuf,
+    },
+    /// Which consumers can read a service (or one field), under which grants.
+    WhoCan {
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        field: Option<String>,
+    },
+    /// A Markdown catalogue of services, fields, grants, purposes and legal bases.
+    Catalog { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the tree and check every checkpoint; non-zero exit names the first bad record.
+    Verify {
+        dir: PathBuf,
+        /// A checkpoint kept from earlier (repeatable): detects rollback and forks.
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+        /// Verifier key `<name>+<keyid>+<base64>`; when given, checkpoints must be signed by it.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Records by subject, consumer, service, decision and time.
+    Query {
+        dir: PathBuf,
+        /// National identity number; hashed with the pseudonymisation key.
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long)]
+        pseudonym_key: Option<PathBuf>,
+        #[arg(long)]
+        consumer: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        /// allow, deny or error.
+        #[arg(long)]
+        decision: Option<String>,
+        /// RFC 3339 lower bound.
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339 upper bound.
+        #[arg(long)]
+        to: Option<String>,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inclusion proof for record `index` in the tree of `size`.
+    Prove {
+        dir: PathBuf,
+        #[arg(long)]
+        index: u64,
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Consistency proof between two tree sizes.
+    Consistency {
+        dir: PathBuf,
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
+    },
+    /// What a citizen is owed: who read what about them, when, why, on which legal basis.
+    Citizen {
+        dir: PathBuf,
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        pseudonym_key: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file; errors name file:line:column.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum DevkitCommand {
+    /// Regenerate the dev-only keys and certificates (as in `certs-example/`).
+    Certs {
+        #[arg(long, default_value = "certs-example")]
+        out: PathBuf,
+    },
+}
+
+/// Runs the chosen command and maps its outcome to an exit code.
+pub fn run(args: Args) -> ExitCode {
+    match dispatch(args.command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report(ok: bool, text: &str) -> ExitCode {
+    if ok {
+        print!("{text}");
+        if !text.ends_with('\n') && !text.is_empty() {
+            println!();
+        }
+        ExitCode::SUCCESS
+    } else {
+        eprint!("{text}");
+        if !text.ends_with('\n') && !text.is_empty() {
+            eprintln!();
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config } => serve(config),
+        Command::Demo(demo_args) => crate::demo::run(demo_args),
+        Command::Token {
+            issuer,
+            client_id,
+            key,
+            kid,
+            scope,
+            consumer_org,
+            consent,
+            resource,
+            json,
+        } => {
+            let key_pem = std::fs::read_to_string(&key)
+                .with_context(|| format!("cannot read key `{}`", key.display()))?;
+            let consent = consent
+                .into_iter()
+                .map(|c| match c.split_once(':') {
+                    Some((id, pid)) => (id.to_owned(), Some(pid.to_owned())),
+                    None => (c, None),
+                })
+                .collect();
+            let request = tollbu_devkit::token_client::TokenRequest {
+                issuer_url: issuer,
+                client_id,
+                key_pem,
+                kid,
+                scope,
+                consumer_org,
+                consent,
+                resource,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let response =
+                runtime.block_on(tollbu_devkit::token_client::request_token(&request))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "access_token": response.access_token,
+                        "token_type": response.token_type,
+                        "expires_in": response.expires_in,
+                        "scope": response.scope,
+                    })
+                );
+            } else {
+                println!("{}", response.access_token);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy(policy) => Ok(match policy {
+            PolicyCommand::Check { dir } => {
+                let r = policy_tools::check(&dir);
+                report(r.ok, &r.text)
+            }
+            PolicyCommand::Test { dir } => {
+                let r = policy_tools::run_tests(&dir);
+                report(r.ok, &r.text)
+            }
+            PolicyCommand::Explain { policies, request } => {
+                let r = policy_tools::explain_file(&policies, &request);
+                report(r.ok, &r.text)
+            }
+            PolicyCommand::WhoCan {
+                policies,
+                service,
+                field,
+            } => {
+                let r = policy_tools::who_can(&policies, &service, field.as_deref());
+                report(r.ok, &r.text)
+            }
+            PolicyCommand::Catalog { dir } => {
+                let r = policy_tools::catalog(&dir);
+                report(r.ok, &r.text)
+            }
+        }),
+        Command::Audit(audit) => Ok(match audit {
+            AuditCommand::Verify {
+                dir,
+                checkpoint,
+                key,
+            } => {
+                let r = audit_tools::verify(&dir, &checkpoint, key.as_deref());
+                report(r.ok, &r.text)
+            }
+            AuditCommand::Query {
+                dir,
+                subject,
+                pseudonym_key,
+                consumer,
+                service,
+                decision,
+                from,
+                to,
+                json,
+            } => {
+                let decision = match decision.as_deref() {
+                    None => None,
+                    Some("allow") => Some(tollbu_audit::Decision::Allow),
+                    Some("deny") => Some(tollbu_audit::Decision::Deny),
+                    Some("error") => Some(tollbu_audit::Decision::Error),
+                    Some(other) => {
+                        anyhow::bail!("`--decision` must be allow, deny or error, not `{other}`")
+                    }
+                };
+                let query = audit_tools::Query {
+                    subject,
+                    consumer,
+                    service,
+                    decision,
+                    from,
+                    to,
+                };
+                let r = audit_tools::query(&dir, &query, pseudonym_key.as_deref(), json);
+                report(r.ok, &r.text)
+            }
+            AuditCommand::Prove { dir, index, size } => {
+                let r = audit_tools::prove(&dir, index, size);
+                report(r.ok, &r.text)
+            }
+            AuditCommand::Consistency { dir, from, to } => {
+                let r = audit_tools::consistency(&dir, from, to);
+                report(r.ok, &r.text)
+            }
+            AuditCommand::Citizen {
+                dir,
+                subject,
+                pseudonym_key,
+            } => {
+                let r = audit_tools::citizen(&dir, &subject, &pseudonym_key);
+                report(r.ok, &r.text)
+            }
+        }),
+        Command::Config(ConfigCommand::Check { file }) => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Devkit(DevkitCommand::Certs { out }) => {
+            tollbu_devkit::certs::generate(&out)?;
+            println!("wrote dev-only keys and certificates to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&config_path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let gateway = tollbu_proxy::start(config).await?;
+        tracing::info!(plain = ?gateway.plain_addr, tls = ?gateway.tls_addr, admin = %gateway.admin_addr, "gateway serving");
+        crate::demo::wait_for_shutdown_signal(&gateway).await;
+        gateway.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,466 @@
+//! `tollbu.toml`: the gateway's only configuration file, and the only module
+//! that reads it. Parse errors name file, line and column; semantic errors
+//! name file, line and the setting. Relative paths are resolved against the
+//! directory of the config file. Every setting and default is documented in
+//! `docs/configuration.md`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A config file that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: GatewaySection,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default, rename = "issuer")]
+    pub issuers: Vec<IssuerSection>,
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceSection>,
+    pub policies: PoliciesSection,
+    pub audit: AuditSection,
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Plaintext listener (HTTP/1.1 and h2c); absent means none.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate from this CA bundle (mTLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+/// Sizes and timeouts; safe defaults for a registry gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub max_request_body_bytes: usize,
+    pub max_response_body_bytes: usize,
+    pub max_token_bytes: usize,
+    pub header_read_timeout_ms: u64,
+    pub upstream_connect_timeout_ms: u64,
+    pub upstream_timeout_ms: u64,
+    pub max_header_count: usize,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub max_h2_streams: u32,
+    pub shutdown_grace_ms: u64,
+    /// Rate limit for grants that set none: requests per period.
+    pub default_rate_requests: u32,
+    pub default_rate_per_seconds: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_request_body_bytes: 1 << 20,
+            max_response_body_bytes: 8 << 20,
+            max_token_bytes: 16 << 10,
+            header_read_timeout_ms: 10_000,
+            upstream_connect_timeout_ms: 2_000,
+            upstream_timeout_ms: 15_000,
+            max_header_count: 100,
+            max_header_bytes: 32 << 10,
+            max_connections: 10_000,
+            max_h2_streams: 100,
+            shutdown_grace_ms: 10_000,
+            default_rate_requests: 6_000,
+            default_rate_per_seconds: 60,
+        }
+    }
+}
+
+impl LimitsSection {
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_connect_timeout_ms)
+    }
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSection {
+    /// Exact `iss`, trailing slash included.
+    pub issuer: Spanned<String>,
+    pub jwks_url: Spanned<String>,
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Spanned<Vec<String>>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: Spanned<i64>,
+    #[serde(default = "default_max_token_age")]
+    pub max_token_age_secs: i64,
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
+    #[serde(default = "default_jwks_min_refetch")]
+    pub jwks_min_refetch_secs: u64,
+    /// CA bundle for an issuer served over https with a private CA.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
+fn default_algorithms() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, vec!["RS256".into(), "RS384".into(), "RS512".into()])
+}
+fn default_leeway() -> Spanned<i64> {
+    Spanned::new(0..0, 10)
+}
+fn default_max_token_age() -> i64 {
+    3600
+}
+fn default_jwks_refresh() -> u64 {
+    300
+}
+fn default_jwks_min_refetch() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    /// First path segment, and the `service.id` of its policy.
+    pub id: Spanned<String>,
+    /// Base URL the rest of the path is appended to.
+    pub upstream: Spanned<String>,
+    /// Issuers whose tokens this service accepts; absent means every trusted issuer.
+    #[serde(default)]
+    pub issuers: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub upstream_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub upstream_client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub upstream_client_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesSection {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    pub dir: PathBuf,
+    /// Unique log name; also the checkpoint key name.
+    pub origin: String,
+    pub signing_key: PathBuf,
+    pub pseudonym_key: PathBuf,
+    /// `fsync` (default: ack after fsync) or `relaxed` (ack after write).
+    #[serde(default = "default_durability")]
+    pub durability: String,
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_secs: u64,
+}
+
+fn default_durability() -> String {
+    "fsync".into()
+}
+fn default_checkpoint_every() -> u64 {
+    1000
+}
+fn default_checkpoint_interval() -> u64 {
+    10
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&text, &path.display().to_string(), &base_dir)
+    }
+
+    /// Parses and validates `text`; `name` is used in error messages.
+    pub fn parse(text: &str, name: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::Invalid {
+                path: name.into(),
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        config.base_dir = base_dir.to_path_buf();
+        config.validate(text, name)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str, name: &str) -> Result<(), ConfigError> {
+        let at = |span: std::ops::Range<usize>, message: String| {
+            let (line, column) = line_col(text, span.start);
+            ConfigError::Invalid {
+                path: name.into(),
+                line,
+                column,
+                message,
+            }
+        };
+        if self.gateway.listen.is_none() && self.gateway.tls.is_none() {
+            return Err(at(0..0, "`gateway` needs `listen`, `tls`, or both".into()));
+        }
+        for issuer in &self.issuers {
+            parse_uri(&issuer.jwks_url).map_err(|m| at(issuer.jwks_url.span(), m))?;
+            if issuer.issuer.get_ref().is_empty() {
+                return Err(at(
+                    issuer.issuer.span(),
+                    "`issuer` must not be empty".into(),
+                ));
+            }
+            parse_algorithms(issuer.algorithms.get_ref())
+                .map_err(|m| at(issuer.algorithms.span(), m))?;
+            if !(0..=60).contains(issuer.leeway_secs.get_ref()) {
+                return Err(at(
+                    issuer.leeway_secs.span(),
+                    "`leeway_secs` must be between 0 and 60".into(),
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for service in &self.services {
+            if !seen.insert(service.id.get_ref().clone()) {
+                return Err(at(
+                    service.id.span(),
+                    format!("service `{}` is defined twice", service.id.get_ref()),
+                ));
+            }
+            parse_uri(&service.upstream).map_err(|m| at(service.upstream.span(), m))?;
+            if let Some(issuers) = &service.issuers {
+                for wanted in issuers.get_ref() {
+                    if !self.issuers.iter().any(|i| i.issuer.get_ref() == wanted) {
+                        return Err(at(
+                            issuers.span(),
+                            format!("`{wanted}` is not a configured issuer"),
+                        ));
+                    }
+                }
+            }
+            if service.upstream_client_cert.is_some() != service.upstream_client_key.is_some() {
+                return Err(at(
+                    service.id.span(),
+                    "`upstream_client_cert` and `upstream_client_key` go together".into(),
+                ));
+            }
+        }
+        if !matches!(self.audit.durability.as_str(), "fsync" | "relaxed") {
+            return Err(at(
+                0..0,
+                format!(
+                    "`audit.durability` must be `fsync` or `relaxed`, not `{}`",
+                    self.audit.durability
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A path from the file, resolved against the file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+}
+
+/// Parses an allow-list of JWS algorithms; `none` and HMAC are never allowed.
+pub fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, String> {
+    let mut out = Vec::new();
+    for name in names {
+        let alg = match name.as_str() {
+            "RS256" => Algorithm::RS256,
+            "RS384" => Algorithm::RS384,
+            "RS512" => Algorithm::RS512,
+            "PS256" => Algorithm::PS256,
+            "ES256" => Algorithm::ES256,
+            other => {
+                return Err(format!(
+                    "algorithm `{other}` is not allowed (use RS256, RS384, RS512, PS256 or ES256)"
+                ));
+            }
+        };
+        out.push(alg);
+    }
+    if out.is_empty() {
+        return Err("`algorithms` must name at least one algorithm".into());
+    }
+    Ok(out)
+}
+
+fn parse_uri(url: &Spanned<String>) -> Result<http::Uri, String> {
+    let uri: http::Uri = url
+        .get_ref()
+        .parse()
+        .map_err(|_| format!("`{}` is not a URL", url.get_ref()))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(_)) => Ok(uri),
+        _ => Err(format!(
+            "`{}` must be an http or https URL with a host",
+            url.get_ref()
+        )),
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[gateway]
+listen = "127.0.0.1:8080"
+
+[[issuer]]
+issuer = "https://test.maskinporten.no/"
+jwks_url = "https://test.maskinporten.no/jwk"
+
+[[service]]
+id = "population"
+upstream = "http://127.0.0.1:8101"
+
+[policies]
+dir = "policies"
+
+[audit]
+dir = "audit"
+origin = "tollbu.example/population/0"
+signing_key = "k.pem"
+pseudonym_key = "p.key"
+"#;
+
+    #[test]
+    fn minimal_config_parses_with_defaults() {
+        let config = Config::parse(MINIMAL, "t.toml", Path::new("/etc/tollbu")).unwrap();
+        assert_eq!(config.admin.listen.port(), 9090);
+        assert_eq!(config.issuers[0].leeway_secs.get_ref(), &10);
+        assert_eq!(
+            config.resolve(Path::new("policies")),
+            PathBuf::from("/etc/tollbu/policies")
+        );
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let bad = MINIMAL.replace(
+            "upstream = \"http://127.0.0.1:8101\"",
+            "upstream = \"ftp://x\"",
+        );
+        match Config::parse(&bad, "t.toml", Path::new(".")) {
+            Err(ConfigError::Invalid {
+                line,
+                column,
+                message,
+                ..
+            }) => {
+                assert_eq!((line, column), (11, 12));
+                assert!(message.contains("ftp://x"), "{message}");
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        let unknown = MINIMAL.replace("[policies]", "[policies]\ndirr = 1");
+        let error = Config::parse(&unknown, "t.toml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("t.toml:14:1: unknown field `dirr`"),
+            "{error}"
+        );
+        let hmac = MINIMAL.replace(
+            "jwks_url = \"https://test.maskinporten.no/jwk\"",
+            "jwks_url = \"https://t/jwk\"\nalgorithms = [\"HS256\"]",
+        );
+        let error = Config::parse(&hmac, "t.toml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("t.toml:8:14: algorithm `HS256` is not allowed"),
+            "{error}"
+        );
+    }
+}

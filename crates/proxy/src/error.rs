@@ -1,0 +1,310 @@
+//! The one rescue: every failure on the request path becomes a problem+json
+//! answer (RFC 9457) with a stable reason code and a short public text.
+//!
+//! Details of the cause go to the logs only; the client sees the code, the
+//! status and a fixed sentence, never an internal message.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use serde::Serialize;
+
+/// Why a request was refused or failed, as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Problem {
+    /// Path or request line the gateway will not forward.
+    BadPath,
+    /// Malformed request (headers, purpose, …).
+    BadRequest(&'static str),
+    /// No bearer token.
+    MissingToken,
+    /// Token failed validation; the sub-reason is a stable code.
+    InvalidToken(TokenFault),
+    /// Token lacks a scope the operation needs.
+    InsufficientScope,
+    /// The policy engine said no; code and sentence come from the policy.
+    Denied { code: &'static str, message: String },
+    /// Service not configured.
+    UnknownService,
+    /// Service known, but no operation matches this method and path.
+    UnknownOperation,
+    /// Request or response body larger than allowed.
+    PayloadTooLarge,
+    /// Too many requests for this consumer and grant.
+    RateLimited { retry_after_secs: u64 },
+    /// Upstream refused or dropped the connection.
+    UpstreamUnreachable,
+    /// Upstream answered with something the grant does not allow through.
+    UpstreamUnfilterable,
+    /// Upstream did not answer in time.
+    UpstreamTimeout,
+    /// Upstream answered with a body larger than allowed.
+    UpstreamTooLarge,
+    /// The audit record could not be made durable; nothing is released.
+    AuditUnavailable,
+    /// Anything else; the cause is logged, never shown.
+    Internal,
+}
+
+/// Stable sub-codes for `invalid_token`, so clients and tests can tell
+/// causes apart without parsing text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenFault {
+    Malformed,
+    TooLarge,
+    AlgorithmNotAllowed,
+    ForbiddenHeader,
+    UnknownCritical,
+    NestedToken,
+    UntrustedIssuer,
+    UnknownKey,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    TooOld,
+    WrongAudience,
+    BadClaims,
+    BadConsumer,
+    BadAuthorizationDetails,
+    KeysUnavailable,
+}
+
+impl TokenFault {
+    /// The stable code put in the problem body's `token_error`.
+    pub fn code(self) -> &'static str {
+        match self {
+            TokenFault::Malformed => "malformed",
+            TokenFault::TooLarge => "too_large",
+            TokenFault::AlgorithmNotAllowed => "algorithm_not_allowed",
+            TokenFault::ForbiddenHeader => "forbidden_header",
+            TokenFault::UnknownCritical => "unknown_critical_header",
+            TokenFault::NestedToken => "nested_token",
+            TokenFault::UntrustedIssuer => "untrusted_issuer",
+            TokenFault::UnknownKey => "unknown_key",
+            TokenFault::BadSignature => "bad_signature",
+            TokenFault::Expired => "expired",
+            TokenFault::NotYetValid => "not_yet_valid",
+            TokenFault::TooOld => "too_old",
+            TokenFault::WrongAudience => "wrong_audience",
+            TokenFault::BadClaims => "bad_claims",
+            TokenFault::BadConsumer => "bad_consumer",
+            TokenFault::BadAuthorizationDetails => "bad_authorization_details",
+            TokenFault::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            TokenFault::Malformed => "the token is not a well-formed signed JWT",
+            TokenFault::TooLarge => "the token is larger than allowed",
+            TokenFault::AlgorithmNotAllowed => {
+                "the token's algorithm is not allowed for its issuer"
+            }
+            TokenFault::ForbiddenHeader => "the token carries a key or key reference in its header",
+            TokenFault::UnknownCritical => {
+                "the token names a critical header extension we do not support"
+            }
+            TokenFault::NestedToken => "nested or encrypted tokens are not accepted",
+            TokenFault::UntrustedIssuer => "the token's issuer is not trusted",
+            TokenFault::UnknownKey => "the token's key id is not in the issuer's key set",
+            TokenFault::BadSignature => "the token's signature does not verify",
+            TokenFault::Expired => "the token has expired",
+            TokenFault::NotYetValid => "the token is not valid yet",
+            TokenFault::TooOld => "the token was issued too long ago",
+            TokenFault::WrongAudience => "the token is not meant for this gateway",
+            TokenFault::BadClaims => "the token's claims are missing or of the wrong type",
+            TokenFault::BadConsumer => "the token's consumer is not a valid organisation",
+            TokenFault::BadAuthorizationDetails => {
+                "the token's authorization_details are malformed"
+            }
+            TokenFault::KeysUnavailable => "the issuer's keys could not be obtained",
+        }
+    }
+}
+
+/// One row of the public catalogue of problems: code, status, text.
+pub struct ProblemInfo {
+    pub code: &'static str,
+    pub status: StatusCode,
+    pub title: &'static str,
+}
+
+impl Problem {
+    /// Code, status and title; the single table the docs are checked against.
+    pub fn info(&self) -> ProblemInfo {
+        let (code, status, title) = match self {
+            Problem::BadPath => (
+                "bad_path",
+                StatusCode::BAD_REQUEST,
+                "The request path is not acceptable",
+            ),
+            Problem::BadRequest(_) => (
+                "bad_request",
+                StatusCode::BAD_REQUEST,
+                "The request is malformed",
+            ),
+            Problem::MissingToken => (
+                "missing_token",
+                StatusCode::UNAUTHORIZED,
+                "A bearer token is required",
+            ),
+            Problem::InvalidToken(_) => (
+                "invalid_token",
+                StatusCode::UNAUTHORIZED,
+                "The bearer token is not valid",
+            ),
+            Problem::InsufficientScope => (
+                "insufficient_scope",
+                StatusCode::FORBIDDEN,
+                "The token lacks a scope this operation requires",
+            ),
+            Problem::Denied { code, .. } => (
+                *code,
+                StatusCode::FORBIDDEN,
+                "The data-sharing policy does not allow this request",
+            ),
+            Problem::UnknownService => {
+                ("unknown_service", StatusCode::NOT_FOUND, "No such service")
+            }
+            Problem::UnknownOperation => (
+                "unknown_operation",
+                StatusCode::NOT_FOUND,
+                "The service has no such operation",
+            ),
+            Problem::PayloadTooLarge => (
+                "payload_too_large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The body is larger than allowed",
+            ),
+            Problem::RateLimited { .. } => (
+                "rate_limited",
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+            ),
+            Problem::UpstreamUnreachable => (
+                "upstream_unreachable",
+                StatusCode::BAD_GATEWAY,
+                "The registry could not be reached",
+            ),
+            Problem::UpstreamUnfilterable => (
+                "upstream_unfilterable",
+                StatusCode::BAD_GATEWAY,
+                "The registry's answer cannot be minimised to the allowed fields",
+            ),
+            Problem::UpstreamTimeout => (
+                "upstream_timeout",
+                StatusCode::GATEWAY_TIMEOUT,
+                "The registry did not answer in time",
+            ),
+            Problem::UpstreamTooLarge => (
+                "upstream_too_large",
+                StatusCode::BAD_GATEWAY,
+                "The registry's answer is larger than allowed",
+            ),
+            Problem::AuditUnavailable => (
+                "audit_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The request could not be recorded, so it was not served",
+            ),
+            Problem::Internal => (
+                "internal",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+            ),
+        };
+        ProblemInfo {
+            code,
+            status,
+            title,
+        }
+    }
+
+    /// The reason code recorded in the audit log and counted in metrics.
+    pub fn code(&self) -> &'static str {
+        self.info().code
+    }
+
+    fn detail(&self) -> Option<String> {
+        match self {
+            Problem::InvalidToken(fault) => Some(fault.description().to_owned()),
+            Problem::Denied { message, .. } => Some(message.clone()),
+            Problem::BadRequest(why) => Some((*why).to_owned()),
+            Problem::RateLimited { retry_after_secs } => {
+                Some(format!("retry after {retry_after_secs} s"))
+            }
+            _ => None,
+        }
+    }
+
+    /// The HTTP answer: problem+json body, plus `WWW-Authenticate` for token
+    /// problems (RFC 6750 §3) and `Retry-After` for rate limits.
+    pub fn to_response(&self, request_id: &str) -> Response<Full<Bytes>> {
+        let info = self.info();
+        let body = ProblemBody {
+            r#type: format!("urn:tollbu:problem:{}", info.code),
+            title: info.title,
+            status: info.status.as_u16(),
+            detail: self.detail(),
+            code: info.code,
+            token_error: match self {
+                Problem::InvalidToken(fault) => Some(fault.code()),
+                _ => None,
+            },
+            request_id,
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        let mut response = Response::new(Full::new(Bytes::from(bytes)));
+        *response.status_mut() = info.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            Problem::MissingToken => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tollbu\""),
+                );
+            }
+            Problem::InvalidToken(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tollbu\", error=\"invalid_token\""),
+                );
+            }
+            Problem::InsufficientScope => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Bearer realm=\"tollbu\", error=\"insufficient_scope\"",
+                    ),
+                );
+            }
+            Problem::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        if let Ok(value) = HeaderValue::from_str(request_id) {
+            headers.insert(crate::headers::REQUEST_ID, value);
+        }
+        response
+    }
+}
+
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    r#type: String,
+    title: &'static str,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_error: Option<&'static str>,
+    request_id: &'a str,
+}

@@ -1,0 +1,83 @@
+//! Outbound HTTP clients (upstream registries and issuer JWKS endpoints):
+//! pooled hyper-util clients speaking HTTP/1.1 and HTTP/2 over plain TCP or
+//! rustls, with optional private CA and client certificate (mTLS).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::tls::{TlsError, load_certs, load_private_key};
+
+/// The body type we send upstream: streamed, boxed.
+pub type OutboundBody = BoxBody<Bytes, hyper::Error>;
+/// A pooled client for one trust configuration.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, OutboundBody>;
+
+/// How to trust and authenticate to a remote server.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls<'a> {
+    /// PEM bundle of CAs to trust instead of the system roots.
+    pub ca: Option<&'a Path>,
+    /// Client certificate chain and key for mutual TLS.
+    pub client_cert: Option<(&'a Path, &'a Path)>,
+}
+
+/// Builds a pooled client; `connect_timeout` bounds TCP connect.
+pub fn build_client(
+    tls: &ClientTls<'_>,
+    connect_timeout: Duration,
+) -> Result<HttpClient, TlsError> {
+    let config = client_tls_config(tls)?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector))
+}
+
+fn client_tls_config(tls: &ClientTls<'_>) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match tls.ca {
+        Some(ca) => {
+            for cert in load_certs(ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::Rustls(ca.display().to_string(), e))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            let _ = roots.add_parsable_certificates(native.certs);
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| TlsError::Rustls("client protocol versions".into(), e))?
+    .with_root_certificates(roots);
+    // hyper-rustls sets ALPN itself from `enable_http1/2`.
+    let config = match tls.client_cert {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_private_key(key)?)
+            .map_err(|e| TlsError::Rustls(cert.display().to_string(), e))?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(config)
+}

@@ -1,0 +1,142 @@
+//! The Tollbu gateway: a reverse proxy in front of a public registry that
+//! verifies Maskinporten-style tokens, decides each request against the
+//! registry's data-sharing policies, forwards it, strips every field the
+//! caller may not see, and records it in a tamper-evident audit log before
+//! the answer is released.
+//!
+//! It does not hold policy logic (`tollbu-policy`) or log storage
+//! (`tollbu-audit`); it wires them to HTTP. `start` is what the binary and the
+//! end-to-end tests both call.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod authn;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod headers;
+pub mod http_client;
+pub mod metrics;
+pub mod minimise;
+pub mod rate_limit;
+pub mod route;
+pub mod server;
+pub mod stack;
+pub mod tls;
+pub mod trace;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+pub use gateway::{BuildError, GatewayState};
+
+/// A gateway that is serving; drop-safe, but call [`RunningGateway::shutdown`] to drain.
+pub struct RunningGateway {
+    pub plain_addr: Option<SocketAddr>,
+    pub tls_addr: Option<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<GatewayState>,
+    stop: watch::Sender<bool>,
+    graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
+    tasks: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+/// Builds the state, fetches issuer keys once, binds every listener and serves.
+pub async fn start(config: Config) -> Result<RunningGateway, BuildError> {
+    let state = Arc::new(GatewayState::build(&config)?);
+    state.verifier.start_refresh().await;
+    let (stop, stop_rx) = watch::channel(false);
+    let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
+    let connections = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
+    let mut tasks = Vec::new();
+
+    let mut plain_addr = None;
+    if let Some(addr) = config.gateway.listen {
+        let listener = server::bind(addr).await?;
+        plain_addr = listener.local_addr().ok();
+        tasks.push(tokio::spawn(server::accept_loop(
+            listener,
+            None,
+            Arc::clone(&state),
+            Arc::clone(&connections),
+            Arc::clone(&graceful),
+            stop_rx.clone(),
+        )));
+    }
+    let mut tls_addr = None;
+    if let Some(tls) = &config.gateway.tls {
+        let files = tls::ServerTlsFiles {
+            cert: config.resolve(&tls.cert),
+            key: config.resolve(&tls.key),
+            client_ca: tls.client_ca.as_ref().map(|p| config.resolve(p)),
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&files)?);
+        let listener = server::bind(tls.listen).await?;
+        tls_addr = listener.local_addr().ok();
+        tasks.push(tokio::spawn(server::accept_loop(
+            listener,
+            Some(acceptor),
+            Arc::clone(&state),
+            Arc::clone(&connections),
+            Arc::clone(&graceful),
+            stop_rx.clone(),
+        )));
+    }
+    let admin_listener = server::bind(config.admin.listen).await?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|e| BuildError::Listen(config.admin.listen, e))?;
+    tasks.push(tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::clone(&state),
+        Arc::clone(&graceful),
+        stop_rx,
+    )));
+
+    Ok(RunningGateway {
+        plain_addr,
+        tls_addr,
+        admin_addr,
+        state,
+        stop,
+        graceful,
+        tasks,
+        grace: Duration::from_millis(config.limits.shutdown_grace_ms),
+    })
+}
+
+impl RunningGateway {
+    /// Stops accepting, lets in-flight requests finish within the grace
+    /// period, then flushes the audit log and writes a final checkpoint.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        match Arc::try_unwrap(self.graceful) {
+            Ok(graceful) => {
+                if tokio::time::timeout(self.grace, graceful.shutdown())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("shutdown grace period over; closing remaining connections");
+                }
+            }
+            Err(_) => tracing::warn!("connections still referenced; not draining"),
+        }
+        let audit = self.state.audit.clone();
+        let flushed = tokio::task::spawn_blocking(move || audit.shutdown()).await;
+        match flushed {
+            Ok(Ok(())) => tracing::info!("audit log flushed; final checkpoint written"),
+            Ok(Err(error)) => tracing::error!(%error, "audit log flush failed"),
+            Err(error) => tracing::error!(%error, "audit flush task failed"),
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! The request path, assembled in one place. Each step says why it sits
+//! where it does. The function never returns an error to the server: every
+//! outcome is a response, and every decided request leaves an audit record
+//! before its response is released.
+//!
+//! 1. ids       request id and trace context first, so every later answer carries them
+//! 2. route     cheap syntactic refusals before any crypto
+//! 3. authn     token → VerifiedCaller (the only way to get one)
+//! 4. operation the policy's operation table gives the path template and subject
+//! 5. decide    policy decision → Allow (grant, fields, rate) or Deny (reason)
+//! 6. rate      after the decision, because the bucket is per (consumer, grant)
+//! 7. forward   upstream call with our headers, under the total timeout
+//! 8. minimise  only the grant's fields leave; unfilterable answers are refused
+//! 9. record    durable audit record, or 503 and nothing released
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use sha2::{Digest, Sha256};
+use tollbu_audit::{Decision as AuditDecision, Record};
+use tollbu_policy::{Decision, DecisionRequest, OperationMatch};
+
+use crate::authn::VerifiedCaller;
+use crate::error::{Problem, TokenFault};
+use crate::gateway::GatewayState;
+use crate::headers;
+use crate::rate_limit::{Limit, Verdict};
+use crate::route;
+use crate::trace::TraceContext;
+use crate::upstream::{Assertions, UpstreamError};
+
+/// The response body type every listener serves.
+pub type ResponseBody = Full<Bytes>;
+
+/// What the audit record needs, filled in as the request moves along.
+struct Outcome {
+    record: Record,
+    started: Instant,
+}
+
+/// Handles one request end to end.
+pub async fn handle<B>(
+    state: Arc<GatewayState>,
+    request: Request<B>,
+    peer: SocketAddr,
+    scheme: &'static str,
+) -> Response<ResponseBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let started = Instant::now();
+    let request_id = request_id(request.headers());
+    let trace = TraceContext::from_headers(request.headers());
+    let mut outcome = Outcome {
+        record: Record {
+            time: Record::timestamp(time::OffsetDateTime::now_utc()),
+            request_id: request_id.clone(),
+            trace_id: Some(trace.trace_id().to_owned()),
+            operation: request.method().as_str().to_owned(),
+            ..Record::default()
+        },
+        started,
+    };
+    let response = match serve(
+        &state,
+        request,
+        peer,
+        scheme,
+        &request_id,
+        &trace,
+        &mut outcome,
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(problem) => {
+            outcome.record.decision = match problem {
+                Problem::UpstreamUnreachable
+                | Problem::UpstreamTimeout
+                | Problem::UpstreamUnfilterable
+                | Problem::UpstreamTooLarge
+                | Problem::Internal => AuditDecision::Error,
+                _ => AuditDecision::Deny,
+            };
+            outcome.record.reason = Some(problem.code().to_owned());
+            problem.to_response(&request_id)
+        }
+    };
+    finish(&state, outcome, response, &request_id).await
+}
+
+/// Records the outcome durably, then releases the response (or 503 if the
+/// record could not be made durable).
+async fn finish(
+    state: &GatewayState,
+    mut outcome: Outcome,
+    response: Response<ResponseBody>,
+    request_id: &str,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    let body_bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    outcome.record.response_sha256 = Some(hex::encode(Sha256::digest(&body_bytes)));
+    outcome.record.latency_us =
+        u64::try_from(outcome.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let decision = outcome.record.decision;
+    let code = outcome.record.reason.clone();
+    let service = outcome.record.service.clone();
+    let consumer = outcome.record.consumer.clone();
+    match state.audit.append(outcome.record).await {
+        Ok(_) => {
+            state.metrics.observe(
+                &service,
+                consumer.as_deref(),
+                decision.as_str(),
+                code.as_deref(),
+                parts.status.as_u16(),
+                outcome.started.elapsed(),
+            );
+            if let Ok(value) = HeaderValue::from_str(request_id) {
+                parts.headers.insert(headers::REQUEST_ID, value);
+            }
+            Response::from_parts(parts, Full::new(body_bytes))
+        }
+        Err(error) => {
+            tracing::error!(%error, request_id, "audit append failed; refusing to release the response");
+            state.metrics.observe(
+                &service,
+                consumer.as_deref(),
+                "error",
+                Some("audit_unavailable"),
+                503,
+                outcome.started.elapsed(),
+            );
+            Problem::AuditUnavailable.to_response(request_id)
+        }
+    }
+}
+
+async fn serve<B>(
+    state: &GatewayState,
+    request: Request<B>,
+    peer: SocketAddr,
+    scheme: &'static str,
+    request_id: &str,
+    trace: &TraceContext,
+    outcome: &mut Outcome,
+) -> Result<Response<ResponseBody>, Problem>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // 2. route
+    if request.version() < http::Version::HTTP_2 && request.uri().authority().is_some() {
+        return Err(Problem::BadPath);
+    }
+    let routed = route::route_path(request.uri().path()).map_err(|_| Problem::BadPath)?;
+    let query = request.uri().query().map(str::to_owned);
+    if let Some(q) = &query {
+        route::check_query(q).map_err(|_| Problem::BadPath)?;
+    }
+    let Some(upstream) = state.upstreams.get(&routed.service) else {
+        return Err(Problem::UnknownService);
+    };
+    outcome.record.service = routed.service.clone();
+
+    // 3. authn
+    let token = bearer_token(request.headers())?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let caller: VerifiedCaller = state
+        .verifier
+        .verify(token, now)
+        .await
+        .map_err(Problem::InvalidToken)?;
+    outcome.record.consumer = Some(format!("0192:{}", caller.consumer));
+    outcome.record.supplier = caller.supplier.as_ref().map(|s| format!("0192:{s}"));
+    outcome.record.client_id = Some(caller.client_id.clone());
+    if let Some(allowed) = &upstream.issuers {
+        if !allowed.iter().any(|issuer| issuer == &caller.issuer) {
+            return Err(Problem::InvalidToken(TokenFault::UntrustedIssuer));
+        }
+    }
+
+    // 4. operation
+    let policies = state.policies();
+    outcome.record.policy_version = Some(policies.version().to_owned());
+    let method = request.method().clone();
+    let matched = match policies.match_operation(
+        &routed.service,
+        method.as_str(),
+        &routed.rest,
+        query.as_deref(),
+    ) {
+        OperationMatch::Matched(matched) => matched,
+        OperationMatch::UnknownService => return Err(Problem::UnknownService),
+        OperationMatch::UnknownOperation => return Err(Problem::UnknownOperation),
+    };
+    outcome.record.operation = matched.operation_id.clone();
+    outcome.record.path_template = Some(matched.path_template.clone());
+    outcome.record.subject = matched
+        .subject
+        .as_deref()
+        .map(|s| state.audit.pseudonymise(s));
+    let purpose = declared_purpose(request.headers())?;
+    outcome.record.purpose = purpose.clone();
+
+    // 5. decide
+    let policy_caller = tollbu_policy::Caller {
+        consumer: caller.consumer.clone(),
+        supplier: caller.supplier.clone(),
+        scopes: caller.scopes.clone(),
+        consents: caller.consents.clone(),
+    };
+    let decision = policies.decide(&DecisionRequest {
+        caller: &policy_caller,
+        service: &routed.service,
+        operation: &matched.operation_id,
+        params: &matched.params,
+        subject: matched.subject.as_deref(),
+        purpose: purpose.as_deref(),
+        now,
+    });
+    let allow = match decision {
+        Decision::Allow(allow) => allow,
+        Decision::Deny(deny) => {
+            return Err(match deny.reason.code() {
+                "scope_missing" => Problem::InsufficientScope,
+                code => Problem::Denied {
+                    code,
+                    message: deny.message,
+                },
+            });
+        }
+    };
+    outcome.record.grant_id = Some(allow.grant_id.clone());
+    outcome.record.legal_basis = allow.legal_basis.clone();
+    outcome.record.consent_id = allow.consent_id.clone();
+    outcome.record.purpose = Some(allow.purpose.clone());
+
+    // 6. rate
+    let limit = allow
+        .rate_limit
+        .map(|r| Limit {
+            requests: r.requests,
+            per_seconds: r.per_seconds,
+        })
+        .unwrap_or(state.default_rate_limit);
+    if let Verdict::Limited { retry_after_secs } =
+        state
+            .rate_limits
+            .check(&caller.consumer, &allow.grant_id, limit)
+    {
+        return Err(Problem::RateLimited { retry_after_secs });
+    }
+
+    // 7. forward
+    let (parts, body) = request.into_parts();
+    let body = read_request_body(body, state.limits.max_request_body_bytes, &parts.headers).await?;
+    outcome.record.request_sha256 = Some(hex::encode(Sha256::digest(&body)));
+    let traceparent = trace.child_traceparent();
+    let assertions = Assertions {
+        request_id,
+        traceparent: Some(&traceparent),
+        consumer: &caller.consumer,
+        supplier: caller.supplier.as_deref(),
+        client_id: &caller.client_id,
+        grant_id: &allow.grant_id,
+        purpose: &allow.purpose,
+        peer,
+        scheme,
+    };
+    let answer = upstream
+        .forward(
+            parts.method,
+            &routed.rest,
+            query.as_deref(),
+            &parts.headers,
+            body,
+            &assertions,
+            state.limits.upstream_timeout(),
+            state.limits.max_response_body_bytes,
+        )
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, request_id, service = %routed.service, "upstream call failed");
+            match error {
+                UpstreamError::Timeout => Problem::UpstreamTimeout,
+                UpstreamError::TooLarge => Problem::UpstreamTooLarge,
+                UpstreamError::Unreachable(_) | UpstreamError::Build(_) => {
+                    Problem::UpstreamUnreachable
+                }
+            }
+        })?;
+    outcome.record.upstream_status = Some(answer.status.as_u16());
+
+    // 8. minimise
+    let body =
+        crate::minimise::minimise(&allow.fields, answer.status, &answer.headers, answer.body)?;
+    outcome.record.fields_released = if answer.status.is_success() {
+        allow.fields.released().to_vec()
+    } else {
+        Vec::new()
+    };
+    outcome.record.decision = AuditDecision::Allow;
+    outcome.record.reason = None;
+    let mut response = Response::new(Full::new(body.clone()));
+    *response.status_mut() = answer.status;
+    *response.headers_mut() = answer.headers;
+    if !answer.status.is_success() {
+        response.headers_mut().remove(header::CONTENT_TYPE);
+        if !body.is_empty() {
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            );
+        }
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+fn bearer_token(headers: &http::HeaderMap) -> Result<&str, Problem> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or(Problem::MissingToken)?;
+    if values.next().is_some() {
+        return Err(Problem::InvalidToken(TokenFault::Malformed));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| Problem::InvalidToken(TokenFault::Malformed))?;
+    let (scheme, token) = text.split_once(' ').ok_or(Problem::MissingToken)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Problem::MissingToken);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(Problem::MissingToken);
+    }
+    Ok(token)
+}
+
+/// The `Tollbu-Purpose` header: absent is allowed here (the policy answers
+/// `purpose_missing`); present must be a short token.
+fn declared_purpose(headers: &http::HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get(headers::PURPOSE) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| Problem::BadRequest("the purpose header must be ASCII"))?
+        .trim();
+    let valid = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !valid {
+        return Err(Problem::BadRequest(
+            "the purpose header must be a short identifier such as `benefit-assessment`",
+        ));
+    }
+    Ok(Some(text.to_owned()))
+}
+
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get(headers::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+async fn read_request_body<B>(
+    body: B,
+    limit: usize,
+    headers: &http::HeaderMap,
+) -> Result<Bytes, Problem>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(Problem::PayloadTooLarge);
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error)
+            if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Problem::PayloadTooLarge)
+        }
+        Err(_) => Err(Problem::BadRequest("the request body could not be read")),
+    }
+}

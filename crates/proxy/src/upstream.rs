@@ -1,0 +1,289 @@
+//! Forwarding to a registry: builds the outbound request (our headers, not
+//! the caller's credentials), sends it over the service's pooled client under
+//! a total timeout, and reads the answer within the size limit.
+//!
+//! The response body is read whole before anything is released: the audit
+//! record must hold the SHA-256 of the body as sent, and must be durable
+//! before the first byte leaves (see `docs/architecture-notes.md`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+
+use crate::headers::{self as names, HOP_BY_HOP, VERIFIED_PREFIX};
+use crate::http_client::HttpClient;
+
+/// One configured registry.
+pub struct Upstream {
+    pub client: HttpClient,
+    /// Scheme and authority, e.g. `http://127.0.0.1:8101`.
+    pub origin: String,
+    /// Base path without trailing slash, e.g. `` or `/api/v1`.
+    pub base_path: String,
+    /// Issuers whose tokens this service accepts; `None` = all trusted.
+    pub issuers: Option<Vec<String>>,
+}
+
+/// What came back from the registry.
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Why forwarding failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("upstream response larger than allowed")]
+    TooLarge,
+    #[error("cannot build upstream request: {0}")]
+    Build(String),
+}
+
+/// Identity and context the gateway asserts to the registry.
+pub struct Assertions<'a> {
+    pub request_id: &'a str,
+    pub traceparent: Option<&'a str>,
+    pub consumer: &'a str,
+    pub supplier: Option<&'a str>,
+    pub client_id: &'a str,
+    pub grant_id: &'a str,
+    pub purpose: &'a str,
+    pub peer: SocketAddr,
+    pub scheme: &'static str,
+}
+
+impl Upstream {
+    /// Parses `base_url` into origin and base path.
+    pub fn new(
+        base_url: &str,
+        client: HttpClient,
+        issuers: Option<Vec<String>>,
+    ) -> Result<Upstream, UpstreamError> {
+        let uri: Uri = base_url
+            .parse()
+            .map_err(|_| UpstreamError::Build(format!("bad upstream URL `{base_url}`")))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(UpstreamError::Build(format!(
+                "upstream URL `{base_url}` needs scheme and host"
+            )));
+        };
+        Ok(Upstream {
+            client,
+            origin: format!("{scheme}://{authority}"),
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+            issuers,
+        })
+    }
+
+    /// Sends one request and reads the whole answer, within `timeout` and `max_body`.
+    pub async fn forward(
+        &self,
+        method: Method,
+        rest: &str,
+        query: Option<&str>,
+        incoming: &HeaderMap,
+        body: Bytes,
+        assertions: &Assertions<'_>,
+        timeout: Duration,
+        max_body: usize,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let target = match query {
+            Some(q) => format!("{}{}{}?{}", self.origin, self.base_path, rest, q),
+            None => format!("{}{}{}", self.origin, self.base_path, rest),
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(target)
+            .body(Full::new(body).map_err(|never| match never {}).boxed())
+            .map_err(|e| UpstreamError::Build(e.to_string()))?;
+        *request.headers_mut() = outbound_headers(incoming, assertions);
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| UpstreamError::Unreachable(error_chain(&e)))?;
+            let (parts, body) = response.into_parts();
+            if parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok())
+                .is_some_and(|len| len > max_body)
+            {
+                return Err(UpstreamError::TooLarge);
+            }
+            let collected = Limited::new(body, max_body).collect().await.map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    UpstreamError::TooLarge
+                } else {
+                    UpstreamError::Unreachable(e.to_string())
+                }
+            })?;
+            let mut headers = parts.headers;
+            strip_hop_by_hop(&mut headers);
+            headers.remove(header::CONTENT_LENGTH);
+            Ok(UpstreamResponse {
+                status: parts.status,
+                headers,
+                body: collected.to_bytes(),
+            })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+    }
+}
+
+/// The caller's headers minus hop-by-hop ones, credentials, anything that
+/// pretends to be ours, and forwarding headers we set fresh; plus our own.
+fn outbound_headers(incoming: &HeaderMap, a: &Assertions<'_>) -> HeaderMap {
+    let mut headers = incoming.clone();
+    strip_hop_by_hop(&mut headers);
+    for name in [
+        header::AUTHORIZATION,
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::COOKIE,
+        header::FORWARDED,
+        HeaderName::from_static("x-forwarded-for"),
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderName::from_static("x-forwarded-host"),
+        names::REQUEST_ID,
+        names::TRACEPARENT,
+        HeaderName::from_static("tracestate"),
+    ] {
+        headers.remove(name);
+    }
+    let ours: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with(VERIFIED_PREFIX))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
+    }
+    let mut set = |name: HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    let peer_ip = a.peer.ip();
+    let forwarded_for = if peer_ip.is_ipv6() {
+        format!("\"[{peer_ip}]\"")
+    } else {
+        peer_ip.to_string()
+    };
+    set(
+        header::FORWARDED,
+        &format!("for={forwarded_for};proto={}", a.scheme),
+    );
+    set(
+        HeaderName::from_static("x-forwarded-for"),
+        &peer_ip.to_string(),
+    );
+    set(HeaderName::from_static("x-forwarded-proto"), a.scheme);
+    set(names::REQUEST_ID, a.request_id);
+    if let Some(traceparent) = a.traceparent {
+        set(names::TRACEPARENT, traceparent);
+    }
+    set(names::VERIFIED_CONSUMER, a.consumer);
+    if let Some(supplier) = a.supplier {
+        set(names::VERIFIED_SUPPLIER, supplier);
+    }
+    set(names::VERIFIED_CLIENT_ID, a.client_id);
+    set(names::VERIFIED_GRANT, a.grant_id);
+    set(names::VERIFIED_PURPOSE, a.purpose);
+    headers
+}
+
+/// Removes hop-by-hop headers and every header that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn outbound_headers_drop_credentials_and_spoofed_identity() {
+        let mut incoming = HeaderMap::new();
+        incoming.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer secret"),
+        );
+        incoming.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        incoming.insert("x-secret-hop", HeaderValue::from_static("1"));
+        incoming.insert(
+            "tollbu-verified-consumer",
+            HeaderValue::from_static("999999999"),
+        );
+        incoming.insert("tollbu-verified-anything", HeaderValue::from_static("x"));
+        incoming.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        incoming.insert("accept", HeaderValue::from_static("application/json"));
+        let a = Assertions {
+            request_id: "r1",
+            traceparent: None,
+            consumer: "310000019",
+            supplier: None,
+            client_id: "c",
+            grant_id: "g",
+            purpose: "p",
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            scheme: "https",
+        };
+        let out = outbound_headers(&incoming, &a);
+        assert!(out.get(header::AUTHORIZATION).is_none());
+        assert!(out.get(header::CONNECTION).is_none());
+        assert!(out.get("x-secret-hop").is_none());
+        assert!(out.get("tollbu-verified-anything").is_none());
+        assert_eq!(out.get("tollbu-verified-consumer").unwrap(), "310000019");
+        assert_eq!(out.get("x-forwarded-for").unwrap(), "127.0.0.1");
+        assert_eq!(
+            out.get(header::FORWARDED).unwrap(),
+            "for=127.0.0.1;proto=https"
+        );
+        assert_eq!(out.get("accept").unwrap(), "application/json");
+        assert_eq!(out.get("x-request-id").unwrap(), "r1");
+    }
+}
