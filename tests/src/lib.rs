@@ -1,1 +1,435 @@
-//! End-to-end tests live in `tests/`; this library is intentionally empty.
+//! Shared harness for the end-to-end tests: starts the devkit issuer, the
+//! example registries and a gateway on OS-chosen ports of 127.0.0.1, with a
+//! fresh audit directory, and offers a small HTTP client.
+//!
+//! Everything is real: sockets, RSA signatures, TLS, fsynced audit files.
+#![forbid(unsafe_code)]
+#![allow(clippy::panic, reason = "a test harness fails by panicking")]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tollbu_devkit::demo_material;
+use tollbu_devkit::registries::{self, RegistryHandle};
+use tollbu_devkit::{IssuerHandle, start_issuer};
+use tollbu_proxy::{Config, RunningGateway};
+
+pub use tollbu_devkit::people::example_pid;
+
+/// Absolute path of `certs-example/`.
+pub fn certs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs-example")
+}
+
+/// Absolute path of `policies/`.
+pub fn policies_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+/// Knobs for one test's environment.
+#[derive(Clone)]
+pub struct Options {
+    /// Upstream for `population` instead of the example registry.
+    pub population_upstream: Option<String>,
+    pub upstream_timeout_ms: u64,
+    pub tls: bool,
+    pub extra_config: String,
+    /// Policies to load instead of the repository's `policies/`.
+    pub policies: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            population_upstream: None,
+            upstream_timeout_ms: 5_000,
+            tls: false,
+            extra_config: String::new(),
+            policies: None,
+        }
+    }
+}
+
+/// One running environment.
+pub struct Env {
+    pub issuer: Option<IssuerHandle>,
+    pub population: Option<RegistryHandle>,
+    pub income: Option<RegistryHandle>,
+    pub gateway: Option<RunningGateway>,
+    pub state_dir: tempfile::TempDir,
+    pub issuer_url: String,
+    config_text: String,
+}
+
+async fn listener() -> tokio::net::TcpListener {
+    match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => panic!("cannot bind 127.0.0.1:0: {e}"),
+    }
+}
+
+fn ok<T, E: std::fmt::Debug>(result: Result<T, E>, what: &str) -> T {
+    match result {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: {e:?}"),
+    }
+}
+
+impl Env {
+    /// Starts issuer, registries and gateway.
+    pub async fn start(options: Options) -> Env {
+        let issuer_config = ok(demo_material::issuer_config(), "demo issuer config");
+        let issuer = ok(
+            start_issuer(
+                listener().await,
+                issuer_config,
+                demo_material::ISSUER_SIGNING_KEY_PEM,
+            )
+            .await,
+            "issuer",
+        );
+        let population = ok(
+            registries::start_population(listener().await, None).await,
+            "population registry",
+        );
+        let income = ok(
+            registries::start_income(listener().await, None).await,
+            "income registry",
+        );
+        let state_dir = ok(tempfile::tempdir(), "tempdir");
+        let issuer_url = issuer.issuer_url();
+        let population_url = options
+            .population_upstream
+            .clone()
+            .unwrap_or_else(|| population.base_url());
+        let config_text = gateway_config(
+            &issuer_url,
+            &population_url,
+            &income.base_url(),
+            &options,
+            state_dir.path(),
+        );
+        let config = ok(
+            Config::parse(&config_text, "test.toml", state_dir.path()),
+            "gateway config",
+        );
+        let gateway = ok(tollbu_proxy::start(config).await, "gateway start");
+        Env {
+            issuer: Some(issuer),
+            population: Some(population),
+            income: Some(income),
+            gateway: Some(gateway),
+            state_dir,
+            issuer_url,
+            config_text,
+        }
+    }
+
+    /// Stops the gateway and starts a new one on the same config and audit
+    /// directory (new ports).
+    pub async fn restart_gateway(&mut self) {
+        self.stop_gateway().await;
+        let config = ok(
+            Config::parse(&self.config_text, "test.toml", self.state_dir.path()),
+            "gateway config",
+        );
+        self.gateway = Some(ok(tollbu_proxy::start(config).await, "gateway restart"));
+    }
+
+    pub fn gateway(&self) -> &RunningGateway {
+        match &self.gateway {
+            Some(g) => g,
+            None => panic!("gateway already stopped"),
+        }
+    }
+
+    pub fn issuer(&self) -> &IssuerHandle {
+        match &self.issuer {
+            Some(i) => i,
+            None => panic!("issuer already stopped"),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` of the plaintext listener.
+    pub fn base(&self) -> String {
+        match self.gateway().plain_addr {
+            Some(addr) => format!("http://{addr}"),
+            None => panic!("no plaintext listener"),
+        }
+    }
+
+    pub fn tls_addr(&self) -> SocketAddr {
+        match self.gateway().tls_addr {
+            Some(addr) => addr,
+            None => panic!("no TLS listener"),
+        }
+    }
+
+    pub fn admin(&self) -> String {
+        format!("http://{}", self.gateway().admin_addr)
+    }
+
+    pub fn audit_dir(&self) -> PathBuf {
+        self.state_dir.path().join("audit")
+    }
+
+    /// A token from the issuer's real `/token` endpoint (RFC 7523 grant).
+    pub async fn token(&self, client_id: &str, scope: &str, consents: &[&str]) -> String {
+        self.token_for(client_id, scope, consents, None).await
+    }
+
+    /// As [`Env::token`], optionally acting for `consumer_org` (delegation).
+    pub async fn token_for(
+        &self,
+        client_id: &str,
+        scope: &str,
+        consents: &[&str],
+        consumer_org: Option<&str>,
+    ) -> String {
+        let Some((kid, key)) = demo_material::client_key(client_id) else {
+            panic!("no demo key for {client_id}");
+        };
+        let request = tollbu_devkit::token_client::TokenRequest {
+            issuer_url: self.issuer_url.clone(),
+            client_id: client_id.to_owned(),
+            key_pem: key.to_owned(),
+            kid: Some(kid.to_owned()),
+            scope: scope.to_owned(),
+            consumer_org: consumer_org.map(str::to_owned),
+            consent: consents.iter().map(|c| ((*c).to_owned(), None)).collect(),
+            resource: None,
+        };
+        ok(
+            tollbu_devkit::token_client::request_token(&request).await,
+            "token request",
+        )
+        .access_token
+    }
+
+    /// Stops the gateway gracefully (flushes the audit log).
+    pub async fn stop_gateway(&mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown().await;
+        }
+    }
+}
+
+fn gateway_config(
+    issuer: &str,
+    population: &str,
+    income: &str,
+    options: &Options,
+    state: &Path,
+) -> String {
+    let certs = certs_dir();
+    let c = |name: &str| certs.join(name).display().to_string();
+    let tls = if options.tls {
+        format!(
+            "[gateway.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+            c("gateway.pem"),
+            c("gateway.key.pem"),
+            c("ca.pem")
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"[gateway]
+listen = "127.0.0.1:0"
+{tls}
+[admin]
+listen = "127.0.0.1:0"
+
+[limits]
+upstream_timeout_ms = {timeout}
+upstream_connect_timeout_ms = 1000
+
+[[issuer]]
+issuer = "{issuer}"
+jwks_url = "{issuer}jwk"
+jwks_min_refetch_secs = 0
+
+[[service]]
+id = "population"
+upstream = "{population}"
+
+[[service]]
+id = "income"
+upstream = "{income}"
+
+[policies]
+dir = "{policies}"
+
+[audit]
+dir = "{audit}"
+origin = "tollbu.example/test/gateway-0"
+signing_key = "{signing}"
+pseudonym_key = "{pseudonym}"
+checkpoint_interval_secs = 1
+{extra}
+"#,
+        timeout = options.upstream_timeout_ms,
+        policies = options
+            .policies
+            .clone()
+            .unwrap_or_else(policies_dir)
+            .display(),
+        audit = state.join("audit").display(),
+        signing = c("audit-signing.key.pem"),
+        pseudonym = c("audit-pseudonym.key"),
+        extra = options.extra_config,
+    )
+}
+
+/// A parsed answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The problem `code`, for refusals.
+    pub fn code(&self) -> String {
+        self.json()
+            .get("code")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// A plain HTTP/1.1 client (or HTTP/2 prior knowledge with `http2`).
+pub fn client(http2: bool) -> Client<HttpConnector, Empty<Bytes>> {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.http2_only(http2);
+    builder.build(HttpConnector::new())
+}
+
+/// GET `url` with the given headers.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Answer {
+    get_with(&client(false), url, headers).await
+}
+
+pub async fn get_with(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut builder = Request::get(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = ok(builder.body(Empty::new()), "request");
+    let response = ok(client.request(request).await, "HTTP request");
+    let (parts, body) = response.into_parts();
+    let body = ok(body.collect().await, "body").to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// `Authorization` and purpose headers.
+pub fn auth<'a>(
+    token: &'a str,
+    purpose: Option<&'a str>,
+    scratch: &'a mut String,
+) -> Vec<(&'a str, &'a str)> {
+    *scratch = format!("Bearer {token}");
+    let mut headers = vec![("authorization", scratch.as_str())];
+    if let Some(p) = purpose {
+        headers.push(("tollbu-purpose", p));
+    }
+    headers
+}
+
+/// Every file under `dir`, read whole.
+pub fn all_bytes_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
+}
+
+/// A TCP server that accepts and then never answers (a hung registry).
+pub async fn silent_upstream() -> (String, tokio::task::JoinHandle<()>) {
+    let l = listener().await;
+    let addr = ok(l.local_addr(), "addr");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = l.accept().await {
+            held.push(stream);
+        }
+    });
+    (format!("http://{addr}"), task)
+}
+
+/// A URL where nothing listens.
+pub async fn closed_upstream() -> String {
+    let l = listener().await;
+    let addr = ok(l.local_addr(), "addr");
+    drop(l);
+    format!("http://{addr}")
+}
+
+/// rustls client config trusting the demo CA, with an optional client certificate.
+pub fn tls_client_config(client_cert: Option<(&str, &str)>) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(demo_material::CA_PEM.as_bytes()).flatten() {
+        ok(roots.add(cert), "CA");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ok(
+        rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions(),
+        "versions",
+    )
+    .with_root_certificates(roots);
+    let config = match client_cert {
+        Some((cert, key)) => {
+            let certs: Vec<_> = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .flatten()
+                .collect();
+            let key = ok(PrivateKeyDer::from_pem_slice(key.as_bytes()), "client key");
+            ok(builder.with_client_auth_cert(certs, key), "client auth")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
+}

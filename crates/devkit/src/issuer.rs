@@ -11,6 +11,7 @@ mod config;
 mod grant;
 mod keys;
 mod registry;
+mod replay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,9 +34,10 @@ pub use grant::{
 pub use registry::PERSON_URN_PREFIX;
 
 use crate::error::DevkitError;
-use crate::issuer::grant::{AcceptedGrant, JtiCache};
+use crate::issuer::grant::AcceptedGrant;
 use crate::issuer::keys::KeySet;
 use crate::issuer::registry::{Registry, org_identity};
+use crate::issuer::replay::JtiCache;
 use crate::jwt::RsaSigningKey;
 use crate::respond;
 use crate::server::Server;

@@ -75,42 +75,76 @@ fn start(
     Ok(RegistryHandle { server, scheme })
 }
 
-/// Routing shared by both registries: the echo endpoint, method checks, and
-/// the path split into segments for the registry's own routes.
-fn common<'a>(req: &'a Request<Bytes>) -> Result<Vec<&'a str>, Response<Full<Bytes>>> {
-    let path = req.uri().path();
-    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
-    if segments == ["debug", "echo-headers"] {
-        return Err(match *req.method() {
-            Method::GET | Method::HEAD => respond::echo_headers(req.headers()),
-            _ => respond::method_not_allowed("GET"),
-        });
-    }
-    Ok(segments)
+/// Why a registry cannot answer. Each becomes a problem document in
+/// [`Refusal::response`], the one place statuses and texts are declared.
+#[derive(Debug)]
+enum Refusal {
+    UnknownPath,
+    MethodNotAllowed,
+    MalformedPid,
+    UnknownPerson,
+    MalformedYear(String),
+    UnknownYear(u16),
 }
 
-fn require_get(req: &Request<Bytes>) -> Result<(), Response<Full<Bytes>>> {
+impl Refusal {
+    fn response(&self, path: &str) -> Response<Full<Bytes>> {
+        match self {
+            Self::UnknownPath => respond::not_found(path),
+            Self::MethodNotAllowed => respond::method_not_allowed("GET"),
+            Self::MalformedPid => respond::problem(
+                StatusCode::BAD_REQUEST,
+                "malformed-pid",
+                "the identity number must be 11 digits with valid check digits",
+            ),
+            Self::UnknownPerson => respond::problem(
+                StatusCode::NOT_FOUND,
+                "unknown-person",
+                "no person with that identity number in this register",
+            ),
+            Self::MalformedYear(year) => respond::problem(
+                StatusCode::BAD_REQUEST,
+                "malformed-year",
+                &format!("`{year}` is not a four-digit year"),
+            ),
+            Self::UnknownYear(year) => respond::problem(
+                StatusCode::NOT_FOUND,
+                "unknown-year",
+                &format!(
+                    "the register holds years {FIRST_INCOME_YEAR}-{LAST_INCOME_YEAR}, not `{year}`"
+                ),
+            ),
+        }
+    }
+}
+
+/// Runs a registry's `answer`, after the routes both registries share.
+fn serve(
+    req: &Request<Bytes>,
+    answer: impl FnOnce(&[&str]) -> Result<Response<Full<Bytes>>, Refusal>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let result = if segments == ["debug", "echo-headers"] {
+        require_get(req).map(|()| respond::echo_headers(req.headers()))
+    } else {
+        answer(&segments)
+    };
+    result.unwrap_or_else(|refusal| refusal.response(path))
+}
+
+fn require_get(req: &Request<Bytes>) -> Result<(), Refusal> {
     match *req.method() {
         Method::GET | Method::HEAD => Ok(()),
-        _ => Err(respond::method_not_allowed("GET")),
+        _ => Err(Refusal::MethodNotAllowed),
     }
 }
 
 /// 400 for something that is not an identity number, 404 for a well-formed
 /// number of nobody in the register.
-fn lookup(pid: &str) -> Result<&'static Person, Response<Full<Bytes>>> {
+fn lookup(pid: &str) -> Result<&'static Person, Refusal> {
     if !is_valid_pid(pid) {
-        return Err(respond::problem(
-            StatusCode::BAD_REQUEST,
-            "malformed-pid",
-            "the identity number must be 11 digits with valid check digits",
-        ));
+        return Err(Refusal::MalformedPid);
     }
-    people::by_pid(pid).ok_or_else(|| {
-        respond::problem(
-            StatusCode::NOT_FOUND,
-            "unknown-person",
-            "no person with that identity number in this register",
-        )
-    })
+    people::by_pid(pid).ok_or(Refusal::UnknownPerson)
 }

@@ -74,8 +74,8 @@ fn right_covers(
     req: &ConsentRequirement,
     params: &[(String, String)],
 ) -> bool {
-    right.resources.iter().any(|r| *r == req.resource)
-        && right.actions.iter().any(|a| *a == req.action)
+    right.resources.contains(&req.resource)
+        && right.actions.contains(&req.action)
         && req.metadata.iter().all(|(key, expected)| {
             let Some(given) = right.metadata.get(key) else {
                 return false;

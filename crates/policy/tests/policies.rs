@@ -72,3 +72,15 @@ fn test_files_exercise_every_reason_reachable_in_the_demo_policies() {
         );
     }
 }
+
+#[test]
+fn the_language_reference_documents_every_reason_code() {
+    let doc = std::fs::read_to_string(policies_dir().join("../docs/policy-language.md")).unwrap();
+    for reason in DenyReason::ALL {
+        assert!(
+            doc.contains(&format!("| `{}` |", reason.code())),
+            "docs lack `{}`",
+            reason.code()
+        );
+    }
+}

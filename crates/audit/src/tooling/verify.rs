@@ -21,7 +21,10 @@ use crate::tile::{TILE_WIDTH, read_tile, tile_index_path, tile_path};
 use crate::tree::CompactRange;
 
 struct Problem {
+    /// The record index the problem points at.
     index: Option<u64>,
+    /// False when `index` is only a lower bound (a checkpoint or upper tile disagrees somewhere above it).
+    exact: bool,
     text: String,
 }
 
@@ -39,7 +42,19 @@ struct Stream<'a> {
 
 impl Stream<'_> {
     fn problem(&mut self, index: Option<u64>, text: String) {
-        self.problems.push(Problem { index, text });
+        self.problems.push(Problem {
+            index,
+            exact: true,
+            text,
+        });
+    }
+
+    fn bound(&mut self, index: u64, text: String) {
+        self.problems.push(Problem {
+            index: Some(index),
+            exact: false,
+            text,
+        });
     }
 
     fn push(&mut self, leaf: Hash) {
@@ -96,14 +111,16 @@ impl Stream<'_> {
                 if w as usize > hashes.len() {
                     let first_missing =
                         Self::first_leaf(level, n * TILE_WIDTH + hashes.len() as u64);
-                    self.problem(
-                        Some(first_missing),
-                        format!(
-                            "partial tile `{}` holds {w} hashes but the records give {}: records from index {first_missing} were removed",
-                            tile_path(level, n, w),
-                            hashes.len()
-                        ),
+                    let text = format!(
+                        "partial tile `{}` holds {w} hashes but the records give {}: records from index {first_missing} on were removed",
+                        tile_path(level, n, w),
+                        hashes.len()
                     );
+                    if level == 0 {
+                        self.problem(Some(first_missing), text);
+                    } else {
+                        self.bound(first_missing, text);
+                    }
                     self.diff(level, n, hashes, &stored[..hashes.len()], "partial tile");
                 } else {
                     self.diff(level, n, &hashes[..w as usize], &stored, "partial tile");
@@ -127,7 +144,11 @@ impl Stream<'_> {
                     tile_path(level, n, stored.len() as u64)
                 )
             };
-            self.problem(Some(first), text);
+            if level == 0 {
+                self.problem(Some(first), text);
+            } else {
+                self.bound(first, text);
+            }
         }
     }
 }
@@ -238,6 +259,9 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(0);
     let mut pos = 0u64;
+    // Difference between stored sequence numbers and positions; reported only when it changes, so a
+    // removed record yields one finding rather than one per later record.
+    let mut seq_shift: i128 = 0;
     while pos < pruned {
         let n = pos / TILE_WIDTH;
         match read_tile(dir, 0, n, TILE_WIDTH) {
@@ -283,11 +307,16 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
                 FrameRead::End => break,
                 FrameRead::Frame { payload, .. } => {
                     match decode(&payload) {
-                        Ok(rec) if rec.seq == pos => {}
-                        Ok(rec) => s.problem(
-                            Some(pos),
-                            format!("record {pos} carries sequence number {}: a record was removed, reordered or inserted", rec.seq),
-                        ),
+                        Ok(rec) => {
+                            let shift = i128::from(rec.seq) - i128::from(pos);
+                            if shift != seq_shift && shift != 0 {
+                                s.problem(
+                                    Some(pos),
+                                    format!("record {pos} carries sequence number {}: a record was removed, reordered or inserted", rec.seq),
+                                );
+                            }
+                            seq_shift = shift;
+                        }
                         Err(e) => s.problem(Some(pos), format!("record {pos} is altered: {e}")),
                     }
                     s.push(leaf_hash(&payload));
@@ -359,8 +388,8 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
         verdicts.insert(cp.size, *verdicts.get(&cp.size).unwrap_or(&true) && ok);
         if !ok {
             let good_below = verdicts_good_below(&cps, &s.wanted, cp.size);
-            s.problem(
-                Some(good_below),
+            s.bound(
+                good_below,
                 format!(
                     "fork: checkpoint `{label}` (size {}) does not match the records; the first altered record is in {good_below}..{}",
                     cp.size, cp.size
@@ -384,8 +413,27 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
         let _ = writeln!(out, "OK: every record, tile and checkpoint is consistent");
         return Ok(Report::ok(out));
     }
-    if let Some(first) = problems.iter().find_map(|p| p.index) {
-        let _ = writeln!(out, "FIRST bad record index: {first}");
+    let exact = problems
+        .iter()
+        .filter(|p| p.exact)
+        .filter_map(|p| p.index)
+        .min();
+    let bound = problems
+        .iter()
+        .filter(|p| !p.exact)
+        .filter_map(|p| p.index)
+        .min();
+    match (exact, bound) {
+        (Some(first), _) => {
+            let _ = writeln!(out, "FIRST bad record index: {first}");
+        }
+        (None, Some(b)) => {
+            let _ = writeln!(
+                out,
+                "FIRST bad record index: at or after {b} (no stored hash pins it exactly)"
+            );
+        }
+        (None, None) => {}
     }
     for p in &problems {
         let _ = writeln!(out, "FAIL: {}", p.text);

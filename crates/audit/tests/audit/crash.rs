@@ -33,11 +33,7 @@ fn child_process() {
             p.next().unwrap().parse::<u64>().unwrap(),
         )
     };
-    let keys = Keys {
-        dir: tempfile::TempDir::new_in(&key_dir).unwrap(),
-    };
-    std::fs::copy(format!("{key_dir}/signing.pem"), keys.signing()).unwrap();
-    std::fs::copy(format!("{key_dir}/pseudonym.key"), keys.pseudonym()).unwrap();
+    let keys = Keys::at(key_dir.as_ref());
     let mut cfg = keys.config(log_dir.as_ref());
     cfg.checkpoint_every = 64;
     cfg.segment_max_bytes = 32 * 1024;
@@ -89,11 +85,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
             ])
             .env(
                 CHILD_ENV,
-                format!(
-                    "{}|{}|{round}",
-                    dir.path().display(),
-                    keys.dir.path().display()
-                ),
+                format!("{}|{}|{round}", dir.path().display(), keys.dir().display()),
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

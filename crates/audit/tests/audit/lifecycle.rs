@@ -57,7 +57,7 @@ fn appends_are_proven_and_a_restart_continues_the_same_log() {
     }
     assert!(log.inclusion_proof(300, 300).is_err());
     assert!(log.inclusion_proof(0, 301).is_err());
-    let old_note_path = keys.dir.path().join("kept-300.note");
+    let old_note_path = keys.dir().join("kept-300.note");
     std::fs::write(&old_note_path, &note).unwrap();
     log.shutdown().unwrap();
     log.shutdown().unwrap();

@@ -11,28 +11,42 @@ pub const ORIGIN: &str = "tollbu.example/test/replica-0";
 
 /// Key material kept apart from the log directory, as in production.
 pub struct Keys {
-    pub dir: tempfile::TempDir,
+    dir: PathBuf,
+    _owned: Option<tempfile::TempDir>,
 }
 
 impl Keys {
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
         let pem = SigningKey::from_bytes(&[42u8; 32])
             .to_pkcs8_pem(LineEnding::LF)
             .unwrap();
-        std::fs::write(dir.path().join("signing.pem"), pem.as_bytes()).unwrap();
+        std::fs::write(tmp.path().join("signing.pem"), pem.as_bytes()).unwrap();
         std::fs::write(
-            dir.path().join("pseudonym.key"),
+            tmp.path().join("pseudonym.key"),
             format!("{}\n", "5a".repeat(32)),
         )
         .unwrap();
-        Self { dir }
+        Self {
+            dir: tmp.path().to_path_buf(),
+            _owned: Some(tmp),
+        }
+    }
+    /// Keys written earlier by [`Keys::new`] (used by the crash test's child process).
+    pub fn at(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            _owned: None,
+        }
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
     pub fn signing(&self) -> PathBuf {
-        self.dir.path().join("signing.pem")
+        self.dir.join("signing.pem")
     }
     pub fn pseudonym(&self) -> PathBuf {
-        self.dir.path().join("pseudonym.key")
+        self.dir.join("pseudonym.key")
     }
     pub fn config(&self, log_dir: &Path) -> AuditConfig {
         AuditConfig::new(log_dir, ORIGIN, self.signing(), self.pseudonym())

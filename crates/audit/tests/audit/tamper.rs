@@ -25,13 +25,14 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let ps = keys.pseudonymiser();
         let mut cfg = keys.config(dir.path());
-        cfg.checkpoint_every = 50;
+        cfg.checkpoint_every = 1_000_000;
         let (log, _) = AuditLog::open(cfg).unwrap();
         let mut kept = Vec::new();
         for i in 0..N {
             log.append_blocking(make_record(i, &ps)).unwrap();
             if (i + 1) % 50 == 0 {
-                let p = keys.dir.path().join(format!("cp-{}", i + 1));
+                log.checkpoint_now().unwrap();
+                let p = keys.dir().join(format!("cp-{}", i + 1));
                 std::fs::write(&p, log.latest_checkpoint().unwrap()).unwrap();
                 kept.push(p);
             }
@@ -214,7 +215,7 @@ fn rewriting_records_and_tiles_together_is_still_caught_by_kept_checkpoints() {
 fn a_forged_checkpoint_is_rejected() {
     let f = Fixture::new();
     let note = std::fs::read_to_string(f.dir.path().join("checkpoint")).unwrap();
-    let forged_path = f.keys.dir.path().join("forged");
+    let forged_path = f.keys.dir().join("forged");
     std::fs::write(&forged_path, note.replacen("\n600\n", "\n601\n", 1)).unwrap();
     let r = tooling::verify(f.dir.path(), &[forged_path], Some(&f.vkey));
     assert!(!r.ok && r.text.contains("rejected"), "{}", r.text);

@@ -1,14 +1,12 @@
 //! Checking a JWT-bearer grant (RFC 7523) the way Maskinporten does. Pure
 //! apart from the replay cache: the clock is a parameter.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 use tollbu_policy::ids::{is_valid_orgno, is_valid_pid};
 
 use crate::issuer::registry::{PERSON_URN_PREFIX, Registry};
+use crate::issuer::replay::JtiCache;
 use crate::jwt::CompactJws;
 
 /// The grant type this issuer supports.
@@ -19,8 +17,6 @@ pub const MAX_IAT_SKEW_SECS: i64 = 10;
 pub const MAX_GRANT_LIFETIME_SECS: i64 = 120;
 /// The only `authorization_details` type understood.
 pub const CONSENT_DETAIL_TYPE: &str = "urn:altinn:consent";
-/// Above this many remembered jtis, expired ones are swept on insert.
-const JTI_SWEEP_THRESHOLD: usize = 1024;
 
 /// An RFC 6749 section 5.2 error.
 #[derive(Debug)]
@@ -66,35 +62,6 @@ pub(crate) struct AcceptedGrant {
     pub(crate) scopes: Vec<String>,
     pub(crate) audience: Option<Value>,
     pub(crate) consents: Vec<Value>,
-}
-
-/// Remembers used `jti`s until the grant carrying them has expired, so each
-/// grant is accepted at most once.
-#[derive(Default)]
-pub(crate) struct JtiCache {
-    seen: Mutex<HashMap<(String, String), i64>>,
-}
-
-impl JtiCache {
-    /// Records `(client, jti)`; false when it was already used.
-    fn claim(&self, client_id: &str, jti: &str, exp: i64, now: i64) -> bool {
-        let mut seen = match self.seen.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if seen.len() >= JTI_SWEEP_THRESHOLD {
-            // Keep entries a little past exp so iat skew cannot revive them.
-            seen.retain(|_, until| *until + MAX_IAT_SKEW_SECS >= now);
-        }
-        let key = (client_id.to_owned(), jti.to_owned());
-        match seen.get(&key) {
-            Some(until) if *until + MAX_IAT_SKEW_SECS >= now => false,
-            _ => {
-                seen.insert(key, exp);
-                true
-            }
-        }
-    }
 }
 
 /// Checks a `/token` request body (form-encoded) against the registry.
@@ -353,27 +320,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_jti_is_accepted_once_then_forgotten_after_expiry() {
-        let cache = JtiCache::default();
-        assert!(cache.claim("c", "j1", 1_100, 1_000));
-        assert!(!cache.claim("c", "j1", 1_100, 1_050));
-        // Another client may use the same jti.
-        assert!(cache.claim("d", "j1", 1_100, 1_050));
-        // Long after expiry the entry no longer blocks (the grant itself would
-        // be refused as expired anyway).
-        assert!(cache.claim("c", "j1", 2_100, 2_000));
-    }
-
-    #[test]
-    fn sweep_keeps_live_entries() {
-        let cache = JtiCache::default();
-        for i in 0..JTI_SWEEP_THRESHOLD {
-            assert!(cache.claim("c", &format!("old{i}"), 100, 50));
+    fn arbitrary_bodies_are_refused_without_panicking() {
+        let registry = Registry::compile(&toml::from_str("").unwrap()).unwrap();
+        let jtis = JtiCache::default();
+        let mut rng = crate::people::SplitMix64::new(7);
+        let prefix = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=";
+        for round in 0..2_000 {
+            let len = rng.below(200) as usize;
+            let noise: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+            let mut body = if round % 2 == 0 {
+                prefix.as_bytes().to_vec()
+            } else {
+                Vec::new()
+            };
+            body.extend_from_slice(&noise);
+            assert!(check(&body, &registry, "http://x/", 0, &jtis).is_err());
         }
-        assert!(cache.claim("c", "live", 10_000, 9_990));
-        assert!(cache.claim("c", "trigger", 10_000, 9_990));
-        assert!(!cache.claim("c", "live", 10_000, 9_995));
-        assert!(cache.seen.lock().unwrap().len() <= 3);
+        // Structurally valid JWS parts with hostile JSON inside.
+        for (header, claims) in [
+            ("{}", "{}"),
+            (r#"{"alg":"RS256"}"#, r#"{"iss":5}"#),
+            (r#"{"alg":"RS256","kid":[]}"#, r#"{"iss":"c"}"#),
+            (r#"{"alg":"none"}"#, r#"{"iss":"c","exp":1e308}"#),
+        ] {
+            let token = format!(
+                "{}.{}.",
+                crate::jwt::b64url(header),
+                crate::jwt::b64url(claims)
+            );
+            let body = format!("{prefix}{token}");
+            assert!(check(body.as_bytes(), &registry, "http://x/", 0, &jtis).is_err());
+        }
     }
 
     #[test]

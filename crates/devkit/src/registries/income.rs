@@ -7,6 +7,7 @@ use http_body_util::Full;
 use serde::Serialize;
 use tollbu_policy::ids::complete_orgno;
 
+use super::Refusal;
 use crate::people::{Person, SplitMix64, seed};
 use crate::respond;
 
@@ -110,39 +111,22 @@ fn employer(rng: &mut SplitMix64) -> String {
 }
 
 pub(super) fn route(req: &Request<Bytes>) -> Response<Full<Bytes>> {
-    let segments = match super::common(req) {
-        Ok(s) => s,
-        Err(response) => return response,
-    };
-    let ["persons", pid, "income", year] = segments.as_slice() else {
-        return respond::not_found(req.uri().path());
-    };
-    if let Err(response) = super::require_get(req) {
-        return response;
+    super::serve(req, |segments| {
+        let ["persons", pid, "income", year] = segments else {
+            return Err(Refusal::UnknownPath);
+        };
+        super::require_get(req)?;
+        let person = super::lookup(pid)?;
+        let year = parse_year(year)?;
+        let record = income(person, year).ok_or(Refusal::UnknownYear(year))?;
+        Ok(respond::json(StatusCode::OK, &serde_json::json!(record)))
+    })
+}
+
+fn parse_year(text: &str) -> Result<u16, Refusal> {
+    if text.len() != 4 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Refusal::MalformedYear(text.to_owned()));
     }
-    let person = match super::lookup(pid) {
-        Ok(p) => p,
-        Err(response) => return response,
-    };
-    let Some(year) = year
-        .parse::<u16>()
-        .ok()
-        .filter(|_| year.len() == 4 && year.bytes().all(|b| b.is_ascii_digit()))
-    else {
-        return respond::problem(
-            StatusCode::BAD_REQUEST,
-            "malformed-year",
-            &format!("`{year}` is not a four-digit year"),
-        );
-    };
-    match income(person, year) {
-        Some(record) => respond::json(StatusCode::OK, &serde_json::json!(record)),
-        None => respond::problem(
-            StatusCode::NOT_FOUND,
-            "unknown-year",
-            &format!(
-                "the register holds years {FIRST_INCOME_YEAR}-{LAST_INCOME_YEAR}, not `{year}`"
-            ),
-        ),
-    }
+    text.parse()
+        .map_err(|_| Refusal::MalformedYear(text.to_owned()))
 }

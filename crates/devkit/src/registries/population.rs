@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 
+use super::Refusal;
 use crate::people;
 use crate::respond;
 
@@ -19,21 +20,15 @@ static BODIES: LazyLock<Vec<Bytes>> = LazyLock::new(|| {
 });
 
 pub(super) fn route(req: &Request<Bytes>) -> Response<Full<Bytes>> {
-    let segments = match super::common(req) {
-        Ok(s) => s,
-        Err(response) => return response,
-    };
-    let ["persons", pid] = segments.as_slice() else {
-        return respond::not_found(req.uri().path());
-    };
-    if let Err(response) = super::require_get(req) {
-        return response;
-    }
-    match super::lookup(pid) {
-        Ok(person) => match BODIES.get(person.index as usize) {
-            Some(body) => respond::bytes(StatusCode::OK, respond::JSON, body.clone()),
-            None => respond::not_found(req.uri().path()),
-        },
-        Err(response) => response,
-    }
+    super::serve(req, |segments| {
+        let ["persons", pid] = segments else {
+            return Err(Refusal::UnknownPath);
+        };
+        super::require_get(req)?;
+        let person = super::lookup(pid)?;
+        let body = BODIES
+            .get(person.index as usize)
+            .ok_or(Refusal::UnknownPerson)?;
+        Ok(respond::bytes(StatusCode::OK, respond::JSON, body.clone()))
+    })
 }

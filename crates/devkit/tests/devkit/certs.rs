@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use http::StatusCode;
 use rustls::pki_types::pem::PemObject as _;
@@ -7,6 +7,25 @@ use tokio::net::TcpListener;
 use tollbu_devkit::{certs, people, start_population};
 
 use crate::http::send_with_roots;
+
+/// One generated key set shared by the tests of this binary: RSA key
+/// generation is the slow part, and the tests only read the files. Kept
+/// under cargo's per-target temp dir (statics are never dropped, so a
+/// tempdir here would leak into /tmp).
+static GENERATED: LazyLock<Generated> = LazyLock::new(|| {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("devkit-certs");
+    let _ = std::fs::remove_dir_all(&dir);
+    certs::generate(&dir).unwrap();
+    Generated(dir)
+});
+
+struct Generated(std::path::PathBuf);
+
+impl Generated {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -105,8 +124,7 @@ fn generate_writes_every_file() {
 
 #[tokio::test]
 async fn generated_keys_work_with_the_issuer() {
-    let dir = tempfile::tempdir().unwrap();
-    certs::generate(dir.path()).unwrap();
+    let dir = &*GENERATED;
     let client_pem = read(dir.path(), "clients/demo-tax.key.pem");
     let config = tollbu_devkit::IssuerConfig::from_toml_str(
         r#"
@@ -142,8 +160,7 @@ keys = [{ kid = "k1", public_key_path = "clients/demo-tax.pub.pem" }]
 
 #[tokio::test]
 async fn tls_handshake_with_the_generated_ca() {
-    let dir = tempfile::tempdir().unwrap();
-    certs::generate(dir.path()).unwrap();
+    let dir = &*GENERATED;
     let ca = read(dir.path(), "ca.pem");
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -191,8 +208,7 @@ async fn tls_handshake_with_the_generated_ca() {
 
 #[tokio::test]
 async fn mutual_tls_with_an_agency_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    certs::generate(dir.path()).unwrap();
+    let dir = &*GENERATED;
     let ca = read(dir.path(), "ca.pem");
     let server = server_config(dir.path(), "gateway", Some(&ca));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -17,6 +17,13 @@ async fn income() -> RegistryHandle {
         .unwrap()
 }
 
+/// A well-formed identity number (real month, so never synthetic) of nobody.
+fn unknown_pid() -> String {
+    (0..1000)
+        .find_map(|n| tollbu_policy::ids::complete_pid(&format!("010190{n:03}")))
+        .unwrap()
+}
+
 #[track_caller]
 fn assert_problem(reply: &Reply, status: StatusCode, kind: &str) {
     assert_eq!(reply.status, status);
@@ -63,7 +70,7 @@ async fn population_errors() {
     let registry = population().await;
     let base = registry.base_url();
     // Valid check digits, nobody by that number (real-month date, not synthetic).
-    let unknown = tollbu_policy::ids::complete_pid("010190123").unwrap();
+    let unknown = unknown_pid();
     assert_problem(
         &get(&format!("{base}/persons/{unknown}")).await,
         StatusCode::NOT_FOUND,
@@ -177,7 +184,7 @@ async fn income_errors() {
         StatusCode::BAD_REQUEST,
         "malformed-pid",
     );
-    let unknown = tollbu_policy::ids::complete_pid("010190123").unwrap();
+    let unknown = unknown_pid();
     assert_problem(
         &get(&format!("{base}/persons/{unknown}/income/2022")).await,
         StatusCode::NOT_FOUND,

@@ -1,0 +1,126 @@
+//! The `tollbu policy …` subcommands over real directories.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use tollbu_policy::{PolicySet, tooling};
+
+fn repo_policies() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies")
+}
+
+fn copy_policies(to: &Path) {
+    for entry in std::fs::read_dir(repo_policies()).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn explain_file_shows_every_grant_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = dir.path().join("req.toml");
+    std::fs::write(
+        &req,
+        r#"now = 2026-06-01T12:00:00Z
+service = "income"
+path = "/persons/01819010001/income/2022"
+purpose = "loan-application"
+[caller]
+consumer = "310000027"
+scopes = ["demo:income"]
+consent = [{ consented = 2026-05-01T00:00:00Z, valid_to = 2026-08-01T00:00:00Z, rights = [{ resources = ["demo-income-data"], metadata = { inntektsaar = "2021" } }] }]
+"#,
+    )
+    .unwrap();
+    let r = tooling::explain_file(&repo_policies(), &req);
+    assert!(r.ok, "{}", r.text);
+    assert!(
+        r.text
+            .starts_with("routing: operation `get-income` (/persons/{pid}/income/{year})\n"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text
+            .contains("grant `bank-loan-income-with-consent` [fails]: consent_not_covering: "),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text
+            .contains("grant `tax-assessment` [n/a]: does not name consumer `310000027`"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains("decision: deny (consent_not_covering)"),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains("01819010001"), "{}", r.text);
+}
+
+#[test]
+fn check_refuses_a_broken_directory_with_locations() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_policies(dir.path());
+    let path = dir.path().join("income.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"310000035\"", "\"310000036\"");
+    std::fs::write(&path, text).unwrap();
+    let r = tooling::check(dir.path());
+    assert!(!r.ok);
+    let want = format!(
+        "{}:26:14: error: malformed organisation number `310000036`",
+        path.display()
+    );
+    assert!(r.text.contains(&want), "{}", r.text);
+    assert!(
+        r.text.ends_with("refused: 1 error(s), 0 warning(s)\n"),
+        "{}",
+        r.text
+    );
+    assert!(PolicySet::load_dir(dir.path()).is_err());
+    // Test files are not policies: a broken one does not break loading.
+    std::fs::write(dir.path().join("x.test.toml"), "not toml [").unwrap();
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(repo_policies().join("income.toml")).unwrap(),
+    )
+    .unwrap();
+    assert!(PolicySet::load_dir(dir.path()).is_ok());
+    let t = tooling::run_tests(dir.path());
+    assert!(!t.ok);
+    assert!(t.text.contains("x.test.toml:1:5: error: "), "{}", t.text);
+}
+
+#[test]
+fn who_can_and_catalog_report_from_the_repository_policies() {
+    let r = tooling::who_can(&repo_policies(), "population", Some("marital_status"));
+    assert!(r.ok);
+    assert!(
+        r.text
+            .contains("- grant `welfare-benefit-assessment`: 310000019"),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains("bank-kyc"), "{}", r.text);
+    let r = tooling::who_can(&repo_policies(), "population", Some("shoe_size"));
+    assert!(!r.ok);
+    assert!(
+        r.text
+            .starts_with("error: unknown field `shoe_size` for service `population`")
+    );
+    let r = tooling::who_can(&repo_policies(), "vehicles", None);
+    assert!(!r.ok);
+    let r = tooling::catalog(&repo_policies());
+    assert!(r.ok);
+    assert!(r.text.contains("### Grant `bank-loan-income-with-consent`"));
+    assert!(
+        r.text
+            .contains("metadata `inntektsaar` covers the request's `year`")
+    );
+}

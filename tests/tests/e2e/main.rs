@@ -1,0 +1,8 @@
+//! End-to-end tests over real sockets on 127.0.0.1: one binary, one module
+//! per capability.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod audit_trail;
+mod gateway;
+mod policy_decisions;
+mod tokens;

@@ -1,0 +1,266 @@
+//! Token validation through the gateway: real issuer, real RSA signatures.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::StatusCode;
+use serde_json::{Value, json};
+use tollbu_tests::*;
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+async fn call(env: &Env, token: &str) -> Answer {
+    let mut s = String::new();
+    get(
+        &format!("{}/population/persons/{}", env.base(), example_pid(0)),
+        &auth(token, Some("benefit-assessment"), &mut s),
+    )
+    .await
+}
+
+fn assert_invalid(answer: &Answer, token_error: &str) {
+    assert_eq!(
+        answer.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.code(), "invalid_token");
+    assert_eq!(
+        answer.json()["token_error"],
+        token_error,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(
+        answer.header("www-authenticate"),
+        "Bearer realm=\"tollbu\", error=\"invalid_token\""
+    );
+    assert_eq!(answer.header("content-type"), "application/problem+json");
+}
+
+fn claims(env: &Env) -> Value {
+    env.issuer()
+        .access_token_claims("demo-welfare", "demo:population")
+        .unwrap()
+}
+
+fn forge(env: &Env, header: Value, claims: Value) -> String {
+    env.issuer().sign_access_token(header, claims).unwrap()
+}
+
+fn unsigned(header: Value, claims: &Value) -> String {
+    format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()),
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap())
+    )
+}
+
+#[tokio::test]
+async fn genuine_token_is_accepted_and_forged_ones_are_refused() {
+    let env = Env::start(Options::default()).await;
+    let good = forge(&env, json!({}), claims(&env));
+    assert_eq!(call(&env, &good).await.status, StatusCode::OK);
+
+    // Expired beyond the leeway (10 s).
+    let mut expired = claims(&env);
+    expired["iat"] = json!(now() - 300);
+    expired["exp"] = json!(now() - 11);
+    assert_invalid(
+        &call(&env, &forge(&env, json!({}), expired)).await,
+        "expired",
+    );
+
+    // Issuer without its trailing slash, and another issuer entirely.
+    let mut no_slash = claims(&env);
+    no_slash["iss"] = json!(env.issuer_url.trim_end_matches('/'));
+    assert_invalid(
+        &call(&env, &forge(&env, json!({}), no_slash)).await,
+        "untrusted_issuer",
+    );
+    let mut other = claims(&env);
+    other["iss"] = json!("https://maskinporten.no/");
+    assert_invalid(
+        &call(&env, &forge(&env, json!({}), other)).await,
+        "untrusted_issuer",
+    );
+
+    // Bad signature: one character of the signature changed.
+    let mut bad_sig = good.clone().into_bytes();
+    let last = bad_sig.len() - 5;
+    bad_sig[last] = if bad_sig[last] == b'A' { b'B' } else { b'A' };
+    assert_invalid(
+        &call(&env, &String::from_utf8(bad_sig).unwrap()).await,
+        "bad_signature",
+    );
+
+    // alg none, in three spellings.
+    let kid = env.issuer().current_kid();
+    for alg in ["none", "None", "NONE"] {
+        let token = unsigned(json!({"alg": alg, "kid": kid, "typ": "JWT"}), &claims(&env));
+        assert_invalid(&call(&env, &token).await, "algorithm_not_allowed");
+    }
+
+    // HS256 "signed" with the issuer's public key (the classic confusion attack).
+    let public_pem = rcgen::KeyPair::from_pem(tollbu_devkit::demo_material::ISSUER_SIGNING_KEY_PEM)
+        .unwrap()
+        .public_key_pem();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(kid.clone());
+    let hs256 = jsonwebtoken::encode(
+        &header,
+        &claims(&env),
+        &jsonwebtoken::EncodingKey::from_secret(public_pem.as_bytes()),
+    )
+    .unwrap();
+    assert_invalid(&call(&env, &hs256).await, "algorithm_not_allowed");
+
+    // A key supplied by the token itself.
+    let jwk = json!({"kty": "RSA", "n": "sXch", "e": "AQAB"});
+    assert_invalid(
+        &call(&env, &forge(&env, json!({"jwk": jwk}), claims(&env))).await,
+        "forbidden_header",
+    );
+    assert_invalid(
+        &call(
+            &env,
+            &forge(
+                &env,
+                json!({"jku": format!("{}jwk", env.issuer_url)}),
+                claims(&env),
+            ),
+        )
+        .await,
+        "forbidden_header",
+    );
+
+    // Unknown kid (refetch finds nothing).
+    assert_invalid(
+        &call(
+            &env,
+            &forge(&env, json!({"kid": "not-a-known-key"}), claims(&env)),
+        )
+        .await,
+        "unknown_key",
+    );
+
+    // Unknown critical header, nested token.
+    assert_invalid(
+        &call(&env, &forge(&env, json!({"crit": ["exp"]}), claims(&env))).await,
+        "unknown_critical_header",
+    );
+    assert_invalid(
+        &call(&env, &forge(&env, json!({"cty": "JWT"}), claims(&env))).await,
+        "nested_token",
+    );
+
+    // Malformed consumer: wrong authority, bad check digit.
+    let mut wrong_authority = claims(&env);
+    wrong_authority["consumer"]["authority"] = json!("iso6523-actorid-xxx");
+    assert_invalid(
+        &call(&env, &forge(&env, json!({}), wrong_authority)).await,
+        "bad_consumer",
+    );
+    let mut bad_checksum = claims(&env);
+    bad_checksum["consumer"]["ID"] = json!("0192:310000018");
+    assert_invalid(
+        &call(&env, &forge(&env, json!({}), bad_checksum)).await,
+        "bad_consumer",
+    );
+
+    // `scope` as an array is not a Maskinporten token.
+    let mut scope_array = claims(&env);
+    scope_array["scope"] = json!(["demo:population"]);
+    assert_invalid(
+        &call(&env, &forge(&env, json!({}), scope_array)).await,
+        "bad_claims",
+    );
+
+    // Missing token, wrong scheme.
+    let answer = get(
+        &format!("{}/population/persons/{}", env.base(), example_pid(0)),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.code(), "missing_token");
+    assert_eq!(answer.header("www-authenticate"), "Bearer realm=\"tollbu\"");
+}
+
+#[tokio::test]
+async fn missing_scope_is_403_insufficient_scope() {
+    let env = Env::start(Options::default()).await;
+    let mut other_scope = claims(&env);
+    other_scope["scope"] = json!("demo:income");
+    let answer = call(&env, &forge(&env, json!({}), other_scope)).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.code(), "insufficient_scope");
+    assert_eq!(
+        answer.header("www-authenticate"),
+        "Bearer realm=\"tollbu\", error=\"insufficient_scope\""
+    );
+}
+
+#[tokio::test]
+async fn rotated_issuer_key_is_picked_up_without_restart() {
+    let env = Env::start(Options::default()).await;
+    let before = env.token("demo-welfare", "demo:population", &[]).await;
+    assert_eq!(call(&env, &before).await.status, StatusCode::OK);
+    let new_kid = env.issuer().rotate_signing_key().unwrap();
+    let after = env.token("demo-welfare", "demo:population", &[]).await;
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(after.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], new_kid.as_str());
+    assert_eq!(
+        call(&env, &after).await.status,
+        StatusCode::OK,
+        "new key fetched on unknown kid"
+    );
+    assert_eq!(
+        call(&env, &before).await.status,
+        StatusCode::OK,
+        "old key still published"
+    );
+}
+
+#[tokio::test]
+async fn issuer_down_does_not_stop_tokens_with_cached_keys() {
+    let mut env = Env::start(Options::default()).await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    assert_eq!(call(&env, &token).await.status, StatusCode::OK);
+    env.issuer.take().unwrap().shutdown().await;
+    assert_eq!(
+        call(&env, &token).await.status,
+        StatusCode::OK,
+        "cached keys keep working"
+    );
+    // A token under a key we never saw cannot be checked: refused, clearly.
+    let forged = unsigned(
+        json!({"alg": "RS256", "kid": "rotated-while-down"}),
+        &json!({"iss": env.issuer_url}),
+    );
+    let answer = call(&env, &format!("{forged}c2ln")).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.json()["token_error"], "unknown_key");
+}
+
+#[tokio::test]
+async fn delegated_supplier_token_is_accepted_for_the_consumer() {
+    let env = Env::start(Options::default()).await;
+    let token = env
+        .token_for("demo-vendor", "demo:population", &[], Some("310000019"))
+        .await;
+    let answer = call(&env, &token).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+}
