@@ -4,10 +4,12 @@
 //! order; the compiled set itself is independent of file names and order
 //! (everything is sorted by id before indexing and hashing).
 
+mod denial;
 mod grant;
 mod index;
 mod lint;
 mod service;
+mod values;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -144,7 +146,7 @@ pub(crate) fn compile(
             );
         }
         for decl in &file.denial {
-            grant::compile_denial(
+            denial::compile_denial(
                 *src,
                 decl,
                 default_service,

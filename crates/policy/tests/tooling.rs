@@ -74,7 +74,7 @@ fn check_refuses_a_broken_directory_with_locations() {
     let r = tooling::check(dir.path());
     assert!(!r.ok);
     let want = format!(
-        "{}:26:14: error: malformed organisation number `310000036`",
+        "{}:26:13: error: malformed organisation number `310000036`",
         path.display()
     );
     assert!(r.text.contains(&want), "{}", r.text);

@@ -64,8 +64,12 @@ pub struct VerifiedCaller {
     pub expires_at: i64,
     pub consents: Vec<Consent>,
     pub system_users: Vec<Value>,
-    _proof: (),
+    _proof: Verified,
 }
+
+/// Private marker: only this module can build a [`VerifiedCaller`].
+#[derive(Debug, Clone)]
+struct Verified;
 
 /// One issuer's settings and keys.
 struct TrustedIssuer {
@@ -243,7 +247,7 @@ impl TokenVerifier {
             expires_at: claims.exp,
             consents: details.consents,
             system_users: details.system_users,
-            _proof: (),
+            _proof: Verified,
         })
     }
 

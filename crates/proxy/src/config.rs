@@ -208,8 +208,10 @@ pub struct PoliciesSection {
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
     pub dir: PathBuf,
-    /// Unique log name; also the checkpoint key name.
-    pub origin: String,
+    /// Unique log name; also the checkpoint key name. `${VAR}` is replaced
+    /// from the environment (e.g. `${POD_NAME}`), so each replica of a
+    /// StatefulSet gets its own log identity from one config file.
+    pub origin: Spanned<String>,
     pub signing_key: PathBuf,
     pub pseudonym_key: PathBuf,
     /// `fsync` (default: ack after fsync) or `relaxed` (ack after write).
@@ -255,6 +257,18 @@ impl Config {
         })?;
         config.base_dir = base_dir.to_path_buf();
         config.validate(text, name)?;
+        let origin = &config.audit.origin;
+        let expanded =
+            expand_env(origin.get_ref(), |var| std::env::var(var).ok()).map_err(|message| {
+                let (line, column) = line_col(text, origin.span().start);
+                ConfigError::Invalid {
+                    path: name.into(),
+                    line,
+                    column,
+                    message,
+                }
+            })?;
+        config.audit.origin = Spanned::new(origin.span(), expanded);
         Ok(config)
     }
 
@@ -334,6 +348,32 @@ impl Config {
             self.base_dir.join(path)
         }
     }
+}
+
+/// Replaces each `${NAME}` in `text` with `lookup(NAME)`; an unset variable
+/// is an error, never an empty string (two replicas must not share a log name).
+pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed `${{` in `{text}`"))?;
+        let var = &after[..end];
+        let valid = !var.is_empty() && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(format!("`${{{var}}}` is not a variable name"));
+        }
+        let value = lookup(var)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("environment variable `{var}` is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Parses an allow-list of JWS algorithms; `none` and HMAC are never allowed.
@@ -423,6 +463,107 @@ pseudonym_key = "p.key"
             config.resolve(Path::new("policies")),
             PathBuf::from("/etc/tollbu/policies")
         );
+    }
+
+    #[test]
+    fn documented_complete_example_parses_and_states_the_defaults() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let example = doc.split("## Complete example").nth(1).unwrap();
+        let toml_block = example
+            .split("```toml\n")
+            .nth(1)
+            .unwrap()
+            .split("```")
+            .next()
+            .unwrap();
+        let config = Config::parse(
+            toml_block,
+            "docs/configuration.md",
+            Path::new("/etc/tollbu"),
+        )
+        .unwrap();
+        let defaults = LimitsSection::default();
+        let documented = &config.limits;
+        assert_eq!(
+            (
+                documented.max_request_body_bytes,
+                documented.max_response_body_bytes,
+                documented.max_token_bytes
+            ),
+            (
+                defaults.max_request_body_bytes,
+                defaults.max_response_body_bytes,
+                defaults.max_token_bytes
+            )
+        );
+        assert_eq!(
+            (
+                documented.header_read_timeout_ms,
+                documented.upstream_connect_timeout_ms,
+                documented.upstream_timeout_ms
+            ),
+            (
+                defaults.header_read_timeout_ms,
+                defaults.upstream_connect_timeout_ms,
+                defaults.upstream_timeout_ms
+            )
+        );
+        assert_eq!(
+            (
+                documented.max_header_count,
+                documented.max_header_bytes,
+                documented.max_connections,
+                documented.max_h2_streams
+            ),
+            (
+                defaults.max_header_count,
+                defaults.max_header_bytes,
+                defaults.max_connections,
+                defaults.max_h2_streams
+            )
+        );
+        assert_eq!(
+            (
+                documented.shutdown_grace_ms,
+                documented.default_rate_requests,
+                documented.default_rate_per_seconds
+            ),
+            (
+                defaults.shutdown_grace_ms,
+                defaults.default_rate_requests,
+                defaults.default_rate_per_seconds
+            )
+        );
+        let issuer = &config.issuers[0];
+        assert_eq!(issuer.algorithms.get_ref(), default_algorithms().get_ref());
+        assert_eq!(issuer.leeway_secs.get_ref(), default_leeway().get_ref());
+        assert_eq!(issuer.max_token_age_secs, default_max_token_age());
+        assert_eq!(issuer.jwks_refresh_secs, default_jwks_refresh());
+        assert_eq!(issuer.jwks_min_refetch_secs, default_jwks_min_refetch());
+        assert_eq!(config.admin.listen, default_admin_listen());
+        assert_eq!(config.audit.durability, default_durability());
+        assert_eq!(config.audit.checkpoint_every, default_checkpoint_every());
+        assert_eq!(
+            config.audit.checkpoint_interval_secs,
+            default_checkpoint_interval()
+        );
+    }
+
+    #[test]
+    fn origin_expands_environment_variables() {
+        let lookup = |v: &str| (v == "POD_NAME").then(|| "tollbu-2".to_owned());
+        assert_eq!(
+            expand_env("reg.example/pop/${POD_NAME}", lookup).unwrap(),
+            "reg.example/pop/tollbu-2"
+        );
+        assert_eq!(expand_env("plain", lookup).unwrap(), "plain");
+        assert!(
+            expand_env("x/${MISSING}", lookup)
+                .unwrap_err()
+                .contains("`MISSING` is not set")
+        );
+        assert!(expand_env("x/${POD_NAME", lookup).is_err());
+        assert!(expand_env("x/${a-b}", lookup).is_err());
     }
 
     #[test]

@@ -125,6 +125,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         keys: keys_dir.clone(),
         state: state_dir.clone(),
         pid: tollbu_devkit::people::example_pid(0),
+        other_pid: tollbu_devkit::people::example_pid(2),
         kyc: kyc.map(|c| (c.id.clone(), c.from_pid.clone())),
         income_consent: income_consent.map(|c| (c.id.clone(), c.from_pid.clone())),
     });
@@ -283,6 +284,8 @@ struct Guide {
     keys: PathBuf,
     state: PathBuf,
     pid: String,
+    /// A person who gave the bank no consent.
+    other_pid: String,
     kyc: Option<(String, String)>,
     income_consent: Option<(String, String)>,
 }
@@ -356,7 +359,7 @@ fn print_guide(g: &Guide) {
         println!("# ... and is denied for anyone else (403 consent_wrong_subject):");
         println!(
             "curl -s -H \"Authorization: Bearer $BANK\" -H 'Tollbu-Purpose: kyc' {gw}/population/persons/{}\n",
-            g.pid
+            g.other_pid
         );
     }
     if let Some((id, pid)) = &g.income_consent {

@@ -131,7 +131,7 @@ impl GatewayState {
         let audit = &config.audit;
         let mut audit_config = AuditConfig::new(
             config.resolve(&audit.dir),
-            audit.origin.clone(),
+            audit.origin.get_ref().clone(),
             config.resolve(&audit.signing_key),
             config.resolve(&audit.pseudonym_key),
         );

@@ -14,6 +14,9 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// (service, consumer, decision, reason, status).
+type RequestLabels = (String, String, String, String, u16);
+
 #[derive(Default)]
 struct Histogram {
     counts: [u64; BUCKETS.len()],
@@ -24,7 +27,7 @@ struct Histogram {
 /// The gateway's request metrics.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, String, String, u16), u64>>,
+    requests: Mutex<BTreeMap<RequestLabels, u64>>,
     durations: Mutex<BTreeMap<String, Histogram>>,
 }
 

@@ -32,7 +32,7 @@ use crate::headers;
 use crate::rate_limit::{Limit, Verdict};
 use crate::route;
 use crate::trace::TraceContext;
-use crate::upstream::{Assertions, UpstreamError};
+use crate::upstream::{Assertions, Outbound, UpstreamError};
 
 /// The response body type every listener serves.
 pub type ResponseBody = Full<Bytes>;
@@ -280,11 +280,13 @@ where
     };
     let answer = upstream
         .forward(
-            parts.method,
-            &routed.rest,
-            query.as_deref(),
-            &parts.headers,
-            body,
+            Outbound {
+                method: parts.method,
+                rest: &routed.rest,
+                query: query.as_deref(),
+                headers: &parts.headers,
+                body,
+            },
             &assertions,
             state.limits.upstream_timeout(),
             state.limits.max_response_body_bytes,

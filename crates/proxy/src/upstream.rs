@@ -49,6 +49,16 @@ pub enum UpstreamError {
     Build(String),
 }
 
+/// The caller's request as it will be forwarded.
+pub struct Outbound<'a> {
+    pub method: Method,
+    /// Path after the service prefix, normalised.
+    pub rest: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub body: Bytes,
+}
+
 /// Identity and context the gateway asserts to the registry.
 pub struct Assertions<'a> {
     pub request_id: &'a str,
@@ -88,15 +98,18 @@ impl Upstream {
     /// Sends one request and reads the whole answer, within `timeout` and `max_body`.
     pub async fn forward(
         &self,
-        method: Method,
-        rest: &str,
-        query: Option<&str>,
-        incoming: &HeaderMap,
-        body: Bytes,
+        outbound: Outbound<'_>,
         assertions: &Assertions<'_>,
         timeout: Duration,
         max_body: usize,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        let Outbound {
+            method,
+            rest,
+            query,
+            headers: incoming,
+            body,
+        } = outbound;
         let target = match query {
             Some(q) => format!("{}{}{}?{}", self.origin, self.base_path, rest, q),
             None => format!("{}{}{}", self.origin, self.base_path, rest),

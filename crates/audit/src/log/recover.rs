@@ -202,6 +202,7 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         Ok(())
     })?;
     report.reindexed = size - from;
+    cut_torn_history(dir, &mut report)?;
 
     let shared = Arc::new(Shared {
         tiles: RwLock::new(tiles),
@@ -271,4 +272,33 @@ fn leaf_hashes(segments: &[SegmentInfo], from: u64, to: u64) -> Result<Vec<Hash>
         )));
     }
     Ok(out)
+}
+
+/// A crash while appending to `checkpoints.log` leaves a partial frame; cut it so later notes stay
+/// readable. The note itself was also written to `checkpoint` only after the history, so nothing
+/// that was published is lost.
+fn cut_torn_history(dir: &Path, report: &mut RecoveryReport) -> Result<(), AuditError> {
+    let path = dir.join("checkpoints.log");
+    if !path.exists() {
+        return Ok(());
+    }
+    let mut r = FrameReader::open(&path)?;
+    loop {
+        match r.next_frame().map_err(AuditError::io(&path))? {
+            FrameRead::Frame { .. } => {}
+            FrameRead::End => return Ok(()),
+            FrameRead::Bad { offset, reason, .. } => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(AuditError::io(&path))?;
+                f.set_len(offset).map_err(AuditError::io(&path))?;
+                f.sync_all().map_err(AuditError::io(&path))?;
+                report.notes.push(format!(
+                    "cut a torn checkpoint history entry at offset {offset} ({reason})"
+                ));
+                return Ok(());
+            }
+        }
+    }
 }

@@ -242,3 +242,65 @@ fn clear_text_subjects_are_refused() {
     assert_eq!(log.stats().records, 0);
     log.shutdown().unwrap();
 }
+
+#[test]
+fn a_torn_tail_is_cut_and_reported() {
+    use std::io::Write;
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let (log, _) = AuditLog::open(keys.config(dir.path())).unwrap();
+    for i in 0..10 {
+        log.append_blocking(record(i, &ps)).unwrap();
+    }
+    log.shutdown().unwrap();
+    // Half of a frame, as a crash in the middle of a write leaves it; and a torn history entry.
+    let mut half = Vec::new();
+    tollbu_audit::segment::frame(
+        &tollbu_audit::record::encode(10, &record(10, &ps)).unwrap(),
+        &mut half,
+    );
+    half.truncate(half.len() / 2);
+    let seg = dir
+        .path()
+        .join("segments")
+        .join(tollbu_audit::segment::segment_name(0));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .unwrap()
+        .write_all(&half)
+        .unwrap();
+    let history = dir.path().join("checkpoints.log");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&history)
+        .unwrap()
+        .write_all(&[9, 0, 0])
+        .unwrap();
+
+    let (log, report) = AuditLog::open(keys.config(dir.path())).unwrap();
+    assert!(!report.is_clean());
+    assert_eq!(report.records, 10);
+    assert_eq!(report.truncated_bytes, half.len() as u64);
+    assert!(
+        report
+            .truncated_at
+            .as_ref()
+            .unwrap()
+            .2
+            .contains("short frame"),
+        "{report:?}"
+    );
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("torn checkpoint history")),
+        "{report:?}"
+    );
+    assert_eq!(log.append_blocking(record(10, &ps)).unwrap(), 10);
+    log.shutdown().unwrap();
+    let r = tooling::verify(dir.path(), &[], None);
+    assert!(r.ok, "{}", r.text);
+}

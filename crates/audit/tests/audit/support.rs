@@ -10,9 +10,16 @@ use tollbu_audit::{AuditConfig, Decision, Pseudonymiser, Record};
 pub const ORIGIN: &str = "tollbu.example/test/replica-0";
 
 /// Key material kept apart from the log directory, as in production.
+#[derive(Debug)]
 pub struct Keys {
     dir: PathBuf,
     _owned: Option<tempfile::TempDir>,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Keys {

@@ -1,21 +1,19 @@
-//! `[[grant]]` and `[[denial]]` tables.
+//! `[[grant]]` tables: one data-sharing agreement each.
 
 use std::collections::HashMap;
-use std::ops::Range;
 use std::sync::Arc;
 
 use crate::filter::{FieldFilter, path_covers};
-use crate::ids::is_valid_orgno;
 use crate::model::{
-    ConsentRequirement, Consumers, Denial, Grant, MetaValue, Operation, RateLimit, Service,
+    ConsentRequirement, Consumers, Grant, MetaValue, Operation, RateLimit, Service,
 };
-use crate::syntax::{ConsumerDecl, DenialDecl, GrantDecl, S};
+use crate::syntax::{ConsumerDecl, GrantDecl, S};
 
 use super::service::is_lower_ident;
-use super::{Diags, Loc, Registry, Src, list, to_unix};
+use super::values::{check_id, datetime, orgnos, positive, resolve_service, strings};
+use super::{Diags, Loc, Registry, Src, list};
 
 const ANY_WITH_CONSENT: &str = "any-with-consent";
-const ORGNO_HELP: &str = "organisation numbers are nine digits whose last is a mod-11 check digit (weights 3,2,7,6,5,4,3,2)";
 
 /// Grants and denials compiled so far, with where each was declared.
 #[derive(Default)]
@@ -23,7 +21,7 @@ pub(crate) struct Rules {
     pub grants: Vec<(Grant, Loc)>,
     pub denials: Vec<(Denial, Loc)>,
     /// Grant and denial ids share one namespace: both appear in the audit log.
-    ids: HashMap<String, Loc>,
+    pub(super) ids: HashMap<String, Loc>,
 }
 
 pub(super) fn compile_grant(
@@ -210,252 +208,6 @@ pub(super) fn compile_grant(
     rules.grants.push((grant, loc));
 }
 
-pub(super) fn compile_denial(
-    src: Src<'_>,
-    decl: &S<DenialDecl>,
-    default_service: Option<&str>,
-    registry: &Registry,
-    rules: &mut Rules,
-    diags: &mut Diags,
-) {
-    let d = decl.get_ref();
-    let loc = Loc::at(src, &d.id.span());
-    let mut ok = check_id(src, &d.id, "denial", rules, diags);
-    let Some(service) = resolve_service(
-        src,
-        &d.id,
-        d.service.as_ref(),
-        default_service,
-        registry,
-        diags,
-    ) else {
-        return;
-    };
-    let empty = Vec::new();
-    let consumers = d.consumer.as_ref().map_or(Some(Vec::new()), |c| {
-        orgnos(src, c.get_ref(), &c.span(), "consumer", diags)
-    });
-    let suppliers = d.supplier.as_ref().map_or(Some(Vec::new()), |c| {
-        orgnos(src, c.get_ref(), &c.span(), "supplier", diags)
-    });
-    if d.consumer
-        .as_ref()
-        .map_or(&empty, |c| c.get_ref())
-        .is_empty()
-        && d.supplier
-            .as_ref()
-            .map_or(&empty, |c| c.get_ref())
-            .is_empty()
-    {
-        diags.error(
-            src,
-            &d.id.span(),
-            format!(
-                "denial `{}` names no consumer and no supplier",
-                d.id.get_ref()
-            ),
-            Some("add `consumer = [\"<orgno>\"]` or `supplier = [\"<orgno>\"]`".into()),
-        );
-        ok = false;
-    }
-    let operations = match &d.operations {
-        None => Some(None),
-        Some(ops) => {
-            let mut out = Vec::new();
-            for o in ops.get_ref() {
-                if service.operations.iter().any(|x| x.id == *o.get_ref()) {
-                    out.push(o.get_ref().clone());
-                } else {
-                    diags.error(
-                        src,
-                        &o.span(),
-                        format!(
-                            "unknown operation `{}` for service `{}`",
-                            o.get_ref(),
-                            service.id
-                        ),
-                        Some(format!(
-                            "operations of `{}`: {}",
-                            service.id,
-                            list(service.operations.iter().map(|x| &x.id))
-                        )),
-                    );
-                    ok = false;
-                }
-            }
-            out.sort();
-            out.dedup();
-            Some(Some(out))
-        }
-    };
-    let reason = d.reason.get_ref().trim();
-    if reason.is_empty() {
-        diags.error(
-            src,
-            &d.reason.span(),
-            "`reason` is empty",
-            Some("say why, for the caller and the audit log".into()),
-        );
-        ok = false;
-    }
-    let (true, Some(consumers), Some(suppliers), Some(operations)) =
-        (ok, consumers, suppliers, operations)
-    else {
-        return;
-    };
-    rules.denials.push((
-        Denial {
-            id: d.id.get_ref().clone(),
-            service: service.id.clone(),
-            consumers,
-            suppliers,
-            operations,
-            reason: reason.to_string(),
-        },
-        loc,
-    ));
-}
-
-fn check_id(
-    src: Src<'_>,
-    id: &S<String>,
-    what: &str,
-    rules: &mut Rules,
-    diags: &mut Diags,
-) -> bool {
-    let text = id.get_ref();
-    if !is_lower_ident(text) {
-        diags.error(
-            src,
-            &id.span(),
-            format!("malformed {what} id `{text}`"),
-            Some("use lowercase letters, digits and `-`".into()),
-        );
-        return false;
-    }
-    if let Some(first) = rules.ids.get(text) {
-        diags.error(
-            src,
-            &id.span(),
-            format!("duplicate id `{text}`"),
-            Some(format!(
-                "first declared at {first}; grant and denial ids are unique across all files"
-            )),
-        );
-        return false;
-    }
-    rules.ids.insert(text.clone(), Loc::at(src, &id.span()));
-    true
-}
-
-fn resolve_service<'r>(
-    src: Src<'_>,
-    id: &S<String>,
-    explicit: Option<&S<String>>,
-    default_service: Option<&str>,
-    registry: &'r Registry,
-    diags: &mut Diags,
-) -> Option<&'r Service> {
-    let (name, span) = match (explicit, default_service) {
-        (Some(s), _) => (s.get_ref().as_str(), s.span()),
-        (None, Some(d)) => (d, id.span()),
-        (None, None) => {
-            diags.error(
-                src,
-                &id.span(),
-                format!("`{}` does not say which service it covers", id.get_ref()),
-                Some(
-                    "add `service = \"<id>\"`, or place it in the file that declares `[service]`"
-                        .into(),
-                ),
-            );
-            return None;
-        }
-    };
-    let found = registry.get(name).map(|(s, _)| s);
-    if found.is_none() && explicit.is_some() {
-        let mut known: Vec<&String> = registry.keys().collect();
-        known.sort();
-        diags.error(
-            src,
-            &span,
-            format!("unknown service `{name}`"),
-            Some(format!("services: {}", list(known))),
-        );
-    }
-    found
-}
-
-fn orgnos(
-    src: Src<'_>,
-    items: &[S<String>],
-    span: &Range<usize>,
-    key: &str,
-    diags: &mut Diags,
-) -> Option<Vec<String>> {
-    let mut ok = true;
-    if items.is_empty() {
-        diags.error(src, span, format!("`{key}` is an empty list"), None);
-        ok = false;
-    }
-    for item in items {
-        if !is_valid_orgno(item.get_ref()) {
-            diags.error(
-                src,
-                &item.span(),
-                format!("malformed organisation number `{}`", item.get_ref()),
-                Some(ORGNO_HELP.into()),
-            );
-            ok = false;
-        }
-    }
-    ok.then(|| sorted(items))
-}
-
-fn strings(
-    src: Src<'_>,
-    items: &S<Vec<S<String>>>,
-    what: &str,
-    diags: &mut Diags,
-    valid: impl Fn(&str) -> bool,
-) -> Option<Vec<String>> {
-    let mut ok = true;
-    if items.get_ref().is_empty() {
-        diags.error(
-            src,
-            &items.span(),
-            format!("at least one {what} is required"),
-            None,
-        );
-        ok = false;
-    }
-    for item in items.get_ref() {
-        if !valid(item.get_ref()) {
-            diags.error(
-                src,
-                &item.span(),
-                format!("malformed {what} `{}`", item.get_ref()),
-                Some(match what {
-                    "purpose" => {
-                        "purposes are lowercase words joined by `-`, e.g. `benefit-assessment`"
-                            .to_string()
-                    }
-                    _ => format!("a {what} is one word without spaces"),
-                }),
-            );
-            ok = false;
-        }
-    }
-    ok.then(|| sorted(items.get_ref()))
-}
-
-fn sorted(items: &[S<String>]) -> Vec<String> {
-    let mut v: Vec<String> = items.iter().map(|i| i.get_ref().clone()).collect();
-    v.sort();
-    v.dedup();
-    v
-}
-
 fn compile_consent(
     src: Src<'_>,
     decl: &S<crate::syntax::ConsentDecl>,
@@ -563,38 +315,4 @@ fn compile_grant_fields(
         return None;
     }
     FieldFilter::from_paths(leaves).ok()
-}
-
-fn datetime(
-    src: Src<'_>,
-    value: &S<toml::value::Datetime>,
-    key: &str,
-    diags: &mut Diags,
-) -> Option<i64> {
-    let out = to_unix(value.get_ref());
-    if out.is_none() {
-        diags.error(
-            src,
-            &value.span(),
-            format!("`{key}` must be a date, time and UTC offset"),
-            Some("write e.g. `2024-01-01T00:00:00Z`; local times would depend on the server's time zone".into()),
-        );
-    }
-    out
-}
-
-fn positive(src: Src<'_>, value: &S<i64>, key: &str, max: i64, diags: &mut Diags) -> Option<u32> {
-    let v = *value.get_ref();
-    match u32::try_from(v) {
-        Ok(n) if n > 0 && v <= max => Some(n),
-        _ => {
-            diags.error(
-                src,
-                &value.span(),
-                format!("`{key}` must be between 1 and {max}"),
-                None,
-            );
-            None
-        }
-    }
 }

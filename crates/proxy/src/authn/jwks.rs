@@ -269,7 +269,7 @@ mod tests {
     #[test]
     fn keeps_rsa_keys_and_drops_symmetric_ones() {
         let doc = br#"{"keys":[
-            {"kty":"RSA","kid":"r1","use":"sig","alg":"RS256","n":"sXchD3hQ0lZGOhA0SbmWYnUiRqbFIoAo_AeAE8U_Yzn5Y0tcY9gC7P5Qe9hB52u1VlwtqflbBh0jXH8_m0mA0PjEGJK6B79Zg5jmX5VzJk9JGY2ub2bHiKp3DHSLkzzpB9wCIRqfRyJ1ThwtZzU24P5ZUrNg-C1V6uE6jy_mOHQ8MUCt7Oo2Hfx8w_x1A1uBPJj8QgjQ0KgxVHuAqzDbjVpKQqbwKjzWxZ5kVE8Wv4eUJ89O34LqR8K4E59Fn29ePKL5X0Y0P1Cxj2qzS6Uzjwz2XK0wVhsd0Hj6UbjhyYG9cYy8A5OFoZT-rTxMgfbQc6SK1Nu6eOCmr_6dHP0uQ","e":"AQAB"},
+            {"kty":"RSA","kid":"r1","use":"sig","alg":"RS256","n":"6AC8_CTZPYifrHrwXFmamiFx9qUrKVrJoTE9QJIIgDJKHyrR8u-0P49jBSmpauuVobLYI5OfGHIeKj742BuMFVV16Bs-GDHaCMtMarr-doaSds2sdXqdC-nIMrBfhLqs75KHepCiMey3phlmrulRh7Z_8qeOS-cYo73jtKN56yICb9qpp_Af0GCl5O8qoXhJtQa9ISlPvDwOiAqBEtp22e3WupkVj0GfGg-K1rSUbwK2nh9-OQA1u5arRoFX3veqXaRS0cCtB42b0nT45f2c03pff76uwUCWYla3212T7szf4Cnh3-Udk1d3cj3enTIPW6opX2uxGRpg8PY2sq7EjQ","e":"AQAB"},
             {"kty":"oct","kid":"h1","k":"c2VjcmV0"},
             {"kty":"RSA","n":"AQAB","e":"AQAB"},
             {"kty":"RSA","kid":"enc","use":"enc","n":"AQAB","e":"AQAB"},

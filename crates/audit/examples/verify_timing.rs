@@ -1,0 +1,112 @@
+//! Times `tooling::verify` (and a subject query) over a large log:
+//! `cargo run --release -p tollbu-audit --example verify_timing -- [records]` (default 1,000,000).
+//! Builds the log in a temp dir with relaxed durability, since only verification is being timed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use tollbu_audit::tooling::{self, Query};
+use tollbu_audit::{AuditConfig, AuditLog, Decision, Durability, Record};
+
+fn main() {
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let pem = SigningKey::from_bytes(&[1u8; 32])
+        .to_pkcs8_pem(LineEnding::LF)
+        .unwrap();
+    std::fs::write(tmp.path().join("k.pem"), pem.as_bytes()).unwrap();
+    std::fs::write(tmp.path().join("p.key"), "11".repeat(32)).unwrap();
+    let mut cfg = AuditConfig::new(
+        tmp.path().join("log"),
+        "timing.example/log",
+        tmp.path().join("k.pem"),
+        tmp.path().join("p.key"),
+    );
+    cfg.durability = Durability::Relaxed {
+        fsync_interval: Duration::from_millis(100),
+    };
+    cfg.checkpoint_every = 100_000;
+    let (log, _) = AuditLog::open(cfg).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let writers = 256u64;
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..writers)
+            .map(|w| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut k = w;
+                    while k < n {
+                        let r = Record {
+                            time: "2026-03-01T10:00:00.000Z".into(),
+                            request_id: format!("t-{k}"),
+                            consumer: Some(format!("0192:91000000{}", k % 10)),
+                            service: "folkeregister".into(),
+                            operation: "read".into(),
+                            subject: Some(log.pseudonymise(&format!("{:011}", k % 100_000))),
+                            decision: Decision::Allow,
+                            fields_released: vec!["name".into()],
+                            ..Record::default()
+                        };
+                        log.append(r).await.unwrap();
+                        k += writers;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let built = start.elapsed();
+    log.shutdown().unwrap();
+    println!(
+        "appended {n} records in {built:?} ({:.0}/s, relaxed durability)",
+        n as f64 / built.as_secs_f64()
+    );
+    let start = Instant::now();
+    let r = tooling::verify(&tmp.path().join("log"), &[], None);
+    let took = start.elapsed();
+    assert!(r.ok, "{}", r.text);
+    println!(
+        "verify of {n} records: {took:?} ({:.0} records/s)",
+        n as f64 / took.as_secs_f64()
+    );
+    let q = Query {
+        subject: Some(format!("{:011}", 4242)),
+        ..Query::default()
+    };
+    let start = Instant::now();
+    let r = tooling::query(
+        &tmp.path().join("log"),
+        &q,
+        Some(&tmp.path().join("p.key")),
+        true,
+    );
+    println!(
+        "subject query: {} records in {:?}",
+        r.text.lines().count(),
+        start.elapsed()
+    );
+    let q = Query {
+        consumer: Some("0192:910000003".into()),
+        ..Query::default()
+    };
+    let start = Instant::now();
+    let r = tooling::query(&tmp.path().join("log"), &q, None, true);
+    println!(
+        "consumer query: {} records in {:?}",
+        r.text.lines().count(),
+        start.elapsed()
+    );
+}
