@@ -44,6 +44,12 @@ pub struct Options {
     pub extra_config: String,
     /// Policies to load instead of the repository's `policies/`.
     pub policies: Option<PathBuf>,
+    /// Extra `key = value` lines inside `[limits]`.
+    pub limits: String,
+    /// JWKS URL for the devkit issuer instead of `<issuer>jwk` (a stub that can fail).
+    pub jwks_url: Option<String>,
+    /// `issuers = [...]` of the `population` service; `None` = all trusted issuers.
+    pub population_issuers: Option<Vec<String>>,
 }
 
 impl Default for Options {
@@ -54,6 +60,9 @@ impl Default for Options {
             tls: false,
             extra_config: String::new(),
             policies: None,
+            limits: String::new(),
+            jwks_url: None,
+            population_issuers: None,
         }
     }
 }
@@ -251,15 +260,16 @@ listen = "127.0.0.1:0"
 [limits]
 upstream_timeout_ms = {timeout}
 upstream_connect_timeout_ms = 1000
-
+{limits}
 [[issuer]]
 issuer = "{issuer}"
-jwks_url = "{issuer}jwk"
+jwks_url = "{jwks_url}"
 jwks_min_refetch_secs = 0
 
 [[service]]
 id = "population"
 upstream = "{population}"
+{population_issuers}
 
 [[service]]
 id = "income"
@@ -277,6 +287,22 @@ checkpoint_interval_secs = 1
 {extra}
 "#,
         timeout = options.upstream_timeout_ms,
+        limits = options.limits,
+        jwks_url = options
+            .jwks_url
+            .clone()
+            .unwrap_or_else(|| format!("{issuer}jwk")),
+        population_issuers = options
+            .population_issuers
+            .as_ref()
+            .map(|list| format!(
+                "issuers = [{}]",
+                list.iter()
+                    .map(|i| format!("\"{i}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .unwrap_or_default(),
         policies = options
             .policies
             .clone()
@@ -350,6 +376,15 @@ pub async fn get_with(
         headers: parts.headers,
         body,
     }
+}
+
+/// POST with an empty body (admin actions).
+pub async fn post(url: &str) -> Answer {
+    let request = ok(Request::post(url).body(Empty::new()), "request");
+    let response = ok(client(false).request(request).await, "HTTP request");
+    let (parts, body) = response.into_parts();
+    let body = ok(body.collect().await, "body").to_bytes();
+    Answer { status: parts.status, headers: parts.headers, body }
 }
 
 /// `Authorization` and purpose headers.

@@ -7,9 +7,11 @@
 //! object where a leaf was declared, the object is dropped rather than passed
 //! whole, because its members were never reviewed.
 
+mod stream;
+
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::FilterError;
 
@@ -35,8 +37,9 @@ enum Child {
 }
 
 impl FieldFilter {
-    /// A filter that passes the body unchanged. Policies cannot produce it;
-    /// it exists for callers that have decided minimisation does not apply.
+    /// A filter that passes the body unchanged; `released()` is `["*"]`.
+    /// Policies cannot produce it; it exists for callers that have decided
+    /// minimisation does not apply.
     pub fn allow_all() -> Self {
         FieldFilter {
             tree: None,
@@ -79,27 +82,7 @@ impl FieldFilter {
         let Some(root) = &self.tree else {
             return Ok(body.to_vec());
         };
-        let value: Value = serde_json::from_slice(body).map_err(|e| FilterError::InvalidJson {
-            line: e.line(),
-            column: e.column(),
-        })?;
-        let filtered = match value {
-            Value::Object(map) => Value::Object(filter_map(root, map)),
-            Value::Array(items) => Value::Array(
-                items
-                    .into_iter()
-                    .filter_map(|item| match item {
-                        Value::Object(map) => Some(Value::Object(filter_map(root, map))),
-                        _ => None,
-                    })
-                    .collect(),
-            ),
-            other => {
-                return Err(FilterError::NotAnObject {
-                    kind: kind_name(&other),
-                });
-            }
-        };
+        let filtered = stream::filter_body(root, body)?;
         // Serialising a `Value` cannot fail (all keys are strings).
         Ok(serde_json::to_vec(&filtered).unwrap_or_default())
     }
@@ -192,54 +175,11 @@ fn same_kind(child: &Child, array: bool, leaf: bool) -> bool {
     }
 }
 
-fn filter_map(node: &Node, map: Map<String, Value>) -> Map<String, Value> {
-    let mut out = Map::new();
-    for (key, value) in map {
-        let Some(child) = node.children.get(&key) else {
-            continue;
-        };
-        if let Some(kept) = filter_value(child, value) {
-            out.insert(key, kept);
-        }
-    }
-    out
-}
-
-fn filter_value(child: &Child, value: Value) -> Option<Value> {
-    match child {
-        Child::Leaf => (!contains_object(&value)).then_some(value),
-        Child::Object(node) => match value {
-            Value::Object(map) => Some(Value::Object(filter_map(node, map))),
-            _ => None,
-        },
-        Child::ArrayOf(inner) => match value {
-            Value::Array(items) => Some(Value::Array(
-                items
-                    .into_iter()
-                    .filter_map(|item| filter_value(inner, item))
-                    .collect(),
-            )),
-            _ => None,
-        },
-    }
-}
-
 fn contains_object(value: &Value) -> bool {
     match value {
         Value::Object(_) => true,
         Value::Array(items) => items.iter().any(contains_object),
         _ => false,
-    }
-}
-
-fn kind_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 
@@ -407,7 +347,60 @@ mod tests {
         })
     }
 
+    #[test]
+    fn trailing_bytes_and_escaped_keys_are_handled_like_a_json_parser() {
+        let f = filter(&["pid"]);
+        assert!(matches!(
+            f.filter_json(b"{\"pid\":\"1\"} {\"x\":2}"),
+            Err(FilterError::InvalidJson { .. })
+        ));
+        // `\u0069` is `i`: the key is `pid` to every client, so it is released.
+        let out = f.filter_json(br#"{"p\u0069d":"1","pi\u0064x":2}"#).unwrap();
+        assert_eq!(out, br#"{"pid":"1"}"#);
+    }
+
+    /// The obvious implementation over a parsed `Value`, to check the
+    /// streaming filter against.
+    fn reference(node: &Node, v: Value) -> Value {
+        fn child(c: &Child, v: Value) -> Option<Value> {
+            match (c, v) {
+                (Child::Leaf, v) => (!contains_object(&v)).then_some(v),
+                (Child::Object(n), v @ Value::Object(_)) => Some(reference(n, v)),
+                (Child::ArrayOf(inner), Value::Array(items)) => Some(Value::Array(
+                    items.into_iter().filter_map(|i| child(inner, i)).collect(),
+                )),
+                _ => None,
+            }
+        }
+        match v {
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .filter_map(|(k, v)| {
+                        node.children
+                            .get(&k)
+                            .and_then(|c| child(c, v))
+                            .map(|v| (k, v))
+                    })
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+
     proptest! {
+        #[test]
+        fn streaming_filter_agrees_with_the_reference(
+            body in prop::collection::btree_map(
+                prop::sample::select(vec!["pid", "name", "address", "citizenships", "x"]).prop_map(String::from),
+                arb_json(), 0..5),
+            picks in prop::sample::subsequence(PERSON_FIELDS.to_vec(), 0..PERSON_FIELDS.len()),
+        ) {
+            let f = FieldFilter::from_paths(picks.iter().copied()).unwrap();
+            let input = Value::Object(body.into_iter().collect());
+            let want = reference(f.tree.as_ref().unwrap(), input.clone());
+            prop_assert_eq!(run(&f, &input), want);
+        }
+
         #[test]
         fn filter_never_passes_an_unreleased_leaf(
             body in prop::collection::btree_map(

@@ -36,7 +36,7 @@ pub use analysis::{WhoCan, WhoCanConsumers};
 pub use consent::{Caller, Consent, ConsentRight};
 pub use decide::{Allow, Decision, DecisionRequest, Deny};
 pub use error::{Diagnostic, FilterError, PolicyLoadError, Severity};
-pub use explain::Explanation;
+pub use explain::{ExplainStep, Explanation, StepOutcome};
 pub use filter::FieldFilter;
 pub use model::{PolicySet, RateLimit};
 pub use reason::DenyReason;
@@ -85,8 +85,9 @@ impl PolicySet {
         self.service_ids.iter().map(String::as_str)
     }
 
-    /// Decides a request. Deny by default; see the module docs of the
-    /// language for the exact order of checks.
+    /// Decides a request: deny by default, denials first, then candidate
+    /// grants in priority order (`docs/policy-language.md`, "How a request
+    /// is decided"). Allocates only the strings of the returned decision.
     pub fn decide(&self, req: &DecisionRequest<'_>) -> Decision {
         decide::evaluate(self, req, &mut decide::NoTrace)
     }

@@ -1,14 +1,14 @@
 //! Engine tests over a small fixture: every reason code, determinism,
 //! denials, routing, explanations, analysis. Diagnostics tests live in
-//! `tests/diagnostics.rs` of this module tree.
+//! `tests/diagnostics.rs`, properties in `tests/properties.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod analysis;
 mod diagnostics;
+mod properties;
 
 use std::collections::BTreeSet;
-
-use proptest::prelude::*;
 
 use crate::*;
 
@@ -486,55 +486,6 @@ valid_to = 2030-01-01T00:00:00Z
 }
 
 #[test]
-fn routing_prefers_literals_decodes_params_and_refuses_unknowns() {
-    let set = fixture();
-    let OperationMatch::Matched(m) = set.match_operation(
-        "population",
-        "GET",
-        "/persons/search",
-        Some("pid=0181901000%31&x=a+b"),
-    ) else {
-        panic!()
-    };
-    assert_eq!(m.operation_id, "search");
-    assert_eq!(m.path_template, "/persons/search");
-    assert_eq!(m.subject.as_deref(), Some(KARI));
-    assert_eq!(
-        m.params,
-        vec![("pid".into(), KARI.into()), ("x".into(), "a b".into())]
-    );
-
-    let OperationMatch::Matched(m) =
-        set.match_operation("population", "GET", "/persons/0181901000%31", None)
-    else {
-        panic!()
-    };
-    assert_eq!(m.operation_id, "get-person");
-    assert_eq!(m.subject.as_deref(), Some(KARI));
-
-    let OperationMatch::Matched(m) =
-        set.match_operation("population", "GET", "/persons/search", Some("pid=1&pid=2"))
-    else {
-        panic!()
-    };
-    assert_eq!(m.subject, None);
-
-    assert_eq!(
-        set.match_operation("vehicles", "GET", "/x", None),
-        OperationMatch::UnknownService
-    );
-    assert_eq!(
-        set.match_operation("population", "DELETE", "/persons/1", None),
-        OperationMatch::UnknownOperation
-    );
-    assert_eq!(
-        set.match_operation("population", "GET", "/persons/a%2Fb", None),
-        OperationMatch::UnknownOperation
-    );
-    assert_eq!(set.service_ids().collect::<Vec<_>>(), ["population"]);
-}
-
-#[test]
 fn unknown_service_or_operation_in_a_decision_is_no_grant() {
     let set = fixture();
     let caller = Caller {
@@ -552,92 +503,6 @@ fn unknown_service_or_operation_in_a_decision_is_no_grant() {
             now: NOW,
         });
         assert_eq!(d.reason(), Some(DenyReason::NoGrant));
-    }
-}
-
-#[test]
-fn explanation_lists_every_grant_and_the_decision() {
-    let set = fixture();
-    let caller = Caller {
-        consumer: "310000027".into(),
-        scopes: vec!["demo:population".into()],
-        ..Caller::default()
-    };
-    let params = vec![("pid".to_string(), KARI.to_string())];
-    let e = set.explain(&DecisionRequest {
-        caller: &caller,
-        service: "population",
-        operation: "get-person",
-        params: &params,
-        subject: Some(KARI),
-        purpose: Some("kyc"),
-        now: NOW,
-    });
-    let text = e.to_string();
-    assert!(text.contains("denial `suspended` [n/a]"), "{text}");
-    assert!(
-        text.contains(
-            "grant `kyc` [fails]: consent_missing: grant `kyc` requires the citizen's consent"
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains("grant `welfare` [n/a]: does not name consumer `310000027`"),
-        "{text}"
-    );
-    assert!(text.contains("grant `suspended-grant` [n/a]"), "{text}");
-    assert!(text.ends_with("decision: deny (consent_missing): grant `kyc` requires the citizen's consent to resource `kyc-res` (action `consent`) and the token carries none"), "{text}");
-    assert!(!text.contains(KARI));
-    assert_eq!(
-        e.decision,
-        set.decide(&DecisionRequest {
-            caller: &caller,
-            service: "population",
-            operation: "get-person",
-            params: &params,
-            subject: Some(KARI),
-            purpose: Some("kyc"),
-            now: NOW,
-        })
-    );
-}
-
-#[test]
-fn who_can_answers_by_field_prefix_and_names_overriding_denials() {
-    let set = fixture();
-    let ids = |field| {
-        set.who_can("population", field)
-            .into_iter()
-            .map(|w| w.grant_id)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(ids(Some("address.city")), ["kyc"]);
-    assert_eq!(ids(Some("name")), ["kyc", "welfare"]);
-    assert_eq!(ids(Some("pid")), ["suspended-grant"]);
-    assert_eq!(ids(Some("citizenships")), Vec::<String>::new());
-    assert_eq!(ids(None), ["kyc", "suspended-grant", "welfare"]);
-    let w = set.who_can("population", Some("pid")).remove(0);
-    assert_eq!(w.overridden_by, ["suspended"]);
-    assert_eq!(
-        w.consumers,
-        WhoCanConsumers::Listed(vec!["310000078".into()])
-    );
-    assert!(set.who_can("vehicles", None).is_empty());
-}
-
-#[test]
-fn catalog_names_every_grant_and_denial() {
-    let md = fixture().catalog_markdown();
-    for needle in [
-        "## Service `population` — Population registry",
-        "### Grant `welfare`",
-        "- **Legal basis:** Folketrygdloven § 21-4",
-        "- **Consent required:** resource `kyc-res`, action `consent`",
-        "- **Who:** any organisation holding the citizen's consent",
-        "### Denial `suspended`",
-        "| `get-person` | GET | `/persons/{pid}` |",
-    ] {
-        assert!(md.contains(needle), "missing {needle}\n{md}");
     }
 }
 
@@ -669,147 +534,4 @@ fn policy_set_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<PolicySet>();
     assert_send_sync::<std::sync::Arc<PolicySet>>();
-}
-
-#[test]
-fn a_failing_expectation_in_a_test_file_is_reported_with_both_sides() {
-    let set = fixture();
-    let case = r#"now = 2026-06-01T12:00:00Z
-[[case]]
-name = "wrong on purpose"
-service = "population"
-path = "/persons/01819010001"
-purpose = "benefit-assessment"
-caller = { consumer = "310000019", scopes = ["demo:population"] }
-expect = { decision = "deny", reason = "scope_missing" }
-"#;
-    let mut out = String::new();
-    assert_eq!(
-        crate::tooling::cases_run_source(&set, "t.test.toml", case, &mut out),
-        (0, 1)
-    );
-    assert_eq!(
-        out,
-        "FAIL  t.test.toml:2:1: wrong on purpose\n    expected: deny (scope_missing)\n    actual:   allow by grant `welfare` releasing [name.family, name.given]\n"
-    );
-    let bad_code = case.replace("scope_missing", "scope_gone");
-    let mut out = String::new();
-    assert_eq!(
-        crate::tooling::cases_run_source(&set, "t.test.toml", &bad_code, &mut out),
-        (0, 1)
-    );
-    assert!(out.contains("unknown reason code `scope_gone`"), "{out}");
-}
-
-fn arb_request() -> impl Strategy<Value = Req> {
-    let consumers = prop::sample::select(vec!["310000019", "310000027", "310000035", "310000078"]);
-    let suppliers = prop::option::of(prop::sample::select(vec!["310000043", "310000027"]));
-    let paths = prop::sample::select(vec![
-        "/persons/01819010001",
-        "/persons/15898510015",
-        "/persons/search",
-        "/stats",
-        "/persons/01819010002",
-    ]);
-    let purposes = prop::option::of(prop::sample::select(vec![
-        "benefit-assessment",
-        "kyc",
-        "case-handling",
-        "x",
-    ]));
-    let scopes = prop::sample::subsequence(vec!["demo:population", "demo:income"], 0..=2);
-    let consents = prop::collection::vec(
-        (
-            prop::sample::select(vec![KARI, OLA]),
-            prop::sample::select(vec!["310000019", "310000027"]),
-            prop::sample::select(vec!["kyc-res", "other"]),
-            -2i64..2,
-        )
-            .prop_map(|(from, to, res, shift)| {
-                consent(from, to, res, NOW + shift * DAY, NOW + (shift + 2) * DAY)
-            }),
-        0..3,
-    )
-    .prop_map(|mut cs| {
-        for (i, c) in cs.iter_mut().enumerate() {
-            c.id = format!("c-{i}");
-        }
-        cs
-    });
-    (
-        consumers,
-        suppliers,
-        paths,
-        purposes,
-        scopes,
-        consents,
-        -3000i64..3000,
-    )
-        .prop_map(
-            |(consumer, supplier, path, purpose, scopes, consents, days)| Req {
-                consumer,
-                supplier,
-                scopes,
-                consents,
-                path,
-                query: None,
-                purpose,
-                now: NOW + days * DAY,
-            },
-        )
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-
-    #[test]
-    fn decisions_and_version_do_not_depend_on_file_order_or_names(
-        order in Just((0..=GRANTS.len()).collect::<Vec<usize>>()).prop_shuffle(),
-        salt in "[a-z]{1,6}",
-        reqs in prop::collection::vec(arb_request(), 1..16),
-    ) {
-        let base = fixture();
-        let files: Vec<(String, String)> = order
-            .iter()
-            .map(|&i| {
-                let text = if i == GRANTS.len() { SERVICE } else { GRANTS[i] };
-                (format!("{salt}-{}.toml", GRANTS.len() - i), text.to_string())
-            })
-            .collect();
-        let shuffled = PolicySet::from_sources_at(&files, NOW).unwrap().set;
-        prop_assert_eq!(base.version(), shuffled.version());
-        for r in &reqs {
-            prop_assert_eq!(run(&base, r), run(&shuffled, r));
-        }
-    }
-
-    #[test]
-    fn a_denial_beats_any_grant(r in arb_request()) {
-        let set = fixture();
-        let r = Req { consumer: "310000078", ..r };
-        prop_assert_eq!(run(&set, &r).reason(), Some(DenyReason::ExplicitlyDenied));
-        // A denial naming a supplier blocks every consumer that uses it.
-        let by_supplier = GRANTS.concat() + "[[denial]]\nid = \"vendor\"\nservice = \"population\"\nsupplier = [\"310000043\"]\nreason = \"Vendor suspended\"\n";
-        let set = PolicySet::from_sources_at(&sources(&[("s.toml", SERVICE), ("g.toml", &by_supplier)]), NOW).unwrap().set;
-        let r = Req { consumer: "310000019", supplier: Some("310000043"), ..r };
-        prop_assert_eq!(run(&set, &r).reason(), Some(DenyReason::ExplicitlyDenied));
-    }
-
-    #[test]
-    fn an_allow_always_satisfies_its_grant(r in arb_request()) {
-        let set = fixture();
-        if let Decision::Allow(a) = run(&set, &r) {
-            let g = set.grants.iter().find(|g| g.id == a.grant_id).unwrap();
-            prop_assert!(g.valid_from <= r.now && r.now < g.valid_to);
-            prop_assert!(g.purposes.iter().any(|p| Some(p.as_str()) == r.purpose));
-            prop_assert!(g.scopes.iter().all(|s| r.scopes.contains(&s.as_str())));
-            prop_assert!(g.names_consumer(r.consumer));
-            prop_assert!(r.consumer != "310000078");
-            if g.consent.is_some() {
-                let c = r.consents.iter().find(|c| Some(c.id.as_str()) == a.consent_id.as_deref()).unwrap();
-                prop_assert!(c.to == r.consumer && c.consented <= r.now && r.now < c.valid_to);
-                prop_assert!(r.path.ends_with(&c.from));
-            }
-        }
-    }
 }

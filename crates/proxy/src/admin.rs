@@ -19,11 +19,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::gateway::GatewayState;
+use crate::live::Live;
 
 /// Serves the admin endpoints until `stop` flips.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<GatewayState>,
+    live: Arc<Live>,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -32,12 +33,12 @@ pub async fn serve(
             accepted = listener.accept() => match accepted { Ok(pair) => pair, Err(_) => continue },
             _ = stop.changed() => break,
         };
-        let state = Arc::clone(&state);
+        let live = Arc::clone(&live);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(&state, &request)) }
+                let live = Arc::clone(&live);
+                async move { Ok::<_, Infallible>(route(&live, &request).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -46,12 +47,13 @@ pub async fn serve(
     }
 }
 
-fn route(state: &GatewayState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let state = live.state();
     let query = request.uri().query().unwrap_or_default();
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
-        (&Method::GET, "/readyz") => readiness(state),
-        (&Method::GET, "/metrics") => metrics(state),
+        (&Method::GET, "/readyz") => readiness(live, &state),
+        (&Method::GET, "/metrics") => metrics(live, &state),
         (&Method::GET, "/audit/checkpoint") => match state.audit.latest_checkpoint() {
             Some(note) => text_response(StatusCode::OK, note, "text/plain; charset=utf-8"),
             None => json_response(
@@ -89,11 +91,8 @@ fn route(state: &GatewayState, request: &Request<Incoming>) -> Response<Full<Byt
                 ),
             }
         }
-        (&Method::POST, "/admin/reload") => match state.reload_policies() {
-            Ok(version) => json_response(
-                StatusCode::OK,
-                &json!({"reloaded": true, "policy_version": version}),
-            ),
+        (&Method::POST, "/admin/reload") => match live.reload().await {
+            Ok(report) => json_response(StatusCode::OK, &json!({"reloaded": true, "report": report})),
             Err(error) => json_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &json!({"reloaded": false, "error": error.to_string()}),
@@ -103,7 +102,7 @@ fn route(state: &GatewayState, request: &Request<Incoming>) -> Response<Full<Byt
     }
 }
 
-fn readiness(state: &GatewayState) -> Response<Full<Bytes>> {
+fn readiness(live: &Live, state: &GatewayState) -> Response<Full<Bytes>> {
     let issuers = state.verifier.status();
     let mut not_ready = Vec::new();
     for issuer in &issuers {
@@ -115,13 +114,19 @@ fn readiness(state: &GatewayState) -> Response<Full<Bytes>> {
     if !audit.writable {
         not_ready.push("audit log is not writable".to_owned());
     }
-    let reload_failures = state.policy_reload_failures.load(Ordering::Relaxed);
     let body = json!({
         "ready": not_ready.is_empty(),
         "not_ready": not_ready,
-        "policy_version": state.policies().version(),
-        "policy_reload_failures": reload_failures,
+        "policy_version": state.policies.version(),
+        "last_reload_error": live.last_reload_error(),
+        "reload_failures": live.reload_failures.load(Ordering::Relaxed),
         "issuers": issuers,
+        "audit": {
+            "writable": audit.writable,
+            "records": audit.records,
+            "checkpoint_size": audit.checkpoint_size,
+            "queue_depth": audit.queue_depth,
+        },
     });
     let status = if not_ready.is_empty() {
         StatusCode::OK
@@ -131,7 +136,7 @@ fn readiness(state: &GatewayState) -> Response<Full<Bytes>> {
     json_response(status, &body)
 }
 
-fn metrics(state: &GatewayState) -> Response<Full<Bytes>> {
+fn metrics(live: &Live, state: &GatewayState) -> Response<Full<Bytes>> {
     let mut out = String::new();
     state.metrics.render(&mut out);
     out.push_str("# HELP tollbu_jwks_fetches_total JWKS fetches per issuer.\n# TYPE tollbu_jwks_fetches_total counter\n");
@@ -150,18 +155,28 @@ fn metrics(state: &GatewayState) -> Response<Full<Bytes>> {
             issuer.issuer, issuer.failures
         );
     }
-    out.push_str("# HELP tollbu_policy_reload_failures_total Policy reloads refused.\n# TYPE tollbu_policy_reload_failures_total counter\n");
-    let _ = writeln!(
-        out,
-        "tollbu_policy_reload_failures_total {}",
-        state.policy_reload_failures.load(Ordering::Relaxed)
-    );
+    out.push_str("# HELP tollbu_reloads_total Reloads applied.\n# TYPE tollbu_reloads_total counter\n");
+    let _ = writeln!(out, "tollbu_reloads_total {}", live.reloads.load(Ordering::Relaxed));
+    out.push_str("# HELP tollbu_reload_failures_total Reloads refused (broken config, policy or certificate).\n# TYPE tollbu_reload_failures_total counter\n");
+    let _ = writeln!(out, "tollbu_reload_failures_total {}", live.reload_failures.load(Ordering::Relaxed));
     out.push_str("# HELP tollbu_rate_limit_buckets Rate-limit buckets held.\n# TYPE tollbu_rate_limit_buckets gauge\n");
     let _ = writeln!(
         out,
         "tollbu_rate_limit_buckets {}",
         state.rate_limits.bucket_count()
     );
+    let audit = state.audit.stats();
+    for (name, kind, help, value) in [
+        ("tollbu_audit_records", "gauge", "Durable audit records (tree size).", audit.records as f64),
+        ("tollbu_audit_checkpoint_size", "gauge", "Tree size of the latest signed checkpoint.", audit.checkpoint_size as f64),
+        ("tollbu_audit_queue_depth", "gauge", "Audit records waiting for the writer.", audit.queue_depth as f64),
+        ("tollbu_audit_last_batch_size", "gauge", "Records in the last group commit.", audit.last_batch_size as f64),
+        ("tollbu_audit_last_fsync_seconds", "gauge", "Duration of the last audit fsync.", audit.last_fsync_micros as f64 / 1e6),
+        ("tollbu_audit_writable", "gauge", "1 while the audit log accepts records.", if audit.writable { 1.0 } else { 0.0 }),
+        ("tollbu_open_connections", "gauge", "Client connections open on the gateway listeners.", live.open_connections.load(Ordering::Relaxed) as f64),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
     text_response(
         StatusCode::OK,
         out,

@@ -32,7 +32,7 @@ const KEY_HEADERS: [&str; 5] = ["jwk", "jku", "x5u", "x5c", "x5t#S256-url"];
 const MAX_KID_CHARS: usize = 128;
 
 /// Settings for one trusted issuer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IssuerSettings {
     /// Exact `iss`, trailing slash included.
     pub issuer: String,

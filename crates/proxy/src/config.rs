@@ -204,7 +204,7 @@ pub struct PoliciesSection {
     pub dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
     pub dir: PathBuf,

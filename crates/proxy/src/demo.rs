@@ -161,7 +161,7 @@ pub async fn wait_for_shutdown_signal(gateway: &RunningGateway) {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = hup.recv() => {
-                let _ = gateway.state.reload_policies();
+                let _ = gateway.live.reload().await;
             }
         }
     }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod gateway;
 pub mod headers;
 pub mod http_client;
+pub mod live;
 pub mod metrics;
 pub mod minimise;
 pub mod rate_limit;
@@ -35,13 +36,14 @@ use tokio::task::JoinHandle;
 
 pub use config::Config;
 pub use gateway::{BuildError, GatewayState};
+pub use live::Live;
 
 /// A gateway that is serving; drop-safe, but call [`RunningGateway::shutdown`] to drain.
 pub struct RunningGateway {
     pub plain_addr: Option<SocketAddr>,
     pub tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
-    pub state: Arc<GatewayState>,
+    pub live: Arc<Live>,
     stop: watch::Sender<bool>,
     graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
     tasks: Vec<JoinHandle<()>>,
@@ -50,8 +52,22 @@ pub struct RunningGateway {
 
 /// Builds the state, fetches issuer keys once, binds every listener and serves.
 pub async fn start(config: Config) -> Result<RunningGateway, BuildError> {
-    let state = Arc::new(GatewayState::build(&config)?);
+    start_with(config, None).await
+}
+
+/// As [`start`]; with `config_path`, a reload re-reads that file.
+pub async fn start_with(config: Config, config_path: Option<std::path::PathBuf>) -> Result<RunningGateway, BuildError> {
+    let state = GatewayState::build(&config)?;
     state.verifier.start_refresh().await;
+    let tls_config = match &config.gateway.tls {
+        Some(tls) => Some(tls::server_config(&tls::ServerTlsFiles {
+            cert: config.resolve(&tls.cert),
+            key: config.resolve(&tls.key),
+            client_ca: tls.client_ca.as_ref().map(|p| config.resolve(p)),
+        })?),
+        None => None,
+    };
+    let live = Arc::new(Live::new(state, tls_config, config.clone(), config_path));
     let (stop, stop_rx) = watch::channel(false);
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
     let connections = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
@@ -63,8 +79,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, BuildError> {
         plain_addr = listener.local_addr().ok();
         tasks.push(tokio::spawn(server::accept_loop(
             listener,
-            None,
-            Arc::clone(&state),
+            false,
+            Arc::clone(&live),
             Arc::clone(&connections),
             Arc::clone(&graceful),
             stop_rx.clone(),
@@ -72,18 +88,12 @@ pub async fn start(config: Config) -> Result<RunningGateway, BuildError> {
     }
     let mut tls_addr = None;
     if let Some(tls) = &config.gateway.tls {
-        let files = tls::ServerTlsFiles {
-            cert: config.resolve(&tls.cert),
-            key: config.resolve(&tls.key),
-            client_ca: tls.client_ca.as_ref().map(|p| config.resolve(p)),
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&files)?);
         let listener = server::bind(tls.listen).await?;
         tls_addr = listener.local_addr().ok();
         tasks.push(tokio::spawn(server::accept_loop(
             listener,
-            Some(acceptor),
-            Arc::clone(&state),
+            true,
+            Arc::clone(&live),
             Arc::clone(&connections),
             Arc::clone(&graceful),
             stop_rx.clone(),
@@ -95,7 +105,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, BuildError> {
         .map_err(|e| BuildError::Listen(config.admin.listen, e))?;
     tasks.push(tokio::spawn(admin::serve(
         admin_listener,
-        Arc::clone(&state),
+        Arc::clone(&live),
         Arc::clone(&graceful),
         stop_rx,
     )));
@@ -104,7 +114,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, BuildError> {
         plain_addr,
         tls_addr,
         admin_addr,
-        state,
+        live,
         stop,
         graceful,
         tasks,
@@ -131,7 +141,7 @@ impl RunningGateway {
             }
             Err(_) => tracing::warn!("connections still referenced; not draining"),
         }
-        let audit = self.state.audit.clone();
+        let audit = self.live.state().audit.clone();
         let flushed = tokio::task::spawn_blocking(move || audit.shutdown()).await;
         match flushed {
             Ok(Ok(())) => tracing::info!("audit log flushed; final checkpoint written"),

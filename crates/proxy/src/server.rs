@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::LimitsSection;
-use crate::gateway::GatewayState;
+use crate::live::Live;
 use crate::stack;
 
 /// Connection builder with the configured limits.
@@ -44,15 +44,16 @@ pub fn connection_builder(limits: &LimitsSection) -> auto::Builder<TokioExecutor
 /// Accepts connections until `stop` flips, serving each on its own task.
 pub async fn accept_loop(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    state: Arc<GatewayState>,
+    use_tls: bool,
+    live: Arc<Live>,
     connections: Arc<Semaphore>,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(connection_builder(&state.limits));
-    let scheme: &'static str = if tls.is_some() { "https" } else { "http" };
-    let handshake_timeout = state.limits.header_read_timeout();
+    let limits = live.state().limits.clone();
+    let builder = Arc::new(connection_builder(&limits));
+    let scheme: &'static str = if use_tls { "https" } else { "http" };
+    let handshake_timeout = limits.header_read_timeout();
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&connections).acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
@@ -70,14 +71,19 @@ pub async fn accept_loop(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
+        let live = Arc::clone(&live);
         let builder = Arc::clone(&builder);
-        let tls = tls.clone();
+        // Each connection takes the TLS configuration in force when it arrives.
+        let tls = if use_tls { live.tls().map(TlsAcceptor::from) } else { None };
+        if use_tls && tls.is_none() {
+            continue;
+        }
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = OpenConnection::new(&live);
             let service = service_fn(move |request: hyper::Request<Incoming>| {
-                let state = Arc::clone(&state);
+                let state = live.state();
                 async move { Ok::<_, Infallible>(stack::handle(state, request, peer, scheme).await) }
             });
             match tls {
@@ -104,4 +110,20 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::gateway::Build
     TcpListener::bind(addr)
         .await
         .map_err(|e| crate::gateway::BuildError::Listen(addr, e))
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenConnection(Arc<Live>);
+
+impl OpenConnection {
+    fn new(live: &Arc<Live>) -> Self {
+        live.open_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenConnection(Arc::clone(live))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }

@@ -191,7 +191,7 @@ where
     }
 
     // 4. operation
-    let policies = state.policies();
+    let policies = Arc::clone(&state.policies);
     outcome.record.policy_version = Some(policies.version().to_owned());
     let method = request.method().clone();
     let matched = match policies.match_operation(
@@ -254,12 +254,8 @@ where
             per_seconds: r.per_seconds,
         })
         .unwrap_or(state.default_rate_limit);
-    if let Verdict::Limited { retry_after_secs } =
-        state
-            .rate_limits
-            .check(&caller.consumer, &allow.grant_id, limit)
-    {
-        return Err(Problem::RateLimited { retry_after_secs });
+    if let Verdict::Limited { retry_after_secs } = state.rate_limits.check(&caller.consumer, &allow.grant_id, limit) {
+        return Err(Problem::RateLimited { retry_after_secs, limit: limit.requests, window_secs: limit.per_seconds });
     }
 
     // 7. forward

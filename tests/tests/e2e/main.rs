@@ -4,5 +4,6 @@
 
 mod audit_trail;
 mod gateway;
+mod operations;
 mod policy_decisions;
 mod tokens;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::filter::{FieldFilter, path_covers};
 use crate::model::{
-    ConsentRequirement, Consumers, Grant, MetaValue, Operation, RateLimit, Service,
+    ConsentRequirement, Consumers, Denial, Grant, MetaValue, Operation, RateLimit, Service,
 };
 use crate::syntax::{ConsumerDecl, GrantDecl, S};
 

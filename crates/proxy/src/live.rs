@@ -1,0 +1,167 @@
+//! The configuration in force, and its reload.
+//!
+//! A reload (SIGHUP or `POST /admin/reload`) re-reads the config file (when
+//! the gateway was started from one), the policies and the TLS certificate
+//! files, validates everything, and only then swaps the new state in. A
+//! broken file is refused with a log line, a metric and a `/readyz` note,
+//! and the previous set keeps serving. Listener addresses, limits that shape
+//! connections, and the audit section need a restart; a reload that changes
+//! them says so.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::config::Config;
+use crate::gateway::{BuildError, GatewayState};
+use crate::tls;
+
+/// The state and TLS configuration currently serving.
+pub struct Live {
+    state: RwLock<Arc<GatewayState>>,
+    tls: Option<RwLock<Arc<rustls::ServerConfig>>>,
+    config: RwLock<Config>,
+    config_path: Option<PathBuf>,
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+    last_reload_error: RwLock<Option<String>>,
+    /// Client connections currently open on the gateway listeners.
+    pub open_connections: AtomicU64,
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    pub policy_version: String,
+    pub keys_refetched: bool,
+    pub tls_reloaded: bool,
+    /// Settings that changed but only take effect after a restart.
+    pub needs_restart: Vec<String>,
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    match lock.read() {
+        Ok(guard) => guard.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) {
+    match lock.write() {
+        Ok(mut guard) => *guard = value,
+        Err(poisoned) => *poisoned.into_inner() = value,
+    }
+}
+
+impl Live {
+    pub fn new(
+        state: GatewayState,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Live {
+        Live {
+            state: RwLock::new(Arc::new(state)),
+            tls: tls.map(RwLock::new),
+            config: RwLock::new(config),
+            config_path,
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+            last_reload_error: RwLock::new(None),
+            open_connections: AtomicU64::new(0),
+        }
+    }
+
+    /// The state serving now (one `Arc` clone).
+    pub fn state(&self) -> Arc<GatewayState> {
+        read(&self.state)
+    }
+
+    /// The TLS configuration new connections get.
+    pub fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.as_ref().map(read)
+    }
+
+    /// Why the last reload was refused, if it was.
+    pub fn last_reload_error(&self) -> Option<String> {
+        read(&self.last_reload_error)
+    }
+
+    /// Validates everything, then swaps it in; on any error nothing changes.
+    pub async fn reload(&self) -> Result<ReloadReport, BuildError> {
+        match self.try_reload().await {
+            Ok(report) => {
+                self.reloads.fetch_add(1, Ordering::Relaxed);
+                write(&self.last_reload_error, None);
+                tracing::info!(?report, "reloaded");
+                Ok(report)
+            }
+            Err(error) => {
+                self.reload_failures.fetch_add(1, Ordering::Relaxed);
+                write(&self.last_reload_error, Some(error.to_string()));
+                tracing::error!(%error, "reload refused; the previous configuration keeps serving");
+                Err(error)
+            }
+        }
+    }
+
+    async fn try_reload(&self) -> Result<ReloadReport, BuildError> {
+        let old_config = read(&self.config);
+        let new_config = match &self.config_path {
+            Some(path) => Config::load(path).map_err(|e| BuildError::Config(e.to_string()))?,
+            None => old_config.clone(),
+        };
+        let needs_restart = restart_only_changes(&old_config, &new_config);
+        let tls = match (&self.tls, &new_config.gateway.tls) {
+            (Some(_), Some(section)) => Some(tls::server_config(&tls::ServerTlsFiles {
+                cert: new_config.resolve(&section.cert),
+                key: new_config.resolve(&section.key),
+                client_ca: section.client_ca.as_ref().map(|p| new_config.resolve(p)),
+            })?),
+            _ => None,
+        };
+        let previous = self.state();
+        let state = GatewayState::rebuild(&new_config, &previous)?;
+        let keys_refetched = !state.shares_verifier(&previous);
+        if keys_refetched {
+            state.verifier.start_refresh().await;
+        }
+        let report = ReloadReport {
+            policy_version: state.policies.version().to_owned(),
+            keys_refetched,
+            tls_reloaded: tls.is_some(),
+            needs_restart,
+        };
+        write(&self.state, Arc::new(state));
+        if let (Some(lock), Some(config)) = (&self.tls, tls) {
+            write(lock, config);
+        }
+        write(&self.config, new_config);
+        Ok(report)
+    }
+}
+
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    if old.gateway.listen != new.gateway.listen
+        || old.gateway.tls.as_ref().map(|t| t.listen) != new.gateway.tls.as_ref().map(|t| t.listen)
+    {
+        changed.push("gateway listen addresses".to_owned());
+    }
+    if old.admin.listen != new.admin.listen {
+        changed.push("admin.listen".to_owned());
+    }
+    if old.audit != new.audit {
+        changed.push("audit".to_owned());
+    }
+    let (a, b) = (&old.limits, &new.limits);
+    if (a.header_read_timeout_ms, a.max_header_count, a.max_header_bytes, a.max_connections, a.max_h2_streams)
+        != (b.header_read_timeout_ms, b.max_header_count, b.max_header_bytes, b.max_connections, b.max_h2_streams)
+    {
+        changed.push("connection limits".to_owned());
+    }
+    for item in &changed {
+        tracing::warn!(setting = %item, "changed on reload; takes effect after a restart");
+    }
+    changed
+}
