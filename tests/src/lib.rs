@@ -384,7 +384,11 @@ pub async fn post(url: &str) -> Answer {
     let response = ok(client(false).request(request).await, "HTTP request");
     let (parts, body) = response.into_parts();
     let body = ok(body.collect().await, "body").to_bytes();
-    Answer { status: parts.status, headers: parts.headers, body }
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// `Authorization` and purpose headers.
@@ -467,4 +471,230 @@ pub fn tls_client_config(client_cert: Option<(&str, &str)>) -> Arc<rustls::Clien
         None => builder.with_no_client_auth(),
     };
     Arc::new(config)
+}
+
+// ---------------------------------------------------------------------------
+// Helpers for the security suites (adversarial tokens, HTTP abuse, faults).
+// ---------------------------------------------------------------------------
+
+/// What a raw TCP exchange produced.
+#[derive(Debug, Default)]
+pub struct RawOutcome {
+    /// Every byte the server sent.
+    pub bytes: Vec<u8>,
+    /// The server closed (or reset) the connection before `wait` ran out.
+    pub closed: bool,
+}
+
+impl RawOutcome {
+    /// Status codes of every HTTP/1.x response head in the bytes, in order.
+    pub fn statuses(&self) -> Vec<u16> {
+        let text = String::from_utf8_lossy(&self.bytes);
+        let mut out = Vec::new();
+        let mut rest = text.as_ref();
+        while let Some(at) = rest.find("HTTP/1.") {
+            let head = &rest[at..];
+            if let Some(code) = head.get(9..12).and_then(|c| c.parse().ok()) {
+                out.push(code);
+            }
+            rest = &rest[at + 7..];
+        }
+        out
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// Writes `bytes` on a fresh connection to `addr` (write errors are
+/// tolerated: the server may close early), then reads until the server
+/// closes or `wait` passes.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: std::time::Duration) -> RawOutcome {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = ok(tokio::net::TcpStream::connect(addr).await, "connect");
+    let _ = stream.write_all(bytes).await;
+    read_until_close(&mut stream, wait).await
+}
+
+/// Reads from `stream` until EOF, a reset, or `wait` passes.
+pub async fn read_until_close(
+    stream: &mut tokio::net::TcpStream,
+    wait: std::time::Duration,
+) -> RawOutcome {
+    use tokio::io::AsyncReadExt;
+    let mut outcome = RawOutcome::default();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = vec![0u8; 16384];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return outcome,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                outcome.closed = true;
+                return outcome;
+            }
+            Ok(Ok(n)) => outcome.bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// The `host:port` of an `http://host:port` base URL.
+pub fn addr_of(base: &str) -> SocketAddr {
+    let hostport = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    ok(hostport.parse(), "socket address")
+}
+
+/// One request a stub upstream received.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// How a [`RecordingUpstream`] answers.
+#[derive(Debug, Clone)]
+pub enum UpstreamBehaviour {
+    /// A small person record, at once.
+    Person,
+    /// The person record after holding the request this long.
+    Hold(std::time::Duration),
+    /// A JSON body of about `bytes` bytes, with or without Content-Length.
+    Large { bytes: usize, chunked: bool },
+}
+
+/// A registry stand-in that records every request it parses (hyper, HTTP/1.1
+/// and HTTP/2) and the peak number of requests in flight at once.
+#[derive(Clone)]
+pub struct RecordingUpstream {
+    pub url: String,
+    seen: Arc<std::sync::Mutex<Vec<SeenRequest>>>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The JSON body [`UpstreamBehaviour::Person`] serves.
+pub const STUB_PERSON: &str = r#"{"pid":"x","name":{"given":"Ada","family":"Stub"},"address":{"city":"Oslo"},"marital_status":"single"}"#;
+
+impl RecordingUpstream {
+    pub async fn start(behaviour: UpstreamBehaviour) -> RecordingUpstream {
+        use std::sync::atomic::Ordering;
+        let l = listener().await;
+        let addr = ok(l.local_addr(), "addr");
+        let me = RecordingUpstream {
+            url: format!("http://{addr}"),
+            seen: Arc::default(),
+            in_flight: Arc::default(),
+            peak: Arc::default(),
+        };
+        let shared = me.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = l.accept().await {
+                let shared = shared.clone();
+                let behaviour = behaviour.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let shared = shared.clone();
+                            let behaviour = behaviour.clone();
+                            async move {
+                                let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                                shared.peak.fetch_max(now, Ordering::SeqCst);
+                                let (parts, body) = req.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|c| c.to_bytes())
+                                    .unwrap_or_default();
+                                if let Ok(mut seen) = shared.seen.lock() {
+                                    seen.push(SeenRequest {
+                                        method: parts.method.to_string(),
+                                        uri: parts.uri.to_string(),
+                                        headers: parts.headers.clone(),
+                                        body,
+                                    });
+                                }
+                                let response = match behaviour {
+                                    UpstreamBehaviour::Person => {
+                                        stub_json(Bytes::from_static(STUB_PERSON.as_bytes()), false)
+                                    }
+                                    UpstreamBehaviour::Hold(d) => {
+                                        tokio::time::sleep(d).await;
+                                        stub_json(Bytes::from_static(STUB_PERSON.as_bytes()), false)
+                                    }
+                                    UpstreamBehaviour::Large { bytes, chunked } => {
+                                        let filler = "x".repeat(bytes);
+                                        stub_json(
+                                            Bytes::from(format!(
+                                                r#"{{"name":{{"given":"{filler}"}}}}"#
+                                            )),
+                                            chunked,
+                                        )
+                                    }
+                                };
+                                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        });
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        me
+    }
+
+    /// Every request received so far.
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The most requests that were in flight at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn stub_json(
+    body: Bytes,
+    chunked: bool,
+) -> http::Response<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>> {
+    use http_body_util::{BodyExt as _, Full};
+    let boxed = if chunked {
+        // Two frames and no length: hyper sends it chunked.
+        let half = body.len() / 2;
+        Chunks(vec![body.slice(..half), body.slice(half..)].into()).boxed()
+    } else {
+        Full::new(body).boxed()
+    };
+    let mut response = http::Response::new(boxed);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A body of several frames whose length is not announced (sent chunked).
+struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
 }

@@ -92,7 +92,9 @@ async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>
             }
         }
         (&Method::POST, "/admin/reload") => match live.reload().await {
-            Ok(report) => json_response(StatusCode::OK, &json!({"reloaded": true, "report": report})),
+            Ok(report) => {
+                json_response(StatusCode::OK, &json!({"reloaded": true, "report": report}))
+            }
             Err(error) => json_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &json!({"reloaded": false, "error": error.to_string()}),
@@ -155,10 +157,20 @@ fn metrics(live: &Live, state: &GatewayState) -> Response<Full<Bytes>> {
             issuer.issuer, issuer.failures
         );
     }
-    out.push_str("# HELP tollbu_reloads_total Reloads applied.\n# TYPE tollbu_reloads_total counter\n");
-    let _ = writeln!(out, "tollbu_reloads_total {}", live.reloads.load(Ordering::Relaxed));
+    out.push_str(
+        "# HELP tollbu_reloads_total Reloads applied.\n# TYPE tollbu_reloads_total counter\n",
+    );
+    let _ = writeln!(
+        out,
+        "tollbu_reloads_total {}",
+        live.reloads.load(Ordering::Relaxed)
+    );
     out.push_str("# HELP tollbu_reload_failures_total Reloads refused (broken config, policy or certificate).\n# TYPE tollbu_reload_failures_total counter\n");
-    let _ = writeln!(out, "tollbu_reload_failures_total {}", live.reload_failures.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "tollbu_reload_failures_total {}",
+        live.reload_failures.load(Ordering::Relaxed)
+    );
     out.push_str("# HELP tollbu_rate_limit_buckets Rate-limit buckets held.\n# TYPE tollbu_rate_limit_buckets gauge\n");
     let _ = writeln!(
         out,
@@ -167,15 +179,53 @@ fn metrics(live: &Live, state: &GatewayState) -> Response<Full<Bytes>> {
     );
     let audit = state.audit.stats();
     for (name, kind, help, value) in [
-        ("tollbu_audit_records", "gauge", "Durable audit records (tree size).", audit.records as f64),
-        ("tollbu_audit_checkpoint_size", "gauge", "Tree size of the latest signed checkpoint.", audit.checkpoint_size as f64),
-        ("tollbu_audit_queue_depth", "gauge", "Audit records waiting for the writer.", audit.queue_depth as f64),
-        ("tollbu_audit_last_batch_size", "gauge", "Records in the last group commit.", audit.last_batch_size as f64),
-        ("tollbu_audit_last_fsync_seconds", "gauge", "Duration of the last audit fsync.", audit.last_fsync_micros as f64 / 1e6),
-        ("tollbu_audit_writable", "gauge", "1 while the audit log accepts records.", if audit.writable { 1.0 } else { 0.0 }),
-        ("tollbu_open_connections", "gauge", "Client connections open on the gateway listeners.", live.open_connections.load(Ordering::Relaxed) as f64),
+        (
+            "tollbu_audit_records",
+            "gauge",
+            "Durable audit records (tree size).",
+            audit.records as f64,
+        ),
+        (
+            "tollbu_audit_checkpoint_size",
+            "gauge",
+            "Tree size of the latest signed checkpoint.",
+            audit.checkpoint_size as f64,
+        ),
+        (
+            "tollbu_audit_queue_depth",
+            "gauge",
+            "Audit records waiting for the writer.",
+            audit.queue_depth as f64,
+        ),
+        (
+            "tollbu_audit_last_batch_size",
+            "gauge",
+            "Records in the last group commit.",
+            audit.last_batch_size as f64,
+        ),
+        (
+            "tollbu_audit_last_fsync_seconds",
+            "gauge",
+            "Duration of the last audit fsync.",
+            audit.last_fsync_micros as f64 / 1e6,
+        ),
+        (
+            "tollbu_audit_writable",
+            "gauge",
+            "1 while the audit log accepts records.",
+            if audit.writable { 1.0 } else { 0.0 },
+        ),
+        (
+            "tollbu_open_connections",
+            "gauge",
+            "Client connections open on the gateway listeners.",
+            live.open_connections.load(Ordering::Relaxed) as f64,
+        ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     }
     text_response(
         StatusCode::OK,

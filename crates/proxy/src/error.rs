@@ -32,7 +32,11 @@ pub enum Problem {
     /// Request or response body larger than allowed.
     PayloadTooLarge,
     /// Too many requests for this consumer and grant.
-    RateLimited { retry_after_secs: u64, limit: u32, window_secs: u32 },
+    RateLimited {
+        retry_after_secs: u64,
+        limit: u32,
+        window_secs: u32,
+    },
     /// Upstream refused or dropped the connection.
     UpstreamUnreachable,
     /// Upstream answered with something the grant does not allow through.
@@ -231,9 +235,9 @@ impl Problem {
             Problem::InvalidToken(fault) => Some(fault.description().to_owned()),
             Problem::Denied { message, .. } => Some(message.clone()),
             Problem::BadRequest(why) => Some((*why).to_owned()),
-            Problem::RateLimited { retry_after_secs, .. } => {
-                Some(format!("retry after {retry_after_secs} s"))
-            }
+            Problem::RateLimited {
+                retry_after_secs, ..
+            } => Some(format!("retry after {retry_after_secs} s")),
             _ => None,
         }
     }
@@ -284,13 +288,21 @@ impl Problem {
                     ),
                 );
             }
-            Problem::RateLimited { retry_after_secs, limit, window_secs } => {
+            Problem::RateLimited {
+                retry_after_secs,
+                limit,
+                window_secs,
+            } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
                 // draft-ietf-httpapi-ratelimit-headers: the policy, and what remains of it.
-                if let Ok(policy) = HeaderValue::from_str(&format!("\"grant\";q={limit};w={window_secs}")) {
+                if let Ok(policy) =
+                    HeaderValue::from_str(&format!("\"grant\";q={limit};w={window_secs}"))
+                {
                     headers.insert(HeaderName::from_static("ratelimit-policy"), policy);
                 }
-                if let Ok(state) = HeaderValue::from_str(&format!("\"grant\";r=0;t={retry_after_secs}")) {
+                if let Ok(state) =
+                    HeaderValue::from_str(&format!("\"grant\";r=0;t={retry_after_secs}"))
+                {
                     headers.insert(HeaderName::from_static("ratelimit"), state);
                 }
             }

@@ -86,7 +86,11 @@ impl GatewayState {
             Some(old) if old.issuer_settings == issuer_settings => Arc::clone(&old.verifier),
             _ => {
                 let client = jwks_client(config)?;
-                Arc::new(TokenVerifier::new(issuer_settings.clone(), client, limits.max_token_bytes))
+                Arc::new(TokenVerifier::new(
+                    issuer_settings.clone(),
+                    client,
+                    limits.max_token_bytes,
+                ))
             }
         };
         let policies_dir = config.resolve(&config.policies.dir);
@@ -98,7 +102,10 @@ impl GatewayState {
             policies_dir,
             upstreams: upstreams(config)?,
             rate_limits,
-            default_rate_limit: Limit { requests: limits.default_rate_requests, per_seconds: limits.default_rate_per_seconds },
+            default_rate_limit: Limit {
+                requests: limits.default_rate_requests,
+                per_seconds: limits.default_rate_per_seconds,
+            },
             audit,
             metrics,
             limits,
@@ -115,9 +122,13 @@ fn issuer_settings(config: &Config) -> Result<Vec<IssuerSettings>, BuildError> {
     let mut issuers = Vec::new();
     for section in &config.issuers {
         let name = section.issuer.get_ref().clone();
-        let algorithms = parse_algorithms(section.algorithms.get_ref()).map_err(|e| BuildError::Issuer(name.clone(), e))?;
-        let jwks_url =
-            section.jwks_url.get_ref().parse().map_err(|_| BuildError::Issuer(name.clone(), "bad jwks_url".into()))?;
+        let algorithms = parse_algorithms(section.algorithms.get_ref())
+            .map_err(|e| BuildError::Issuer(name.clone(), e))?;
+        let jwks_url = section
+            .jwks_url
+            .get_ref()
+            .parse()
+            .map_err(|_| BuildError::Issuer(name.clone(), "bad jwks_url".into()))?;
         issuers.push(IssuerSettings {
             issuer: name,
             jwks_url,
@@ -135,8 +146,18 @@ fn issuer_settings(config: &Config) -> Result<Vec<IssuerSettings>, BuildError> {
 
 /// One client for every JWKS fetch; a private CA named by any issuer is trusted.
 fn jwks_client(config: &Config) -> Result<crate::http_client::HttpClient, BuildError> {
-    let ca = config.issuers.iter().find_map(|i| i.ca.as_ref()).map(|p| config.resolve(p));
-    Ok(build_client(&ClientTls { ca: ca.as_deref(), client_cert: None }, config.limits.connect_timeout())?)
+    let ca = config
+        .issuers
+        .iter()
+        .find_map(|i| i.ca.as_ref())
+        .map(|p| config.resolve(p));
+    Ok(build_client(
+        &ClientTls {
+            ca: ca.as_deref(),
+            client_cert: None,
+        },
+        config.limits.connect_timeout(),
+    )?)
 }
 
 fn upstreams(config: &Config) -> Result<HashMap<String, Upstream>, BuildError> {
@@ -144,13 +165,28 @@ fn upstreams(config: &Config) -> Result<HashMap<String, Upstream>, BuildError> {
     for service in &config.services {
         let id = service.id.get_ref().clone();
         let ca = service.upstream_ca.as_ref().map(|p| config.resolve(p));
-        let cert = service.upstream_client_cert.as_ref().map(|p| config.resolve(p));
-        let key = service.upstream_client_key.as_ref().map(|p| config.resolve(p));
+        let cert = service
+            .upstream_client_cert
+            .as_ref()
+            .map(|p| config.resolve(p));
+        let key = service
+            .upstream_client_key
+            .as_ref()
+            .map(|p| config.resolve(p));
         let client_cert = cert.as_deref().zip(key.as_deref());
-        let client = build_client(&ClientTls { ca: ca.as_deref(), client_cert }, config.limits.connect_timeout())?;
-        let upstream =
-            Upstream::new(service.upstream.get_ref(), client, service.issuers.as_ref().map(|i| i.get_ref().clone()))
-                .map_err(|e| BuildError::Service(id.clone(), e.to_string()))?;
+        let client = build_client(
+            &ClientTls {
+                ca: ca.as_deref(),
+                client_cert,
+            },
+            config.limits.connect_timeout(),
+        )?;
+        let upstream = Upstream::new(
+            service.upstream.get_ref(),
+            client,
+            service.issuers.as_ref().map(|i| i.get_ref().clone()),
+        )
+        .map_err(|e| BuildError::Service(id.clone(), e.to_string()))?;
         upstreams.insert(id, upstream);
     }
     Ok(upstreams)
@@ -165,12 +201,15 @@ fn open_audit(config: &Config) -> Result<AuditLog, BuildError> {
         config.resolve(&audit.pseudonym_key),
     );
     audit_config.durability = match audit.durability.as_str() {
-        "relaxed" => Durability::Relaxed { fsync_interval: Duration::from_millis(100) },
+        "relaxed" => Durability::Relaxed {
+            fsync_interval: Duration::from_millis(100),
+        },
         _ => Durability::Fsync,
     };
     audit_config.checkpoint_every = audit.checkpoint_every.max(1);
     audit_config.checkpoint_interval = Duration::from_secs(audit.checkpoint_interval_secs.max(1));
-    let (log, recovery) = AuditLog::open(audit_config).map_err(|e| BuildError::Audit(e.to_string()))?;
+    let (log, recovery) =
+        AuditLog::open(audit_config).map_err(|e| BuildError::Audit(e.to_string()))?;
     tracing::info!(?recovery, "audit log opened");
     Ok(log)
 }

@@ -56,7 +56,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, BuildError> {
 }
 
 /// As [`start`]; with `config_path`, a reload re-reads that file.
-pub async fn start_with(config: Config, config_path: Option<std::path::PathBuf>) -> Result<RunningGateway, BuildError> {
+pub async fn start_with(
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+) -> Result<RunningGateway, BuildError> {
     let state = GatewayState::build(&config)?;
     state.verifier.start_refresh().await;
     let tls_config = match &config.gateway.tls {

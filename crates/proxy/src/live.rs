@@ -155,9 +155,19 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         changed.push("audit".to_owned());
     }
     let (a, b) = (&old.limits, &new.limits);
-    if (a.header_read_timeout_ms, a.max_header_count, a.max_header_bytes, a.max_connections, a.max_h2_streams)
-        != (b.header_read_timeout_ms, b.max_header_count, b.max_header_bytes, b.max_connections, b.max_h2_streams)
-    {
+    if (
+        a.header_read_timeout_ms,
+        a.max_header_count,
+        a.max_header_bytes,
+        a.max_connections,
+        a.max_h2_streams,
+    ) != (
+        b.header_read_timeout_ms,
+        b.max_header_count,
+        b.max_header_bytes,
+        b.max_connections,
+        b.max_h2_streams,
+    ) {
         changed.push("connection limits".to_owned());
     }
     for item in &changed {

@@ -74,7 +74,11 @@ pub async fn accept_loop(
         let live = Arc::clone(&live);
         let builder = Arc::clone(&builder);
         // Each connection takes the TLS configuration in force when it arrives.
-        let tls = if use_tls { live.tls().map(TlsAcceptor::from) } else { None };
+        let tls = if use_tls {
+            live.tls().map(TlsAcceptor::from)
+        } else {
+            None
+        };
         if use_tls && tls.is_none() {
             continue;
         }
@@ -117,13 +121,16 @@ struct OpenConnection(Arc<Live>);
 
 impl OpenConnection {
     fn new(live: &Arc<Live>) -> Self {
-        live.open_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        live.open_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         OpenConnection(Arc::clone(live))
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .open_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -254,8 +254,16 @@ where
             per_seconds: r.per_seconds,
         })
         .unwrap_or(state.default_rate_limit);
-    if let Verdict::Limited { retry_after_secs } = state.rate_limits.check(&caller.consumer, &allow.grant_id, limit) {
-        return Err(Problem::RateLimited { retry_after_secs, limit: limit.requests, window_secs: limit.per_seconds });
+    if let Verdict::Limited { retry_after_secs } =
+        state
+            .rate_limits
+            .check(&caller.consumer, &allow.grant_id, limit)
+    {
+        return Err(Problem::RateLimited {
+            retry_after_secs,
+            limit: limit.requests,
+            window_secs: limit.per_seconds,
+        });
     }
 
     // 7. forward

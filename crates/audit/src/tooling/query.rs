@@ -14,7 +14,9 @@ use crate::error::AuditError;
 use crate::index::{IndexKind, lookup, watermark};
 use crate::pseudonym::Pseudonymiser;
 use crate::record::{Decision, StoredRecord, decode, parse_time};
-use crate::segment::{SegmentInfo, for_each_in_range, list_segments, read_frame_at, segment_name};
+use crate::segment::{
+    FrameRead, FrameReader, SegmentInfo, list_segments, read_frame_at, segment_name,
+};
 
 /// Filters; all given ones must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,7 +104,6 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
     };
     let seg_dir = dir.join("segments");
     let segments = list_segments(&seg_dir)?;
-    let end = log_end(&segments)?;
     let mut found = Vec::new();
     let mut pruned = 0u64;
     let indexed = match (&filter.pseudonym, &filter.consumer) {
@@ -112,7 +113,7 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
     };
     let scan_from = match indexed {
         Some(locs) => {
-            let wm = watermark(dir).min(end);
+            let wm = watermark(dir);
             for loc in locs.into_iter().filter(|l| l.seq < wm) {
                 let path = seg_dir.join(segment_name(loc.segment));
                 if !path.exists() {
@@ -129,7 +130,7 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
         }
         None => 0,
     };
-    for_each_in_range(&segments, scan_from, end, |_, _, _, bytes| {
+    scan_tail(&segments, scan_from, |bytes| {
         let rec = decode(bytes)?;
         if filter.matches(&rec) {
             found.push((rec, bytes.to_vec()));
@@ -139,19 +140,40 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
     Ok((found, pruned))
 }
 
-/// Index of the record after the last one (counting frames of the last segment only).
-fn log_end(segments: &[SegmentInfo]) -> Result<u64, AuditError> {
-    let Some(last) = segments.last() else {
-        return Ok(0);
-    };
-    let mut n = last.first_seq;
-    let mut r = crate::segment::FrameReader::open(&last.path)?;
-    while let crate::segment::FrameRead::Frame { .. } =
-        r.next_frame().map_err(AuditError::io(&last.path))?
-    {
-        n += 1;
+/// Visits records from `from` to the end of the log. A partial frame at the very end is where a live
+/// writer is appending (or a crash left it), so it ends the scan instead of failing it.
+fn scan_tail(
+    segments: &[SegmentInfo],
+    from: u64,
+    mut f: impl FnMut(&[u8]) -> Result<(), AuditError>,
+) -> Result<(), AuditError> {
+    let start = segments
+        .partition_point(|s| s.first_seq <= from)
+        .saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate().skip(start) {
+        let last = i + 1 == segments.len();
+        let mut r = FrameReader::open(&seg.path)?;
+        let mut seq = seg.first_seq;
+        loop {
+            match r.next_frame().map_err(AuditError::io(&seg.path))? {
+                FrameRead::Frame { payload, .. } => {
+                    if seq >= from {
+                        f(&payload)?;
+                    }
+                    seq += 1;
+                }
+                FrameRead::End => break,
+                FrameRead::Bad { .. } if last => break,
+                FrameRead::Bad { offset, reason, .. } => {
+                    return Err(AuditError::Corrupt(format!(
+                        "`{}` at offset {offset}: {reason}",
+                        seg.path.display()
+                    )));
+                }
+            }
+        }
     }
-    Ok(n)
+    Ok(())
 }
 
 /// Runs a query. `json_lines` prints each stored record as it is in the log, one per line.

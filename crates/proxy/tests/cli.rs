@@ -1,0 +1,348 @@
+//! The `tollbu` binary as users run it: config check, serve with signals,
+//! and the demo's printed commands.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOLLBU: &str = env!("CARGO_BIN_EXE_tollbu");
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+#[test]
+fn config_check_names_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("tollbu.toml");
+    std::fs::write(&bad, "[gateway]\nlisten = \"127.0.0.1:8080\"\nlisen = 1\n").unwrap();
+    let out = Command::new(TOLLBU)
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tollbu.toml:3:1: unknown field `lisen`"),
+        "{stderr}"
+    );
+
+    let doc = std::fs::read_to_string(repo().join("docs/configuration.md")).unwrap();
+    let example = doc
+        .split("## Complete example")
+        .nth(1)
+        .unwrap()
+        .split("```toml\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, example).unwrap();
+    let out = Command::new(TOLLBU)
+        .args(["config", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn policy_check_and_policy_tests_pass_on_the_example_policies() {
+    let out = Command::new(TOLLBU)
+        .args(["policy", "check"])
+        .arg(repo().join("policies"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(TOLLBU)
+        .args(["policy", "test"])
+        .arg(repo().join("policies"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        let mut builder = http::Request::get(url);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let response = client
+            .request(
+                builder
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).to_string())
+    })
+}
+
+/// Lines the demo prints, read until the guide's last line.
+fn read_guide(child: &mut Child) -> Vec<String> {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let last = line.contains("/audit/checkpoint") && line.starts_with("curl");
+        lines.push(line);
+        if last || Instant::now() > deadline {
+            break;
+        }
+    }
+    lines
+}
+
+#[test]
+fn demo_prints_commands_that_work() {
+    let state = tempfile::tempdir().unwrap();
+    let child = Command::new(TOLLBU)
+        .args(["demo", "--any-ports", "--exit-after", "60", "--state-dir"])
+        .arg(state.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let guide = read_guide(&mut running.0);
+    let token_line = guide
+        .iter()
+        .find(|l| l.starts_with("TOKEN=$("))
+        .unwrap_or_else(|| panic!("{guide:#?}"));
+    let command = token_line
+        .trim_start_matches("TOKEN=$(")
+        .trim_end_matches(')');
+    let mut words = command.split_whitespace();
+    let program = words.next().unwrap();
+    assert_eq!(program, TOLLBU, "the guide names the built binary");
+    let out = Command::new(program).args(words).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3);
+
+    let allowed = guide
+        .iter()
+        .find(|l| l.contains("'Tollbu-Purpose: benefit-assessment'") && l.starts_with("curl -s -H"))
+        .unwrap();
+    let url = allowed.split_whitespace().last().unwrap();
+    let bearer = format!("Bearer {token}");
+    let (status, body) = http_get(
+        url,
+        &[
+            ("authorization", &bearer),
+            ("tollbu-purpose", "benefit-assessment"),
+        ],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"name\"") && !body.contains("birth_date"),
+        "{body}"
+    );
+    let (status, body) = http_get(url, &[("authorization", &bearer)]);
+    assert_eq!(status, 403);
+    assert!(body.contains("purpose_missing"));
+
+    let verify = guide.iter().find(|l| l.contains(" audit verify ")).unwrap();
+    let mut words = verify.split_whitespace();
+    let out = Command::new(words.next().unwrap())
+        .args(words)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn serve_reloads_on_sighup_and_drains_on_sigterm() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (issuer, population) = rt.block_on(async {
+        let issuer = tollbu_devkit::start_issuer(
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            tollbu_devkit::demo_material::issuer_config().unwrap(),
+            tollbu_devkit::demo_material::ISSUER_SIGNING_KEY_PEM,
+        )
+        .await
+        .unwrap();
+        let population = tollbu_devkit::registries::start_population(
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+        (issuer, population)
+    });
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let population_policy =
+        std::fs::read_to_string(repo().join("policies/population.toml")).unwrap();
+    std::fs::write(policies.join("population.toml"), &population_policy).unwrap();
+    let certs = repo().join("certs-example");
+    let admin_port = free_port();
+    let gateway_port = free_port();
+    let config = format!(
+        "[gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+         [[issuer]]\nissuer = \"{iss}\"\njwks_url = \"{iss}jwk\"\n\
+         [[service]]\nid = \"population\"\nupstream = \"{pop}\"\n[policies]\ndir = \"policies\"\n\
+         [audit]\ndir = \"audit\"\norigin = \"tollbu.example/cli-test/${{TEST_REPLICA}}\"\nsigning_key = \"{c}/audit-signing.key.pem\"\npseudonym_key = \"{c}/audit-pseudonym.key\"\n",
+        iss = issuer.issuer_url(),
+        pop = population.base_url(),
+        c = certs.display(),
+    );
+    let config_path = dir.path().join("tollbu.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let child = Command::new(TOLLBU)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("TEST_REPLICA", "replica-7")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    wait_until(|| std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok());
+    let ready = http_get(&format!("{admin}/readyz"), &[]);
+    assert_eq!(ready.0, 200, "{}", ready.1);
+    let version: serde_json::Value = serde_json::from_str(&ready.1).unwrap();
+
+    std::fs::write(
+        policies.join("population.toml"),
+        population_policy.replace("benefit-assessment", "benefit-review"),
+    )
+    .unwrap();
+    signal(&running.0, "HUP");
+    wait_until(|| {
+        let now: serde_json::Value =
+            serde_json::from_str(&http_get(&format!("{admin}/readyz"), &[]).1).unwrap();
+        now["policy_version"] != version["policy_version"]
+    });
+
+    let token = rt.block_on(async {
+        let (kid, key) = tollbu_devkit::demo_material::client_key("demo-welfare").unwrap();
+        tollbu_devkit::token_client::request_token(&tollbu_devkit::token_client::TokenRequest {
+            issuer_url: issuer.issuer_url(),
+            client_id: "demo-welfare".into(),
+            key_pem: key.into(),
+            kid: Some(kid.into()),
+            scope: "demo:population".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .access_token
+    });
+    let url = format!(
+        "http://127.0.0.1:{gateway_port}/population/persons/{}",
+        tollbu_devkit::people::example_pid(0)
+    );
+    let bearer = format!("Bearer {token}");
+    assert_eq!(
+        http_get(
+            &url,
+            &[
+                ("authorization", &bearer),
+                ("tollbu-purpose", "benefit-review")
+            ]
+        )
+        .0,
+        200
+    );
+
+    signal(&running.0, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    let checkpoint = std::fs::read_to_string(dir.path().join("audit/checkpoint")).unwrap();
+    assert!(
+        checkpoint.starts_with("tollbu.example/cli-test/replica-7\n1\n"),
+        "final checkpoint covers the request: {checkpoint}"
+    );
+    drop(rt);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_until(mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "condition not met within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
