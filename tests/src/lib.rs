@@ -48,7 +48,8 @@ pub struct Options {
     pub limits: String,
     /// JWKS URL for the devkit issuer instead of `<issuer>jwk` (a stub that can fail).
     pub jwks_url: Option<String>,
-    /// `issuers = [...]` of the `population` service; `None` = all trusted issuers.
+    /// `issuers = [...]` of the `population` service; `None` = all trusted
+    /// issuers. `$ISSUER` stands for the devkit issuer's URL.
     pub population_issuers: Option<Vec<String>>,
 }
 
@@ -298,7 +299,7 @@ checkpoint_interval_secs = 1
             .map(|list| format!(
                 "issuers = [{}]",
                 list.iter()
-                    .map(|i| format!("\"{i}\""))
+                    .map(|i| format!("\"{}\"", i.replace("$ISSUER", issuer)))
                     .collect::<Vec<_>>()
                     .join(", ")
             ))
@@ -697,4 +698,209 @@ impl hyper::body::Body for Chunks {
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
         std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
     }
+}
+
+/// Misbehaviours of a raw-TCP registry stand-in (see [`scripted_upstream`]).
+#[derive(Debug, Clone, Copy)]
+pub enum UpstreamFault {
+    /// Announces 4096 body bytes, sends 100, then resets the connection.
+    ResetMidBody,
+    /// Sends the response head at once and the body one byte every 200 ms.
+    SlowBody,
+    /// Sends the status line, then one header byte every 200 ms.
+    SlowHeaders,
+}
+
+/// A registry stand-in over raw TCP that reads a request head and then
+/// misbehaves as told. Returns its base URL.
+pub async fn scripted_upstream(fault: UpstreamFault) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = listener().await;
+    let addr = ok(l.local_addr(), "addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let pause = std::time::Duration::from_millis(200);
+                match fault {
+                    UpstreamFault::ResetMidBody => {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4096\r\n\r\n{\"name\":\"")
+                            .await;
+                        let _ = stream.write_all(&[b'a'; 100]).await;
+                        let _ = stream.flush().await;
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        let _ = stream.set_zero_linger();
+                        drop(stream);
+                    }
+                    UpstreamFault::SlowBody => {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n")
+                            .await;
+                        for _ in 0..1000 {
+                            if stream.write_all(b" ").await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                    UpstreamFault::SlowHeaders => {
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n").await;
+                        for byte in b"content-type: application/json\r\n"
+                            .iter()
+                            .cycle()
+                            .take(1000)
+                        {
+                            if stream.write_all(&[*byte]).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// What a [`JwksStub`] serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum JwksMode {
+    /// The issuer's real JWKS, fetched at each request.
+    Real = 0,
+    /// `<html>` with status 200.
+    Garbage = 1,
+    /// `{"keys":[]}`.
+    Empty = 2,
+    /// HTTP 500.
+    Error = 3,
+    /// Accepts, never answers.
+    Hang = 4,
+    /// Closes the connection without answering.
+    Close = 5,
+}
+
+/// A JWKS endpoint in front of the devkit issuer's that can be switched to
+/// fail in various ways; counts the fetches it saw.
+#[derive(Clone)]
+pub struct JwksStub {
+    pub url: String,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    real: Arc<std::sync::Mutex<String>>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksStub {
+    pub async fn start(mode: JwksMode) -> JwksStub {
+        use std::sync::atomic::Ordering;
+        let l = listener().await;
+        let addr = ok(l.local_addr(), "addr");
+        let stub = JwksStub {
+            url: format!("http://{addr}/jwk"),
+            mode: Arc::new(std::sync::atomic::AtomicU8::new(mode as u8)),
+            real: Arc::default(),
+            fetches: Arc::default(),
+        };
+        let shared = stub.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = l.accept().await {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    shared.fetches.fetch_add(1, Ordering::SeqCst);
+                    match shared.mode.load(Ordering::SeqCst) {
+                        4 => {
+                            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                            drop(stream);
+                            return;
+                        }
+                        5 => {
+                            drop(stream);
+                            return;
+                        }
+                        _ => {}
+                    }
+                    let service =
+                        hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                            let shared = shared.clone();
+                            async move {
+                                let real_url =
+                                    shared.real.lock().map(|u| u.clone()).unwrap_or_default();
+                                let (status, body) = match shared.mode.load(Ordering::SeqCst) {
+                                    0 => {
+                                        let answer = get(&real_url, &[]).await;
+                                        (answer.status, answer.body)
+                                    }
+                                    1 => (StatusCode::OK, Bytes::from_static(b"<html>")),
+                                    2 => (StatusCode::OK, Bytes::from_static(br#"{"keys":[]}"#)),
+                                    _ => (StatusCode::INTERNAL_SERVER_ERROR, Bytes::new()),
+                                };
+                                let mut response =
+                                    http::Response::new(http_body_util::Full::new(body));
+                                *response.status_mut() = status;
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        stub
+    }
+
+    /// Where [`JwksMode::Real`] fetches from (the issuer's `jwks_url()`).
+    pub fn set_real(&self, url: &str) {
+        if let Ok(mut real) = self.real.lock() {
+            *real = url.to_owned();
+        }
+    }
+
+    pub fn set_mode(&self, mode: JwksMode) {
+        self.mode
+            .store(mode as u8, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Connections (fetch attempts) seen so far.
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Every record of the audit log under `dir`, as the JSON lines of
+/// `tollbu audit query --json`.
+pub fn audit_records(dir: &Path) -> Vec<Value> {
+    let report =
+        tollbu_audit::tooling::query(dir, &tollbu_audit::tooling::Query::default(), None, true);
+    assert!(report.ok, "audit query failed: {}", report.text);
+    report
+        .text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// A second devkit issuer (same clients, its own freshly generated key).
+pub async fn start_second_issuer() -> IssuerHandle {
+    let config = ok(demo_material::issuer_config(), "demo issuer config");
+    let issuer = ok(
+        start_issuer(
+            listener().await,
+            config,
+            demo_material::ISSUER_SIGNING_KEY_PEM,
+        )
+        .await,
+        "second issuer",
+    );
+    ok(issuer.rotate_signing_key(), "second issuer key");
+    issuer
 }

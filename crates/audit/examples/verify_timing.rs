@@ -1,6 +1,8 @@
 //! Times `tooling::verify` (and a subject query) over a large log:
 //! `cargo run --release -p tollbu-audit --example verify_timing -- [records]` (default 1,000,000).
 //! Builds the log in a temp dir with relaxed durability, since only verification is being timed.
+//! A second argument names a directory to build the log in instead, which is then kept (used to
+//! cross-check the files with independent tools).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
@@ -17,16 +19,19 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let tmp = tempfile::tempdir().unwrap();
+    let keep = std::env::args().nth(2).map(std::path::PathBuf::from);
+    let base = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&base).unwrap();
     let pem = SigningKey::from_bytes(&[1u8; 32])
         .to_pkcs8_pem(LineEnding::LF)
         .unwrap();
-    std::fs::write(tmp.path().join("k.pem"), pem.as_bytes()).unwrap();
-    std::fs::write(tmp.path().join("p.key"), "11".repeat(32)).unwrap();
+    std::fs::write(base.join("k.pem"), pem.as_bytes()).unwrap();
+    std::fs::write(base.join("p.key"), "11".repeat(32)).unwrap();
     let mut cfg = AuditConfig::new(
-        tmp.path().join("log"),
+        base.join("log"),
         "timing.example/log",
-        tmp.path().join("k.pem"),
-        tmp.path().join("p.key"),
+        base.join("k.pem"),
+        base.join("p.key"),
     );
     cfg.durability = Durability::Relaxed {
         fsync_interval: Duration::from_millis(100),
@@ -75,7 +80,7 @@ fn main() {
         n as f64 / built.as_secs_f64()
     );
     let start = Instant::now();
-    let r = tooling::verify(&tmp.path().join("log"), &[], None);
+    let r = tooling::verify(&base.join("log"), &[], None);
     let took = start.elapsed();
     assert!(r.ok, "{}", r.text);
     println!(
@@ -87,12 +92,7 @@ fn main() {
         ..Query::default()
     };
     let start = Instant::now();
-    let r = tooling::query(
-        &tmp.path().join("log"),
-        &q,
-        Some(&tmp.path().join("p.key")),
-        true,
-    );
+    let r = tooling::query(&base.join("log"), &q, Some(&base.join("p.key")), true);
     println!(
         "subject query: {} records in {:?}",
         r.text.lines().count(),
@@ -103,7 +103,7 @@ fn main() {
         ..Query::default()
     };
     let start = Instant::now();
-    let r = tooling::query(&tmp.path().join("log"), &q, None, true);
+    let r = tooling::query(&base.join("log"), &q, None, true);
     println!(
         "consumer query: {} records in {:?}",
         r.text.lines().count(),

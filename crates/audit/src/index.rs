@@ -71,8 +71,8 @@ impl IndexWriter {
         buf.extend_from_slice(&loc.offset.to_le_bytes());
     }
 
-    /// Appends and fsyncs every touched bucket, then moves the watermark to `indexed_through`.
-    pub fn flush(&mut self, dir: &Path, indexed_through: u64) -> Result<(), AuditError> {
+    /// Appends and fsyncs every touched bucket, then moves the watermark.
+    pub fn flush(&mut self, dir: &Path, mark: Watermark) -> Result<(), AuditError> {
         for ((kind, b), buf) in std::mem::take(&mut self.pending) {
             let mut k = [0u8; 16];
             k[0] = b;
@@ -95,17 +95,36 @@ impl IndexWriter {
         }
         write_atomic(
             &dir.join("index").join("watermark"),
-            format!("{indexed_through}\n").as_bytes(),
+            format!("{} {} {}\n", mark.seq, mark.segment, mark.offset).as_bytes(),
         )
     }
 }
 
-/// Records below this sequence number are durably indexed.
-pub fn watermark(dir: &Path) -> u64 {
-    std::fs::read_to_string(dir.join("index").join("watermark"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+/// How far the index is durable: records below `seq` are indexed, and record `seq` (the first
+/// unindexed one) starts at `offset` in the segment whose first record is `segment`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Watermark {
+    pub seq: u64,
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// The durable watermark (zero when there is none).
+pub fn watermark(dir: &Path) -> Watermark {
+    let text = std::fs::read_to_string(dir.join("index").join("watermark")).unwrap_or_default();
+    let mut parts = text.split_whitespace().map(|p| p.parse::<u64>().ok());
+    match (
+        parts.next().flatten(),
+        parts.next().flatten(),
+        parts.next().flatten(),
+    ) {
+        (Some(seq), Some(segment), Some(offset)) => Watermark {
+            seq,
+            segment,
+            offset,
+        },
+        _ => Watermark::default(),
+    }
 }
 
 /// Locations of records whose `kind` key equals `key`, sorted and without duplicates.
@@ -167,7 +186,15 @@ mod tests {
                 offset: 0,
             },
         );
-        w.flush(dir.path(), 100).unwrap();
+        w.flush(
+            dir.path(),
+            Watermark {
+                seq: 100,
+                segment: 0,
+                offset: 4000,
+            },
+        )
+        .unwrap();
         let even = lookup(dir.path(), IndexKind::Subject, "even").unwrap();
         assert_eq!(even.len(), 50);
         assert!(even.iter().all(|l| l.seq % 2 == 0));
@@ -182,6 +209,13 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        assert_eq!(watermark(dir.path()), 100);
+        assert_eq!(
+            watermark(dir.path()),
+            Watermark {
+                seq: 100,
+                segment: 0,
+                offset: 4000
+            }
+        );
     }
 }

@@ -45,6 +45,8 @@ pub struct Config {
     pub services: Vec<ServiceSection>,
     pub policies: PoliciesSection,
     pub audit: AuditSection,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
     #[serde(skip)]
     pub base_dir: PathBuf,
 }
@@ -196,6 +198,28 @@ pub struct ServiceSection {
     pub upstream_client_cert: Option<PathBuf>,
     #[serde(default)]
     pub upstream_client_key: Option<PathBuf>,
+}
+
+/// Trace export; off unless an endpoint is given here or in `OTEL_*`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// OTLP/HTTP base URL, e.g. `http://otel-collector:4318`; `/v1/traces` is appended.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` unless `OTEL_SERVICE_NAME` is set.
+    pub service_name: String,
+    /// How often buffered spans are sent.
+    pub export_interval_ms: u64,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection {
+            otlp_endpoint: None,
+            service_name: "tollbu".into(),
+            export_interval_ms: 5000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

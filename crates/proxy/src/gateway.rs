@@ -29,6 +29,8 @@ pub enum BuildError {
     Policies { dir: String, errors: String },
     #[error("audit log: {0}")]
     Audit(String),
+    #[error("{0}")]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
     #[error("config: {0}")]
     Config(String),
     #[error("TLS: {0}")]
@@ -51,26 +53,35 @@ pub struct GatewayState {
     pub audit: AuditLog,
     pub metrics: Arc<Metrics>,
     pub limits: LimitsSection,
+    /// Request spans are exported through this when telemetry is on.
+    pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
 
 impl GatewayState {
     /// Builds the state; opens (and recovers) the audit log.
-    pub fn build(config: &Config) -> Result<GatewayState, BuildError> {
+    pub fn build(
+        config: &Config,
+        tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    ) -> Result<GatewayState, BuildError> {
         let audit = open_audit(config)?;
-        Self::assemble(config, audit, None, Arc::default(), Arc::default())
+        let mut state = Self::assemble(config, audit, None, Arc::default(), Arc::default())?;
+        state.tracer = tracer;
+        Ok(state)
     }
 
     /// Builds the state for a reloaded config, keeping what outlives a
     /// config: the audit log, metrics, rate buckets, and — when the issuer
     /// settings did not change — the verifier with its cached keys.
     pub fn rebuild(config: &Config, previous: &GatewayState) -> Result<GatewayState, BuildError> {
-        Self::assemble(
+        let mut state = Self::assemble(
             config,
             previous.audit.clone(),
             Some(previous),
             Arc::clone(&previous.metrics),
             Arc::clone(&previous.rate_limits),
-        )
+        )?;
+        state.tracer = previous.tracer.clone();
+        Ok(state)
     }
 
     fn assemble(
@@ -109,6 +120,7 @@ impl GatewayState {
             audit,
             metrics,
             limits,
+            tracer: None,
         })
     }
 

@@ -23,6 +23,7 @@ pub mod rate_limit;
 pub mod route;
 pub mod server;
 pub mod stack;
+pub mod telemetry;
 pub mod tls;
 pub mod trace;
 pub mod upstream;
@@ -48,6 +49,7 @@ pub struct RunningGateway {
     graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
     tasks: Vec<JoinHandle<()>>,
     grace: Duration,
+    telemetry: telemetry::Telemetry,
 }
 
 /// Builds the state, fetches issuer keys once, binds every listener and serves.
@@ -60,7 +62,8 @@ pub async fn start_with(
     config: Config,
     config_path: Option<std::path::PathBuf>,
 ) -> Result<RunningGateway, BuildError> {
-    let state = GatewayState::build(&config)?;
+    let telemetry = telemetry::Telemetry::init(&config.telemetry)?;
+    let state = GatewayState::build(&config, telemetry.tracer())?;
     state.verifier.start_refresh().await;
     let tls_config = match &config.gateway.tls {
         Some(tls) => Some(tls::server_config(&tls::ServerTlsFiles {
@@ -122,6 +125,7 @@ pub async fn start_with(
         graceful,
         tasks,
         grace: Duration::from_millis(config.limits.shutdown_grace_ms),
+        telemetry,
     })
 }
 
@@ -151,5 +155,7 @@ impl RunningGateway {
             Ok(Err(error)) => tracing::error!(%error, "audit log flush failed"),
             Err(error) => tracing::error!(%error, "audit flush task failed"),
         }
+        let telemetry = self.telemetry;
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     }
 }

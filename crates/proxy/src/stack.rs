@@ -31,7 +31,7 @@ use crate::gateway::GatewayState;
 use crate::headers;
 use crate::rate_limit::{Limit, Verdict};
 use crate::route;
-use crate::trace::TraceContext;
+use crate::trace::RequestTrace;
 use crate::upstream::{Assertions, Outbound, UpstreamError};
 
 /// The response body type every listener serves.
@@ -56,7 +56,11 @@ where
 {
     let started = Instant::now();
     let request_id = request_id(request.headers());
-    let trace = TraceContext::from_headers(request.headers());
+    let trace = RequestTrace::start(
+        state.tracer.as_ref(),
+        request.headers(),
+        request.method().as_str(),
+    );
     let mut outcome = Outcome {
         record: Record {
             time: Record::timestamp(time::OffsetDateTime::now_utc()),
@@ -92,7 +96,7 @@ where
             problem.to_response(&request_id)
         }
     };
-    finish(&state, outcome, response, &request_id).await
+    finish(&state, outcome, response, &request_id, &trace).await
 }
 
 /// Records the outcome durably, then releases the response (or 503 if the
@@ -102,6 +106,7 @@ async fn finish(
     mut outcome: Outcome,
     response: Response<ResponseBody>,
     request_id: &str,
+    trace: &RequestTrace,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
     let body_bytes = body
@@ -116,8 +121,22 @@ async fn finish(
     let code = outcome.record.reason.clone();
     let service = outcome.record.service.clone();
     let consumer = outcome.record.consumer.clone();
-    match state.audit.append(outcome.record).await {
+    let path_template = outcome.record.path_template.clone();
+    let audit_step = trace.step("tollbu.audit");
+    let appended = state.audit.append(outcome.record).await;
+    if appended.is_err() {
+        audit_step.fail("audit_unavailable");
+    }
+    drop(audit_step);
+    match appended {
         Ok(_) => {
+            trace.finish(
+                parts.status.as_u16(),
+                decision.as_str(),
+                code.as_deref(),
+                &service,
+                path_template.as_deref(),
+            );
             state.metrics.observe(
                 &service,
                 consumer.as_deref(),
@@ -133,6 +152,13 @@ async fn finish(
         }
         Err(error) => {
             tracing::error!(%error, request_id, "audit append failed; refusing to release the response");
+            trace.finish(
+                503,
+                "error",
+                Some("audit_unavailable"),
+                &service,
+                path_template.as_deref(),
+            );
             state.metrics.observe(
                 &service,
                 consumer.as_deref(),
@@ -152,7 +178,7 @@ async fn serve<B>(
     peer: SocketAddr,
     scheme: &'static str,
     request_id: &str,
-    trace: &TraceContext,
+    trace: &RequestTrace,
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, Problem>
 where
@@ -176,11 +202,12 @@ where
     // 3. authn
     let token = bearer_token(request.headers())?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let caller: VerifiedCaller = state
-        .verifier
-        .verify(token, now)
-        .await
-        .map_err(Problem::InvalidToken)?;
+    let authn_step = trace.step("tollbu.authn");
+    let caller: VerifiedCaller = state.verifier.verify(token, now).await.map_err(|fault| {
+        authn_step.fail(fault.code());
+        Problem::InvalidToken(fault)
+    })?;
+    drop(authn_step);
     outcome.record.consumer = Some(format!("0192:{}", caller.consumer));
     outcome.record.supplier = caller.supplier.as_ref().map(|s| format!("0192:{s}"));
     outcome.record.client_id = Some(caller.client_id.clone());
@@ -220,6 +247,7 @@ where
         scopes: caller.scopes.clone(),
         consents: caller.consents.clone(),
     };
+    let decide_step = trace.step("tollbu.decide");
     let decision = policies.decide(&DecisionRequest {
         caller: &policy_caller,
         service: &routed.service,
@@ -229,6 +257,7 @@ where
         purpose: purpose.as_deref(),
         now,
     });
+    drop(decide_step);
     let allow = match decision {
         Decision::Allow(allow) => allow,
         Decision::Deny(deny) => {
@@ -270,7 +299,8 @@ where
     let (parts, body) = request.into_parts();
     let body = read_request_body(body, state.limits.max_request_body_bytes, &parts.headers).await?;
     outcome.record.request_sha256 = Some(hex::encode(Sha256::digest(&body)));
-    let traceparent = trace.child_traceparent();
+    let upstream_step = trace.step("tollbu.upstream");
+    let traceparent = trace.traceparent_for(&upstream_step);
     let assertions = Assertions {
         request_id,
         traceparent: Some(&traceparent),
@@ -298,6 +328,7 @@ where
         .await
         .map_err(|error| {
             tracing::warn!(%error, request_id, service = %routed.service, "upstream call failed");
+            upstream_step.fail("upstream_error");
             match error {
                 UpstreamError::Timeout => Problem::UpstreamTimeout,
                 UpstreamError::TooLarge => Problem::UpstreamTooLarge,
@@ -306,6 +337,7 @@ where
                 }
             }
         })?;
+    drop(upstream_step);
     outcome.record.upstream_status = Some(answer.status.as_u16());
 
     // 8. minimise

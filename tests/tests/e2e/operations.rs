@@ -170,3 +170,147 @@ async fn broken_policy_reload_is_refused_and_the_old_set_keeps_serving() {
     assert_ne!(ready["policy_version"], version_before);
     assert!(ready["last_reload_error"].is_null());
 }
+
+/// A local OTLP/HTTP receiver: keeps every body POSTed to `/v1/traces`.
+async fn otlp_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&bodies);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let kept = std::sync::Arc::clone(&kept);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let kept = std::sync::Arc::clone(&kept);
+                        async move {
+                            let path = request.uri().path().to_owned();
+                            let body = request
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            if path == "/v1/traces" {
+                                kept.lock().unwrap().push(body.to_vec());
+                            }
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::new()),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), bodies)
+}
+
+#[tokio::test]
+async fn spans_reach_an_otlp_receiver_and_traceparent_reaches_the_upstream() {
+    // Upstream that records the traceparent it receives.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let _ = seen_tx.send(String::from_utf8_lossy(&buf[..n]).to_string());
+                let body = br#"{"name":{"given":"A","family":"B"}}"#;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body).await;
+            });
+        }
+    });
+    let (collector, bodies) = otlp_receiver().await;
+    let extra = format!(
+        "\n[telemetry]\notlp_endpoint = \"{collector}\"\nexport_interval_ms = 50\nservice_name = \"tollbu-e2e\"\n"
+    );
+    let mut env = Env::start(Options {
+        population_upstream: Some(upstream),
+        extra_config: extra,
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut s = String::new();
+    let mut headers = auth(&token, Some("benefit-assessment"), &mut s);
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    headers.push(("traceparent", &traceparent));
+    let answer = get(
+        &format!("{}/population/persons/{}", env.base(), example_pid(0)),
+        &headers,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+
+    let raw = seen_rx.recv().await.unwrap().to_ascii_lowercase();
+    let upstream_parent = raw
+        .lines()
+        .find_map(|l| l.strip_prefix("traceparent: "))
+        .unwrap_or_else(|| panic!("no traceparent upstream: {raw}"))
+        .trim()
+        .to_owned();
+    assert!(
+        upstream_parent.starts_with(&format!("00-{trace_id}-")),
+        "{upstream_parent}"
+    );
+    let upstream_span_id = upstream_parent.split('-').nth(2).unwrap().to_owned();
+    assert_ne!(
+        upstream_span_id, "00f067aa0ba902b7",
+        "the upstream's parent is our span, not the caller's"
+    );
+
+    env.stop_gateway().await; // flushes the exporter
+    let exported: Vec<u8> = bodies.lock().unwrap().concat();
+    let contains = |needle: &[u8]| exported.windows(needle.len()).any(|w| w == needle);
+    for name in [
+        "tollbu.request",
+        "tollbu.authn",
+        "tollbu.decide",
+        "tollbu.upstream",
+        "tollbu.audit",
+        "tollbu-e2e",
+    ] {
+        assert!(
+            contains(name.as_bytes()),
+            "span or service `{name}` not exported ({} bytes)",
+            exported.len()
+        );
+    }
+    assert!(
+        contains(&hex::decode(trace_id).unwrap()),
+        "the caller's trace id is kept"
+    );
+    assert!(
+        contains(&hex::decode(&upstream_span_id).unwrap()),
+        "the upstream span is the one the registry saw"
+    );
+    assert!(
+        !contains(example_pid(0).as_bytes()),
+        "no identity number in spans"
+    );
+
+    let report = tollbu_audit::tooling::query(&env.audit_dir(), &Query::default(), None, true);
+    assert!(
+        report
+            .text
+            .contains(&format!("\"trace_id\":\"{trace_id}\"")),
+        "trace id in the audit record: {}",
+        report.text
+    );
+}

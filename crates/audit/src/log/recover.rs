@@ -185,7 +185,7 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
     }
 
     let mut index = IndexWriter::default();
-    let from = watermark(dir).min(size);
+    let from = watermark(dir).seq.min(size);
     for_each_in_range(&segments, from, size, |seq, offset, seg, bytes| {
         let rec = decode(bytes)?.record;
         let loc = Location {

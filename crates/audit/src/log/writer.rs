@@ -387,7 +387,14 @@ impl Writer {
         };
         append_history(&self.dir, &note)?;
         write_atomic(&self.dir.join("checkpoint"), note.as_bytes())?;
-        self.index.flush(&self.dir, size)?;
+        self.index.flush(
+            &self.dir,
+            crate::index::Watermark {
+                seq: size,
+                segment: self.seg_first,
+                offset: self.seg_len,
+            },
+        )?;
         Ok(note)
     }
 

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::Report;
 use crate::error::AuditError;
-use crate::index::{IndexKind, lookup, watermark};
+use crate::index::{IndexKind, Watermark, lookup, watermark};
 use crate::pseudonym::Pseudonymiser;
 use crate::record::{Decision, StoredRecord, decode, parse_time};
 use crate::segment::{
@@ -114,7 +114,7 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
     let scan_from = match indexed {
         Some(locs) => {
             let wm = watermark(dir);
-            for loc in locs.into_iter().filter(|l| l.seq < wm) {
+            for loc in locs.into_iter().filter(|l| l.seq < wm.seq) {
                 let path = seg_dir.join(segment_name(loc.segment));
                 if !path.exists() {
                     pruned += 1;
@@ -126,9 +126,9 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
                     found.push((rec, bytes));
                 }
             }
-            wm
+            Some(wm)
         }
-        None => 0,
+        None => None,
     };
     scan_tail(&segments, scan_from, |bytes| {
         let rec = decode(bytes)?;
@@ -140,24 +140,39 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
     Ok((found, pruned))
 }
 
-/// Visits records from `from` to the end of the log. A partial frame at the very end is where a live
-/// writer is appending (or a crash left it), so it ends the scan instead of failing it.
+/// Visits records from the watermark (or the start) to the end of the log. A partial frame at the
+/// very end is where a live writer is appending (or a crash left it), so it ends the scan instead
+/// of failing it.
 fn scan_tail(
     segments: &[SegmentInfo],
-    from: u64,
+    from: Option<Watermark>,
     mut f: impl FnMut(&[u8]) -> Result<(), AuditError>,
 ) -> Result<(), AuditError> {
-    let start = segments
-        .partition_point(|s| s.first_seq <= from)
-        .saturating_sub(1);
+    let from_seq = from.map_or(0, |w| w.seq);
+    // Jump to the watermark's byte position when its segment is still there; otherwise count
+    // frames from the start of the segment holding record `from_seq`.
+    let positioned = from.and_then(|w| {
+        segments
+            .iter()
+            .position(|s| s.first_seq == w.segment && w.segment <= w.seq)
+            .map(|i| (i, w.offset, w.seq))
+    });
+    let start = match positioned {
+        Some((i, _, _)) => i,
+        None => segments
+            .partition_point(|s| s.first_seq <= from_seq)
+            .saturating_sub(1),
+    };
     for (i, seg) in segments.iter().enumerate().skip(start) {
         let last = i + 1 == segments.len();
-        let mut r = FrameReader::open(&seg.path)?;
-        let mut seq = seg.first_seq;
+        let (mut r, mut seq) = match positioned {
+            Some((p, offset, seq)) if p == i => (FrameReader::open_at(&seg.path, offset)?, seq),
+            _ => (FrameReader::open(&seg.path)?, seg.first_seq),
+        };
         loop {
             match r.next_frame().map_err(AuditError::io(&seg.path))? {
                 FrameRead::Frame { payload, .. } => {
-                    if seq >= from {
+                    if seq >= from_seq {
                         f(&payload)?;
                     }
                     seq += 1;

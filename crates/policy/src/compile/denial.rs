@@ -58,6 +58,17 @@ pub(super) fn compile_denial(
     let operations = match &d.operations {
         None => Some(None),
         Some(ops) => {
+            if ops.get_ref().is_empty() {
+                diags.error(
+                    src,
+                    &ops.span(),
+                    "`operations` is an empty list",
+                    Some(
+                        "list the operations denied, or omit `operations` to deny them all".into(),
+                    ),
+                );
+                ok = false;
+            }
             let mut out = Vec::new();
             for o in ops.get_ref() {
                 if service.operations.iter().any(|x| x.id == *o.get_ref()) {

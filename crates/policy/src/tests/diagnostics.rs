@@ -221,3 +221,17 @@ fn service_declarations_are_validated() {
         ]
     );
 }
+
+#[test]
+fn denials_must_name_someone_and_something() {
+    let denial =
+        "[[denial]]\nid = \"d\"\nservice = \"population\"\noperations = []\nreason = \"r\"\n";
+    let d = diags(&format!("{GRANT}{denial}"));
+    assert_eq!(
+        d,
+        [
+            "g.toml:13:6: error: denial `d` names no consumer and no supplier\n  help: add `consumer = [\"<orgno>\"]` or `supplier = [\"<orgno>\"]`",
+            "g.toml:15:14: error: `operations` is an empty list\n  help: list the operations denied, or omit `operations` to deny them all",
+        ]
+    );
+}
