@@ -314,4 +314,28 @@ mod tests {
             .unwrap();
         assert_eq!(cp.extensions, vec!["ext".to_string()]);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_input_never_panics(text in "\\PC*", raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let s = signer("tollbu.example/a");
+            let v = NoteVerifier::parse(&s.verifier_key()).unwrap();
+            let _ = open_checkpoint(&text, &v);
+            let _ = NoteVerifier::parse(&text);
+            let lossy = String::from_utf8_lossy(&raw);
+            let _ = open_checkpoint(&lossy, &v);
+            // A real note with its body bytes mutated never verifies.
+            let note = s.sign(8, &[1u8; 32]);
+            if let Some(&b) = raw.first() {
+                let mut bytes = note.clone().into_bytes();
+                let at = usize::from(b) % 40;
+                bytes[at] ^= 0x20;
+                if let Ok(m) = String::from_utf8(bytes) {
+                    if m != note {
+                        proptest::prop_assert!(open_checkpoint(&m, &v).is_err());
+                    }
+                }
+            }
+        }
+    }
 }

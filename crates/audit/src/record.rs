@@ -36,6 +36,20 @@ impl Decision {
     }
 }
 
+impl std::str::FromStr for Decision {
+    type Err = AuditError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "allow" => Ok(Decision::Allow),
+            "deny" => Ok(Decision::Deny),
+            "error" => Ok(Decision::Error),
+            other => Err(AuditError::BadRequest(format!(
+                "decision `{other}` is not allow, deny or error"
+            ))),
+        }
+    }
+}
+
 /// One decided request. The log assigns `seq`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -216,5 +230,12 @@ mod tests {
     fn timestamp_format() {
         let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
         assert_eq!(Record::timestamp(t), "2023-11-14T22:13:20.123Z");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoder(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let _ = decode(&raw);
+        }
     }
 }

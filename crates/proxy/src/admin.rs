@@ -100,6 +100,27 @@ async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>
                 &json!({"reloaded": false, "error": error.to_string()}),
             ),
         },
+        (&Method::GET, path) if path.starts_with("/audit/tile/") => {
+            match parse_tile_path(&path["/audit/tile/".len()..]) {
+                Some((level, n, width)) => match state.audit.tile(level, n, width) {
+                    Ok(bytes) => {
+                        let mut response = Response::new(Full::new(Bytes::from(bytes)));
+                        response.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/octet-stream"),
+                        );
+                        response
+                    }
+                    Err(error) => {
+                        json_response(StatusCode::NOT_FOUND, &json!({"error": error.to_string()}))
+                    }
+                },
+                None => json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "not a tlog-tiles path"}),
+                ),
+            }
+        }
         _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
     }
 }
@@ -234,6 +255,36 @@ fn metrics(live: &Live, state: &GatewayState) -> Response<Full<Bytes>> {
     )
 }
 
+/// Width of a full tile (C2SP tlog-tiles).
+const TILE_WIDTH: u64 = 256;
+
+/// Parses `<L>/<N>[.p/<W>]` where `N` is written in 3-digit groups, all but
+/// the last prefixed `x` (C2SP tlog-tiles), into (level, index, width).
+fn parse_tile_path(path: &str) -> Option<(u8, u64, u64)> {
+    let (path, width) = match path.split_once(".p/") {
+        Some((head, w)) => {
+            let width: u64 = w.parse().ok().filter(|w| (1..TILE_WIDTH).contains(w))?;
+            (head, width)
+        }
+        None => (path, TILE_WIDTH),
+    };
+    let mut segments = path.split('/');
+    let level: u8 = segments.next()?.parse().ok().filter(|l| *l <= 63)?;
+    let groups: Vec<&str> = segments.collect();
+    let (last, leading) = groups.split_last()?;
+    let three_digits = |g: &str| g.len() == 3 && g.bytes().all(|b| b.is_ascii_digit());
+    let mut n: u64 = 0;
+    for group in leading {
+        let digits = group.strip_prefix('x').filter(|g| three_digits(g))?;
+        n = n.checked_mul(1000)?.checked_add(digits.parse().ok()?)?;
+    }
+    if !three_digits(last) {
+        return None;
+    }
+    n = n.checked_mul(1000)?.checked_add(last.parse().ok()?)?;
+    Some((level, n, width))
+}
+
 fn param(query: &str, name: &str) -> Option<u64> {
     form_urlencoded_pairs(query)
         .find(|(k, _)| *k == name)
@@ -266,4 +317,26 @@ fn text_response(
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_tile_path;
+
+    #[test]
+    fn tile_paths_follow_c2sp_tlog_tiles() {
+        assert_eq!(parse_tile_path("0/000"), Some((0, 0, 256)));
+        assert_eq!(
+            parse_tile_path("0/x001/x234/067"),
+            Some((0, 1_234_067, 256))
+        );
+        assert_eq!(parse_tile_path("1/005.p/17"), Some((1, 5, 17)));
+        assert_eq!(parse_tile_path("0/5"), None);
+        assert_eq!(parse_tile_path("0/x001"), None);
+        assert_eq!(parse_tile_path("0/001/002"), None);
+        assert_eq!(parse_tile_path("0/000.p/256"), None);
+        assert_eq!(parse_tile_path("0/000.p/0"), None);
+        assert_eq!(parse_tile_path("64/000"), None);
+        assert_eq!(parse_tile_path("../000"), None);
+    }
 }

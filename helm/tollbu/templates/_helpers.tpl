@@ -195,6 +195,15 @@ pseudonym_key = "/etc/tollbu/audit-keys/pseudonym.key"
 durability = {{ $c.audit.durability | toJson }}
 checkpoint_every = {{ int64 $c.audit.checkpointEvery }}
 checkpoint_interval_secs = {{ int64 $c.audit.checkpointIntervalSecs }}
+{{- with $c.telemetry }}
+{{- if .otlpEndpoint }}
+
+[telemetry]
+otlp_endpoint = {{ .otlpEndpoint | toJson }}
+service_name = {{ .serviceName | toJson }}
+export_interval_ms = {{ int64 .exportIntervalMs }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* The config actually mounted. */}}

@@ -168,3 +168,85 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+#[tokio::test]
+async fn an_outsider_verifies_a_record_from_the_admin_endpoints_alone() {
+    use tollbu_audit::checkpoint::{parse_checkpoint_body, verify_note};
+    use tollbu_audit::{InclusionProof, NoteVerifier};
+    let env = Env::start(Options::default()).await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let mut s = String::new();
+    for i in 0..3 {
+        let answer = get(
+            &format!("{}/population/persons/{}", env.base(), example_pid(i)),
+            &auth(&token, Some("benefit-assessment"), &mut s),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    // The test config checkpoints every second.
+    let verifier_key = std::fs::read_to_string(env.audit_dir().join("verifier-key")).unwrap();
+    let verifier = NoteVerifier::parse(&verifier_key).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let checkpoint = loop {
+        let note = get(&format!("{}/audit/checkpoint", env.admin()), &[]).await;
+        if note.status == StatusCode::OK {
+            let text = String::from_utf8(note.body.to_vec()).unwrap();
+            let body = verify_note(&text, &verifier).expect("checkpoint signature verifies");
+            let checkpoint = parse_checkpoint_body(body).unwrap();
+            if checkpoint.size >= 3 {
+                break checkpoint;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint of size 3"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(checkpoint.origin, "tollbu.example/test/gateway-0");
+
+    let proof = get(
+        &format!(
+            "{}/audit/proof/inclusion?index=1&size={}",
+            env.admin(),
+            checkpoint.size
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        proof.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&proof.body)
+    );
+    let proof: InclusionProof = serde_json::from_slice(&proof.body).unwrap();
+    assert_eq!(proof.root, checkpoint.root);
+    // The leaf hash the proof is about is the one published in the level-0 tile.
+    let tile_path = if checkpoint.size < 256 {
+        format!("0/000.p/{}", checkpoint.size)
+    } else {
+        "0/000".to_owned()
+    };
+    let tile = get(&format!("{}/audit/tile/{tile_path}", env.admin()), &[]).await;
+    assert_eq!(tile.status, StatusCode::OK);
+    assert_eq!(tile.body.len() as u64, 32 * checkpoint.size.min(256));
+    assert_eq!(&tile.body[32..64], &proof.leaf_hash[..]);
+    assert!(tollbu_audit::tree::verify_inclusion(
+        &proof.leaf_hash,
+        1,
+        checkpoint.size,
+        &proof.path,
+        &checkpoint.root
+    ));
+    let mut forged = proof.leaf_hash;
+    forged[0] ^= 1;
+    assert!(!tollbu_audit::tree::verify_inclusion(
+        &forged,
+        1,
+        checkpoint.size,
+        &proof.path,
+        &checkpoint.root
+    ));
+}

@@ -2,8 +2,11 @@
 //! per capability.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod adversarial_tokens;
 mod audit_trail;
+mod faults;
 mod gateway;
+mod http_abuse;
 mod operations;
 mod policy_decisions;
 mod tokens;

@@ -32,20 +32,6 @@ pub struct Query {
     pub to: Option<String>,
 }
 
-impl std::str::FromStr for Decision {
-    type Err = AuditError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "allow" => Ok(Decision::Allow),
-            "deny" => Ok(Decision::Deny),
-            "error" => Ok(Decision::Error),
-            other => Err(AuditError::BadRequest(format!(
-                "decision `{other}` is not allow, deny or error"
-            ))),
-        }
-    }
-}
-
 struct Filter {
     pseudonym: Option<String>,
     consumer: Option<String>,
