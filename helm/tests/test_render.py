@@ -299,8 +299,9 @@ def test_hpa_is_off_by_default_and_owns_replicas_when_on():
 def test_service_monitor_follows_the_api_or_the_override():
     assert "ServiceMonitor" not in kinds(render())
     detected = render("--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
+    detected_group = render("--api-versions", "monitoring.coreos.com/v1")
     forced = render("--set", "metrics.serviceMonitor.force=true")
-    for docs in (detected, forced):
+    for docs in (detected, detected_group, forced):
         sm = only(docs, "ServiceMonitor")
         admin = only(docs, "Service", f"{FULLNAME}-admin")
         assert sm["spec"]["selector"]["matchLabels"].items() <= admin["metadata"]["labels"].items()

@@ -815,14 +815,15 @@ impl JwksStub {
             while let Ok((stream, _)) = l.accept().await {
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    shared.fetches.fetch_add(1, Ordering::SeqCst);
                     match shared.mode.load(Ordering::SeqCst) {
                         4 => {
+                            shared.fetches.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
                             drop(stream);
                             return;
                         }
                         5 => {
+                            shared.fetches.fetch_add(1, Ordering::SeqCst);
                             drop(stream);
                             return;
                         }
@@ -832,9 +833,13 @@ impl JwksStub {
                         hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
                             let shared = shared.clone();
                             async move {
+                                shared.fetches.fetch_add(1, Ordering::SeqCst);
                                 let real_url =
                                     shared.real.lock().map(|u| u.clone()).unwrap_or_default();
                                 let (status, body) = match shared.mode.load(Ordering::SeqCst) {
+                                    0 if real_url.is_empty() => {
+                                        (StatusCode::SERVICE_UNAVAILABLE, Bytes::new())
+                                    }
                                     0 => {
                                         let answer = get(&real_url, &[]).await;
                                         (answer.status, answer.body)
@@ -901,6 +906,8 @@ pub async fn start_second_issuer() -> IssuerHandle {
         .await,
         "second issuer",
     );
+    // Twice, so the demo key it started with is no longer published.
+    ok(issuer.rotate_signing_key(), "second issuer key");
     ok(issuer.rotate_signing_key(), "second issuer key");
     issuer
 }

@@ -1,6 +1,7 @@
 //! What `tollbu audit …` runs, against a log directory on disk (read-only; safe beside a live writer).
 //! Each function returns text and a verdict; the binary only prints and picks the exit code.
 
+pub mod browse;
 mod query;
 mod verify;
 

@@ -38,7 +38,12 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let live = Arc::clone(&live);
-                async move { Ok::<_, Infallible>(route(&live, &request).await) }
+                async move {
+                    if request.uri().path().starts_with("/console") {
+                        return Ok(crate::console::handle(&live, request).await);
+                    }
+                    Ok::<_, Infallible>(route(&live, &request).await)
+                }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -54,6 +59,11 @@ async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::GET, "/readyz") => readiness(live, &state),
         (&Method::GET, "/metrics") => metrics(live, &state),
+        (&Method::GET, "/audit/verifier-key") => text_response(
+            StatusCode::OK,
+            format!("{}\n", state.audit.verifier_key()),
+            "text/plain; charset=utf-8",
+        ),
         (&Method::GET, "/audit/checkpoint") => match state.audit.latest_checkpoint() {
             Some(note) => text_response(StatusCode::OK, note, "text/plain; charset=utf-8"),
             None => json_response(

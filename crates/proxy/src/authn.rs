@@ -172,6 +172,14 @@ impl TokenVerifier {
         if token.len() > self.max_token_bytes {
             return Err(TokenFault::TooLarge);
         }
+        // A compact JWS is base64url segments and dots; anything else (spaces,
+        // padding, standard base64) is refused before it is counted as JWE.
+        if !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(TokenFault::Malformed);
+        }
         let parts: Vec<&str> = token.split('.').collect();
         match parts.len() {
             3 => {}

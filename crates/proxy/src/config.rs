@@ -47,6 +47,8 @@ pub struct Config {
     pub audit: AuditSection,
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    #[serde(default)]
+    pub console: ConsoleSection,
     #[serde(skip)]
     pub base_dir: PathBuf,
 }
@@ -222,6 +224,41 @@ impl Default for TelemetrySection {
     }
 }
 
+/// The security officer console on the admin listener (`/console`); off by default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    pub enabled: bool,
+    /// Who may log in; passwords are stored only as salted PBKDF2 hashes.
+    pub users: Vec<ConsoleUser>,
+    /// A session ends this long after login, whatever happens.
+    pub session_ttl_secs: u64,
+    /// … or after this long without a request.
+    pub idle_timeout_secs: u64,
+    /// Mark the session cookie `Secure` (when a TLS-terminating proxy fronts the admin port).
+    pub cookie_secure: bool,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        ConsoleSection {
+            enabled: false,
+            users: Vec::new(),
+            session_ttl_secs: 8 * 3600,
+            idle_timeout_secs: 1800,
+            cookie_secure: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleUser {
+    pub name: Spanned<String>,
+    /// `$pbkdf2-sha256$i=<iterations>,l=32$<base64 salt>$<base64 hash>` (PHC string format).
+    pub password_hash: Spanned<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoliciesSection {
@@ -352,6 +389,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_console(&at)?;
         if !matches!(self.audit.durability.as_str(), "fsync" | "relaxed") {
             return Err(at(
                 0..0,
@@ -360,6 +398,48 @@ impl Config {
                     self.audit.durability
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_console(
+        &self,
+        at: &impl Fn(std::ops::Range<usize>, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let console = &self.console;
+        if console.enabled && console.users.is_empty() {
+            return Err(at(
+                0..0,
+                "`console.enabled` needs at least one entry in `console.users`".into(),
+            ));
+        }
+        if console.session_ttl_secs == 0 || console.idle_timeout_secs == 0 {
+            return Err(at(
+                0..0,
+                "`console.session_ttl_secs` and `console.idle_timeout_secs` must be above 0".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for user in &console.users {
+            let name = user.name.get_ref();
+            let valid = (1..=64).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
+            if !valid {
+                return Err(at(
+                    user.name.span(),
+                    format!("console user `{name}`: use 1-64 letters, digits, `.`, `_`, `@`, `-`"),
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err(at(
+                    user.name.span(),
+                    format!("console user `{name}` is defined twice"),
+                ));
+            }
+            crate::console::auth::PasswordHash::parse(user.password_hash.get_ref())
+                .map_err(|m| at(user.password_hash.span(), m))?;
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::tls::{TlsError, load_certs, load_private_key};
 
 /// The body type we send upstream: streamed, boxed.
-pub type OutboundBody = BoxBody<Bytes, hyper::Error>;
+pub type OutboundBody = BoxBody<Bytes, crate::body::BodyError>;
 /// A pooled client for one trust configuration.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, OutboundBody>;
 

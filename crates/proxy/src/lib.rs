@@ -11,7 +11,9 @@
 
 pub mod admin;
 pub mod authn;
+pub mod body;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod gateway;
 pub mod headers;

@@ -77,6 +77,11 @@ impl Live {
         read(&self.state)
     }
 
+    /// The configuration in force (a clone; the console reads its section per request).
+    pub fn config(&self) -> Config {
+        read(&self.config)
+    }
+
     /// The TLS configuration new connections get.
     pub fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.tls.as_ref().map(read)

@@ -20,12 +20,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
 use tollbu_audit::{Decision as AuditDecision, Record};
 use tollbu_policy::{Decision, DecisionRequest, OperationMatch};
 
 use crate::authn::VerifiedCaller;
+use crate::body::HashingBody;
 use crate::error::{Problem, TokenFault};
 use crate::gateway::GatewayState;
 use crate::headers;
@@ -51,7 +52,7 @@ pub async fn handle<B>(
     scheme: &'static str,
 ) -> Response<ResponseBody>
 where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let started = Instant::now();
@@ -182,7 +183,7 @@ async fn serve<B>(
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, Problem>
 where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     // 2. route
@@ -297,8 +298,9 @@ where
 
     // 7. forward
     let (parts, body) = request.into_parts();
-    let body = read_request_body(body, state.limits.max_request_body_bytes, &parts.headers).await?;
-    outcome.record.request_sha256 = Some(hex::encode(Sha256::digest(&body)));
+    check_declared_length(&parts.headers, state.limits.max_request_body_bytes)?;
+    let (body, body_digest) = HashingBody::new(body, state.limits.max_request_body_bytes);
+    let body = body.boxed();
     let upstream_step = trace.step("tollbu.upstream");
     let traceparent = trace.traceparent_for(&upstream_step);
     let assertions = Assertions {
@@ -329,6 +331,9 @@ where
         .map_err(|error| {
             tracing::warn!(%error, request_id, service = %routed.service, "upstream call failed");
             upstream_step.fail("upstream_error");
+            if body_digest.exceeded() {
+                return Problem::PayloadTooLarge;
+            }
             match error {
                 UpstreamError::Timeout => Problem::UpstreamTimeout,
                 UpstreamError::TooLarge => Problem::UpstreamTooLarge,
@@ -338,6 +343,7 @@ where
             }
         })?;
     drop(upstream_step);
+    outcome.record.request_sha256 = body_digest.sha256();
     outcome.record.upstream_status = Some(answer.status.as_u16());
 
     // 8. minimise
@@ -425,15 +431,8 @@ fn request_id(headers: &http::HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-async fn read_request_body<B>(
-    body: B,
-    limit: usize,
-    headers: &http::HeaderMap,
-) -> Result<Bytes, Problem>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+/// Refuses a body whose declared length is over the limit, before any byte is forwarded.
+fn check_declared_length(headers: &http::HeaderMap, limit: usize) -> Result<(), Problem> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -441,15 +440,5 @@ where
     if declared.is_some_and(|len| len > limit) {
         return Err(Problem::PayloadTooLarge);
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error)
-            if error
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(Problem::PayloadTooLarge)
-        }
-        Err(_) => Err(Problem::BadRequest("the request body could not be read")),
-    }
+    Ok(())
 }

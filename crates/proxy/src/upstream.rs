@@ -12,10 +12,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 
 use crate::headers::{self as names, HOP_BY_HOP, VERIFIED_PREFIX};
-use crate::http_client::HttpClient;
+use crate::http_client::{HttpClient, OutboundBody};
 
 /// One configured registry.
 pub struct Upstream {
@@ -56,7 +56,7 @@ pub struct Outbound<'a> {
     pub rest: &'a str,
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
-    pub body: Bytes,
+    pub body: OutboundBody,
 }
 
 /// Identity and context the gateway asserts to the registry.
@@ -117,7 +117,7 @@ impl Upstream {
         let mut request = Request::builder()
             .method(method)
             .uri(target)
-            .body(Full::new(body).map_err(|never| match never {}).boxed())
+            .body(body)
             .map_err(|e| UpstreamError::Build(e.to_string()))?;
         *request.headers_mut() = outbound_headers(incoming, assertions);
         let exchange = async {

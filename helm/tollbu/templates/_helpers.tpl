@@ -105,7 +105,8 @@ app.kubernetes.io/component: gateway
 {{/* Whether the ServiceMonitor is rendered. */}}
 {{- define "tollbu.serviceMonitor" -}}
 {{- if .Values.metrics.serviceMonitor.enabled }}
-{{- if or .Values.metrics.serviceMonitor.force (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/ServiceMonitor") }}true{{ end }}
+{{- $api := .Capabilities.APIVersions }}
+{{- if or .Values.metrics.serviceMonitor.force ($api.Has "monitoring.coreos.com/v1/ServiceMonitor") ($api.Has "monitoring.coreos.com/v1") }}true{{ end }}
 {{- end }}
 {{- end }}
 

@@ -287,3 +287,137 @@ async fn admin_reports_health_readiness_and_metrics() {
     let text = String::from_utf8_lossy(&metrics.body).to_string();
     assert!(text.contains("tollbu_requests_total{service=\"population\",consumer=\"none\",decision=\"deny\",reason=\"missing_token\",status=\"401\"} 1"), "{text}");
 }
+
+const NOTES_POLICY: &str = r#"
+[service]
+id = "population"
+subject = { param = "pid", kind = "national-identity-number" }
+fields = ["received"]
+
+[[service.operation]]
+id = "add-note"
+method = "POST"
+path = "/persons/{pid}/notes"
+
+[[grant]]
+id = "notes"
+consumer = ["310000019"]
+scopes = ["demo:population"]
+operations = ["add-note"]
+purposes = ["benefit-assessment"]
+legal_basis = "Test basis"
+fields = ["received"]
+valid_from = 2024-01-01T00:00:00Z
+valid_to = 2030-12-31T23:59:59Z
+"#;
+
+#[tokio::test]
+async fn request_bodies_stream_to_the_upstream_hashed_and_bounded() {
+    use http_body_util::BodyExt;
+    use sha2::Digest;
+    // Upstream that reads the whole body and answers with its length.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |request: http::Request<hyper::body::Incoming>| async move {
+                        let body = request
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let json = format!("{{\"received\":{}}}", body.len());
+                        let mut response = http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(json),
+                        ));
+                        response.headers_mut().insert(
+                            "content-type",
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, std::convert::Infallible>(response)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("population.toml"), NOTES_POLICY).unwrap();
+    let mut env = Env::start(Options {
+        population_upstream: Some(upstream),
+        policies: Some(dir.path().to_path_buf()),
+        extra_config: String::new(),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let url = format!("{}/population/persons/{}/notes", env.base(), example_pid(0));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::Full<bytes::Bytes>>(
+        hyper_util::client::legacy::connect::HttpConnector::new(),
+    );
+    let send = |body: Vec<u8>, declare_length: bool| {
+        let mut builder = http::Request::post(&url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("tollbu-purpose", "benefit-assessment");
+        if !declare_length {
+            builder = builder.header("transfer-encoding", "chunked");
+        }
+        let request = builder
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let client = client.clone();
+        async move {
+            let response = client.request(request).await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, body)
+        }
+    };
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let (status, body) = send(payload.clone(), true).await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    assert_eq!(&body[..], b"{\"received\":100000}");
+    let (status, _) = send(vec![b'x'; 2 << 20], true).await;
+    assert_eq!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "declared length over the 1 MiB default"
+    );
+    let (status, _) = send(vec![b'x'; 2 << 20], false).await;
+    assert_eq!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "chunked body cut off mid-stream"
+    );
+
+    env.stop_gateway().await;
+    let report = tollbu_audit::tooling::query(
+        &env.audit_dir(),
+        &tollbu_audit::tooling::Query::default(),
+        None,
+        true,
+    );
+    let expected = hex::encode(sha2::Sha256::digest(&payload));
+    assert!(
+        report
+            .text
+            .contains(&format!("\"request_sha256\":\"{expected}\"")),
+        "{}",
+        report.text
+    );
+    assert_eq!(
+        report
+            .text
+            .matches("\"reason\":\"payload_too_large\"")
+            .count(),
+        2,
+        "{}",
+        report.text
+    );
+}

@@ -1,1 +1,761 @@
-//! placeholder
+//! HTTP-level abuse: oversized and too many headers, slowloris, request
+//! smuggling probes, absolute-form targets and Host tricks, path traversal in
+//! every encoding, HTTP/2 rapid reset and stream floods, huge bodies, and the
+//! connection cap. During each attack a well-behaved client keeps being served.
+//!
+//! Raw TCP (and hand-built HTTP/2 frames) are used where a real client
+//! library would refuse to send the attack.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tollbu_tests::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A good request over a fresh connection; must be 200.
+async fn assert_still_served(env: &Env, token: &str) {
+    let mut s = String::new();
+    let answer = get(
+        &format!("{}/population/persons/{}", env.base(), example_pid(0)),
+        &auth(token, Some("benefit-assessment"), &mut s),
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "a well-behaved client must be served during the attack: {:?}",
+        answer.body
+    );
+}
+
+fn request_head(path: &str, token: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer {token}\r\ntollbu-purpose: benefit-assessment\r\n{extra}"
+    )
+}
+
+async fn env_with_recorder(options: Options) -> (Env, RecordingUpstream, String) {
+    let upstream = RecordingUpstream::start(UpstreamBehaviour::Person).await;
+    let env = Env::start(Options {
+        population_upstream: Some(upstream.url.clone()),
+        ..options
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    (env, upstream, token)
+}
+
+#[tokio::test]
+async fn oversized_and_too_many_headers_get_431() {
+    let (env, upstream, token) = env_with_recorder(Options::default()).await;
+    let addr = addr_of(&env.base());
+    let path = format!("/population/persons/{}", example_pid(0));
+
+    // One header larger than max_header_bytes (32 KiB).
+    let big = format!(
+        "{}x-big: {}\r\n\r\n",
+        request_head(&path, &token, ""),
+        "a".repeat(40_000)
+    );
+    let attack = tokio::spawn(async move { raw_exchange(addr, big.as_bytes(), WAIT).await });
+    assert_still_served(&env, &token).await;
+    let outcome = attack.await.unwrap();
+    assert_eq!(outcome.statuses(), [431], "{}", outcome.text());
+    assert!(outcome.closed, "connection closed after 431");
+
+    // More headers than max_header_count (100).
+    let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let request = format!("{}{many}\r\n", request_head(&path, &token, ""));
+    let outcome = raw_exchange(addr, request.as_bytes(), WAIT).await;
+    assert_eq!(outcome.statuses(), [431], "{}", outcome.text());
+    assert!(outcome.closed);
+
+    // Just under both limits is served.
+    let fine: String = (0..90).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let request = format!(
+        "{}{fine}connection: close\r\n\r\n",
+        request_head(&path, &token, "")
+    );
+    let outcome = raw_exchange(addr, request.as_bytes(), WAIT).await;
+    assert_eq!(outcome.statuses(), [200], "{}", outcome.text());
+    assert_eq!(
+        upstream.seen().len(),
+        2,
+        "only the good requests reached the registry"
+    );
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_off_at_the_header_read_timeout() {
+    let (env, upstream, token) = env_with_recorder(Options {
+        limits: "header_read_timeout_ms = 400\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let addr = addr_of(&env.base());
+    let request = format!(
+        "{}\r\n",
+        request_head(
+            &format!("/population/persons/{}", example_pid(0)),
+            &token,
+            ""
+        )
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let attacker = tokio::spawn(async move {
+        // One byte every 50 ms: the whole head would take ~60 s.
+        let mut sent = 0;
+        for byte in request.as_bytes() {
+            if stream.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if sent % 10 == 0 {
+                let mut probe = [0u8; 512];
+                match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut probe)).await
+                {
+                    Ok(Ok(0)) | Ok(Err(_)) => return (sent, Vec::new(), true),
+                    Ok(Ok(n)) => return (sent, probe[..n].to_vec(), true),
+                    Err(_) => {}
+                }
+            }
+        }
+        (sent, Vec::new(), false)
+    });
+    for _ in 0..3 {
+        assert_still_served(&env, &token).await;
+    }
+    let (sent, answer, cut_off) = tokio::time::timeout(Duration::from_secs(30), attacker)
+        .await
+        .expect("attacker loop ends")
+        .unwrap();
+    assert!(
+        cut_off,
+        "a slowloris client must be disconnected (sent {sent} bytes)"
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "closed, or 408: {text}"
+    );
+    assert_eq!(
+        upstream.seen().len(),
+        3,
+        "the slow request never reached the registry"
+    );
+}
+
+#[tokio::test]
+async fn smuggling_probes_are_refused_or_reframed_and_never_forwarded_unseen() {
+    let (env, upstream, token) = env_with_recorder(Options::default()).await;
+    let addr = addr_of(&env.base());
+    let victim = format!("/population/persons/{}", example_pid(0));
+    // The smuggled request has no token and names another person: if it ever
+    // reached the registry, the registry would see it without our identity headers.
+    let smuggled = format!(
+        "GET /persons/{} HTTP/1.1\r\nhost: registry\r\n\r\n",
+        example_pid(1)
+    );
+    let head = |extra: &str| request_head(&victim, &token, extra);
+    let chunked_body = format!("0\r\n\r\n{smuggled}");
+    let probes: Vec<(&str, String)> = vec![
+        (
+            "CL.TE",
+            format!(
+                "{}content-length: {}\r\ntransfer-encoding: chunked\r\n\r\n{chunked_body}",
+                head(""),
+                5
+            ),
+        ),
+        (
+            "TE.CL",
+            format!(
+                "{}transfer-encoding: chunked\r\ncontent-length: 4\r\n\r\n{chunked_body}",
+                head("")
+            ),
+        ),
+        (
+            "TE obfuscated (xchunked)",
+            format!(
+                "{}transfer-encoding: xchunked\r\n\r\n{chunked_body}",
+                head("")
+            ),
+        ),
+        (
+            "TE obfuscated (chunked, identity)",
+            format!(
+                "{}transfer-encoding: chunked, identity\r\n\r\n{chunked_body}",
+                head("")
+            ),
+        ),
+        (
+            "TE twice (chunked then identity)",
+            format!(
+                "{}transfer-encoding: chunked\r\ntransfer-encoding: identity\r\n\r\n{chunked_body}",
+                head("")
+            ),
+        ),
+        (
+            "TE with space before colon",
+            format!(
+                "{}transfer-encoding : chunked\r\n\r\n{chunked_body}",
+                head("")
+            ),
+        ),
+        (
+            "TE with vertical tab",
+            format!(
+                "{}transfer-encoding:\x0bchunked\r\n\r\n{chunked_body}",
+                head("")
+            ),
+        ),
+        (
+            "TE line-folded",
+            format!(
+                "{}transfer-encoding:\r\n chunked\r\n\r\n{chunked_body}",
+                head("")
+            ),
+        ),
+        (
+            "duplicate content-length",
+            format!(
+                "{}content-length: 0\r\ncontent-length: {}\r\n\r\n{smuggled}",
+                head(""),
+                smuggled.len()
+            ),
+        ),
+        (
+            "content-length list",
+            format!("{}content-length: 0, 5\r\n\r\n{smuggled}", head("")),
+        ),
+        (
+            "content-length with sign",
+            format!("{}content-length: +0\r\n\r\n{smuggled}", head("")),
+        ),
+        (
+            "chunk size overflow",
+            format!(
+                "{}transfer-encoding: chunked\r\n\r\nffffffffffffffffff\r\n{smuggled}",
+                head("")
+            ),
+        ),
+        (
+            "bare LF line endings",
+            format!(
+                "GET {victim} HTTP/1.1\nhost: gateway\nauthorization: Bearer {token}\ntollbu-purpose: benefit-assessment\ntransfer-encoding: chunked\n\n0\n\n{smuggled}"
+            ),
+        ),
+    ];
+    let mut report = Vec::new();
+    let mut answered_ok = 0;
+    for (name, bytes) in &probes {
+        let attack = raw_exchange(addr, bytes.as_bytes(), Duration::from_secs(3));
+        let (outcome, ()) = tokio::join!(attack, assert_still_served(&env, &token));
+        let statuses = outcome.statuses();
+        report.push(format!("{name}: {statuses:?} closed={}", outcome.closed));
+        for status in &statuses {
+            assert!(
+                *status == 200 || *status == 400 || *status == 401,
+                "{name}: unexpected status {status}: {}",
+                outcome.text()
+            );
+        }
+        answered_ok += statuses.iter().filter(|s| **s == 200).count();
+    }
+    eprintln!("smuggling probes:\n{}", report.join("\n"));
+    let seen = upstream.seen();
+    // Every request the registry saw is one we answered 200 (probes or the
+    // interleaved good client), carries our identity, names the victim
+    // path, and is framed by content-length alone.
+    assert_eq!(
+        seen.len(),
+        answered_ok + probes.len(),
+        "registry saw a request nobody was answered for: {:#?}\n{}",
+        seen.iter().map(|r| &r.uri).collect::<Vec<_>>(),
+        report.join("\n")
+    );
+    for request in &seen {
+        assert_eq!(
+            request.uri,
+            format!("/persons/{}", example_pid(0)),
+            "smuggled request forwarded"
+        );
+        assert!(request.headers.contains_key("tollbu-verified-consumer"));
+        assert!(!request.headers.contains_key("transfer-encoding"));
+        assert!(
+            !String::from_utf8_lossy(&request.body).contains("GET "),
+            "smuggled bytes forwarded as a body"
+        );
+    }
+}
+
+#[tokio::test]
+async fn absolute_form_targets_and_host_tricks_are_harmless() {
+    let (env, upstream, token) = env_with_recorder(Options::default()).await;
+    let addr = addr_of(&env.base());
+    let path = format!("/population/persons/{}", example_pid(0));
+
+    for target in [
+        format!("http://evil.example{path}"),
+        format!("http://{addr}{path}"),
+        format!("https://gateway{path}"),
+    ] {
+        let request = format!(
+            "GET {target} HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer {token}\r\ntollbu-purpose: benefit-assessment\r\nconnection: close\r\n\r\n"
+        );
+        let outcome = raw_exchange(addr, request.as_bytes(), WAIT).await;
+        assert_eq!(outcome.statuses(), [400], "{target}: {}", outcome.text());
+        assert!(outcome.text().contains("bad_path"), "{}", outcome.text());
+    }
+    for target in ["*", "population/persons/x", "//evil.example/population"] {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n");
+        let outcome = raw_exchange(addr, request.as_bytes(), WAIT).await;
+        let statuses = outcome.statuses();
+        assert!(
+            statuses.iter().all(|s| *s == 400 || *s == 404 || *s == 401),
+            "{target}: {}",
+            outcome.text()
+        );
+    }
+    assert!(upstream.seen().is_empty(), "nothing forwarded");
+
+    // Host is ours to set: whatever the client says, the registry sees its own.
+    for host in [
+        "host: evil.example\r\n",
+        "host: a\r\nhost: b\r\n",
+        "host: gateway\r\nx-forwarded-host: evil.example\r\n",
+    ] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\n{host}authorization: Bearer {token}\r\ntollbu-purpose: benefit-assessment\r\nconnection: close\r\n\r\n"
+        );
+        let outcome = raw_exchange(addr, request.as_bytes(), WAIT).await;
+        let statuses = outcome.statuses();
+        assert!(
+            statuses == [200] || statuses == [400],
+            "{host:?}: {}",
+            outcome.text()
+        );
+    }
+    let registry_host = upstream.url.trim_start_matches("http://").to_owned();
+    for request in upstream.seen() {
+        assert_eq!(
+            request.headers.get("host").and_then(|v| v.to_str().ok()),
+            Some(registry_host.as_str()),
+            "{:?}",
+            request.headers
+        );
+        assert!(!request.headers.contains_key("x-forwarded-host"));
+    }
+}
+
+#[tokio::test]
+async fn path_traversal_in_every_encoding_never_reaches_the_registry() {
+    let (env, upstream, token) = env_with_recorder(Options::default()).await;
+    let addr = addr_of(&env.base());
+    let pid = example_pid(0);
+    let mut paths: Vec<String> = Vec::new();
+    for dots in [
+        "..",
+        "%2e%2e",
+        "%2E%2E",
+        ".%2e",
+        "%2e.",
+        "%252e%252e",
+        "%252E%252E",
+        "%25252e%25252e",
+        "%c0%ae%c0%ae",
+        "%e0%80%ae%e0%80%ae",
+        "%u002e%u002e",
+        ".%00.",
+        "..%00",
+        "..;",
+        "%2e%2e;",
+        "..%5c",
+        "..\\",
+        "%2e%2e%5c",
+        "..%255c",
+        ".",
+    ] {
+        paths.push(format!("/population/persons/{dots}/{pid}"));
+        paths.push(format!("/population/{dots}/population/persons/{pid}"));
+        paths.push(format!("/{dots}/population/persons/{pid}"));
+    }
+    for sep in [
+        "%2f", "%2F", "%252f", "%5c", "%5C", "\\", "%00", "%0a", "%0d%0a", "%09", "%7f",
+    ] {
+        paths.push(format!("/population/persons{sep}{pid}"));
+        paths.push(format!("/population/persons/{pid}{sep}"));
+    }
+    let mut report = Vec::new();
+    for path in &paths {
+        let request = format!(
+            "{}connection: close\r\n\r\n",
+            request_head(path, &token, "")
+        );
+        let outcome = raw_exchange(addr, request.as_bytes(), WAIT).await;
+        let statuses = outcome.statuses();
+        report.push(format!("{path} -> {statuses:?}"));
+        assert!(
+            statuses.len() == 1 && (400..500).contains(&statuses[0]),
+            "{path}: {}",
+            outcome.text()
+        );
+    }
+    assert!(
+        upstream.seen().is_empty(),
+        "forwarded: {:?}\n{}",
+        upstream.seen().iter().map(|r| &r.uri).collect::<Vec<_>>(),
+        report.join("\n")
+    );
+    assert_still_served(&env, &token).await;
+    assert_eq!(upstream.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn huge_request_body_is_413_and_huge_response_is_502() {
+    let (env, upstream, token) = env_with_recorder(Options {
+        limits: "max_request_body_bytes = 65536\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let addr = addr_of(&env.base());
+    let path = format!("/population/persons/{}", example_pid(0));
+    let body = vec![b'a'; 200_000];
+
+    // Announced length over the limit.
+    let mut request = format!(
+        "{}content-length: {}\r\nconnection: close\r\n\r\n",
+        request_head(&path, &token, ""),
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let (outcome, ()) = tokio::join!(
+        raw_exchange(addr, &request, WAIT),
+        assert_still_served(&env, &token)
+    );
+    assert_eq!(outcome.statuses(), [413], "{}", outcome.text());
+    assert!(outcome.text().contains("payload_too_large"));
+
+    // Chunked, no length announced.
+    let mut request = format!(
+        "{}transfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+        request_head(&path, &token, "")
+    )
+    .into_bytes();
+    for chunk in body.chunks(8192) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let outcome = raw_exchange(addr, &request, WAIT).await;
+    assert_eq!(outcome.statuses(), [413], "{}", outcome.text());
+    assert_eq!(
+        upstream.seen().len(),
+        1,
+        "only the good request was forwarded"
+    );
+
+    // Responses over max_response_body_bytes, with and without a length.
+    for chunked in [false, true] {
+        let big = RecordingUpstream::start(UpstreamBehaviour::Large {
+            bytes: 100_000,
+            chunked,
+        })
+        .await;
+        let env = Env::start(Options {
+            population_upstream: Some(big.url.clone()),
+            limits: "max_response_body_bytes = 65536\n".into(),
+            ..Options::default()
+        })
+        .await;
+        let token = env.token("demo-welfare", "demo:population", &[]).await;
+        let mut s = String::new();
+        let answer = get(
+            &format!("{}{path}", env.base()),
+            &auth(&token, Some("benefit-assessment"), &mut s),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "chunked={chunked}");
+        assert_eq!(answer.code(), "upstream_too_large");
+        assert!(answer.body.len() < 1000, "nothing of the answer released");
+        assert_eq!(big.seen().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_until_one_closes() {
+    let (env, _upstream, token) = env_with_recorder(Options {
+        limits: "max_connections = 2\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let addr = addr_of(&env.base());
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut held = TcpStream::connect(addr).await.unwrap();
+        // Prove each is being served (and keep it open).
+        let request = format!(
+            "{}\r\n",
+            request_head(
+                &format!("/population/persons/{}", example_pid(0)),
+                &token,
+                ""
+            )
+        );
+        held.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = held.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        holders.push(held);
+    }
+    // The third connects (kernel backlog) but is not served while both are held.
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{}connection: close\r\n\r\n",
+        request_head(
+            &format!("/population/persons/{}", example_pid(0)),
+            &token,
+            ""
+        )
+    );
+    third.write_all(request.as_bytes()).await.unwrap();
+    let waiting = read_until_close(&mut third, Duration::from_millis(800)).await;
+    assert!(
+        waiting.bytes.is_empty() && !waiting.closed,
+        "the N+1st connection must wait: {}",
+        waiting.text()
+    );
+    drop(holders.pop());
+    let served = read_until_close(&mut third, WAIT).await;
+    assert_eq!(
+        served.statuses(),
+        [200],
+        "served once a slot frees: {}",
+        served.text()
+    );
+}
+
+// --- HTTP/2 with hand-built frames ------------------------------------------
+
+mod h2raw {
+    use super::*;
+
+    pub const HEADERS: u8 = 1;
+    pub const RST_STREAM: u8 = 3;
+    pub const SETTINGS: u8 = 4;
+    pub const GOAWAY: u8 = 7;
+    pub const END_STREAM: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        out.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// HPACK integer with an `n`-bit prefix (RFC 7541 §5.1).
+    fn int(first: u8, n: u32, mut value: usize, out: &mut Vec<u8>) {
+        let max = (1usize << n) - 1;
+        if value < max {
+            out.push(first | value as u8);
+            return;
+        }
+        out.push(first | max as u8);
+        value -= max;
+        while value >= 128 {
+            out.push((value % 128 + 128) as u8);
+            value /= 128;
+        }
+        out.push(value as u8);
+    }
+
+    fn string(text: &str, out: &mut Vec<u8>) {
+        int(0, 7, text.len(), out);
+        out.extend_from_slice(text.as_bytes());
+    }
+
+    /// A GET header block: literals without indexing, no Huffman.
+    pub fn get_block(authority: &str, path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = vec![0x82, 0x86]; // :method GET, :scheme http
+        int(0, 4, 4, &mut out); // :path, indexed name
+        string(path, &mut out);
+        int(0, 4, 1, &mut out); // :authority, indexed name
+        string(authority, &mut out);
+        for (name, value) in headers {
+            out.push(0);
+            string(name, &mut out);
+            string(value, &mut out);
+        }
+        out
+    }
+
+    pub async fn connect(addr: std::net::SocketAddr) -> TcpStream {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend(frame(SETTINGS, 0, 0, &[]));
+        hello.extend(frame(SETTINGS, 1, 0, &[])); // ack the server's, whenever it comes
+        stream.write_all(&hello).await.unwrap();
+        stream
+    }
+
+    /// Frames the server sent, until it closes or `wait` passes.
+    pub async fn read_frames(
+        stream: &mut TcpStream,
+        wait: Duration,
+    ) -> (Vec<(u8, u8, u32, Vec<u8>)>, bool) {
+        let outcome = read_until_close(stream, wait).await;
+        let mut frames = Vec::new();
+        let mut rest = &outcome.bytes[..];
+        while rest.len() >= 9 {
+            let len =
+                (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
+            if rest.len() < 9 + len {
+                break;
+            }
+            let stream_id = u32::from_be_bytes([rest[5], rest[6], rest[7], rest[8]]) & 0x7fff_ffff;
+            frames.push((rest[3], rest[4], stream_id, rest[9..9 + len].to_vec()));
+            rest = &rest[9 + len..];
+        }
+        (frames, outcome.closed)
+    }
+}
+
+#[tokio::test]
+async fn h2_rapid_reset_is_cut_off_and_others_are_served() {
+    use h2raw::*;
+    let (env, upstream, token) = env_with_recorder(Options::default()).await;
+    let addr = addr_of(&env.base());
+    let mut stream = connect(addr).await;
+    let authorization = format!("Bearer {token}");
+    let block = get_block(
+        "gateway",
+        &format!("/population/persons/{}", example_pid(0)),
+        &[
+            ("authorization", &authorization),
+            ("tollbu-purpose", "benefit-assessment"),
+        ],
+    );
+    // CVE-2023-44487: open a stream and cancel it at once, thousands of times.
+    let attack = async {
+        let mut sent = 0u32;
+        for batch in 0..50u32 {
+            let mut bytes = Vec::new();
+            for i in 0..100u32 {
+                let id = 1 + 2 * (batch * 100 + i);
+                bytes.extend(frame(HEADERS, END_STREAM | END_HEADERS, id, &block));
+                bytes.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes())); // CANCEL
+            }
+            if stream.write_all(&bytes).await.is_err() {
+                break;
+            }
+            sent += 100;
+        }
+        sent
+    };
+    let (sent, ()) = tokio::join!(attack, assert_still_served(&env, &token));
+    let (frames, closed) = read_frames(&mut stream, WAIT).await;
+    let goaway = frames.iter().find(|f| f.0 == GOAWAY);
+    eprintln!(
+        "rapid reset: sent {sent} streams, {} frames back, goaway={:?}, closed={closed}, registry saw {}",
+        frames.len(),
+        goaway.map(|f| f
+            .3
+            .get(4..8)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))),
+        upstream.seen().len()
+    );
+    let Some(goaway) = goaway else {
+        panic!(
+            "the server must answer a reset flood with GOAWAY ({} frames)",
+            frames.len()
+        );
+    };
+    let code = u32::from_be_bytes([goaway.3[4], goaway.3[5], goaway.3[6], goaway.3[7]]);
+    assert!(
+        code == 0xb || code == 0x1,
+        "GOAWAY with ENHANCE_YOUR_CALM (or PROTOCOL_ERROR), got {code:#x}"
+    );
+    assert!(
+        upstream.seen().len() < sent as usize / 2,
+        "most cancelled streams never reach the registry ({} of {sent})",
+        upstream.seen().len()
+    );
+    assert_still_served(&env, &token).await;
+}
+
+#[tokio::test]
+async fn h2_streams_beyond_max_h2_streams_are_refused() {
+    use h2raw::*;
+    let upstream =
+        RecordingUpstream::start(UpstreamBehaviour::Hold(Duration::from_millis(1500))).await;
+    let env = Env::start(Options {
+        population_upstream: Some(upstream.url.clone()),
+        limits: "max_h2_streams = 4\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let addr = addr_of(&env.base());
+    let mut stream = connect(addr).await;
+    let authorization = format!("Bearer {token}");
+    let block = get_block(
+        "gateway",
+        &format!("/population/persons/{}", example_pid(0)),
+        &[
+            ("authorization", &authorization),
+            ("tollbu-purpose", "benefit-assessment"),
+        ],
+    );
+    // Ignore SETTINGS_MAX_CONCURRENT_STREAMS and open 20 at once.
+    let mut bytes = Vec::new();
+    for i in 0..20u32 {
+        bytes.extend(frame(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i, &block));
+    }
+    stream.write_all(&bytes).await.unwrap();
+    assert_still_served(&env, &token).await;
+    let (frames, _closed) = read_frames(&mut stream, Duration::from_secs(4)).await;
+    let settings = frames
+        .iter()
+        .find(|f| f.0 == SETTINGS && f.1 == 0)
+        .expect("server SETTINGS");
+    let advertised = settings
+        .3
+        .chunks(6)
+        .find(|c| c.len() == 6 && u16::from_be_bytes([c[0], c[1]]) == 0x3)
+        .map(|c| u32::from_be_bytes([c[2], c[3], c[4], c[5]]));
+    assert_eq!(
+        advertised,
+        Some(4),
+        "SETTINGS_MAX_CONCURRENT_STREAMS advertised"
+    );
+    let refused = frames
+        .iter()
+        .filter(|f| f.0 == RST_STREAM && f.3 == 7u32.to_be_bytes())
+        .count();
+    let answered = frames.iter().filter(|f| f.0 == HEADERS).count();
+    let goaway = frames.iter().any(|f| f.0 == GOAWAY);
+    eprintln!(
+        "stream flood: refused={refused} answered={answered} goaway={goaway} peak={}",
+        upstream.peak_in_flight()
+    );
+    assert!(
+        refused >= 16 || goaway,
+        "streams beyond the limit are refused (REFUSED_STREAM) or the connection is closed"
+    );
+    assert!(answered <= 4, "at most max_h2_streams answered: {answered}");
+    // The well-behaved client's request also reached the registry, on its own connection.
+    assert!(
+        upstream.peak_in_flight() <= 5,
+        "at most 4 streams of the flood (+1 good client) in flight at the registry: {}",
+        upstream.peak_in_flight()
+    );
+}

@@ -22,13 +22,17 @@ use super::{AuditConfig, Durability, PruneReport, Shared};
 use crate::checkpoint::CheckpointSigner;
 use crate::error::AuditError;
 use crate::hash::leaf_hash;
-use crate::index::{IndexKind, IndexWriter, Location};
+use crate::index::{IndexKind, IndexWriter, Location, Watermark};
 use crate::record::{Record, encode};
 use crate::segment::{SegmentFile, Storage, frame, list_segments, segment_name, write_atomic};
 use crate::tile::{TILE_WIDTH, stored_count};
 use crate::tree;
 
 pub const MAX_BATCH: usize = 4_096;
+/// Flush the index after this many records…
+const INDEX_FLUSH_RECORDS: u64 = 65_536;
+/// …or this long (checked when a checkpoint is signed), whichever comes first.
+const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
 
 pub(crate) enum Command {
     Append {
@@ -60,6 +64,10 @@ pub(crate) struct Writer {
     seg_len: u64,
     next_seq: u64,
     index: IndexWriter,
+    indexer: Indexer,
+    /// Position of the last index flush handed to the indexer.
+    index_mark: Watermark,
+    index_mark_at: Instant,
     last_checkpoint: Option<u64>,
     last_checkpoint_at: Instant,
     /// Written but not yet fsynced (relaxed mode only).
@@ -86,6 +94,13 @@ impl Writer {
             seg_len: o.seg_len,
             next_seq,
             index: o.index,
+            indexer: Indexer::start(),
+            index_mark: Watermark {
+                seq: o.report.records,
+                segment: o.seg_first,
+                offset: o.seg_len,
+            },
+            index_mark_at: Instant::now(),
             last_checkpoint: o.last_checkpoint,
             last_checkpoint_at: Instant::now(),
             dirty: false,
@@ -387,22 +402,40 @@ impl Writer {
         };
         append_history(&self.dir, &note)?;
         write_atomic(&self.dir.join("checkpoint"), note.as_bytes())?;
-        self.index.flush(
-            &self.dir,
-            crate::index::Watermark {
-                seq: size,
-                segment: self.seg_first,
-                offset: self.seg_len,
-            },
-        )?;
+        self.flush_index(false);
         Ok(note)
     }
 
-    fn finish(&mut self) -> Result<(), AuditError> {
-        if let Some(p) = &self.poisoned {
-            return Err(AuditError::Unwritable(p.clone()));
+    /// Hands buffered index entries to the index thread when enough have piled up (or `force`).
+    /// Index flushes fsync up to 512 bucket files, so they are batched well beyond checkpoints;
+    /// queries scan the unindexed tail, so this trades a little query time for append throughput.
+    fn flush_index(&mut self, force: bool) {
+        let pending = self.next_seq - self.index_mark.seq;
+        let due =
+            pending >= INDEX_FLUSH_RECORDS || self.index_mark_at.elapsed() >= INDEX_FLUSH_INTERVAL;
+        if pending == 0 || !(force || due) {
+            return;
         }
-        self.checkpoint()?;
+        let mark = Watermark {
+            seq: self.next_seq,
+            segment: self.seg_first,
+            offset: self.seg_len,
+        };
+        self.indexer
+            .flush(&self.dir, std::mem::take(&mut self.index), mark);
+        self.index_mark = mark;
+        self.index_mark_at = Instant::now();
+    }
+
+    fn finish(&mut self) -> Result<(), AuditError> {
+        // `checkpoint` refuses on a poisoned log, so this only signs when it is safe to.
+        let signed = self.checkpoint();
+        if signed.is_ok() {
+            self.flush_index(true);
+        }
+        // Wait for the last index flush so a clean shutdown leaves no re-indexing for the next open.
+        self.indexer.finish();
+        signed?;
         self.sync_if_dirty()
     }
 
@@ -466,4 +499,63 @@ fn append_history(dir: &std::path::Path, note: &str) -> Result<(), AuditError> {
         crate::segment::sync_dir(dir).map_err(AuditError::io(dir))?;
     }
     Ok(())
+}
+
+/// Index flushes run on their own thread: they fsync up to 512 bucket files, which must not stall
+/// appends. The index is derived data (rebuilt from the watermark on open), so a failed flush only
+/// stops the watermark from moving; it never fails an append.
+struct Indexer {
+    tx: Option<mpsc::Sender<(IndexWriter, Watermark, PathBuf)>>,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Indexer {
+    fn start() -> Self {
+        let (tx, rx) = mpsc::channel::<(IndexWriter, Watermark, PathBuf)>();
+        let join = std::thread::Builder::new()
+            .name("tollbu-audit-index".into())
+            .spawn(move || {
+                let mut failed = false;
+                for (mut pending, mark, dir) in rx {
+                    // After one failure the watermark must stay put: moving it past entries that were
+                    // never written would hide those records from indexed queries for good.
+                    if !failed && pending.flush(&dir, mark).is_err() {
+                        failed = true;
+                    }
+                }
+            });
+        match join {
+            Ok(join) => Self {
+                tx: Some(tx),
+                join: Some(join),
+            },
+            Err(_) => Self {
+                tx: None,
+                join: None,
+            },
+        }
+    }
+
+    fn flush(&mut self, dir: &std::path::Path, mut pending: IndexWriter, mark: Watermark) {
+        match &self.tx {
+            Some(tx) => {
+                if let Err(mpsc::SendError((mut p, m, d))) =
+                    tx.send((pending, mark, dir.to_path_buf()))
+                {
+                    let _ = p.flush(&d, m);
+                }
+            }
+            // No thread could be started: flush inline rather than not at all.
+            None => {
+                let _ = pending.flush(dir, mark);
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.tx = None;
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
 }

@@ -92,6 +92,9 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
     let segments = list_segments(&seg_dir)?;
     let mut found = Vec::new();
     let mut pruned = 0u64;
+    // The watermark is read before the buckets: a flush finishing in between then only adds
+    // entries the tail scan also covers, instead of moving the watermark past entries not yet seen.
+    let wm = watermark(dir);
     let indexed = match (&filter.pseudonym, &filter.consumer) {
         (Some(p), _) => Some(lookup(dir, IndexKind::Subject, p)?),
         (None, Some(c)) => Some(lookup(dir, IndexKind::Consumer, c)?),
@@ -99,7 +102,6 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
     };
     let scan_from = match indexed {
         Some(locs) => {
-            let wm = watermark(dir);
             for loc in locs.into_iter().filter(|l| l.seq < wm.seq) {
                 let path = seg_dir.join(segment_name(loc.segment));
                 if !path.exists() {

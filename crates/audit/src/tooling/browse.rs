@@ -1,0 +1,567 @@
+//! Structured, paginated reads for the security officer console: newest-first pages of records
+//! with filters, one record by index (with its stored bytes, for proofs), and per-bucket counts for
+//! charts. Read-only; safe beside a live writer (a partial frame at the very end is where the writer
+//! is appending, and ends a scan instead of failing it).
+//!
+//! Subject and consumer filters go through the index ([`crate::index::lookup`]) plus the records
+//! after the index watermark, so they read only the matching records. Other filters scan segments
+//! from the newest backwards and stop once a page is full, or once a scan budget is spent (the
+//! caller then gets a cursor to continue from). Records are matched on a borrowed, partial decode;
+//! only records that are returned are fully decoded.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::error::AuditError;
+use crate::index::{IndexKind, lookup, watermark};
+use crate::record::{Decision, StoredRecord, decode, parse_time};
+use crate::segment::{
+    FrameRead, FrameReader, SegmentInfo, list_segments, read_frame_at, segment_name,
+};
+
+/// Filters; every one given must match. Times are compared as instants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Subject PSEUDONYM (the caller hashes a national id with the log's key first).
+    pub subject: Option<String>,
+    pub consumer: Option<String>,
+    pub service: Option<String>,
+    pub decision: Option<Decision>,
+    pub reason: Option<String>,
+    /// Inclusive.
+    pub from: Option<OffsetDateTime>,
+    /// Exclusive.
+    pub to: Option<OffsetDateTime>,
+}
+
+/// One page of records, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub records: Vec<StoredRecord>,
+    /// Pass as `before` to get the next (older) page; `None` when nothing older matches.
+    pub next_before: Option<u64>,
+    /// Records read to answer.
+    pub scanned: u64,
+    /// True when the scan budget ran out before the page filled: `next_before` continues the scan.
+    pub partial: bool,
+    /// Index hits that pointed at records removed by retention.
+    pub pruned: u64,
+}
+
+/// Counts of one time bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bucket {
+    pub total: u64,
+    pub allowed: u64,
+    pub denied: u64,
+    pub errors: u64,
+    /// Requests per consumer (`-` for an unidentified caller).
+    pub by_consumer: BTreeMap<String, u64>,
+    /// Denied and failed requests per reason code.
+    pub by_reason: BTreeMap<String, u64>,
+}
+
+/// Counts per fixed-width time bucket over `[from, to)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Histogram {
+    pub from: OffsetDateTime,
+    pub bucket_secs: i64,
+    pub buckets: Vec<Bucket>,
+    pub scanned: u64,
+    /// True when the scan budget ran out: older buckets may be undercounted.
+    pub partial: bool,
+}
+
+/// The fields filters and charts need, borrowed from the stored bytes.
+#[derive(Deserialize)]
+struct Slim<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+    #[serde(borrow)]
+    consumer: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    service: Cow<'a, str>,
+    #[serde(borrow)]
+    subject: Option<Cow<'a, str>>,
+    decision: Decision,
+    #[serde(borrow)]
+    reason: Option<Cow<'a, str>>,
+}
+
+impl Filter {
+    /// True when no filter is set (every record matches).
+    pub fn is_empty(&self) -> bool {
+        *self == Filter::default()
+    }
+
+    fn matches(&self, r: &Slim<'_>) -> bool {
+        let eq = |want: &Option<String>, have: &Option<Cow<'_, str>>| match want {
+            None => true,
+            Some(w) => have.as_deref() == Some(w.as_str()),
+        };
+        if !eq(&self.subject, &r.subject)
+            || !eq(&self.consumer, &r.consumer)
+            || !eq(&self.reason, &r.reason)
+        {
+            return false;
+        }
+        if self.service.as_deref().is_some_and(|s| s != r.service) {
+            return false;
+        }
+        if self.decision.is_some_and(|d| d != r.decision) {
+            return false;
+        }
+        if self.from.is_some() || self.to.is_some() {
+            let Ok(t) = parse_time(&r.time) else {
+                return false;
+            };
+            if self.from.is_some_and(|f| t < f) || self.to.is_some_and(|to| t >= to) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn slim(bytes: &[u8]) -> Result<Slim<'_>, AuditError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| AuditError::Corrupt(format!("record is not valid json: {e}")))
+}
+
+/// Reads every readable frame of one segment in order, calling `f(seq, payload)`. Frames whose
+/// checksum fails are skipped; a short frame at the end of the last segment (a writer mid-append)
+/// ends the read; elsewhere it is an error.
+fn read_segment(
+    seg: &SegmentInfo,
+    last: bool,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), AuditError>,
+) -> Result<(), AuditError> {
+    let mut r = FrameReader::open(&seg.path)?;
+    let mut seq = seg.first_seq;
+    loop {
+        match r.next_frame().map_err(AuditError::io(&seg.path))? {
+            FrameRead::Frame { payload, .. } => {
+                f(seq, &payload)?;
+                seq += 1;
+            }
+            FrameRead::End => return Ok(()),
+            // A complete frame whose checksum fails is an altered record: skip it (verification
+            // reports it) and keep the records around it readable.
+            FrameRead::Bad {
+                payload: Some(_), ..
+            } => seq += 1,
+            FrameRead::Bad { .. } if last => return Ok(()),
+            FrameRead::Bad { offset, reason, .. } => {
+                return Err(AuditError::Corrupt(format!(
+                    "`{}` at offset {offset}: {reason}",
+                    seg.path.display()
+                )));
+            }
+        }
+    }
+}
+
+/// Newest-first page of records matching `filter` with `seq < before` (all when `None`), at most
+/// `limit` of them. A scan without subject or consumer stops at a segment boundary once
+/// `scan_budget` records were read.
+pub fn page(
+    dir: &Path,
+    filter: &Filter,
+    before: Option<u64>,
+    limit: usize,
+    scan_budget: u64,
+) -> Result<Page, AuditError> {
+    let limit = limit.max(1);
+    let segments = list_segments(&dir.join("segments"))?;
+    if filter.subject.is_some() || filter.consumer.is_some() {
+        indexed_page(dir, &segments, filter, before, limit)
+    } else {
+        scanned_page(&segments, filter, before, limit, scan_budget)
+    }
+}
+
+fn indexed_page(
+    dir: &Path,
+    segments: &[SegmentInfo],
+    filter: &Filter,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<Page, AuditError> {
+    let before = before.unwrap_or(u64::MAX);
+    let (kind, key) = match (&filter.subject, &filter.consumer) {
+        (Some(s), _) => (IndexKind::Subject, s),
+        (None, Some(c)) => (IndexKind::Consumer, c),
+        (None, None) => return Ok(Page::default()),
+    };
+    let mark = watermark(dir);
+    let mut page = Page::default();
+    // Records after the watermark are not indexed yet: scan them (at most one checkpoint interval).
+    let mut tail: Vec<(u64, Vec<u8>)> = Vec::new();
+    let start = segments
+        .partition_point(|s| s.first_seq <= mark.seq)
+        .saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate().skip(start) {
+        let last = i + 1 == segments.len();
+        read_segment(seg, last, |seq, bytes| {
+            if seq >= mark.seq && seq < before {
+                page.scanned += 1;
+                if slim(bytes).is_ok_and(|r| filter.matches(&r)) {
+                    tail.push((seq, bytes.to_vec()));
+                }
+            }
+            Ok(())
+        })?;
+    }
+    let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut more = false;
+    for (seq, bytes) in tail.into_iter().rev() {
+        if out.len() == limit {
+            more = true;
+            break;
+        }
+        out.push((seq, bytes));
+    }
+    if !more {
+        let seg_dir = dir.join("segments");
+        let locs = lookup(dir, kind, key)?;
+        for loc in locs
+            .into_iter()
+            .rev()
+            .filter(|l| l.seq < mark.seq && l.seq < before)
+        {
+            let path = seg_dir.join(segment_name(loc.segment));
+            if !path.exists() {
+                page.pruned += 1;
+                continue;
+            }
+            let bytes = read_frame_at(&path, loc.offset)?;
+            page.scanned += 1;
+            let Ok(rec) = slim(&bytes) else { continue };
+            if rec.seq != loc.seq || !filter.matches(&rec) {
+                continue;
+            }
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push((loc.seq, bytes));
+        }
+    }
+    page.next_before = if more {
+        out.last().map(|(s, _)| *s)
+    } else {
+        None
+    };
+    // Records that do not decode canonically are left out here; verification reports them.
+    page.records = out.iter().filter_map(|(_, b)| decode(b).ok()).collect();
+    Ok(page)
+}
+
+fn scanned_page(
+    segments: &[SegmentInfo],
+    filter: &Filter,
+    before: Option<u64>,
+    limit: usize,
+    scan_budget: u64,
+) -> Result<Page, AuditError> {
+    let before = before.unwrap_or(u64::MAX);
+    let mut page = Page::default();
+    let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut more = false;
+    let last_index = segments.len().saturating_sub(1);
+    let from_stop = filter.from.map(|f| f - time::Duration::minutes(5));
+    for (i, seg) in segments.iter().enumerate().rev() {
+        if seg.first_seq >= before {
+            continue;
+        }
+        // Keep only the newest `want` matches of this segment (plus one to know if more exist).
+        let want = limit + 1 - out.len();
+        let mut ring: VecDeque<(u64, Vec<u8>)> = VecDeque::with_capacity(want.min(4096));
+        let mut newest_time: Option<String> = None;
+        read_segment(seg, i == last_index, |seq, bytes| {
+            if seq >= before {
+                return Ok(());
+            }
+            page.scanned += 1;
+            let keep = if filter.is_empty() {
+                true
+            } else {
+                let Ok(rec) = slim(bytes) else {
+                    return Ok(());
+                };
+                if from_stop.is_some() && newest_time.as_deref() < Some(&*rec.time) {
+                    newest_time = Some(rec.time.to_string());
+                }
+                filter.matches(&rec)
+            };
+            if keep {
+                if ring.len() == want {
+                    ring.pop_front();
+                }
+                ring.push_back((seq, bytes.to_vec()));
+            }
+            Ok(())
+        })?;
+        for item in ring.into_iter().rev() {
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push(item);
+        }
+        if more {
+            break;
+        }
+        // Records are appended in (nearly) time order: a whole segment older than `from`, with a
+        // margin for requests that took long to record, means every earlier one is too.
+        if let (Some(stop), Some(newest)) = (from_stop, &newest_time) {
+            if parse_time(newest).is_ok_and(|t| t < stop) {
+                break;
+            }
+        }
+        if page.scanned >= scan_budget && i > 0 {
+            page.partial = true;
+            page.next_before = Some(seg.first_seq);
+            break;
+        }
+    }
+    if more {
+        page.next_before = out.last().map(|(s, _)| *s);
+    }
+    // Records that do not decode canonically are left out here; verification reports them.
+    page.records = out.iter().filter_map(|(_, b)| decode(b).ok()).collect();
+    Ok(page)
+}
+
+/// Record `seq` and its stored bytes (the leaf of the Merkle tree), or `None` when the log does not
+/// hold it (beyond the end, or removed by retention).
+pub fn record_at(dir: &Path, seq: u64) -> Result<Option<(StoredRecord, Vec<u8>)>, AuditError> {
+    let segments = list_segments(&dir.join("segments"))?;
+    let i = segments.partition_point(|s| s.first_seq <= seq);
+    let Some(index) = i.checked_sub(1) else {
+        return Ok(None);
+    };
+    let seg = &segments[index];
+    let mut found = None;
+    read_segment(seg, i == segments.len(), |at, bytes| {
+        if at == seq && found.is_none() {
+            found = Some(bytes.to_vec());
+        }
+        Ok(())
+    })?;
+    match found {
+        Some(bytes) => Ok(Some((decode(&bytes)?, bytes))),
+        None => Ok(None),
+    }
+}
+
+/// Counts records with `from <= time < to` in buckets of `bucket_secs`, scanning from the newest
+/// segment backwards until the records are older than `from` or `scan_budget` is spent.
+pub fn histogram(
+    dir: &Path,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    bucket_secs: i64,
+    scan_budget: u64,
+) -> Result<Histogram, AuditError> {
+    let bucket_secs = bucket_secs.max(1);
+    let span = (to - from).whole_seconds().max(0);
+    let n = usize::try_from((span + bucket_secs - 1) / bucket_secs).unwrap_or(0);
+    let mut hist = Histogram {
+        from,
+        bucket_secs,
+        buckets: vec![Bucket::default(); n.min(10_000)],
+        scanned: 0,
+        partial: false,
+    };
+    let stop = from - time::Duration::minutes(5);
+    let segments = list_segments(&dir.join("segments"))?;
+    let last_index = segments.len().saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate().rev() {
+        let mut newest: Option<OffsetDateTime> = None;
+        read_segment(seg, i == last_index, |_, bytes| {
+            hist.scanned += 1;
+            let Ok(rec) = slim(bytes) else {
+                return Ok(());
+            };
+            let Ok(t) = parse_time(&rec.time) else {
+                return Ok(());
+            };
+            if newest.is_none_or(|n| t > n) {
+                newest = Some(t);
+            }
+            if t < from || t >= to {
+                return Ok(());
+            }
+            let b = usize::try_from((t - from).whole_seconds() / bucket_secs).unwrap_or(usize::MAX);
+            let Some(bucket) = hist.buckets.get_mut(b) else {
+                return Ok(());
+            };
+            bucket.total += 1;
+            match rec.decision {
+                Decision::Allow => bucket.allowed += 1,
+                Decision::Deny => bucket.denied += 1,
+                Decision::Error => bucket.errors += 1,
+            }
+            *bucket
+                .by_consumer
+                .entry(rec.consumer.as_deref().unwrap_or("-").to_owned())
+                .or_default() += 1;
+            if rec.decision != Decision::Allow {
+                *bucket
+                    .by_reason
+                    .entry(rec.reason.as_deref().unwrap_or("-").to_owned())
+                    .or_default() += 1;
+            }
+            Ok(())
+        })?;
+        if newest.is_some_and(|t| t < stop) {
+            break;
+        }
+        if hist.scanned >= scan_budget && i > 0 {
+            hist.partial = true;
+            break;
+        }
+    }
+    Ok(hist)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::record::{Record, encode};
+    use crate::segment::frame;
+
+    fn rec(i: u64, minute: u64) -> Record {
+        Record {
+            time: format!("2026-01-02T03:{minute:02}:00.000Z"),
+            request_id: format!("r{i}"),
+            consumer: Some(format!("0192:31000000{}", i % 3)),
+            service: if i % 2 == 0 { "population" } else { "income" }.into(),
+            operation: "read".into(),
+            subject: Some(format!("{:064x}", i % 5)),
+            decision: if i % 4 == 0 {
+                Decision::Deny
+            } else {
+                Decision::Allow
+            },
+            reason: (i % 4 == 0).then(|| "no_grant".to_owned()),
+            ..Record::default()
+        }
+    }
+
+    /// Writes `n` records into two segments (no index: every query scans the tail).
+    fn log(n: u64) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = dir.path().join("segments");
+        std::fs::create_dir_all(&seg).unwrap();
+        let split = n / 2;
+        for (first, range) in [(0, 0..split), (split, split..n)] {
+            let mut buf = Vec::new();
+            for i in range {
+                frame(&encode(i, &rec(i, i % 60)).unwrap(), &mut buf);
+            }
+            std::fs::write(seg.join(segment_name(first)), buf).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn pages_are_newest_first_and_continue_across_segments() {
+        let dir = log(100);
+        let p = page(dir.path(), &Filter::default(), None, 30, u64::MAX).unwrap();
+        let seqs: Vec<u64> = p.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (70..100).rev().collect::<Vec<_>>());
+        assert_eq!(p.next_before, Some(70));
+        let mut all = seqs;
+        let mut cursor = p.next_before;
+        while let Some(before) = cursor {
+            let p = page(dir.path(), &Filter::default(), Some(before), 30, u64::MAX).unwrap();
+            all.extend(p.records.iter().map(|r| r.seq));
+            cursor = p.next_before;
+        }
+        assert_eq!(all, (0..100).rev().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn filters_match_every_field_given() {
+        let dir = log(100);
+        let f = Filter {
+            service: Some("population".into()),
+            decision: Some(Decision::Deny),
+            reason: Some("no_grant".into()),
+            ..Filter::default()
+        };
+        let p = page(dir.path(), &f, None, 1000, u64::MAX).unwrap();
+        assert_eq!(p.records.len(), 25);
+        assert!(p.records.iter().all(|r| r.seq % 4 == 0));
+        assert_eq!(p.next_before, None);
+        let subject = Filter {
+            subject: Some(format!("{:064x}", 3)),
+            ..Filter::default()
+        };
+        let p = page(dir.path(), &subject, None, 5, u64::MAX).unwrap();
+        let seqs: Vec<u64> = p.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![98, 93, 88, 83, 78]);
+        assert_eq!(p.next_before, Some(78));
+        let timed = Filter {
+            from: Some(parse_time("2026-01-02T03:10:00Z").unwrap()),
+            to: Some(parse_time("2026-01-02T03:12:00Z").unwrap()),
+            ..Filter::default()
+        };
+        let p = page(dir.path(), &timed, None, 100, u64::MAX).unwrap();
+        let seqs: Vec<u64> = p.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![71, 70, 11, 10]);
+    }
+
+    #[test]
+    fn a_spent_budget_returns_a_cursor() {
+        let dir = log(100);
+        let f = Filter {
+            consumer: None,
+            reason: Some("nothing-has-this".into()),
+            ..Filter::default()
+        };
+        let p = page(dir.path(), &f, None, 10, 10).unwrap();
+        assert!(p.partial);
+        assert_eq!(p.next_before, Some(50));
+        assert!(p.records.is_empty());
+    }
+
+    #[test]
+    fn record_at_finds_records_in_any_segment() {
+        let dir = log(10);
+        for seq in [0, 4, 5, 9] {
+            let (r, bytes) = record_at(dir.path(), seq).unwrap().unwrap();
+            assert_eq!(r.seq, seq);
+            assert_eq!(bytes, encode(seq, &rec(seq, seq % 60)).unwrap());
+        }
+        assert!(record_at(dir.path(), 10).unwrap().is_none());
+    }
+
+    #[test]
+    fn histogram_counts_by_bucket_consumer_and_reason() {
+        let dir = log(120);
+        let from = parse_time("2026-01-02T03:00:00Z").unwrap();
+        let to = parse_time("2026-01-02T04:00:00Z").unwrap();
+        let h = histogram(dir.path(), from, to, 600, u64::MAX).unwrap();
+        assert_eq!(h.buckets.len(), 6);
+        assert_eq!(h.buckets.iter().map(|b| b.total).sum::<u64>(), 120);
+        assert_eq!(h.buckets[0].total, 20);
+        let denied: u64 = h.buckets.iter().map(|b| b.denied).sum();
+        assert_eq!(denied, 30);
+        let no_grant: u64 = h
+            .buckets
+            .iter()
+            .map(|b| b.by_reason.get("no_grant").copied().unwrap_or(0))
+            .sum();
+        assert_eq!(no_grant, 30);
+        assert_eq!(h.buckets[0].by_consumer.len(), 3);
+    }
+}

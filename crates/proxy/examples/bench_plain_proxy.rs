@@ -1,0 +1,130 @@
+//! Tollbu as a plain reverse proxy, for the load benchmark (bench/run.sh):
+//! the gateway's own listener settings (`server::connection_builder` with the
+//! default limits), pooled upstream client (`http_client::build_client`) and
+//! forwarding (`upstream::Upstream::forward`: header hygiene, forwarding
+//! headers, total timeout, whole-body read under the size limit) — but no
+//! token check, no policy decision, no rate limit, no minimisation and no
+//! audit record. It measures what the pipeline costs on top of proxying.
+//!
+//! NOT a mode of the gateway, and never to be deployed: it forwards anyone.
+//!
+//! `cargo run --release -p tollbu-proxy --example bench_plain_proxy -- 127.0.0.1:18004 http://127.0.0.1:18001`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tollbu_proxy::config::LimitsSection;
+use tollbu_proxy::http_client::{ClientTls, build_client};
+use tollbu_proxy::upstream::{Assertions, Outbound, Upstream};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let listen: SocketAddr = args
+        .next()
+        .unwrap_or_else(|| "127.0.0.1:18004".into())
+        .parse()
+        .expect("listen address");
+    let upstream_url = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:18001".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(serve(listen, upstream_url));
+}
+
+async fn serve(listen: SocketAddr, upstream_url: String) {
+    let limits = LimitsSection::default();
+    let client = build_client(&ClientTls::default(), limits.connect_timeout()).expect("client");
+    let upstream = Arc::new(Upstream::new(&upstream_url, client, None).expect("upstream URL"));
+    let builder = Arc::new(tollbu_proxy::server::connection_builder(&limits));
+    let limits = Arc::new(limits);
+    let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
+    eprintln!("bench_plain_proxy: http://{listen} -> {upstream_url}");
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let upstream = Arc::clone(&upstream);
+        let builder = Arc::clone(&builder);
+        let limits = Arc::clone(&limits);
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let upstream = Arc::clone(&upstream);
+                let limits = Arc::clone(&limits);
+                async move { Ok::<_, Infallible>(proxy(&upstream, &limits, request, peer).await) }
+            });
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn proxy(
+    upstream: &Upstream,
+    limits: &LimitsSection,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = Limited::new(body, limits.max_request_body_bytes)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+    else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let assertions = Assertions {
+        request_id: &request_id,
+        traceparent: None,
+        consumer: "000000000",
+        supplier: None,
+        client_id: "bench-plain-proxy",
+        grant_id: "none",
+        purpose: "none",
+        peer,
+        scheme: "http",
+    };
+    let answer = upstream
+        .forward(
+            Outbound {
+                method: parts.method,
+                rest: parts.uri.path(),
+                query: parts.uri.query(),
+                headers: &parts.headers,
+                body,
+            },
+            &assertions,
+            limits.upstream_timeout(),
+            limits.max_response_body_bytes,
+        )
+        .await;
+    match answer {
+        Ok(answer) => {
+            let mut response = Response::new(Full::new(answer.body));
+            *response.status_mut() = answer.status;
+            *response.headers_mut() = answer.headers;
+            response
+        }
+        Err(_) => status(StatusCode::BAD_GATEWAY),
+    }
+}
+
+fn status(code: StatusCode) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = code;
+    response
+}
