@@ -51,6 +51,10 @@ pub struct Options {
     /// `issuers = [...]` of the `population` service; `None` = all trusted
     /// issuers. `$ISSUER` stands for the devkit issuer's URL.
     pub population_issuers: Option<Vec<String>>,
+    /// Directory holding `gateway.pem`, `gateway.key.pem`, `ca.pem` (default `certs-example/`).
+    pub tls_dir: Option<PathBuf>,
+    /// `[gateway.tls] reload_check_secs`.
+    pub tls_reload_check_secs: u64,
 }
 
 impl Default for Options {
@@ -64,6 +68,8 @@ impl Default for Options {
             limits: String::new(),
             jwks_url: None,
             population_issuers: None,
+            tls_dir: None,
+            tls_reload_check_secs: 30,
         }
     }
 }
@@ -241,12 +247,15 @@ fn gateway_config(
 ) -> String {
     let certs = certs_dir();
     let c = |name: &str| certs.join(name).display().to_string();
+    let tls_dir = options.tls_dir.clone().unwrap_or_else(certs_dir);
+    let t = |name: &str| tls_dir.join(name).display().to_string();
     let tls = if options.tls {
         format!(
-            "[gateway.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
-            c("gateway.pem"),
-            c("gateway.key.pem"),
-            c("ca.pem")
+            "[gateway.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nreload_check_secs = {}\n",
+            t("gateway.pem"),
+            t("gateway.key.pem"),
+            t("ca.pem"),
+            options.tls_reload_check_secs
         )
     } else {
         String::new()
@@ -851,6 +860,12 @@ impl JwksStub {
                                 let mut response =
                                     http::Response::new(http_body_util::Full::new(body));
                                 *response.status_mut() = status;
+                                // No pooling: every fetch is a new connection,
+                                // so the hang and close modes apply to each.
+                                response.headers_mut().insert(
+                                    http::header::CONNECTION,
+                                    http::HeaderValue::from_static("close"),
+                                );
                                 Ok::<_, std::convert::Infallible>(response)
                             }
                         });

@@ -2,9 +2,10 @@
 //!
 //! Layout: `index/<kind>/<hh>.idx`, 256 buckets per kind chosen by the first byte of the key digest.
 //! An entry is 40 bytes: `SHA-256(key)[..16] ‖ seq u64 LE ‖ segment first seq u64 LE ‖ frame offset
-//! u64 LE`. Buckets are appended and fsynced at each checkpoint, then `index/watermark` records how
-//! many records are durably indexed; on open the records after it are indexed again. Entries are
-//! hints: a query re-reads and re-checks every record it returns, and duplicates are removed.
+//! u64 LE`. Buckets are appended and fsynced in batches (see the writer), then `index/watermark`
+//! records how many records are durably indexed; on open the records after it are indexed again.
+//! Entries are hints: a query re-reads and re-checks every record it returns, and duplicates are
+//! removed.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;

@@ -25,7 +25,7 @@ use tollbu_policy::Consent;
 
 use crate::error::TokenFault;
 use crate::http_client::HttpClient;
-pub use jwks::{IssuerKeys, JwksError, RefreshReason};
+pub use jwks::{IssuerKeys, JwksError, RefreshReason, parse_jwks};
 
 /// Header parameters that let a token name or carry its own key (RFC 8725 §3.10).
 const KEY_HEADERS: [&str; 5] = ["jwk", "jku", "x5u", "x5c", "x5t#S256-url"];
@@ -169,92 +169,46 @@ impl TokenVerifier {
 
     /// Verifies `token` at time `now` (unix seconds).
     pub async fn verify(&self, token: &str, now: i64) -> Result<VerifiedCaller, TokenFault> {
-        if token.len() > self.max_token_bytes {
-            return Err(TokenFault::TooLarge);
-        }
-        // A compact JWS is base64url segments and dots; anything else (spaces,
-        // padding, standard base64) is refused before it is counted as JWE.
-        if !token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            return Err(TokenFault::Malformed);
-        }
-        let parts: Vec<&str> = token.split('.').collect();
-        match parts.len() {
-            3 => {}
-            5 => return Err(TokenFault::NestedToken),
-            _ => return Err(TokenFault::Malformed),
-        }
-        let header = decode_json_object(parts[0])?;
-        let (alg, kid) = check_header(&header)?;
-        let payload_bytes = decode_segment(parts[1])?;
-        if !strict_json::is_strict_json(&payload_bytes) {
-            return Err(TokenFault::Malformed);
-        }
-        let payload: Value =
-            serde_json::from_slice(&payload_bytes).map_err(|_| TokenFault::Malformed)?;
-        let iss = payload
+        let parsed = parse_compact(token, self.max_token_bytes)?;
+        let iss = parsed
+            .payload
             .get("iss")
             .and_then(Value::as_str)
             .ok_or(TokenFault::BadClaims)?;
         let issuer = self.issuers.get(iss).ok_or(TokenFault::UntrustedIssuer)?;
-        if !issuer.settings.algorithms.contains(&alg) {
+        if !issuer.settings.algorithms.contains(&parsed.alg) {
             return Err(TokenFault::AlgorithmNotAllowed);
         }
-        let key = self.key_for(issuer, &kid).await?;
-        if !key.accepts(alg) {
+        let key = self.key_for(issuer, &parsed.kid).await?;
+        if !key.accepts(parsed.alg) {
             return Err(TokenFault::AlgorithmNotAllowed);
         }
-        let signed_part_len = parts[0].len() + 1 + parts[1].len();
-        let signed_part = token
-            .as_bytes()
-            .get(..signed_part_len)
-            .ok_or(TokenFault::Malformed)?;
-        match jsonwebtoken::crypto::verify(parts[2], signed_part, &key.key, alg) {
+        match jsonwebtoken::crypto::verify(
+            parsed.signature,
+            parsed.signing_input,
+            &key.key,
+            parsed.alg,
+        ) {
             Ok(true) => {}
             _ => return Err(TokenFault::BadSignature),
         }
-        let claims: claims::RawClaims =
-            serde_json::from_value(payload).map_err(|_| TokenFault::BadClaims)?;
-        check_times(&claims, &issuer.settings, now)?;
-        if let Some(wanted) = &issuer.settings.audience {
-            if !claims.aud.as_ref().is_some_and(|aud| aud.contains(wanted)) {
-                return Err(TokenFault::WrongAudience);
-            }
-        }
-        claims::check_jti(&claims.jti)?;
-        if claims
-            .token_type
-            .as_deref()
-            .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
-        {
-            return Err(TokenFault::BadClaims);
-        }
-        let consumer = claims.consumer.orgno()?;
-        let supplier = claims
-            .supplier
-            .as_ref()
-            .map(claims::OrgClaim::orgno)
-            .transpose()?;
-        let details = claims::parse_authorization_details(
-            claims.authorization_details.as_deref().unwrap_or_default(),
-        )?;
+        let checked = check_claims(parsed.payload, &issuer.settings, now)?;
         Ok(VerifiedCaller {
-            issuer: claims.iss,
-            consumer,
-            supplier,
-            delegation_source: claims.delegation_source,
-            client_id: claims.client_id,
-            scopes: claims
+            issuer: checked.claims.iss,
+            consumer: checked.consumer,
+            supplier: checked.supplier,
+            delegation_source: checked.claims.delegation_source,
+            client_id: checked.claims.client_id,
+            scopes: checked
+                .claims
                 .scope
                 .split_ascii_whitespace()
                 .map(str::to_owned)
                 .collect(),
-            token_id: claims.jti,
-            expires_at: claims.exp,
-            consents: details.consents,
-            system_users: details.system_users,
+            token_id: checked.claims.jti,
+            expires_at: checked.claims.exp,
+            consents: checked.details.consents,
+            system_users: checked.details.system_users,
             _proof: Verified,
         })
     }
@@ -279,6 +233,134 @@ impl TokenVerifier {
             None => Err(TokenFault::UnknownKey),
         }
     }
+}
+
+/// A compact JWS split and decoded, nothing verified yet.
+struct Parsed<'t> {
+    alg: Algorithm,
+    kid: String,
+    payload: Value,
+    signing_input: &'t [u8],
+    signature: &'t str,
+}
+
+/// Size, shape, header and payload checks: everything before the key lookup.
+fn parse_compact(token: &str, max_token_bytes: usize) -> Result<Parsed<'_>, TokenFault> {
+    if token.len() > max_token_bytes {
+        return Err(TokenFault::TooLarge);
+    }
+    // A compact JWS is base64url segments and dots; anything else (spaces,
+    // padding, standard base64) is refused before it is counted as JWE.
+    if !token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(TokenFault::Malformed);
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    let (header, body, signature) = match parts.as_slice() {
+        [header, body, signature] => (*header, *body, *signature),
+        [_, _, _, _, _] => return Err(TokenFault::NestedToken),
+        _ => return Err(TokenFault::Malformed),
+    };
+    let (alg, kid) = check_header(&decode_json_object(header)?)?;
+    let payload_bytes = decode_segment(body)?;
+    if !strict_json::is_strict_json(&payload_bytes) {
+        return Err(TokenFault::Malformed);
+    }
+    let payload: Value =
+        serde_json::from_slice(&payload_bytes).map_err(|_| TokenFault::Malformed)?;
+    let signing_input = token
+        .as_bytes()
+        .get(..header.len() + 1 + body.len())
+        .ok_or(TokenFault::Malformed)?;
+    Ok(Parsed {
+        alg,
+        kid,
+        payload,
+        signing_input,
+        signature,
+    })
+}
+
+/// Claims that passed every check after the signature.
+struct CheckedClaims {
+    claims: claims::RawClaims,
+    consumer: String,
+    supplier: Option<String>,
+    details: claims::AuthorizationDetails,
+}
+
+/// Types, times, audience, `jti`, `token_type`, organisations and
+/// `authorization_details`: every check after the signature.
+fn check_claims(
+    payload: Value,
+    settings: &IssuerSettings,
+    now: i64,
+) -> Result<CheckedClaims, TokenFault> {
+    let claims: claims::RawClaims =
+        serde_json::from_value(payload).map_err(|_| TokenFault::BadClaims)?;
+    check_times(&claims, settings, now)?;
+    if let Some(wanted) = &settings.audience {
+        if !claims.aud.as_ref().is_some_and(|aud| aud.contains(wanted)) {
+            return Err(TokenFault::WrongAudience);
+        }
+    }
+    claims::check_jti(&claims.jti)?;
+    if claims
+        .token_type
+        .as_deref()
+        .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
+    {
+        return Err(TokenFault::BadClaims);
+    }
+    let consumer = claims.consumer.orgno()?;
+    let supplier = claims
+        .supplier
+        .as_ref()
+        .map(claims::OrgClaim::orgno)
+        .transpose()?;
+    let details = claims::parse_authorization_details(
+        claims.authorization_details.as_deref().unwrap_or_default(),
+    )?;
+    Ok(CheckedClaims {
+        claims,
+        consumer,
+        supplier,
+        details,
+    })
+}
+
+/// What [`inspect_unverified`] read from a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnverifiedSummary {
+    pub alg: Algorithm,
+    pub kid: String,
+    pub issuer: String,
+    pub consumer: String,
+    pub consents: usize,
+}
+
+/// Runs every check of [`TokenVerifier::verify`] that needs no key: size,
+/// shape, header, strict JSON, claim types, times, audience, organisations
+/// and `authorization_details` — for fuzzing and diagnostics. The signature
+/// is NOT checked, so nothing here may ever be authorised on (it cannot
+/// produce a [`VerifiedCaller`]).
+pub fn inspect_unverified(
+    token: &str,
+    settings: &IssuerSettings,
+    max_token_bytes: usize,
+    now: i64,
+) -> Result<UnverifiedSummary, TokenFault> {
+    let parsed = parse_compact(token, max_token_bytes)?;
+    let checked = check_claims(parsed.payload, settings, now)?;
+    Ok(UnverifiedSummary {
+        alg: parsed.alg,
+        kid: parsed.kid,
+        issuer: checked.claims.iss,
+        consumer: checked.consumer,
+        consents: checked.details.consents.len(),
+    })
 }
 
 fn decode_segment(segment: &str) -> Result<Vec<u8>, TokenFault> {
@@ -382,6 +464,73 @@ mod tests {
 
     fn header(json: &str) -> serde_json::Map<String, Value> {
         serde_json::from_str(json).unwrap()
+    }
+
+    fn settings() -> IssuerSettings {
+        IssuerSettings {
+            issuer: "https://test.maskinporten.no/".into(),
+            jwks_url: "https://test.maskinporten.no/jwk".parse().unwrap(),
+            algorithms: vec![Algorithm::RS256],
+            audience: None,
+            leeway_secs: 10,
+            max_token_age_secs: 3600,
+            refresh_every: Duration::from_secs(300),
+            min_refetch: Duration::from_secs(10),
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn compact(header: &str, claims: &str) -> String {
+        format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        )
+    }
+
+    #[test]
+    fn offline_checks_run_without_keys() {
+        let claims = r#"{"iss":"https://test.maskinporten.no/","scope":"a:b","client_id":"c","consumer":{"authority":"iso6523-actorid-upis","ID":"0192:310000019"},"exp":1100,"iat":1000,"jti":"j"}"#;
+        let summary = inspect_unverified(
+            &compact(r#"{"alg":"RS256","kid":"k1"}"#, claims),
+            &settings(),
+            16384,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(summary.consumer, "310000019");
+        assert_eq!(summary.kid, "k1");
+        let at = |token: &str| inspect_unverified(token, &settings(), 16384, 1000).err();
+        assert_eq!(at(&compact(r#"{"alg":"RS256","kid":"k1"}"#, claims)), None);
+        assert_eq!(
+            at(&compact(r#"{"alg":"RS256","kid":"k1"}"#, claims).replace(".c2ln", ".c2ln ")),
+            Some(TokenFault::Malformed),
+            "whitespace inside a token"
+        );
+        assert_eq!(
+            at("a b.c.d.e.f"),
+            Some(TokenFault::Malformed),
+            "not counted as JWE"
+        );
+        assert_eq!(at("a.b.c.d.e"), Some(TokenFault::NestedToken));
+        assert_eq!(
+            at(&compact(
+                r#"{"alg":"RS256","kid":"k1"}"#,
+                &claims.replace("1100", "5000")
+            )),
+            Some(TokenFault::BadClaims),
+            "lifetime beyond max age"
+        );
+        assert_eq!(
+            inspect_unverified(
+                &compact(r#"{"alg":"RS256","kid":"k1"}"#, claims),
+                &settings(),
+                10,
+                1000
+            )
+            .err(),
+            Some(TokenFault::TooLarge)
+        );
     }
 
     #[test]

@@ -72,6 +72,14 @@ pub struct TlsSection {
     /// When set, clients must present a certificate from this CA bundle (mTLS).
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+    /// How often the certificate, key and CA files are checked for changes
+    /// (a change triggers a reload, as SIGHUP does); 0 turns the check off.
+    #[serde(default = "default_tls_reload_check")]
+    pub reload_check_secs: u64,
+}
+
+fn default_tls_reload_check() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -94,6 +94,16 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     let population = registries::start_population(bind(port(POPULATION_PORT)).await?, None).await?;
     let income = registries::start_income(bind(port(INCOME_PORT)).await?, None).await?;
 
+    // A fresh console password each run; only its salted hash goes into the config.
+    let console_password = tollbu_proxy::console::auth::random_token()
+        .map(|t| t[..20].to_owned())
+        .context("no randomness for the console password")?;
+    let console_hash = tollbu_proxy::console::auth::PasswordHash::new(
+        &console_password,
+        tollbu_proxy::console::auth::DEFAULT_ITERATIONS,
+    )
+    .context("no randomness for the console password salt")?
+    .to_phc();
     let config_text = demo_config(
         &issuer.issuer_url(),
         &population.base_url(),
@@ -104,6 +114,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         &keys_dir,
         &policies_dir,
         &state_dir.join("audit"),
+        &console_hash,
     );
     let config_path = state_dir.join("tollbu.toml");
     std::fs::write(&config_path, &config_text)?;
@@ -128,6 +139,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         other_pid: tollbu_devkit::people::example_pid(2),
         kyc: kyc.map(|c| (c.id.clone(), c.from_pid.clone())),
         income_consent: income_consent.map(|c| (c.id.clone(), c.from_pid.clone())),
+        console_password,
     });
 
     if args.exit_after > 0 {
@@ -218,6 +230,7 @@ fn demo_config(
     keys: &Path,
     policies: &Path,
     audit: &Path,
+    console_hash: &str,
 ) -> String {
     let k = |name: &str| toml_string(&keys.join(name).display().to_string());
     format!(
@@ -254,6 +267,10 @@ dir = {audit}
 origin = "tollbu.example/demo/gateway-0"
 signing_key = {signing}
 pseudonym_key = {pseudonym}
+
+[console]
+enabled = true
+users = [{{ name = "officer", password_hash = {console_hash} }}]
 "#,
         cert = k("gateway.pem"),
         key = k("gateway.key.pem"),
@@ -266,6 +283,7 @@ pseudonym_key = {pseudonym}
         audit = toml_string(&audit.display().to_string()),
         signing = k("audit-signing.key.pem"),
         pseudonym = k("audit-pseudonym.key"),
+        console_hash = toml_string(console_hash),
     )
 }
 
@@ -288,6 +306,8 @@ struct Guide {
     other_pid: String,
     kyc: Option<(String, String)>,
     income_consent: Option<(String, String)>,
+    /// Password of the console user `officer` (new each run).
+    console_password: String,
 }
 
 fn print_guide(g: &Guide) {
@@ -319,6 +339,10 @@ fn print_guide(g: &Guide) {
     println!(
         "  admin       http://{}/readyz  /metrics  /audit/checkpoint",
         g.admin
+    );
+    println!(
+        "  console     http://{}/console  (user officer, password {})",
+        g.admin, g.console_password
     );
     println!("  audit log   {audit}");
     println!("  demo keys   {keys}   (DEMO ONLY)\n");

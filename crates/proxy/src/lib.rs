@@ -107,6 +107,9 @@ pub async fn start_with(
             stop_rx.clone(),
         )));
     }
+    tasks.push(tokio::spawn(
+        Arc::clone(&live).watch_tls_files(stop_rx.clone()),
+    ));
     let admin_listener = server::bind(config.admin.listen).await?;
     let admin_addr = admin_listener
         .local_addr()

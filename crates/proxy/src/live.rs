@@ -146,6 +146,55 @@ impl Live {
     }
 }
 
+/// Size and modification time of each TLS file, to notice renewals.
+pub fn tls_fingerprint(config: &Config) -> Vec<(PathBuf, Option<std::time::SystemTime>, u64)> {
+    let Some(tls) = &config.gateway.tls else {
+        return Vec::new();
+    };
+    [Some(&tls.cert), Some(&tls.key), tls.client_ca.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|path| {
+            let path = config.resolve(path);
+            let meta = std::fs::metadata(&path).ok();
+            let modified = meta.as_ref().and_then(|m| m.modified().ok());
+            (path, modified, meta.map(|m| m.len()).unwrap_or(0))
+        })
+        .collect()
+}
+
+impl Live {
+    /// Reloads whenever the TLS files change; returns when `stop` flips.
+    pub async fn watch_tls_files(
+        self: std::sync::Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let every = read(&self.config)
+            .gateway
+            .tls
+            .as_ref()
+            .map(|t| t.reload_check_secs)
+            .unwrap_or(0);
+        if every == 0 {
+            return;
+        }
+        let mut seen = tls_fingerprint(&read(&self.config));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(every)) => {}
+                _ = stop.changed() => return,
+            }
+            let now = tls_fingerprint(&read(&self.config));
+            if now != seen {
+                tracing::info!("TLS files changed; reloading");
+                // A half-written renewal fails validation and is retried on the next change.
+                let _ = self.reload().await;
+                seen = now;
+            }
+        }
+    }
+}
+
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut changed = Vec::new();
     if old.gateway.listen != new.gateway.listen

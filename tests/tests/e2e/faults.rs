@@ -11,7 +11,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
-use serde_json::Value;
 use tollbu_devkit::{demo_material, registries, start_issuer};
 use tollbu_tests::*;
 
@@ -365,7 +364,11 @@ fn spawn_gateway(config: &std::path::Path) -> (std::process::Child, std::net::So
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(reader).lines() {
                 let Ok(line) = line else { break };
-                let addr = if let Some(addr) = line.strip_prefix("TOLLBU_CHILD_READY ") {
+                if line.contains("panicked") || line.contains("ERROR") {
+                    eprintln!("gateway process: {line}");
+                }
+                // libtest prints "test … ... " first, on the same line.
+                let addr = if let Some((_, addr)) = line.split_once("TOLLBU_CHILD_READY ") {
                     addr.trim().parse().ok()
                 } else if line.contains("gateway serving") {
                     line.split("127.0.0.1:")
@@ -568,5 +571,4 @@ checkpoint_interval_secs = 1
         recorded.len(),
         started.elapsed()
     );
-    let _: Option<Value> = None;
 }

@@ -73,8 +73,9 @@ async fn oversized_and_too_many_headers_get_431() {
     assert_eq!(outcome.statuses(), [431], "{}", outcome.text());
     assert!(outcome.closed);
 
-    // Just under both limits is served.
-    let fine: String = (0..90).map(|i| format!("x-h{i}: v\r\n")).collect();
+    // Well under both limits is served (the stub registry behind us has
+    // hyper's own limit of 100 headers, and we add about a dozen).
+    let fine: String = (0..60).map(|i| format!("x-h{i}: v\r\n")).collect();
     let request = format!(
         "{}{fine}connection: close\r\n\r\n",
         request_head(&path, &token, "")
@@ -110,7 +111,7 @@ async fn slowloris_is_cut_off_at_the_header_read_timeout() {
         let mut sent = 0;
         for byte in request.as_bytes() {
             if stream.write_all(&[*byte]).await.is_err() {
-                break;
+                return (sent, Vec::new(), true);
             }
             sent += 1;
             tokio::time::sleep(Duration::from_millis(50)).await;

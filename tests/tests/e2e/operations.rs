@@ -314,3 +314,78 @@ async fn spans_reach_an_otlp_receiver_and_traceparent_reaches_the_upstream() {
         report.text
     );
 }
+
+#[tokio::test]
+async fn renewed_tls_certificate_files_are_picked_up_without_restart() {
+    use rustls_pki_types::pem::PemObject;
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["gateway.pem", "gateway.key.pem", "ca.pem"] {
+        std::fs::copy(certs_dir().join(name), dir.path().join(name)).unwrap();
+    }
+    let env = Env::start(Options {
+        tls: true,
+        tls_dir: Some(dir.path().to_path_buf()),
+        tls_reload_check_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    let served_cert = |addr: std::net::SocketAddr| async move {
+        let config = tls_client_config(Some((
+            tollbu_devkit::demo_material::AGENCY_WELFARE_CERT_PEM,
+            tollbu_devkit::demo_material::AGENCY_WELFARE_KEY_PEM,
+        )));
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = connector.connect(name, tcp).await.unwrap();
+        stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    };
+    let pem_der = |pem: &str| {
+        rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    };
+    let gateway_der = pem_der(tollbu_devkit::demo_material::GATEWAY_CERT_PEM);
+    let renewed_der = pem_der(tollbu_devkit::demo_material::REGISTRY_CERT_PEM);
+    assert_eq!(served_cert(env.tls_addr()).await, gateway_der);
+
+    // "Renewal": another certificate for the same names, from the same CA.
+    std::fs::write(
+        dir.path().join("gateway.pem"),
+        tollbu_devkit::demo_material::REGISTRY_CERT_PEM,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("gateway.key.pem"),
+        tollbu_devkit::demo_material::REGISTRY_KEY_PEM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while served_cert(env.tls_addr()).await != renewed_der {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "renewed certificate not served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let ready = get(&format!("{}/readyz", env.admin()), &[]).await.json();
+    assert!(ready["last_reload_error"].is_null(), "{ready}");
+
+    // A broken renewal is refused; the last good certificate keeps serving.
+    std::fs::write(dir.path().join("gateway.pem"), "not a certificate").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ready = get(&format!("{}/readyz", env.admin()), &[]).await.json();
+        if ready["last_reload_error"].is_string() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "broken certificate not reported"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(served_cert(env.tls_addr()).await, renewed_der);
+}

@@ -95,8 +95,9 @@ impl Writer {
             next_seq,
             index: o.index,
             indexer: Indexer::start(),
+            // Records re-indexed on open are pending too, so count from the durable watermark.
             index_mark: Watermark {
-                seq: o.report.records,
+                seq: o.report.records - o.report.reindexed,
                 segment: o.seg_first,
                 offset: o.seg_len,
             },

@@ -1,8 +1,8 @@
 //! Queries by subject, consumer, service, decision and time; the citizen's report.
 //!
 //! Subject and consumer queries read one index bucket (see [`crate::index`]) and then only the
-//! matching records; records newer than the index watermark (at most one checkpoint interval) are
-//! scanned. Other queries scan the log.
+//! matching records; records newer than the index watermark (at most 65,536 records, or about
+//! 30 s worth) are scanned. Other queries scan the log.
 
 use std::fmt::Write as _;
 use std::path::Path;
