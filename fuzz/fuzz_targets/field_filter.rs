@@ -58,7 +58,7 @@ fn filter() -> &'static FieldFilter {
             purpose: Some("p"),
             now: 1_750_000_000,
         }) {
-            Decision::Allow(allow) => allow.fields,
+            Decision::Allow(allow) => FieldFilter::clone(&allow.fields),
             Decision::Deny(deny) => panic!("fuzz grant denied: {}", deny.message),
         }
     })

@@ -16,9 +16,19 @@ fuzz_target!(|data: &[u8]| {
         for segment in routed.rest.split('/') {
             assert!(segment != "." && segment != "..", "{text:?}");
         }
-        assert!(!routed.rest.bytes().any(|b| b.is_ascii_control() || b == b'\\'), "{text:?}");
+        assert!(
+            !routed
+                .rest
+                .bytes()
+                .any(|b| b.is_ascii_control() || b == b'\\'),
+            "{text:?}"
+        );
         // Normalising twice changes nothing.
         let again = route_path(&format!("/{}{}", routed.service, routed.rest));
-        assert_eq!(again.as_ref().map(|r| &r.rest), Ok(&routed.rest), "{text:?}");
+        assert_eq!(
+            again.as_ref().map(|r| &r.rest),
+            Ok(&routed.rest),
+            "{text:?}"
+        );
     }
 });

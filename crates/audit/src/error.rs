@@ -49,6 +49,10 @@ pub enum AuditError {
     },
     #[error("corrupt log data: {0}")]
     Corrupt(String),
+    #[error(
+        "the log in `{0}` is already open in another process (or handle); one writer per log directory"
+    )]
+    Locked(PathBuf),
     #[error("index {index} is out of range for tree size {size}")]
     OutOfRange { index: u64, size: u64 },
     #[error("invalid proof request: {0}")]

@@ -120,6 +120,25 @@ struct Inner {
     verifier_key: String,
     dir: PathBuf,
     join: Mutex<Option<JoinHandle<()>>>,
+    /// Exclusive lock on `<dir>/LOCK`: two writers would fork the log.
+    lock: Mutex<Option<std::fs::File>>,
+}
+
+/// Takes the directory's writer lock, creating the directory if needed.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, AuditError> {
+    std::fs::create_dir_all(dir).map_err(AuditError::io(dir))?;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(AuditError::io(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(AuditError::io(&path)(e)),
+    }
 }
 
 /// Handle to an open audit log. Clones share one writer thread.
@@ -147,6 +166,7 @@ impl AuditLog {
         cfg: AuditConfig,
         storage: Arc<dyn Storage>,
     ) -> Result<(AuditLog, RecoveryReport), AuditError> {
+        let lock = lock_dir(&cfg.dir)?;
         let opened = recover::open(&cfg, storage)?;
         let shared = opened.shared.clone();
         let verifier_key = opened.signer.verifier_key();
@@ -166,6 +186,7 @@ impl AuditLog {
                 verifier_key,
                 dir: cfg.dir.clone(),
                 join: Mutex::new(Some(join)),
+                lock: Mutex::new(Some(lock)),
             }),
         };
         Ok((log, report))
@@ -324,7 +345,12 @@ impl AuditLog {
             Ok(()) => rx.recv().unwrap_or(Err(AuditError::Closed)),
             Err(_) => Err(AuditError::Closed),
         };
-        if join.join().is_err() {
+        let joined = join.join();
+        // The writer is gone: another process may now take the directory.
+        if let Ok(mut lock) = self.inner.lock.lock() {
+            lock.take();
+        }
+        if joined.is_err() {
             return Err(AuditError::Unwritable("the writer thread panicked".into()));
         }
         result

@@ -80,6 +80,15 @@ enum Command {
     /// Developer tools.
     #[command(subcommand)]
     Devkit(DevkitCommand),
+    /// Security officer console tools.
+    #[command(subcommand)]
+    Console(ConsoleCommand),
+}
+
+#[derive(Subcommand)]
+enum ConsoleCommand {
+    /// Hash a console password for `[console] users` (reads the password from stdin).
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -360,6 +369,22 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Console(ConsoleCommand::HashPassword) => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(
+                password.chars().count() >= 12,
+                "use a password of at least 12 characters"
+            );
+            let hash = tollbu_proxy::console::auth::PasswordHash::new(
+                password,
+                tollbu_proxy::console::auth::DEFAULT_ITERATIONS,
+            )
+            .context("no randomness for the salt")?;
+            println!("{}", hash.to_phc());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Devkit(DevkitCommand::Certs { out }) => {
             tollbu_devkit::certs::generate(&out)?;
             println!("wrote dev-only keys and certificates to {}", out.display());

@@ -662,6 +662,55 @@ pseudonym_key = "p.key"
     }
 
     #[test]
+    fn console_section_is_off_by_default_and_validated() {
+        let config = Config::parse(MINIMAL, "t.toml", Path::new(".")).unwrap();
+        assert_eq!(config.console, ConsoleSection::default());
+        assert!(!config.console.enabled);
+        let no_users = format!("{MINIMAL}\n[console]\nenabled = true\n");
+        let error = Config::parse(&no_users, "t.toml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("needs at least one entry"), "{error}");
+        let plain = format!(
+            "{MINIMAL}\n[console]\nenabled = true\nusers = [{{ name = \"so\", password_hash = \"hunter2\" }}]\n"
+        );
+        let error = Config::parse(&plain, "t.toml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("t.toml:24:") && error.contains("$pbkdf2-sha256$"),
+            "{error}"
+        );
+        let doc = include_str!("../../../docs/configuration.md");
+        let example = doc.split("## Complete example").nth(1).unwrap();
+        let config = Config::parse(
+            example
+                .split("```toml\n")
+                .nth(1)
+                .unwrap()
+                .split("```")
+                .next()
+                .unwrap(),
+            "docs/configuration.md",
+            Path::new("/etc/tollbu"),
+        )
+        .unwrap();
+        let defaults = ConsoleSection::default();
+        assert_eq!(
+            (
+                config.console.session_ttl_secs,
+                config.console.idle_timeout_secs,
+                config.console.cookie_secure
+            ),
+            (
+                defaults.session_ttl_secs,
+                defaults.idle_timeout_secs,
+                defaults.cookie_secure
+            )
+        );
+    }
+
+    #[test]
     fn origin_expands_environment_variables() {
         let lookup = |v: &str| (v == "POD_NAME").then(|| "tollbu-2".to_owned());
         assert_eq!(

@@ -24,45 +24,103 @@ struct Histogram {
     total: u64,
 }
 
+/// One finished request, as metrics see it.
+pub struct Observation<'a> {
+    pub service: &'a str,
+    pub consumer: Option<&'a str>,
+    pub decision: &'a str,
+    pub reason: Option<&'a str>,
+    pub status: u16,
+    pub total: Duration,
+    pub upstream: Option<Duration>,
+}
+
 /// The gateway's request metrics.
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<RequestLabels, u64>>,
-    durations: Mutex<BTreeMap<String, Histogram>>,
+    /// Time spent in the gateway itself (total minus upstream), per service.
+    gateway_durations: Mutex<BTreeMap<String, Histogram>>,
+    /// Time spent waiting for the registry, per service.
+    upstream_durations: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl Histogram {
+    fn record(&mut self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        for (count, bound) in self.counts.iter_mut().zip(BUCKETS) {
+            if seconds <= bound {
+                *count += 1;
+            }
+        }
+        self.sum += seconds;
+        self.total += 1;
+    }
+}
+
+fn render_histograms(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    histograms: &Mutex<BTreeMap<String, Histogram>>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let Ok(histograms) = histograms.lock() else {
+        return;
+    };
+    for (service, histogram) in histograms.iter() {
+        for (count, bound) in histogram.counts.iter().zip(BUCKETS) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{service=\"{service}\",le=\"{bound}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{service=\"{service}\",le=\"+Inf\"}} {}",
+            histogram.total
+        );
+        let _ = writeln!(out, "{name}_sum{{service=\"{service}\"}} {}", histogram.sum);
+        let _ = writeln!(
+            out,
+            "{name}_count{{service=\"{service}\"}} {}",
+            histogram.total
+        );
+    }
 }
 
 impl Metrics {
     /// Counts one finished request.
-    pub fn observe(
-        &self,
-        service: &str,
-        consumer: Option<&str>,
-        decision: &str,
-        reason: Option<&str>,
-        status: u16,
-        took: Duration,
-    ) {
-        let service = if service.is_empty() { "none" } else { service };
+    pub fn observe(&self, seen: &Observation<'_>) {
+        let service = if seen.service.is_empty() {
+            "none"
+        } else {
+            seen.service
+        };
         if let Ok(mut requests) = self.requests.lock() {
             let key = (
                 service.to_owned(),
-                consumer.unwrap_or("none").to_owned(),
-                decision.to_owned(),
-                reason.unwrap_or("none").to_owned(),
-                status,
+                seen.consumer.unwrap_or("none").to_owned(),
+                seen.decision.to_owned(),
+                seen.reason.unwrap_or("none").to_owned(),
+                seen.status,
             );
             *requests.entry(key).or_default() += 1;
         }
-        if let Ok(mut durations) = self.durations.lock() {
-            let histogram = durations.entry(service.to_owned()).or_default();
-            let seconds = took.as_secs_f64();
-            for (count, bound) in histogram.counts.iter_mut().zip(BUCKETS) {
-                if seconds <= bound {
-                    *count += 1;
-                }
+        let upstream = seen.upstream.unwrap_or_default();
+        if let Ok(mut durations) = self.gateway_durations.lock() {
+            durations
+                .entry(service.to_owned())
+                .or_default()
+                .record(seen.total.saturating_sub(upstream));
+        }
+        if let Some(upstream) = seen.upstream {
+            if let Ok(mut durations) = self.upstream_durations.lock() {
+                durations
+                    .entry(service.to_owned())
+                    .or_default()
+                    .record(upstream);
             }
-            histogram.sum += seconds;
-            histogram.total += 1;
         }
     }
 
@@ -77,31 +135,17 @@ impl Metrics {
                 );
             }
         }
-        out.push_str("# HELP tollbu_request_duration_seconds Time from request to released response.\n# TYPE tollbu_request_duration_seconds histogram\n");
-        if let Ok(durations) = self.durations.lock() {
-            for (service, histogram) in durations.iter() {
-                for (count, bound) in histogram.counts.iter().zip(BUCKETS) {
-                    let _ = writeln!(
-                        out,
-                        "tollbu_request_duration_seconds_bucket{{service=\"{service}\",le=\"{bound}\"}} {count}"
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "tollbu_request_duration_seconds_bucket{{service=\"{service}\",le=\"+Inf\"}} {}",
-                    histogram.total
-                );
-                let _ = writeln!(
-                    out,
-                    "tollbu_request_duration_seconds_sum{{service=\"{service}\"}} {}",
-                    histogram.sum
-                );
-                let _ = writeln!(
-                    out,
-                    "tollbu_request_duration_seconds_count{{service=\"{service}\"}} {}",
-                    histogram.total
-                );
-            }
-        }
+        render_histograms(
+            out,
+            "tollbu_gateway_duration_seconds",
+            "Time a request spent in the gateway itself (token, policy, filter, audit), excluding the registry.",
+            &self.gateway_durations,
+        );
+        render_histograms(
+            out,
+            "tollbu_upstream_duration_seconds",
+            "Time waiting for the registry's answer.",
+            &self.upstream_durations,
+        );
     }
 }

@@ -30,6 +30,7 @@ use crate::body::HashingBody;
 use crate::error::{Problem, TokenFault};
 use crate::gateway::GatewayState;
 use crate::headers;
+use crate::metrics::Observation;
 use crate::rate_limit::{Limit, Verdict};
 use crate::route;
 use crate::trace::RequestTrace;
@@ -42,6 +43,8 @@ pub type ResponseBody = Full<Bytes>;
 struct Outcome {
     record: Record,
     started: Instant,
+    /// Time spent waiting for the registry, when it was called.
+    upstream_time: Option<std::time::Duration>,
 }
 
 /// Handles one request end to end.
@@ -71,6 +74,7 @@ where
             ..Record::default()
         },
         started,
+        upstream_time: None,
     };
     let response = match serve(
         &state,
@@ -138,14 +142,15 @@ async fn finish(
                 &service,
                 path_template.as_deref(),
             );
-            state.metrics.observe(
-                &service,
-                consumer.as_deref(),
-                decision.as_str(),
-                code.as_deref(),
-                parts.status.as_u16(),
-                outcome.started.elapsed(),
-            );
+            state.metrics.observe(&Observation {
+                service: &service,
+                consumer: consumer.as_deref(),
+                decision: decision.as_str(),
+                reason: code.as_deref(),
+                status: parts.status.as_u16(),
+                total: outcome.started.elapsed(),
+                upstream: outcome.upstream_time,
+            });
             if let Ok(value) = HeaderValue::from_str(request_id) {
                 parts.headers.insert(headers::REQUEST_ID, value);
             }
@@ -160,14 +165,15 @@ async fn finish(
                 &service,
                 path_template.as_deref(),
             );
-            state.metrics.observe(
-                &service,
-                consumer.as_deref(),
-                "error",
-                Some("audit_unavailable"),
-                503,
-                outcome.started.elapsed(),
-            );
+            state.metrics.observe(&Observation {
+                service: &service,
+                consumer: consumer.as_deref(),
+                decision: "error",
+                reason: Some("audit_unavailable"),
+                status: 503,
+                total: outcome.started.elapsed(),
+                upstream: outcome.upstream_time,
+            });
             Problem::AuditUnavailable.to_response(request_id)
         }
     }
@@ -302,6 +308,7 @@ where
     let (body, body_digest) = HashingBody::new(body, state.limits.max_request_body_bytes);
     let body = body.boxed();
     let upstream_step = trace.step("tollbu.upstream");
+    let upstream_started = Instant::now();
     let traceparent = trace.traceparent_for(&upstream_step);
     let assertions = Assertions {
         request_id,
@@ -343,6 +350,7 @@ where
             }
         })?;
     drop(upstream_step);
+    outcome.upstream_time = Some(upstream_started.elapsed());
     outcome.record.request_sha256 = body_digest.sha256();
     outcome.record.upstream_status = Some(answer.status.as_u16());
 

@@ -389,3 +389,57 @@ async fn renewed_tls_certificate_files_are_picked_up_without_restart() {
     }
     assert_eq!(served_cert(env.tls_addr()).await, renewed_der);
 }
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_and_records_them() {
+    // A registry that takes 700 ms to answer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                let _ = stream.read(&mut buf).await;
+                tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+                let body = br#"{"name":{"given":"A","family":"B"}}"#;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body).await;
+            });
+        }
+    });
+    let mut env = Env::start(Options {
+        population_upstream: Some(upstream),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let url = format!("{}/population/persons/{}", env.base(), example_pid(0));
+    let in_flight = tokio::spawn(async move {
+        let mut s = String::new();
+        get(&url, &auth(&token, Some("benefit-assessment"), &mut s)).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    env.stop_gateway().await;
+    let answer = in_flight.await.unwrap();
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "the in-flight request finished during the drain"
+    );
+    let checkpoint = std::fs::read_to_string(env.audit_dir().join("checkpoint")).unwrap();
+    assert!(
+        checkpoint.contains("\n1\n"),
+        "the final checkpoint covers it: {checkpoint}"
+    );
+    let report = tooling::query(&env.audit_dir(), &Query::default(), None, true);
+    assert!(
+        report.text.contains(&answer.header("x-request-id")),
+        "{}",
+        report.text
+    );
+}

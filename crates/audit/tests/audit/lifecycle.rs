@@ -325,3 +325,19 @@ fn a_torn_tail_is_cut_and_reported() {
     let r = tooling::verify(dir.path(), &[], None);
     assert!(r.ok, "{}", r.text);
 }
+
+#[test]
+fn a_second_writer_on_the_same_directory_is_refused_until_the_first_shuts_down() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || keys.config(dir.path());
+    let (first, _) = AuditLog::open(cfg()).unwrap();
+    match AuditLog::open(cfg()) {
+        Err(tollbu_audit::AuditError::Locked(_)) => {}
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("two writers on one log directory"),
+    }
+    first.shutdown().unwrap();
+    let (second, _) = AuditLog::open(cfg()).unwrap();
+    second.shutdown().unwrap();
+}

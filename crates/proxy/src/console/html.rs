@@ -79,10 +79,10 @@ pub fn page(title: &str, nav: Nav, viewer: Option<&Viewer<'_>>, main: &str) -> S
             esc(v.user)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
         "</header><main><h1>{}</h1>{main}</main>\
-         <footer>Every page you open here is itself written to the audit log.</footer></body></html>\n",
+         <footer>Every page you open here is itself written to the audit log.</footer></body></html>",
         esc(title)
     );
     out
