@@ -12,6 +12,8 @@
 #   haproxy    HAProxy 2.6, RS256 jwt_verify (issuer PEM key) + alg/iss/exp checks, then proxy
 #   plain      crates/proxy/examples/bench_plain_proxy.rs: Tollbu's listener + forwarding, no auth
 #   tollbu     target/release/tollbu serve: token, policy, rate limit, minimisation, fsync'd audit
+#   relaxed    diagnostic only: the same gateway with `durability = "relaxed"` (fsync every 100 ms),
+#              to show what the per-batch fsync costs; not a configuration the targets are judged on
 # Raw output goes to bench/out/<timestamp>/ (git-ignored); summary: bench/summarise.py.
 set -euo pipefail
 
@@ -22,12 +24,13 @@ OUT=${OUT:-$BENCH/out/$STAMP}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 SCENARIOS=${SCENARIOS:-"c50 c1000 h2"}
-TARGETS=${TARGETS:-"upstream nginx haproxy plain tollbu"}
+TARGETS=${TARGETS:-"upstream nginx haproxy plain tollbu relaxed"}
 H2_TARGETS=${H2_TARGETS:-"nginx plain tollbu"}
 WRK_THREADS=${WRK_THREADS:-2}
 
 UPSTREAM_PORT=18001 NGINX_PORT=18002 NGINX_H2_PORT=18012 HAPROXY_PORT=18003
 PLAIN_PORT=18004 TOLLBU_PORT=18005 TOLLBU_ADMIN_PORT=18095 ISSUER_PORT=18070
+RELAXED_PORT=18006 RELAXED_ADMIN_PORT=18096
 ISSUER="http://127.0.0.1:$ISSUER_PORT/"
 PURPOSE=benefit-assessment
 
@@ -56,7 +59,7 @@ for bin in "$REL/tollbu" "$REL/examples/bench_upstream" "$REL/examples/bench_pla
   [[ -x $bin ]] || { echo "missing $bin (build first)" >&2; exit 1; }
 done
 
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"  # 1,000 client + 1,000 upstream connections per proxy need > 2,000
 
 # --- start servers ------------------------------------------------------------
 declare -A PID
@@ -104,6 +107,9 @@ start upstream $UPSTREAM_PORT "$REL/examples/bench_upstream" "127.0.0.1:$UPSTREA
 fill "$BENCH/nginx.conf.in" "$OUT/nginx/nginx.conf"
 fill "$BENCH/haproxy.cfg.in" "$OUT/haproxy/haproxy.cfg"
 fill "$BENCH/tollbu.toml.in" "$OUT/tollbu.toml"
+sed -e "s|127.0.0.1:$TOLLBU_PORT|127.0.0.1:$RELAXED_PORT|; s|127.0.0.1:$TOLLBU_ADMIN_PORT|127.0.0.1:$RELAXED_ADMIN_PORT|" \
+  -e "s|$OUT/audit|$OUT/audit-relaxed|; s|durability = \"fsync\"|durability = \"relaxed\"|" \
+  "$OUT/tollbu.toml" >"$OUT/tollbu-relaxed.toml"
 openssl pkey -in "$ROOT/certs-example/issuer-signing.key.pem" -pubout -out "$OUT/haproxy/issuer.pub.pem"
 # The example population policy with the welfare grant's 600/min limit raised
 # so it never triggers (the limiter still runs on every request).
@@ -115,6 +121,9 @@ start nginx $NGINX_PORT nginx -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf"
 start haproxy $HAPROXY_PORT haproxy -db -f "$OUT/haproxy/haproxy.cfg"
 start plain $PLAIN_PORT "$REL/examples/bench_plain_proxy" "127.0.0.1:$PLAIN_PORT" "http://127.0.0.1:$UPSTREAM_PORT"
 start tollbu $TOLLBU_PORT "$REL/tollbu" serve --config "$OUT/tollbu.toml"
+if [[ " $TARGETS " == *" relaxed "* ]]; then
+  start relaxed $RELAXED_PORT "$REL/tollbu" serve --config "$OUT/tollbu-relaxed.toml"
+fi
 
 TOKEN=$("$REL/tollbu" token --issuer "$ISSUER" --client-id demo-welfare \
   --key "$ROOT/certs-example/clients/demo-welfare.key.pem" --scope demo:population)
@@ -127,13 +136,14 @@ declare -A URL=(
   [haproxy]="http://127.0.0.1:$HAPROXY_PORT$PATH_"
   [plain]="http://127.0.0.1:$PLAIN_PORT$PATH_"
   [tollbu]="http://127.0.0.1:$TOLLBU_PORT$PATH_"
+  [relaxed]="http://127.0.0.1:$RELAXED_PORT$PATH_"
 )
 declare -A H2URL=(
   [nginx]="http://127.0.0.1:$NGINX_H2_PORT$PATH_"
   [plain]="http://127.0.0.1:$PLAIN_PORT$PATH_"
   [tollbu]="http://127.0.0.1:$TOLLBU_PORT$PATH_"
 )
-needs_token() { [[ $1 == haproxy || $1 == tollbu ]]; }
+needs_token() { [[ $1 == haproxy || $1 == tollbu || $1 == relaxed ]]; }
 
 # --- pre-flight: every target answers 200 with the record; auth is enforced ---
 AUTH=(-H "Authorization: Bearer $TOKEN" -H "Tollbu-Purpose: $PURPOSE")
@@ -142,10 +152,12 @@ for t in $TARGETS; do
   [[ $code == 200 ]] || { echo "preflight $t: HTTP $code" >&2; cat "$OUT/raw/preflight-$t.json" >&2; exit 1; }
   log "preflight $t: 200, $(wc -c <"$OUT/raw/preflight-$t.json") bytes"
 done
+# A token whose signature differs in one character well inside the signature.
+BAD_TOKEN=$(python3 -c 'import sys; t=sys.argv[1]; i=len(t)-20; print(t[:i] + ("B" if t[i] != "B" else "C") + t[i+1:])' "$TOKEN")
 for t in haproxy tollbu; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Tollbu-Purpose: $PURPOSE" "${URL[$t]}")
   [[ $code == 401 ]] || { echo "preflight $t without token: HTTP $code, expected 401" >&2; exit 1; }
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${TOKEN%?}A" -H "Tollbu-Purpose: $PURPOSE" "${URL[$t]}")
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $BAD_TOKEN" -H "Tollbu-Purpose: $PURPOSE" "${URL[$t]}")
   [[ $code == 401 ]] || { echo "preflight $t with a tampered token: HTTP $code, expected 401" >&2; exit 1; }
 done
 python3 - "$OUT/raw/preflight-tollbu.json" <<'EOF'
@@ -220,6 +232,27 @@ rotate() { # round list... -> list rotated by round, so no server always runs fi
   local a=("$@") n=$# i
   for ((i = 0; i < n; i++)); do echo "${a[$(((i + r) % n))]}"; done
 }
+
+# --- profile mode: PROFILE=tollbu bench/run.sh -------------------------------------
+# Samples the named server with perf (cpu-clock: hardware counters are not
+# available in this VM) during one wrk -c50 run, and writes flat and
+# call-graph reports; no load rounds.
+if [[ -n ${PROFILE:-} ]]; then
+  run_wrk warmup "$PROFILE" warmup 50 2
+  perf record -e cpu-clock -F "${PERF_FREQ:-499}" --call-graph "${PERF_CALLGRAPH:-dwarf,16384}" \
+    -o "$OUT/perf-$PROFILE.data" -p "${PID[$PROFILE]}" -- sleep "$((DURATION + 1))" \
+    >"$OUT/logs/perf.log" 2>&1 &
+  perf_pid=$!
+  sleep 0.5
+  run_wrk profile "$PROFILE" 1 50 "$DURATION"
+  wait "$perf_pid" || true
+  perf report -i "$OUT/perf-$PROFILE.data" --no-children --sort symbol --stdio 2>/dev/null \
+    | grep -v '^$' | grep -E '^ +[0-9]' | head -80 >"$OUT/profile-$PROFILE-flat.txt" || true
+  perf report -i "$OUT/perf-$PROFILE.data" --children --sort symbol --stdio -g none 2>/dev/null \
+    | grep -E '^ +[0-9]' | head -150 >"$OUT/profile-$PROFILE-inclusive.txt" || true
+  log "profile written to $OUT/profile-$PROFILE-{flat,inclusive}.txt"
+  exit 0
+fi
 
 # --- environment record ---------------------------------------------------------
 {

@@ -110,6 +110,7 @@ NAMES = {
     "haproxy": "3. HAProxy + RS256 JWT",
     "plain": "4. Tollbu plain proxy (no auth)",
     "tollbu": "5. Tollbu full pipeline",
+    "relaxed": "(diagnostic) Tollbu full, audit durability relaxed",
 }
 SCENARIOS = {
     "c50": "HTTP/1.1, wrk -t2 -c50",

@@ -55,6 +55,8 @@ pub struct Options {
     pub tls_dir: Option<PathBuf>,
     /// `[gateway.tls] reload_check_secs`.
     pub tls_reload_check_secs: u64,
+    /// Extra `key = value` lines in the `population` service (upstream TLS, …).
+    pub population_extra: String,
 }
 
 impl Default for Options {
@@ -70,6 +72,7 @@ impl Default for Options {
             population_issuers: None,
             tls_dir: None,
             tls_reload_check_secs: 30,
+            population_extra: String::new(),
         }
     }
 }
@@ -280,6 +283,7 @@ jwks_min_refetch_secs = 0
 id = "population"
 upstream = "{population}"
 {population_issuers}
+{population_extra}
 
 [[service]]
 id = "income"
@@ -322,6 +326,7 @@ checkpoint_interval_secs = 1
         signing = c("audit-signing.key.pem"),
         pseudonym = c("audit-pseudonym.key"),
         extra = options.extra_config,
+        population_extra = options.population_extra,
     )
 }
 

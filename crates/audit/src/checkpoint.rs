@@ -330,11 +330,10 @@ mod tests {
                 let mut bytes = note.clone().into_bytes();
                 let at = usize::from(b) % 40;
                 bytes[at] ^= 0x20;
-                if let Ok(m) = String::from_utf8(bytes) {
-                    if m != note {
+                if let Ok(m) = String::from_utf8(bytes)
+                    && m != note {
                         proptest::prop_assert!(open_checkpoint(&m, &v).is_err());
                     }
-                }
             }
         }
     }

@@ -112,23 +112,24 @@ impl Record {
     /// subject or malformed digest slipping into a permanent, signed record.
     pub fn validate(&self) -> Result<(), AuditError> {
         parse_time(&self.time)?;
-        if let Some(s) = &self.subject {
-            if !is_hex64(s) {
-                return Err(AuditError::InvalidRecord(
-                    "`subject` must be a pseudonym (64 lowercase hex chars), never a clear identifier".into(),
-                ));
-            }
+        if let Some(s) = &self.subject
+            && !is_hex64(s)
+        {
+            return Err(AuditError::InvalidRecord(
+                "`subject` must be a pseudonym (64 lowercase hex chars), never a clear identifier"
+                    .into(),
+            ));
         }
         for (name, v) in [
             ("request_sha256", &self.request_sha256),
             ("response_sha256", &self.response_sha256),
         ] {
-            if let Some(v) = v {
-                if !is_hex64(v) {
-                    return Err(AuditError::InvalidRecord(format!(
-                        "`{name}` must be 64 lowercase hex chars"
-                    )));
-                }
+            if let Some(v) = v
+                && !is_hex64(v)
+            {
+                return Err(AuditError::InvalidRecord(format!(
+                    "`{name}` must be 64 lowercase hex chars"
+                )));
             }
         }
         Ok(())

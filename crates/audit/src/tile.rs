@@ -267,18 +267,18 @@ impl TileStore {
             if !path.exists() {
                 write_atomic(&path, &encode_tile(hashes))?;
             }
-            if let Some(pdir) = path.parent() {
-                if let Ok(rd) = std::fs::read_dir(pdir) {
-                    for e in rd.flatten() {
-                        let narrower = e
-                            .file_name()
-                            .to_str()
-                            .and_then(|s| s.parse::<u64>().ok())
-                            .is_some_and(|w| w < width);
-                        if narrower {
-                            // Best effort: a leftover narrower partial is still a correct prefix.
-                            let _ = std::fs::remove_file(e.path());
-                        }
+            if let Some(pdir) = path.parent()
+                && let Ok(rd) = std::fs::read_dir(pdir)
+            {
+                for e in rd.flatten() {
+                    let narrower = e
+                        .file_name()
+                        .to_str()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .is_some_and(|w| w < width);
+                    if narrower {
+                        // Best effort: a leftover narrower partial is still a correct prefix.
+                        let _ = std::fs::remove_file(e.path());
                     }
                 }
             }
@@ -310,10 +310,10 @@ impl TileStore {
     }
 
     fn full_tile(&self, level: u8, n: u64) -> Result<Arc<Vec<Hash>>, AuditError> {
-        if let Ok(c) = self.cache.lock() {
-            if let Some(t) = c.get(&(level, n)) {
-                return Ok(t.clone());
-            }
+        if let Ok(c) = self.cache.lock()
+            && let Some(t) = c.get(&(level, n))
+        {
+            return Ok(t.clone());
         }
         let t = Arc::new(read_tile(&self.root, level, n, TILE_WIDTH)?);
         if let Ok(mut c) = self.cache.lock() {

@@ -79,13 +79,8 @@ async fn proxy(
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let Ok(body) = Limited::new(body, limits.max_request_body_bytes)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-    else {
-        return status(StatusCode::BAD_REQUEST);
-    };
+    // Streamed upstream under the size limit, as the gateway does.
+    let body = Limited::new(body, limits.max_request_body_bytes).boxed();
     let request_id = uuid::Uuid::new_v4().to_string();
     let assertions = Assertions {
         request_id: &request_id,

@@ -301,10 +301,10 @@ fn check_claims(
     let claims: claims::RawClaims =
         serde_json::from_value(payload).map_err(|_| TokenFault::BadClaims)?;
     check_times(&claims, settings, now)?;
-    if let Some(wanted) = &settings.audience {
-        if !claims.aud.as_ref().is_some_and(|aud| aud.contains(wanted)) {
-            return Err(TokenFault::WrongAudience);
-        }
+    if let Some(wanted) = &settings.audience
+        && !claims.aud.as_ref().is_some_and(|aud| aud.contains(wanted))
+    {
+        return Err(TokenFault::WrongAudience);
     }
     claims::check_jti(&claims.jti)?;
     if claims

@@ -1,72 +1,130 @@
 //! The caller's request body, streamed to the registry while it is hashed
 //! and counted: the audit record gets its SHA-256 without the gateway
 //! holding the whole body, and a body past the limit is cut off mid-stream.
+//!
+//! A registry may answer before reading the whole body. The sender then
+//! drops the rest; [`HashingBody`] hands the unread remainder back to its
+//! [`BodyDigest`], and [`BodyDigest::drain_rest`] reads it (still within the
+//! limit), so the gateway knows the body's real size and hash before it
+//! decides to release the answer.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 
 /// Boxed error for streamed bodies.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What the stream learned, read after the upstream exchange.
-#[derive(Debug, Default)]
-pub struct BodyDigest {
-    sha256: Mutex<Option<String>>,
-    exceeded: AtomicBool,
+/// How the body ended, as far as the gateway has read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyOutcome {
+    /// Read to the end within the limit: its hex SHA-256.
+    Complete(String),
+    /// More than the limit (413).
+    TooLarge,
+    /// The caller's stream failed or stalled (400).
+    Unreadable,
 }
 
-impl BodyDigest {
-    /// Hex SHA-256 of the whole body, once it was read to the end.
-    pub fn sha256(&self) -> Option<String> {
-        self.sha256.lock().ok().and_then(|h| h.clone())
+/// Hashing state shared by the streaming body and the request handler.
+struct Hashing {
+    hasher: Option<Sha256>,
+    seen: usize,
+    limit: usize,
+    outcome: Option<BodyOutcome>,
+}
+
+impl Hashing {
+    /// Accounts one data chunk; false once the limit is passed.
+    fn take(&mut self, data: &[u8]) -> bool {
+        self.seen = self.seen.saturating_add(data.len());
+        if self.seen > self.limit {
+            self.hasher = None;
+            self.outcome = Some(BodyOutcome::TooLarge);
+            return false;
+        }
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(data);
+        }
+        true
     }
 
-    /// True when the body went past the limit (the request is then 413).
-    pub fn exceeded(&self) -> bool {
-        self.exceeded.load(Ordering::Relaxed)
+    fn finish(&mut self) {
+        if let Some(hasher) = self.hasher.take() {
+            self.outcome = Some(BodyOutcome::Complete(hex::encode(hasher.finalize())));
+        }
     }
+
+    fn fail(&mut self) {
+        self.hasher = None;
+        self.outcome.get_or_insert(BodyOutcome::Unreadable);
+    }
+}
+
+/// What the handler keeps of the body after handing it to the sender.
+pub struct BodyDigest<B> {
+    hashing: Mutex<Hashing>,
+    /// The unread remainder, handed back if the sender dropped the body early.
+    rest: Mutex<Option<B>>,
 }
 
 /// Wraps a body, hashing and counting every data frame.
 pub struct HashingBody<B> {
-    inner: B,
-    hasher: Option<Sha256>,
-    seen: usize,
-    limit: usize,
-    digest: Arc<BodyDigest>,
+    inner: Option<B>,
+    digest: Arc<BodyDigest<B>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("request body larger than {0} bytes")]
 struct TooLarge(usize);
 
+#[derive(Debug, thiserror::Error)]
+#[error("request body already consumed")]
+struct Consumed;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
 impl<B: Body> HashingBody<B> {
-    pub fn new(inner: B, limit: usize) -> (Self, Arc<BodyDigest>) {
-        let digest = Arc::new(BodyDigest::default());
-        let mut body = HashingBody {
-            inner,
+    pub fn new(inner: B, limit: usize) -> (Self, Arc<BodyDigest<B>>) {
+        let mut hashing = Hashing {
             hasher: Some(Sha256::new()),
             seen: 0,
             limit,
-            digest: Arc::clone(&digest),
+            outcome: None,
         };
-        if body.inner.is_end_stream() {
-            body.finish();
+        if inner.is_end_stream() {
+            hashing.finish();
         }
-        (body, digest)
+        let digest = Arc::new(BodyDigest {
+            hashing: Mutex::new(hashing),
+            rest: Mutex::new(None),
+        });
+        (
+            HashingBody {
+                inner: Some(inner),
+                digest: Arc::clone(&digest),
+            },
+            digest,
+        )
     }
+}
 
-    fn finish(&mut self) {
-        if let Some(hasher) = self.hasher.take() {
-            if let Ok(mut slot) = self.digest.sha256.lock() {
-                *slot = Some(hex::encode(hasher.finalize()));
-            }
+impl<B> Drop for HashingBody<B> {
+    fn drop(&mut self) {
+        let unfinished = lock(&self.digest.hashing).outcome.is_none();
+        if unfinished && let Some(inner) = self.inner.take() {
+            *lock(&self.digest.rest) = Some(inner);
         }
     }
 }
@@ -84,31 +142,29 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Some(Err(Box::new(Consumed))));
+        };
+        match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.seen = this.seen.saturating_add(data.len());
-                    if this.seen > this.limit {
-                        this.digest.exceeded.store(true, Ordering::Relaxed);
-                        this.hasher = None;
-                        return Poll::Ready(Some(Err(Box::new(TooLarge(this.limit)))));
-                    }
-                    if let Some(hasher) = &mut this.hasher {
-                        hasher.update(data);
-                    }
+                let mut hashing = lock(&this.digest.hashing);
+                if let Some(data) = frame.data_ref()
+                    && !hashing.take(data)
+                {
+                    return Poll::Ready(Some(Err(Box::new(TooLarge(hashing.limit)))));
                 }
                 // Senders stop polling once the body says it has ended.
-                if this.inner.is_end_stream() {
-                    this.finish();
+                if inner.is_end_stream() {
+                    hashing.finish();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => {
-                this.hasher = None;
+                lock(&this.digest.hashing).fail();
                 Poll::Ready(Some(Err(error.into())))
             }
             Poll::Ready(None) => {
-                this.finish();
+                lock(&this.digest.hashing).finish();
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
@@ -116,12 +172,53 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
-    // An empty body is never polled: its hash is known at once (see `new`).
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map(Body::size_hint).unwrap_or_default()
+    }
+}
+
+impl<B> BodyDigest<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    /// The outcome so far, without reading more.
+    pub fn outcome(&self) -> Option<BodyOutcome> {
+        lock(&self.hashing).outcome.clone()
+    }
+
+    /// Reads whatever the sender left unread (within the limit and `timeout`)
+    /// and returns how the body ended.
+    pub async fn drain_rest(&self, timeout: Duration) -> BodyOutcome {
+        let rest = lock(&self.rest).take();
+        if let Some(mut rest) = rest {
+            let drained = tokio::time::timeout(timeout, async {
+                while let Some(frame) = rest.frame().await {
+                    let Ok(frame) = frame else {
+                        lock(&self.hashing).fail();
+                        return;
+                    };
+                    let mut hashing = lock(&self.hashing);
+                    if let Some(data) = frame.data_ref()
+                        && !hashing.take(data)
+                    {
+                        return;
+                    }
+                }
+                lock(&self.hashing).finish();
+            })
+            .await;
+            if drained.is_err() {
+                lock(&self.hashing).fail();
+            }
+        }
+        let mut hashing = lock(&self.hashing);
+        if hashing.outcome.is_none() {
+            hashing.fail();
+        }
+        hashing.outcome.clone().unwrap_or(BodyOutcome::Unreadable)
     }
 }
 
@@ -137,19 +234,40 @@ mod tests {
         let (body, digest) = HashingBody::new(Full::new(Bytes::from_static(b"hello")), 10);
         let collected = body.collect().await.unwrap().to_bytes();
         assert_eq!(&collected[..], b"hello");
+        let expected = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
         assert_eq!(
-            digest.sha256().unwrap(),
-            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+            digest.drain_rest(Duration::from_secs(1)).await,
+            BodyOutcome::Complete(expected.into())
         );
-        assert!(!digest.exceeded());
     }
 
     #[tokio::test]
     async fn cuts_off_past_the_limit() {
         let (body, digest) = HashingBody::new(Chunks(4), 25);
         assert!(body.collect().await.is_err());
-        assert!(digest.exceeded());
-        assert!(digest.sha256().is_none());
+        assert_eq!(digest.outcome(), Some(BodyOutcome::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn a_remainder_left_by_the_sender_is_drained_and_judged() {
+        // The sender reads one chunk and drops the body.
+        let (mut body, digest) = HashingBody::new(Chunks(4), 25);
+        let _first = body.frame().await;
+        drop(body);
+        assert_eq!(digest.outcome(), None);
+        assert_eq!(
+            digest.drain_rest(Duration::from_secs(1)).await,
+            BodyOutcome::TooLarge
+        );
+
+        let (mut body, digest) = HashingBody::new(Chunks(2), 25);
+        let _first = body.frame().await;
+        drop(body);
+        let expected = hex::encode(Sha256::digest(b"01234567890123456789"));
+        assert_eq!(
+            digest.drain_rest(Duration::from_secs(1)).await,
+            BodyOutcome::Complete(expected)
+        );
     }
 
     /// Yields `n` chunks of ten bytes.

@@ -24,12 +24,6 @@ pub struct Args {
     command: Command,
 }
 
-impl Args {
-    pub fn log_format_json(&self) -> bool {
-        self.log_json || matches!(self.command, Command::Serve { .. })
-    }
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway with a config file.
@@ -197,6 +191,10 @@ enum DevkitCommand {
 
 /// Runs the chosen command and maps its outcome to an exit code.
 pub fn run(args: Args) -> ExitCode {
+    // `serve` sets up logging once its config (and `[log] level`) is read.
+    if !matches!(args.command, Command::Serve { .. }) {
+        crate::init_logging(args.log_json, "info");
+    }
     match dispatch(args.command) {
         Ok(code) => code,
         Err(error) => {
@@ -394,7 +392,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&config_path)?;
+    let config = match Config::load(&config_path) {
+        Ok(config) => config,
+        Err(error) => {
+            crate::init_logging(true, "info");
+            return Err(error.into());
+        }
+    };
+    crate::init_logging(true, &config.log.level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

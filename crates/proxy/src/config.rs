@@ -48,6 +48,8 @@ pub struct Config {
     #[serde(default)]
     pub telemetry: TelemetrySection,
     #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
     pub console: ConsoleSection,
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -208,6 +210,22 @@ pub struct ServiceSection {
     pub upstream_client_cert: Option<PathBuf>,
     #[serde(default)]
     pub upstream_client_key: Option<PathBuf>,
+}
+
+/// Log verbosity for `serve` (JSON lines on stderr).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// An `EnvFilter` directive such as `info` or `info,tollbu_proxy=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+        }
+    }
 }
 
 /// Trace export; off unless an endpoint is given here or in `OTEL_*`.

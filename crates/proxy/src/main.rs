@@ -9,14 +9,14 @@ mod demo;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let args = cli::Args::parse();
-    init_logging(args.log_format_json());
-    cli::run(args)
+    cli::run(cli::Args::parse())
 }
 
-fn init_logging(json: bool) {
+/// Structured logs on stderr: `RUST_LOG` when set, else `default_level`.
+pub fn init_logging(json: bool, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

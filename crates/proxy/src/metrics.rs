@@ -114,13 +114,13 @@ impl Metrics {
                 .or_default()
                 .record(seen.total.saturating_sub(upstream));
         }
-        if let Some(upstream) = seen.upstream {
-            if let Ok(mut durations) = self.upstream_durations.lock() {
-                durations
-                    .entry(service.to_owned())
-                    .or_default()
-                    .record(upstream);
-            }
+        if let Some(upstream) = seen.upstream
+            && let Ok(mut durations) = self.upstream_durations.lock()
+        {
+            durations
+                .entry(service.to_owned())
+                .or_default()
+                .record(upstream);
         }
     }
 

@@ -88,7 +88,16 @@ pub async fn accept_loop(
             let _open = OpenConnection::new(&live);
             let service = service_fn(move |request: hyper::Request<Incoming>| {
                 let state = live.state();
-                async move { Ok::<_, Infallible>(stack::handle(state, request, peer, scheme).await) }
+                // Its own task: a client that resets the stream or hangs up
+                // cannot stop a request that reached the registry from
+                // being recorded.
+                let handled = tokio::spawn(stack::handle(state, request, peer, scheme));
+                async move {
+                    Ok::<_, Infallible>(match handled.await {
+                        Ok(response) => response,
+                        Err(_) => crate::error::Problem::Internal.to_response("-"),
+                    })
+                }
             });
             match tls {
                 Some(acceptor) => {

@@ -26,7 +26,7 @@ use tollbu_audit::{Decision as AuditDecision, Record};
 use tollbu_policy::{Decision, DecisionRequest, OperationMatch};
 
 use crate::authn::VerifiedCaller;
-use crate::body::HashingBody;
+use crate::body::{BodyOutcome, HashingBody};
 use crate::error::{Problem, TokenFault};
 use crate::gateway::GatewayState;
 use crate::headers;
@@ -218,10 +218,10 @@ where
     outcome.record.consumer = Some(format!("0192:{}", caller.consumer));
     outcome.record.supplier = caller.supplier.as_ref().map(|s| format!("0192:{s}"));
     outcome.record.client_id = Some(caller.client_id.clone());
-    if let Some(allowed) = &upstream.issuers {
-        if !allowed.iter().any(|issuer| issuer == &caller.issuer) {
-            return Err(Problem::InvalidToken(TokenFault::UntrustedIssuer));
-        }
+    if let Some(allowed) = &upstream.issuers
+        && !allowed.iter().any(|issuer| issuer == &caller.issuer)
+    {
+        return Err(Problem::InvalidToken(TokenFault::UntrustedIssuer));
     }
 
     // 4. operation
@@ -338,8 +338,12 @@ where
         .map_err(|error| {
             tracing::warn!(%error, request_id, service = %routed.service, "upstream call failed");
             upstream_step.fail("upstream_error");
-            if body_digest.exceeded() {
-                return Problem::PayloadTooLarge;
+            match body_digest.outcome() {
+                Some(BodyOutcome::TooLarge) => return Problem::PayloadTooLarge,
+                Some(BodyOutcome::Unreadable) => {
+                    return Problem::BadRequest("the request body could not be read");
+                }
+                _ => {}
             }
             match error {
                 UpstreamError::Timeout => Problem::UpstreamTimeout,
@@ -351,7 +355,19 @@ where
         })?;
     drop(upstream_step);
     outcome.upstream_time = Some(upstream_started.elapsed());
-    outcome.record.request_sha256 = body_digest.sha256();
+    // The registry may answer before reading the whole body: read what it
+    // left, so the record has the real hash and an answer to an oversized or
+    // broken body is never released.
+    match body_digest
+        .drain_rest(state.limits.header_read_timeout())
+        .await
+    {
+        BodyOutcome::Complete(sha256) => outcome.record.request_sha256 = Some(sha256),
+        BodyOutcome::TooLarge => return Err(Problem::PayloadTooLarge),
+        BodyOutcome::Unreadable => {
+            return Err(Problem::BadRequest("the request body could not be read"));
+        }
+    }
     outcome.record.upstream_status = Some(answer.status.as_u16());
 
     // 8. minimise

@@ -77,10 +77,10 @@ impl Telemetry {
 
     /// Exports what is buffered and stops; called at graceful shutdown.
     pub fn shutdown(&self) {
-        if let Some(provider) = &self.provider {
-            if let Err(error) = provider.shutdown_with_timeout(Duration::from_secs(5)) {
-                tracing::warn!(%error, "trace export did not finish cleanly");
-            }
+        if let Some(provider) = &self.provider
+            && let Err(error) = provider.shutdown_with_timeout(Duration::from_secs(5))
+        {
+            tracing::warn!(%error, "trace export did not finish cleanly");
         }
     }
 }

@@ -421,3 +421,82 @@ async fn request_bodies_stream_to_the_upstream_hashed_and_bounded() {
         report.text
     );
 }
+
+#[tokio::test]
+async fn upstream_over_tls_with_private_ca_and_client_certificate() {
+    // The registry serves TLS with the demo registry certificate and requires
+    // a client certificate from the demo CA (mTLS between gateway and registry).
+    let certs = certs_dir();
+    let registry_tls = tollbu_proxy::tls::server_config(&tollbu_proxy::tls::ServerTlsFiles {
+        cert: certs.join("registry.pem"),
+        key: certs.join("registry.key.pem"),
+        client_ca: Some(certs.join("ca.pem")),
+    })
+    .unwrap();
+    let registry = tollbu_devkit::registries::start_population(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Some(registry_tls),
+    )
+    .await
+    .unwrap();
+    let upstream = registry.base_url().replace("127.0.0.1", "localhost");
+    assert!(upstream.starts_with("https://"), "{upstream}");
+
+    let with_client_cert = format!(
+        "upstream_ca = \"{}\"\nupstream_client_cert = \"{}\"\nupstream_client_key = \"{}\"",
+        certs.join("ca.pem").display(),
+        certs.join("agency-welfare.pem").display(),
+        certs.join("agency-welfare.key.pem").display()
+    );
+    let env = Env::start(Options {
+        population_upstream: Some(upstream.clone()),
+        population_extra: with_client_cert,
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let mut s = String::new();
+    let answer = get(
+        &format!("{}/population/persons/{}", env.base(), example_pid(0)),
+        &auth(&token, Some("benefit-assessment"), &mut s),
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert!(answer.json()["name"].is_object());
+
+    // Without a client certificate the registry refuses the handshake: 502.
+    let ca_only = format!("upstream_ca = \"{}\"", certs.join("ca.pem").display());
+    let env = Env::start(Options {
+        population_upstream: Some(upstream.clone()),
+        population_extra: ca_only,
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let answer = get(
+        &format!("{}/population/persons/{}", env.base(), example_pid(0)),
+        &auth(&token, Some("benefit-assessment"), &mut s),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.code(), "upstream_unreachable");
+
+    // Without the private CA the registry's certificate is not trusted: 502.
+    let env = Env::start(Options {
+        population_upstream: Some(upstream),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let answer = get(
+        &format!("{}/population/persons/{}", env.base(), example_pid(0)),
+        &auth(&token, Some("benefit-assessment"), &mut s),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+}

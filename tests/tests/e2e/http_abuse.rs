@@ -269,16 +269,31 @@ async fn smuggling_probes_are_refused_or_reframed_and_never_forwarded_unseen() {
     }
     eprintln!("smuggling probes:\n{}", report.join("\n"));
     let seen = upstream.seen();
-    // Every request the registry saw is one we answered 200 (probes or the
-    // interleaved good client), carries our identity, names the victim
-    // path, and is framed by content-length alone.
-    assert_eq!(
-        seen.len(),
-        answered_ok + probes.len(),
-        "registry saw a request nobody was answered for: {:#?}\n{}",
-        seen.iter().map(|r| &r.uri).collect::<Vec<_>>(),
+    // The registry may see a probe that we then refuse (it answered before the
+    // broken body was read to the end), but never one without our identity
+    // headers and never one that is missing from the audit log.
+    assert!(
+        seen.len() >= answered_ok + probes.len(),
+        "every answered probe and good request reached the registry: {}",
         report.join("\n")
     );
+    let mut env = env;
+    env.stop_gateway().await;
+    let recorded: std::collections::HashSet<String> = audit_records(&env.audit_dir())
+        .iter()
+        .filter_map(|r| r["request_id"].as_str().map(str::to_owned))
+        .collect();
+    for request in &seen {
+        let id = request
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            recorded.contains(id),
+            "the registry saw request `{id}` that has no audit record"
+        );
+    }
     for request in &seen {
         assert_eq!(
             request.uri,
@@ -748,7 +763,6 @@ async fn h2_streams_beyond_max_h2_streams_are_refused() {
 }
 
 #[tokio::test]
-#[ignore = "reason: defect in stack.rs — a chunked body over max_request_body_bytes is released as 200 when the registry answers before reading it all; see docs/SECURITY.md (known gaps)"]
 async fn chunked_request_body_over_the_limit_is_413_even_if_the_registry_answers_early() {
     let (env, upstream, token) = env_with_recorder(Options {
         limits: "max_request_body_bytes = 65536\n".into(),

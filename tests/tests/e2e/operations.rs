@@ -443,3 +443,64 @@ async fn shutdown_lets_in_flight_requests_finish_and_records_them() {
         report.text
     );
 }
+
+#[tokio::test]
+async fn a_cancelled_request_that_reached_the_registry_is_still_recorded() {
+    // A registry that takes 600 ms to answer, and counts what it answered.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&answered);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = std::sync::Arc::clone(&counter);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                let _ = stream.read(&mut buf).await;
+                tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+                let body = br#"{"name":{"given":"A","family":"B"}}"#;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                if stream.write_all(head.as_bytes()).await.is_ok()
+                    && stream.write_all(body).await.is_ok()
+                {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let mut env = Env::start(Options {
+        population_upstream: Some(upstream),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let url = format!("{}/population/persons/{}", env.base(), example_pid(0));
+    // HTTP/2: dropping the response future resets the stream.
+    let h2 = client(true);
+    let request = tokio::spawn(async move {
+        let mut s = String::new();
+        get_with(&h2, &url, &auth(&token, Some("benefit-assessment"), &mut s)).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    request.abort();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while answered.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the registry never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    env.stop_gateway().await;
+    let records = audit_records(&env.audit_dir());
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        records[0]["upstream_status"], 200,
+        "the access the registry served is on record"
+    );
+}

@@ -176,10 +176,10 @@ impl Writer {
         let mut wait = self
             .checkpoint_interval
             .saturating_sub(self.last_checkpoint_at.elapsed());
-        if let Durability::Relaxed { fsync_interval } = self.durability {
-            if self.dirty {
-                wait = wait.min(fsync_interval.saturating_sub(self.last_sync_at.elapsed()));
-            }
+        if let Durability::Relaxed { fsync_interval } = self.durability
+            && self.dirty
+        {
+            wait = wait.min(fsync_interval.saturating_sub(self.last_sync_at.elapsed()));
         }
         wait.clamp(Duration::from_millis(1), Duration::from_secs(1))
     }
@@ -209,16 +209,17 @@ impl Writer {
             }
             return;
         }
-        if self.seg_len >= self.segment_max_bytes && self.seg_len > 0 {
-            if let Err(e) = self.rotate() {
-                let msg = self
-                    .poison(format!("segment rotation failed: {e}"))
-                    .to_string();
-                for (_, tx) in batch {
-                    let _ = tx.send(Err(AuditError::Unwritable(msg.clone())));
-                }
-                return;
+        if self.seg_len >= self.segment_max_bytes
+            && self.seg_len > 0
+            && let Err(e) = self.rotate()
+        {
+            let msg = self
+                .poison(format!("segment rotation failed: {e}"))
+                .to_string();
+            for (_, tx) in batch {
+                let _ = tx.send(Err(AuditError::Unwritable(msg.clone())));
             }
+            return;
         }
         let mut buf = Vec::with_capacity(batch.len() * 640);
         let mut waiters = Vec::with_capacity(batch.len());
@@ -340,10 +341,11 @@ impl Writer {
         if self.poisoned.is_some() {
             return;
         }
-        if let Durability::Relaxed { fsync_interval } = self.durability {
-            if self.dirty && self.last_sync_at.elapsed() >= fsync_interval {
-                let _ = self.sync_if_dirty();
-            }
+        if let Durability::Relaxed { fsync_interval } = self.durability
+            && self.dirty
+            && self.last_sync_at.elapsed() >= fsync_interval
+        {
+            let _ = self.sync_if_dirty();
         }
         if self.last_checkpoint_at.elapsed() >= self.checkpoint_interval {
             let _ = self.checkpoint();

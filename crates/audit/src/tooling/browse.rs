@@ -319,10 +319,10 @@ fn scanned_page(
         }
         // Records are appended in (nearly) time order: a whole segment older than `from`, with a
         // margin for requests that took long to record, means every earlier one is too.
-        if let (Some(stop), Some(newest)) = (from_stop, &newest_time) {
-            if parse_time(newest).is_ok_and(|t| t < stop) {
-                break;
-            }
+        if let (Some(stop), Some(newest)) = (from_stop, &newest_time)
+            && parse_time(newest).is_ok_and(|t| t < stop)
+        {
+            break;
         }
         if page.scanned >= scan_budget && i > 0 {
             page.partial = true;
@@ -443,15 +443,20 @@ mod tests {
             time: format!("2026-01-02T03:{minute:02}:00.000Z"),
             request_id: format!("r{i}"),
             consumer: Some(format!("0192:31000000{}", i % 3)),
-            service: if i % 2 == 0 { "population" } else { "income" }.into(),
+            service: if i.is_multiple_of(2) {
+                "population"
+            } else {
+                "income"
+            }
+            .into(),
             operation: "read".into(),
             subject: Some(format!("{:064x}", i % 5)),
-            decision: if i % 4 == 0 {
+            decision: if i.is_multiple_of(4) {
                 Decision::Deny
             } else {
                 Decision::Allow
             },
-            reason: (i % 4 == 0).then(|| "no_grant".to_owned()),
+            reason: i.is_multiple_of(4).then(|| "no_grant".to_owned()),
             ..Record::default()
         }
     }

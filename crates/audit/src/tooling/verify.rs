@@ -237,16 +237,16 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
     }
     let mut by_size: BTreeMap<u64, Hash> = BTreeMap::new();
     for (label, cp) in &cps {
-        if let Some(other) = by_size.insert(cp.size, cp.root) {
-            if other != cp.root {
-                s.problem(
-                    None,
-                    format!(
-                        "two signed checkpoints disagree at size {} (`{label}`): the log forked",
-                        cp.size
-                    ),
-                );
-            }
+        if let Some(other) = by_size.insert(cp.size, cp.root)
+            && other != cp.root
+        {
+            s.problem(
+                None,
+                format!(
+                    "two signed checkpoints disagree at size {} (`{label}`): the log forked",
+                    cp.size
+                ),
+            );
         }
     }
     if s.wanted.contains_key(&0) {

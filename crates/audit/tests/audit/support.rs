@@ -80,22 +80,27 @@ pub fn record(i: u64, pseudonymiser: &Pseudonymiser) -> Record {
         trace_id: Some(format!("{i:032x}")),
         consumer: Some(format!("0192:91000000{}", i % 3)),
         client_id: Some("client-a".into()),
-        service: if i % 2 == 0 { "folkeregister" } else { "skatt" }.into(),
+        service: if i.is_multiple_of(2) {
+            "folkeregister"
+        } else {
+            "skatt"
+        }
+        .into(),
         operation: "read".into(),
         path_template: Some("/persons/{id}".into()),
         subject: Some(pseudonymiser.pseudonym(&person(i % 7))),
         purpose: Some("loan-application".into()),
         legal_basis: Some("consent".into()),
         grant_id: Some("grant-1".into()),
-        decision: if i % 5 == 0 {
+        decision: if i.is_multiple_of(5) {
             Decision::Deny
         } else {
             Decision::Allow
         },
-        reason: (i % 5 == 0).then(|| "deny.no_consent".to_string()),
-        upstream_status: (i % 5 != 0).then_some(200),
+        reason: i.is_multiple_of(5).then(|| "deny.no_consent".to_string()),
+        upstream_status: (!i.is_multiple_of(5)).then_some(200),
         latency_us: 1000 + i,
-        fields_released: if i % 5 == 0 {
+        fields_released: if i.is_multiple_of(5) {
             vec![]
         } else {
             vec!["name".into(), "address".into()]

@@ -144,16 +144,16 @@ pub(super) fn compile_grant(
     ok &= fields.is_some();
     let valid_from = datetime(src, &d.valid_from, "valid_from", diags);
     let valid_to = datetime(src, &d.valid_to, "valid_to", diags);
-    if let (Some(from), Some(to)) = (valid_from, valid_to) {
-        if to <= from {
-            diags.error(
-                src,
-                &d.valid_to.span(),
-                "`valid_to` is not after `valid_from`",
-                None,
-            );
-            ok = false;
-        }
+    if let (Some(from), Some(to)) = (valid_from, valid_to)
+        && to <= from
+    {
+        diags.error(
+            src,
+            &d.valid_to.span(),
+            "`valid_to` is not after `valid_from`",
+            None,
+        );
+        ok = false;
     }
     let rate_limit = match &d.rate_limit {
         None => Some(None),

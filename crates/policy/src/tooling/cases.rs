@@ -248,10 +248,11 @@ fn run_case(set: &PolicySet, c: &CaseDecl, file_now: Option<&Datetime>) -> Resul
                 want.dedup();
                 want == a.fields.released()
             });
-            if grant_ok && fields_ok {
-                if let Some(filter) = &expect.filter {
-                    return check_filter(a.fields.as_ref(), filter);
-                }
+            if grant_ok
+                && fields_ok
+                && let Some(filter) = &expect.filter
+            {
+                return check_filter(a.fields.as_ref(), filter);
             }
             grant_ok && fields_ok
         }

@@ -212,20 +212,20 @@ pub fn parse_jwks(body: &[u8]) -> Option<HashMap<String, Arc<VerificationKey>>> 
         let Ok(jwk) = serde_json::from_value::<Jwk>(entry.clone()) else {
             continue;
         };
-        if let Some(key) = usable_key(&jwk) {
-            if let Some(kid) = jwk.common.key_id.clone() {
-                keys.insert(kid, Arc::new(key));
-            }
+        if let Some(key) = usable_key(&jwk)
+            && let Some(kid) = jwk.common.key_id.clone()
+        {
+            keys.insert(kid, Arc::new(key));
         }
     }
     Some(keys)
 }
 
 fn usable_key(jwk: &Jwk) -> Option<VerificationKey> {
-    if let Some(usage) = &jwk.common.public_key_use {
-        if *usage != jsonwebtoken::jwk::PublicKeyUse::Signature {
-            return None;
-        }
+    if let Some(usage) = &jwk.common.public_key_use
+        && *usage != jsonwebtoken::jwk::PublicKeyUse::Signature
+    {
+        return None;
     }
     let family = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => KeyFamily::Rsa,

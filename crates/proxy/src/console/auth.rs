@@ -227,15 +227,14 @@ impl Sessions {
             created: now,
             last_seen: now,
         };
-        if self.by_token.len() >= MAX_SESSIONS {
-            if let Some(oldest) = self
+        if self.by_token.len() >= MAX_SESSIONS
+            && let Some(oldest) = self
                 .by_token
                 .iter()
                 .min_by_key(|(_, s)| s.last_seen)
                 .map(|(k, _)| *k)
-            {
-                self.by_token.remove(&oldest);
-            }
+        {
+            self.by_token.remove(&oldest);
         }
         self.by_token.insert(token_key(&token), session.clone());
         self.failures.remove(user);
