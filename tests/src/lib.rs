@@ -564,6 +564,31 @@ pub fn addr_of(base: &str) -> SocketAddr {
     ok(hostport.parse(), "socket address")
 }
 
+/// The `population` service block of a test policy (operation `get-person`,
+/// every field the example registry returns); append `[[grant]]` blocks.
+pub const POPULATION_SERVICE_TOML: &str = r#"
+[service]
+id = "population"
+subject = { param = "pid", kind = "national-identity-number" }
+fields = ["pid", "name.given", "name.family", "birth_date", "address.street", "address.postal_code",
+          "address.city", "marital_status", "citizenships[].country", "citizenships[].since"]
+
+[[service.operation]]
+id = "get-person"
+method = "GET"
+path = "/persons/{pid}"
+"#;
+
+/// A fresh policy directory holding `population.toml` = `text`.
+pub fn policy_dir(text: &str) -> tempfile::TempDir {
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    ok(
+        std::fs::write(dir.path().join("population.toml"), text),
+        "write policy",
+    );
+    dir
+}
+
 /// One request a stub upstream received.
 #[derive(Debug, Clone)]
 pub struct SeenRequest {

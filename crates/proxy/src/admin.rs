@@ -72,34 +72,14 @@ async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>
             ),
         },
         (&Method::GET, "/audit/proof/inclusion") => {
-            match (param(query, "index"), param(query, "size")) {
-                (Some(index), Some(size)) => match state.audit.inclusion_proof(index, size) {
-                    Ok(proof) => json_response(StatusCode::OK, &proof),
-                    Err(error) => json_response(
-                        StatusCode::BAD_REQUEST,
-                        &json!({"error": error.to_string()}),
-                    ),
-                },
-                _ => json_response(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"error": "give `index` and `size`"}),
-                ),
-            }
+            proof_response(query, ("index", "size"), |index, size| {
+                state.audit.inclusion_proof(index, size)
+            })
         }
         (&Method::GET, "/audit/proof/consistency") => {
-            match (param(query, "from"), param(query, "to")) {
-                (Some(from), Some(to)) => match state.audit.consistency_proof(from, to) {
-                    Ok(proof) => json_response(StatusCode::OK, &proof),
-                    Err(error) => json_response(
-                        StatusCode::BAD_REQUEST,
-                        &json!({"error": error.to_string()}),
-                    ),
-                },
-                _ => json_response(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"error": "give `from` and `to`"}),
-                ),
-            }
+            proof_response(query, ("from", "to"), |from, to| {
+                state.audit.consistency_proof(from, to)
+            })
         }
         (&Method::POST, "/admin/reload") => match live.reload().await {
             Ok(report) => {
@@ -293,6 +273,27 @@ fn parse_tile_path(path: &str) -> Option<(u8, u64, u64)> {
     }
     n = n.checked_mul(1000)?.checked_add(last.parse().ok()?)?;
     Some((level, n, width))
+}
+
+/// A proof named by two numeric query parameters, as JSON.
+fn proof_response<P: serde::Serialize>(
+    query: &str,
+    (first, second): (&str, &str),
+    prove: impl FnOnce(u64, u64) -> Result<P, tollbu_audit::AuditError>,
+) -> Response<Full<Bytes>> {
+    match (param(query, first), param(query, second)) {
+        (Some(a), Some(b)) => match prove(a, b) {
+            Ok(proof) => json_response(StatusCode::OK, &proof),
+            Err(error) => json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": error.to_string()}),
+            ),
+        },
+        _ => json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": format!("give `{first}` and `{second}`")}),
+        ),
+    }
 }
 
 fn param(query: &str, name: &str) -> Option<u64> {

@@ -4,18 +4,7 @@ use http::StatusCode;
 use tollbu_audit::tooling::{self, Query};
 use tollbu_tests::*;
 
-const LIMITED_POLICY: &str = r#"
-[service]
-id = "population"
-subject = { param = "pid", kind = "national-identity-number" }
-fields = ["pid", "name.given", "name.family", "birth_date", "address.street", "address.postal_code",
-          "address.city", "marital_status", "citizenships[].country", "citizenships[].since"]
-
-[[service.operation]]
-id = "get-person"
-method = "GET"
-path = "/persons/{pid}"
-
+const LIMITED_GRANT: &str = r#"
 [[grant]]
 id = "tight"
 consumer = ["310000019"]
@@ -31,8 +20,7 @@ rate_limit = { requests = 2, per_seconds = 60 }
 
 #[tokio::test]
 async fn rate_limit_per_consumer_and_grant_gives_429_with_headers_and_is_audited() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("population.toml"), LIMITED_POLICY).unwrap();
+    let dir = policy_dir(&format!("{POPULATION_SERVICE_TOML}{LIMITED_GRANT}"));
     let mut env = Env::start(Options {
         policies: Some(dir.path().to_path_buf()),
         ..Options::default()
@@ -213,28 +201,8 @@ async fn otlp_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>
 
 #[tokio::test]
 async fn spans_reach_an_otlp_receiver_and_traceparent_reaches_the_upstream() {
-    // Upstream that records the traceparent it receives.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = format!("http://{}", listener.local_addr().unwrap());
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let seen_tx = seen_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16384];
-                let n = stream.read(&mut buf).await.unwrap_or(0);
-                let _ = seen_tx.send(String::from_utf8_lossy(&buf[..n]).to_string());
-                let body = br#"{"name":{"given":"A","family":"B"}}"#;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(body).await;
-            });
-        }
-    });
+    let registry = RecordingUpstream::start(UpstreamBehaviour::Person).await;
+    let upstream = registry.url.clone();
     let (collector, bodies) = otlp_receiver().await;
     let extra = format!(
         "\n[telemetry]\notlp_endpoint = \"{collector}\"\nexport_interval_ms = 50\nservice_name = \"tollbu-e2e\"\n"
@@ -258,12 +226,12 @@ async fn spans_reach_an_otlp_receiver_and_traceparent_reaches_the_upstream() {
     .await;
     assert_eq!(answer.status, StatusCode::OK);
 
-    let raw = seen_rx.recv().await.unwrap().to_ascii_lowercase();
-    let upstream_parent = raw
-        .lines()
-        .find_map(|l| l.strip_prefix("traceparent: "))
-        .unwrap_or_else(|| panic!("no traceparent upstream: {raw}"))
-        .trim()
+    let seen = registry.seen();
+    let upstream_parent = seen[0]
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
         .to_owned();
     assert!(
         upstream_parent.starts_with(&format!("00-{trace_id}-")),
@@ -392,26 +360,11 @@ async fn renewed_tls_certificate_files_are_picked_up_without_restart() {
 
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish_and_records_them() {
-    // A registry that takes 700 ms to answer.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16384];
-                let _ = stream.read(&mut buf).await;
-                tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-                let body = br#"{"name":{"given":"A","family":"B"}}"#;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(body).await;
-            });
-        }
-    });
+    let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
+        std::time::Duration::from_millis(700),
+    ))
+    .await;
+    let upstream = registry.url.clone();
     let mut env = Env::start(Options {
         population_upstream: Some(upstream),
         ..Options::default()
@@ -446,32 +399,12 @@ async fn shutdown_lets_in_flight_requests_finish_and_records_them() {
 
 #[tokio::test]
 async fn a_cancelled_request_that_reached_the_registry_is_still_recorded() {
-    // A registry that takes 600 ms to answer, and counts what it answered.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = format!("http://{}", listener.local_addr().unwrap());
-    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = std::sync::Arc::clone(&answered);
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let counter = std::sync::Arc::clone(&counter);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16384];
-                let _ = stream.read(&mut buf).await;
-                tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-                let body = br#"{"name":{"given":"A","family":"B"}}"#;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                    body.len()
-                );
-                if stream.write_all(head.as_bytes()).await.is_ok()
-                    && stream.write_all(body).await.is_ok()
-                {
-                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-            });
-        }
-    });
+    // A registry that holds each request for 600 ms before answering.
+    let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
+        std::time::Duration::from_millis(600),
+    ))
+    .await;
+    let upstream = registry.url.clone();
     let mut env = Env::start(Options {
         population_upstream: Some(upstream),
         ..Options::default()
@@ -488,14 +421,15 @@ async fn a_cancelled_request_that_reached_the_registry_is_still_recorded() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     request.abort();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while answered.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+    while registry.seen().is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
-            "the registry never answered"
+            "the request never reached the registry"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Let the registry's hold end and the gateway's handler finish.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     env.stop_gateway().await;
     let records = audit_records(&env.audit_dir());
     assert_eq!(records.len(), 1, "{records:?}");
@@ -503,4 +437,11 @@ async fn a_cancelled_request_that_reached_the_registry_is_still_recorded() {
         records[0]["upstream_status"], 200,
         "the access the registry served is on record"
     );
+    let forwarded_id = registry.seen()[0]
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(records[0]["request_id"], forwarded_id.as_str());
 }

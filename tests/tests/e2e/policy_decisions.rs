@@ -216,19 +216,7 @@ async fn consent_for_another_consumer_is_refused() {
 
 #[tokio::test]
 async fn nested_objects_and_arrays_are_filtered_to_the_grant() {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = r#"
-[service]
-id = "population"
-subject = { param = "pid", kind = "national-identity-number" }
-fields = ["pid", "name.given", "name.family", "birth_date", "address.street", "address.postal_code",
-          "address.city", "marital_status", "citizenships[].country", "citizenships[].since"]
-
-[[service.operation]]
-id = "get-person"
-method = "GET"
-path = "/persons/{pid}"
-
+    let grant = r#"
 [[grant]]
 id = "eligibility"
 consumer = ["310000019"]
@@ -240,7 +228,7 @@ fields = ["name.given", "address.city", "citizenships[].country"]
 valid_from = 2024-01-01T00:00:00Z
 valid_to = 2030-12-31T23:59:59Z
 "#;
-    std::fs::write(dir.path().join("population.toml"), policy).unwrap();
+    let dir = policy_dir(&format!("{POPULATION_SERVICE_TOML}{grant}"));
     let env = Env::start(Options {
         policies: Some(dir.path().to_path_buf()),
         ..Options::default()
