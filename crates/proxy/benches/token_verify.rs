@@ -69,7 +69,7 @@ fn bench_verify(c: &mut Criterion) {
             runtime.block_on(async {
                 let verifier = TokenVerifier::new(vec![settings.clone()], client.clone(), 16 << 10);
                 let caller = verifier.verify(black_box(&token), now()).await.unwrap();
-                black_box(caller.consumer.len())
+                black_box(caller.consumer().len())
             })
         });
     });
@@ -84,7 +84,7 @@ fn bench_verify(c: &mut Criterion) {
         b.iter(|| {
             runtime.block_on(async {
                 let caller = warm.verify(black_box(&token), now()).await.unwrap();
-                black_box(caller.consumer.len())
+                black_box(caller.consumer().len())
             })
         });
     });

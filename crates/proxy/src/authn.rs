@@ -21,7 +21,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
-use tollbu_policy::Consent;
+use tollbu_policy::Caller;
 
 use crate::error::TokenFault;
 use crate::http_client::HttpClient;
@@ -52,19 +52,28 @@ pub struct IssuerSettings {
 #[derive(Debug, Clone)]
 pub struct VerifiedCaller {
     pub issuer: String,
-    /// Legal consumer organisation number.
-    pub consumer: String,
-    /// Vendor organisation acting for the consumer, if any.
-    pub supplier: Option<String>,
+    /// What policies decide on: consumer and supplier organisation numbers,
+    /// scopes, consent entries — built once here, borrowed by `decide`.
+    pub facts: Caller,
     pub delegation_source: Option<String>,
     /// Recorded, never authorised on.
     pub client_id: String,
-    pub scopes: Vec<String>,
     pub token_id: String,
     pub expires_at: i64,
-    pub consents: Vec<Consent>,
     pub system_users: Vec<Value>,
     _proof: Verified,
+}
+
+impl VerifiedCaller {
+    /// Legal consumer organisation number.
+    pub fn consumer(&self) -> &str {
+        &self.facts.consumer
+    }
+
+    /// Vendor organisation acting for the consumer, if any.
+    pub fn supplier(&self) -> Option<&str> {
+        self.facts.supplier.as_deref()
+    }
 }
 
 /// Private marker: only this module can build a [`VerifiedCaller`].
@@ -195,19 +204,21 @@ impl TokenVerifier {
         let checked = check_claims(parsed.payload, &issuer.settings, now)?;
         Ok(VerifiedCaller {
             issuer: checked.claims.iss,
-            consumer: checked.consumer,
-            supplier: checked.supplier,
+            facts: Caller {
+                consumer: checked.consumer,
+                supplier: checked.supplier,
+                scopes: checked
+                    .claims
+                    .scope
+                    .split_ascii_whitespace()
+                    .map(str::to_owned)
+                    .collect(),
+                consents: checked.details.consents,
+            },
             delegation_source: checked.claims.delegation_source,
             client_id: checked.claims.client_id,
-            scopes: checked
-                .claims
-                .scope
-                .split_ascii_whitespace()
-                .map(str::to_owned)
-                .collect(),
             token_id: checked.claims.jti,
             expires_at: checked.claims.exp,
-            consents: checked.details.consents,
             system_users: checked.details.system_users,
             _proof: Verified,
         })

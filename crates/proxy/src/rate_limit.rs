@@ -29,9 +29,9 @@ pub enum Verdict {
     Limited { retry_after_secs: u64 },
 }
 
-/// Buckets keyed by consumer and grant.
+/// Buckets keyed by the policy's rate key (grant and consumer) and the limit.
 pub struct RateLimits {
-    buckets: Cache<(String, String, Limit), Arc<DefaultDirectRateLimiter>>,
+    buckets: Cache<(String, Limit), Arc<DefaultDirectRateLimiter>>,
     clock: DefaultClock,
 }
 
@@ -48,12 +48,12 @@ impl Default for RateLimits {
 }
 
 impl RateLimits {
-    /// Takes one request from the bucket of `(consumer, grant)`.
-    pub fn check(&self, consumer: &str, grant: &str, limit: Limit) -> Verdict {
+    /// Takes one request from the bucket of `key` (one per consumer and grant).
+    pub fn check(&self, key: &str, limit: Limit) -> Verdict {
         let Some(quota) = quota(limit) else {
             return Verdict::Allowed;
         };
-        let key = (consumer.to_owned(), grant.to_owned(), limit);
+        let key = (key.to_owned(), limit);
         let bucket = self
             .buckets
             .get_with(key, || Arc::new(RateLimiter::direct(quota)));
@@ -95,19 +95,19 @@ mod tests {
             per_seconds: 60,
         };
         for _ in 0..3 {
-            assert_eq!(limits.check("310000019", "g1", limit), Verdict::Allowed);
+            assert_eq!(limits.check("g1/310000019", limit), Verdict::Allowed);
         }
-        match limits.check("310000019", "g1", limit) {
+        match limits.check("g1/310000019", limit) {
             Verdict::Limited { retry_after_secs } => assert!((1..=20).contains(&retry_after_secs)),
             Verdict::Allowed => panic!("fourth request in the window must be limited"),
         }
         assert_eq!(
-            limits.check("310000027", "g1", limit),
+            limits.check("g1/310000027", limit),
             Verdict::Allowed,
             "other consumer, own bucket"
         );
         assert_eq!(
-            limits.check("310000019", "g2", limit),
+            limits.check("g2/310000019", limit),
             Verdict::Allowed,
             "other grant, own bucket"
         );
@@ -121,8 +121,7 @@ mod tests {
         };
         for i in 0..5_000 {
             limits.check(
-                &format!("{i:09}"),
-                "g",
+                &format!("g/{i:09}"),
                 Limit {
                     requests: 10,
                     per_seconds: 1,

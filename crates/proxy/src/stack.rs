@@ -215,8 +215,8 @@ where
         Problem::InvalidToken(fault)
     })?;
     drop(authn_step);
-    outcome.record.consumer = Some(format!("0192:{}", caller.consumer));
-    outcome.record.supplier = caller.supplier.as_ref().map(|s| format!("0192:{s}"));
+    outcome.record.consumer = Some(format!("0192:{}", caller.consumer()));
+    outcome.record.supplier = caller.supplier().map(|s| format!("0192:{s}"));
     outcome.record.client_id = Some(caller.client_id.clone());
     if let Some(allowed) = &upstream.issuers
         && !allowed.iter().any(|issuer| issuer == &caller.issuer)
@@ -248,15 +248,9 @@ where
     outcome.record.purpose = purpose.clone();
 
     // 5. decide
-    let policy_caller = tollbu_policy::Caller {
-        consumer: caller.consumer.clone(),
-        supplier: caller.supplier.clone(),
-        scopes: caller.scopes.clone(),
-        consents: caller.consents.clone(),
-    };
     let decide_step = trace.step("tollbu.decide");
     let decision = policies.decide(&DecisionRequest {
-        caller: &policy_caller,
+        caller: &caller.facts,
         service: &routed.service,
         operation: &matched.operation_id,
         params: &matched.params,
@@ -290,11 +284,7 @@ where
             per_seconds: r.per_seconds,
         })
         .unwrap_or(state.default_rate_limit);
-    if let Verdict::Limited { retry_after_secs } =
-        state
-            .rate_limits
-            .check(&caller.consumer, &allow.grant_id, limit)
-    {
+    if let Verdict::Limited { retry_after_secs } = state.rate_limits.check(&allow.rate_key, limit) {
         return Err(Problem::RateLimited {
             retry_after_secs,
             limit: limit.requests,
@@ -313,8 +303,8 @@ where
     let assertions = Assertions {
         request_id,
         traceparent: Some(&traceparent),
-        consumer: &caller.consumer,
-        supplier: caller.supplier.as_deref(),
+        consumer: caller.consumer(),
+        supplier: caller.supplier(),
         client_id: &caller.client_id,
         grant_id: &allow.grant_id,
         purpose: &allow.purpose,
