@@ -263,12 +263,13 @@ fi
   echo "kernel: $(uname -r)"
   echo "uptime: $(uptime)"
   nginx -v 2>&1
-  haproxy -v | head -1
+  haproxy -v 2>&1 | head -1 || true
   wrk -v 2>&1 | head -1 || true
-  h2load --version
+  h2load --version || true
   rustc --version
   echo "rounds: $ROUNDS  duration: ${DURATION}s  scenarios: $SCENARIOS  targets: $TARGETS  h2: $H2_TARGETS"
   echo "tollbu commit: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null) $(cd "$ROOT" && git status --porcelain 2>/dev/null | wc -l) uncommitted paths"
+  echo "binaries built: $(date -u -r "$REL/tollbu" +%FT%TZ) (tollbu), $(date -u -r "$REL/examples/bench_plain_proxy" +%FT%TZ) (bench_plain_proxy)"
 } >"$OUT/environment.txt"
 
 # --- warm-up: connection pools, JWKS, page cache ----------------------------------

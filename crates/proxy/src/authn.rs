@@ -21,6 +21,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
+use sha2::Digest;
 use tollbu_policy::Caller;
 
 use crate::error::TokenFault;
@@ -91,7 +92,16 @@ pub struct TokenVerifier {
     issuers: HashMap<String, Arc<TrustedIssuer>>,
     client: HttpClient,
     max_token_bytes: usize,
+    /// Tokens that verified, by SHA-256 of the token, with the last second
+    /// they stay valid: a caller reusing its token (Maskinporten tokens live
+    /// ~2 minutes) skips signature and claim checks. Successes only; bounded.
+    verified: moka::sync::Cache<[u8; 32], (Arc<VerifiedCaller>, i64)>,
 }
+
+/// Most verified tokens remembered at once.
+const VERIFIED_CACHE_ENTRIES: u64 = 100_000;
+/// Longest a verified token is remembered, whatever its lifetime.
+const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(300);
 
 /// Readiness of one issuer's keys.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -120,6 +130,10 @@ impl TokenVerifier {
             })
             .collect();
         TokenVerifier {
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_CACHE_ENTRIES)
+                .time_to_live(VERIFIED_CACHE_TTL)
+                .build(),
             issuers,
             client,
             max_token_bytes,
@@ -177,7 +191,31 @@ impl TokenVerifier {
     }
 
     /// Verifies `token` at time `now` (unix seconds).
-    pub async fn verify(&self, token: &str, now: i64) -> Result<VerifiedCaller, TokenFault> {
+    pub async fn verify(&self, token: &str, now: i64) -> Result<Arc<VerifiedCaller>, TokenFault> {
+        if token.len() > self.max_token_bytes {
+            return Err(TokenFault::TooLarge);
+        }
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some((caller, valid_until)) = self.verified.get(&digest) {
+            if now < valid_until {
+                return Ok(caller);
+            }
+            self.verified.invalidate(&digest);
+        }
+        let (caller, valid_until) = self.verify_uncached(token, now).await?;
+        let caller = Arc::new(caller);
+        self.verified
+            .insert(digest, (Arc::clone(&caller), valid_until));
+        Ok(caller)
+    }
+
+    /// Full verification; returns the caller and the first second at which
+    /// the token stops being acceptable (expiry with leeway, or maximum age).
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<(VerifiedCaller, i64), TokenFault> {
         let parsed = parse_compact(token, self.max_token_bytes)?;
         let iss = parsed
             .payload
@@ -202,7 +240,15 @@ impl TokenVerifier {
             _ => return Err(TokenFault::BadSignature),
         }
         let checked = check_claims(parsed.payload, &issuer.settings, now)?;
-        Ok(VerifiedCaller {
+        let settings = &issuer.settings;
+        let valid_until = checked.claims.exp.saturating_add(settings.leeway_secs).min(
+            checked
+                .claims
+                .iat
+                .saturating_add(settings.max_token_age_secs)
+                .saturating_add(1),
+        );
+        let caller = VerifiedCaller {
             issuer: checked.claims.iss,
             facts: Caller {
                 consumer: checked.consumer,
@@ -221,7 +267,8 @@ impl TokenVerifier {
             expires_at: checked.claims.exp,
             system_users: checked.details.system_users,
             _proof: Verified,
-        })
+        };
+        Ok((caller, valid_until))
     }
 
     async fn key_for(

@@ -210,7 +210,7 @@ where
     let token = bearer_token(request.headers())?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let authn_step = trace.step("tollbu.authn");
-    let caller: VerifiedCaller = state.verifier.verify(token, now).await.map_err(|fault| {
+    let caller: Arc<VerifiedCaller> = state.verifier.verify(token, now).await.map_err(|fault| {
         authn_step.fail(fault.code());
         Problem::InvalidToken(fault)
     })?;

@@ -264,3 +264,52 @@ async fn delegated_supplier_token_is_accepted_for_the_consumer() {
         String::from_utf8_lossy(&answer.body)
     );
 }
+
+#[tokio::test]
+async fn remembered_tokens_stop_being_accepted_when_they_expire_or_grow_too_old() {
+    use tollbu_proxy::authn::{IssuerSettings, TokenVerifier};
+    let env = Env::start(Options::default()).await;
+    let client = tollbu_proxy::http_client::build_client(
+        &Default::default(),
+        std::time::Duration::from_secs(2),
+    )
+    .unwrap();
+    let settings = IssuerSettings {
+        issuer: env.issuer_url.clone(),
+        jwks_url: format!("{}jwk", env.issuer_url).parse().unwrap(),
+        algorithms: vec![jsonwebtoken::Algorithm::RS256],
+        audience: None,
+        leeway_secs: 10,
+        max_token_age_secs: 60,
+        refresh_every: std::time::Duration::from_secs(300),
+        min_refetch: std::time::Duration::from_secs(0),
+        fetch_timeout: std::time::Duration::from_secs(5),
+    };
+    let verifier = TokenVerifier::new(vec![settings], client, 16 << 10);
+    let t0 = now();
+    let mut claims = claims(&env);
+    claims["iat"] = json!(t0);
+    claims["exp"] = json!(t0 + 30);
+    let token = forge(&env, json!({}), claims);
+    assert!(verifier.verify(&token, t0).await.is_ok());
+    assert!(
+        verifier.verify(&token, t0 + 39).await.is_ok(),
+        "within exp + leeway"
+    );
+    assert_eq!(
+        verifier.verify(&token, t0 + 40).await.err(),
+        Some(tollbu_proxy::error::TokenFault::Expired)
+    );
+
+    // Long-lived token: the maximum age ends it before its expiry does.
+    let mut claims = self::claims(&env);
+    claims["iat"] = json!(t0);
+    claims["exp"] = json!(t0 + 65);
+    let token = forge(&env, json!({}), claims);
+    assert!(verifier.verify(&token, t0).await.is_ok());
+    assert!(verifier.verify(&token, t0 + 60).await.is_ok());
+    assert_eq!(
+        verifier.verify(&token, t0 + 61).await.err(),
+        Some(tollbu_proxy::error::TokenFault::TooOld)
+    );
+}
