@@ -118,6 +118,8 @@ pub struct LimitsSection {
     pub max_connections: usize,
     pub max_h2_streams: u32,
     pub shutdown_grace_ms: u64,
+    /// Concurrent exchanges per registry (bounds upstream connections).
+    pub upstream_max_connections: usize,
     /// Rate limit for grants that set none: requests per period.
     pub default_rate_requests: u32,
     pub default_rate_per_seconds: u32,
@@ -137,6 +139,7 @@ impl Default for LimitsSection {
             max_connections: 10_000,
             max_h2_streams: 100,
             shutdown_grace_ms: 10_000,
+            upstream_max_connections: crate::upstream::DEFAULT_MAX_CONNECTIONS,
             default_rate_requests: 6_000,
             default_rate_per_seconds: 60,
         }

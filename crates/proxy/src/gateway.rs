@@ -198,7 +198,8 @@ fn upstreams(config: &Config) -> Result<HashMap<String, Upstream>, BuildError> {
             client,
             service.issuers.as_ref().map(|i| i.get_ref().clone()),
         )
-        .map_err(|e| BuildError::Service(id.clone(), e.to_string()))?;
+        .map_err(|e| BuildError::Service(id.clone(), e.to_string()))?
+        .with_max_connections(config.limits.upstream_max_connections);
         upstreams.insert(id, upstream);
     }
     Ok(upstreams)

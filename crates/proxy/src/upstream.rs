@@ -26,7 +26,13 @@ pub struct Upstream {
     pub base_path: String,
     /// Issuers whose tokens this service accepts; `None` = all trusted.
     pub issuers: Option<Vec<String>>,
+    /// Bounds concurrent exchanges (and so open connections) to the registry:
+    /// the pool only limits idle connections, and each one costs buffers.
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Default for `[limits] upstream_max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// What came back from the registry.
 pub struct UpstreamResponse {
@@ -92,7 +98,14 @@ impl Upstream {
             origin: format!("{scheme}://{authority}"),
             base_path: uri.path().trim_end_matches('/').to_owned(),
             issuers,
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_CONNECTIONS)),
         })
+    }
+
+    /// At most `n` exchanges with this registry at once (others wait, within the total timeout).
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.permits = std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
     }
 
     /// Sends one request and reads the whole answer, within `timeout` and `max_body`.
@@ -121,6 +134,11 @@ impl Upstream {
             .map_err(|e| UpstreamError::Build(e.to_string()))?;
         *request.headers_mut() = outbound_headers(incoming, assertions);
         let exchange = async {
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| UpstreamError::Unreachable("closed".into()))?;
             let response = self
                 .client
                 .request(request)
@@ -163,30 +181,19 @@ impl Upstream {
 /// The caller's headers minus hop-by-hop ones, credentials, anything that
 /// pretends to be ours, and forwarding headers we set fresh; plus our own.
 fn outbound_headers(incoming: &HeaderMap, a: &Assertions<'_>) -> HeaderMap {
-    let mut headers = incoming.clone();
-    strip_hop_by_hop(&mut headers);
-    for name in [
-        header::AUTHORIZATION,
-        header::HOST,
-        header::CONTENT_LENGTH,
-        header::COOKIE,
-        header::FORWARDED,
-        HeaderName::from_static("x-forwarded-for"),
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderName::from_static("x-forwarded-host"),
-        names::REQUEST_ID,
-        names::TRACEPARENT,
-        HeaderName::from_static("tracestate"),
-    ] {
-        headers.remove(name);
-    }
-    let ours: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with(VERIFIED_PREFIX))
-        .cloned()
-        .collect();
-    for name in ours {
-        headers.remove(name);
+    // One pass over the caller's headers, keeping only what may go on:
+    // cheaper than cloning the map and deleting from it.
+    let named_by_connection = connection_named(incoming);
+    let mut headers = HeaderMap::with_capacity(incoming.len() + 10);
+    for (name, value) in incoming {
+        let text = name.as_str();
+        let dropped = HOP_BY_HOP.contains(&text)
+            || DROPPED_INBOUND.contains(&text)
+            || text.starts_with(VERIFIED_PREFIX)
+            || named_by_connection.contains(name);
+        if !dropped {
+            headers.append(name.clone(), value.clone());
+        }
     }
     let mut set = |name: HeaderName, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
@@ -222,16 +229,36 @@ fn outbound_headers(incoming: &HeaderMap, a: &Assertions<'_>) -> HeaderMap {
     headers
 }
 
-/// Removes hop-by-hop headers and every header that `Connection` names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// Caller headers never forwarded: credentials, framing we recompute, and
+/// forwarding and tracing headers the gateway sets itself.
+const DROPPED_INBOUND: [&str; 11] = [
+    "authorization",
+    "host",
+    "content-length",
+    "cookie",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+];
+
+/// Header names listed in `Connection` (they are hop-by-hop too).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+        .collect()
+}
+
+/// Removes hop-by-hop headers and every header that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in connection_named(headers) {
         headers.remove(name);
     }
     for name in HOP_BY_HOP {

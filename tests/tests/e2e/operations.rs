@@ -445,3 +445,42 @@ async fn a_cancelled_request_that_reached_the_registry_is_still_recorded() {
         .to_owned();
     assert_eq!(records[0]["request_id"], forwarded_id.as_str());
 }
+
+#[tokio::test]
+async fn concurrent_exchanges_with_a_registry_are_capped() {
+    let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
+        std::time::Duration::from_millis(300),
+    ))
+    .await;
+    let env = Env::start(Options {
+        population_upstream: Some(registry.url.clone()),
+        limits: "upstream_max_connections = 2\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let mut requests = Vec::new();
+    for i in 0..6 {
+        let url = format!("{}/population/persons/{}", env.base(), example_pid(i));
+        let token = token.clone();
+        requests.push(tokio::spawn(async move {
+            let mut s = String::new();
+            get(&url, &auth(&token, Some("benefit-assessment"), &mut s))
+                .await
+                .status
+        }));
+    }
+    for request in requests {
+        assert_eq!(
+            request.await.unwrap(),
+            StatusCode::OK,
+            "waiting requests are served, not refused"
+        );
+    }
+    assert_eq!(registry.seen().len(), 6);
+    assert!(
+        registry.peak_in_flight() <= 2,
+        "peak {} exchanges at once",
+        registry.peak_in_flight()
+    );
+}
