@@ -245,6 +245,7 @@ fn serve_reloads_on_sighup_and_drains_on_sigterm() {
         "[gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
          [[issuer]]\nissuer = \"{iss}\"\njwks_url = \"{iss}jwk\"\n\
          [[service]]\nid = \"population\"\nupstream = \"{pop}\"\n[policies]\ndir = \"policies\"\n\
+         [log]\nlevel = \"debug\"\n\
          [audit]\ndir = \"audit\"\norigin = \"tollbu.example/cli-test/${{TEST_REPLICA}}\"\nsigning_key = \"{c}/audit-signing.key.pem\"\npseudonym_key = \"{c}/audit-pseudonym.key\"\n",
         iss = issuer.issuer_url(),
         pop = population.base_url(),
@@ -261,6 +262,13 @@ fn serve_reloads_on_sighup_and_drains_on_sigterm() {
         .spawn()
         .unwrap();
     let mut running = Running(child);
+    // Read the logs as they come, so a full pipe never blocks the gateway.
+    let stderr = running.0.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        text
+    });
     let admin = format!("http://127.0.0.1:{admin_port}");
     wait_until(|| std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok());
     let ready = http_get(&format!("{admin}/readyz"), &[]);
@@ -309,6 +317,13 @@ fn serve_reloads_on_sighup_and_drains_on_sigterm() {
         .0,
         200
     );
+    let denied = http_get(
+        &url,
+        &[("authorization", &bearer), ("tollbu-purpose", "marketing")],
+    );
+    assert_eq!(denied.0, 403);
+    let forged = format!("Bearer {}x", &token[..token.len() - 1]);
+    assert_eq!(http_get(&url, &[("authorization", &forged)]).0, 401);
 
     signal(&running.0, "TERM");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -323,10 +338,28 @@ fn serve_reloads_on_sighup_and_drains_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit status {status:?}");
+    let logs = logs.join().unwrap();
+    assert!(logs.lines().count() > 3, "{logs}");
+    for line in logs.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not a JSON log line: {line}"
+        );
+    }
+    let pid = tollbu_devkit::people::example_pid(0);
+    assert!(!logs.contains(&pid), "identity number in the logs");
+    assert!(
+        !logs.contains(&token[token.len() - 40..]),
+        "token in the logs"
+    );
+    assert!(
+        !logs.contains("Lindeveien") && !logs.contains("\"given\""),
+        "response body in the logs"
+    );
     let checkpoint = std::fs::read_to_string(dir.path().join("audit/checkpoint")).unwrap();
     assert!(
-        checkpoint.starts_with("tollbu.example/cli-test/replica-7\n1\n"),
-        "final checkpoint covers the request: {checkpoint}"
+        checkpoint.starts_with("tollbu.example/cli-test/replica-7\n3\n"),
+        "final checkpoint covers all three requests: {checkpoint}"
     );
     drop(rt);
 }
