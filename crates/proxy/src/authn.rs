@@ -95,7 +95,16 @@ pub struct TokenVerifier {
     /// Tokens that verified, by SHA-256 of the token, with the last second
     /// they stay valid: a caller reusing its token (Maskinporten tokens live
     /// ~2 minutes) skips signature and claim checks. Successes only; bounded.
-    verified: moka::sync::Cache<[u8; 32], (Arc<VerifiedCaller>, i64)>,
+    verified: moka::sync::Cache<[u8; 32], Remembered>,
+}
+
+/// A token that verified: the caller, the first second it stops being
+/// acceptable, and the key that signed it (which must still be published).
+#[derive(Clone)]
+struct Remembered {
+    caller: Arc<VerifiedCaller>,
+    valid_until: i64,
+    kid: String,
 }
 
 /// Most verified tokens remembered at once.
@@ -196,26 +205,38 @@ impl TokenVerifier {
             return Err(TokenFault::TooLarge);
         }
         let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-        if let Some((caller, valid_until)) = self.verified.get(&digest) {
-            if now < valid_until {
-                return Ok(caller);
+        if let Some(remembered) = self.verified.get(&digest) {
+            // A key the issuer has since withdrawn no longer vouches for its tokens.
+            let key_still_published = self
+                .issuers
+                .get(&remembered.caller.issuer)
+                .is_some_and(|issuer| issuer.keys.get(&remembered.kid).is_some());
+            if now < remembered.valid_until && key_still_published {
+                return Ok(remembered.caller);
             }
             self.verified.invalidate(&digest);
         }
-        let (caller, valid_until) = self.verify_uncached(token, now).await?;
+        let (caller, valid_until, kid) = self.verify_uncached(token, now).await?;
         let caller = Arc::new(caller);
-        self.verified
-            .insert(digest, (Arc::clone(&caller), valid_until));
+        self.verified.insert(
+            digest,
+            Remembered {
+                caller: Arc::clone(&caller),
+                valid_until,
+                kid,
+            },
+        );
         Ok(caller)
     }
 
-    /// Full verification; returns the caller and the first second at which
-    /// the token stops being acceptable (expiry with leeway, or maximum age).
+    /// Full verification; returns the caller, the first second at which the
+    /// token stops being acceptable (expiry with leeway, or maximum age), and
+    /// the signing key's id.
     async fn verify_uncached(
         &self,
         token: &str,
         now: i64,
-    ) -> Result<(VerifiedCaller, i64), TokenFault> {
+    ) -> Result<(VerifiedCaller, i64, String), TokenFault> {
         let parsed = parse_compact(token, self.max_token_bytes)?;
         let iss = parsed
             .payload
@@ -268,7 +289,7 @@ impl TokenVerifier {
             system_users: checked.details.system_users,
             _proof: Verified,
         };
-        Ok((caller, valid_until))
+        Ok((caller, valid_until, parsed.kid.clone()))
     }
 
     async fn key_for(

@@ -313,3 +313,24 @@ async fn remembered_tokens_stop_being_accepted_when_they_expire_or_grow_too_old(
         Some(tollbu_proxy::error::TokenFault::TooOld)
     );
 }
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_its_key_is_withdrawn() {
+    let env = Env::start(Options::default()).await;
+    let old = env.token("demo-welfare", "demo:population", &[]).await;
+    assert_eq!(
+        call(&env, &old).await.status,
+        StatusCode::OK,
+        "verified and remembered"
+    );
+    // Two rotations: the JWKS now lists the two newest keys, not the first.
+    env.issuer().rotate_signing_key().unwrap();
+    env.issuer().rotate_signing_key().unwrap();
+    let new = env.token("demo-welfare", "demo:population", &[]).await;
+    assert_eq!(
+        call(&env, &new).await.status,
+        StatusCode::OK,
+        "the new key is fetched"
+    );
+    assert_invalid(&call(&env, &old).await, "unknown_key");
+}
