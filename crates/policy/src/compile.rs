@@ -92,6 +92,29 @@ impl Diags {
         });
     }
 
+    /// Reports `op` as an operation `service` does not have, listing those it has.
+    pub(crate) fn unknown_operation(
+        &mut self,
+        src: Src<'_>,
+        op: &syntax::S<String>,
+        service: &Service,
+    ) {
+        self.error(
+            src,
+            &op.span(),
+            format!(
+                "unknown operation `{}` for service `{}`",
+                op.get_ref(),
+                service.id
+            ),
+            Some(format!(
+                "operations of `{}`: {}",
+                service.id,
+                list(service.operations.iter().map(|x| &x.id))
+            )),
+        );
+    }
+
     fn has_errors(&self) -> bool {
         self.list.iter().any(|d| d.severity == Severity::Error)
     }

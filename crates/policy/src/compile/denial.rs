@@ -5,7 +5,7 @@ use crate::syntax::{DenialDecl, S};
 
 use super::grant::Rules;
 use super::values::{check_id, orgnos, resolve_service};
-use super::{Diags, Loc, Registry, Src, list};
+use super::{Diags, Loc, Registry, Src};
 
 pub(super) fn compile_denial(
     src: Src<'_>,
@@ -74,20 +74,7 @@ pub(super) fn compile_denial(
                 if service.operations.iter().any(|x| x.id == *o.get_ref()) {
                     out.push(o.get_ref().clone());
                 } else {
-                    diags.error(
-                        src,
-                        &o.span(),
-                        format!(
-                            "unknown operation `{}` for service `{}`",
-                            o.get_ref(),
-                            service.id
-                        ),
-                        Some(format!(
-                            "operations of `{}`: {}",
-                            service.id,
-                            list(service.operations.iter().map(|x| &x.id))
-                        )),
-                    );
+                    diags.unknown_operation(src, o, service);
                     ok = false;
                 }
             }

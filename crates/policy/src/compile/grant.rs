@@ -83,20 +83,7 @@ pub(super) fn compile_grant(
         .filter_map(|o| {
             let found = service.operations.iter().find(|x| x.id == *o.get_ref());
             if found.is_none() {
-                diags.error(
-                    src,
-                    &o.span(),
-                    format!(
-                        "unknown operation `{}` for service `{}`",
-                        o.get_ref(),
-                        service.id
-                    ),
-                    Some(format!(
-                        "operations of `{}`: {}",
-                        service.id,
-                        list(service.operations.iter().map(|x| &x.id))
-                    )),
-                );
+                diags.unknown_operation(src, o, service);
             }
             found
         })
