@@ -105,6 +105,16 @@ fn ok<T, E: std::fmt::Debug>(result: Result<T, E>, what: &str) -> T {
 impl Env {
     /// Starts issuer, registries and gateway.
     pub async fn start(options: Options) -> Env {
+        Self::start_inner(options, None).await
+    }
+
+    /// As [`Env::start`], with an audit log the test opened itself (for
+    /// injected storage faults); the config's `[audit]` section is then unused.
+    pub async fn start_with_audit(options: Options, audit: tollbu_audit::AuditLog) -> Env {
+        Self::start_inner(options, Some(audit)).await
+    }
+
+    async fn start_inner(options: Options, audit: Option<tollbu_audit::AuditLog>) -> Env {
         let issuer_config = ok(demo_material::issuer_config(), "demo issuer config");
         let issuer = ok(
             start_issuer(
@@ -140,7 +150,13 @@ impl Env {
             Config::parse(&config_text, "test.toml", state_dir.path()),
             "gateway config",
         );
-        let gateway = ok(tollbu_proxy::start(config).await, "gateway start");
+        let gateway = match audit {
+            Some(log) => ok(
+                tollbu_proxy::start_with_audit(config, log).await,
+                "gateway start",
+            ),
+            None => ok(tollbu_proxy::start(config).await, "gateway start"),
+        };
         Env {
             issuer: Some(issuer),
             population: Some(population),

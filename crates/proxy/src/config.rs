@@ -675,6 +675,15 @@ pseudonym_key = "p.key"
         assert_eq!(issuer.jwks_min_refetch_secs, default_jwks_min_refetch());
         assert_eq!(config.admin.listen, default_admin_listen());
         assert_eq!(config.audit.durability, default_durability());
+        let telemetry = TelemetrySection::default();
+        assert_eq!(
+            (
+                &config.telemetry.service_name,
+                config.telemetry.export_interval_ms
+            ),
+            (&telemetry.service_name, telemetry.export_interval_ms)
+        );
+        assert_eq!(config.log, LogSection::default());
         assert_eq!(config.audit.checkpoint_every, default_checkpoint_every());
         assert_eq!(
             config.audit.checkpoint_interval_secs,

@@ -58,12 +58,16 @@ pub struct GatewayState {
 }
 
 impl GatewayState {
-    /// Builds the state; opens (and recovers) the audit log.
+    /// Builds the state; opens (and recovers) the audit log unless one is given.
     pub fn build(
         config: &Config,
         tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+        audit: Option<AuditLog>,
     ) -> Result<GatewayState, BuildError> {
-        let audit = open_audit(config)?;
+        let audit = match audit {
+            Some(log) => log,
+            None => open_audit(config)?,
+        };
         let mut state = Self::assemble(config, audit, None, Arc::default(), Arc::default())?;
         state.tracer = tracer;
         Ok(state)

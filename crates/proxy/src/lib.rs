@@ -64,8 +64,24 @@ pub async fn start_with(
     config: Config,
     config_path: Option<std::path::PathBuf>,
 ) -> Result<RunningGateway, BuildError> {
+    start_parts(config, config_path, None).await
+}
+
+/// As [`start`], with an audit log the caller opened (tests inject storage faults this way).
+pub async fn start_with_audit(
+    config: Config,
+    audit: tollbu_audit::AuditLog,
+) -> Result<RunningGateway, BuildError> {
+    start_parts(config, None, Some(audit)).await
+}
+
+async fn start_parts(
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+    audit: Option<tollbu_audit::AuditLog>,
+) -> Result<RunningGateway, BuildError> {
     let telemetry = telemetry::Telemetry::init(&config.telemetry)?;
-    let state = GatewayState::build(&config, telemetry.tracer())?;
+    let state = GatewayState::build(&config, telemetry.tracer(), audit)?;
     state.verifier.start_refresh().await;
     let tls_config = match &config.gateway.tls {
         Some(tls) => Some(tls::server_config(&tls::ServerTlsFiles {

@@ -572,3 +572,108 @@ checkpoint_interval_secs = 1
         started.elapsed()
     );
 }
+
+/// Segment storage whose writes fail with ENOSPC while `full` is set.
+struct FullDisk(Arc<std::sync::atomic::AtomicBool>);
+struct FullDiskSegment(
+    Box<dyn tollbu_audit::SegmentFile>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+impl tollbu_audit::Storage for FullDisk {
+    fn open_segment(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<Box<dyn tollbu_audit::SegmentFile>> {
+        Ok(Box::new(FullDiskSegment(
+            tollbu_audit::FsStorage.open_segment(path)?,
+            Arc::clone(&self.0),
+        )))
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        tollbu_audit::FsStorage.sync_dir(dir)
+    }
+}
+
+impl tollbu_audit::SegmentFile for FullDiskSegment {
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            // As a real ENOSPC: part of the batch reaches the file first.
+            self.0.append(&buf[..buf.len() / 2])?;
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        self.0.append(buf)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.0.sync()
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.0.truncate(len)
+    }
+}
+
+#[tokio::test]
+async fn a_full_audit_disk_fails_closed_and_service_resumes_when_space_returns() {
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let audit_dir = tempfile::tempdir().unwrap();
+    let certs = certs_dir();
+    let config = tollbu_audit::AuditConfig::new(
+        audit_dir.path(),
+        "tollbu.example/test/full-disk",
+        certs.join("audit-signing.key.pem"),
+        certs.join("audit-pseudonym.key"),
+    );
+    let (log, _) =
+        tollbu_audit::AuditLog::open_with_storage(config, Arc::new(FullDisk(Arc::clone(&full))))
+            .unwrap();
+    let registry = RecordingUpstream::start(UpstreamBehaviour::Person).await;
+    let env = Env::start_with_audit(
+        Options {
+            population_upstream: Some(registry.url.clone()),
+            ..Options::default()
+        },
+        log,
+    )
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let url = format!("{}/population/persons/{}", env.base(), example_pid(0));
+    let mut s = String::new();
+    assert_eq!(
+        get(&url, &auth(&token, Some("benefit-assessment"), &mut s))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    full.store(true, std::sync::atomic::Ordering::SeqCst);
+    let refused = get(&url, &auth(&token, Some("benefit-assessment"), &mut s)).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.code(), "audit_unavailable");
+    assert!(
+        !String::from_utf8_lossy(&refused.body).contains("given"),
+        "nothing of the registry's answer is released"
+    );
+    assert_eq!(
+        registry.seen().len(),
+        2,
+        "the registry was asked; its answer was withheld"
+    );
+
+    full.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        get(&url, &auth(&token, Some("benefit-assessment"), &mut s))
+            .await
+            .status,
+        StatusCode::OK,
+        "resumes when space returns"
+    );
+    let mut env = env;
+    env.stop_gateway().await;
+    let report = tollbu_audit::tooling::verify(audit_dir.path(), &[], None);
+    assert!(report.ok, "{}", report.text);
+    assert!(
+        report.text.contains("records: 2"),
+        "the two released answers, and only they, are recorded: {}",
+        report.text
+    );
+}
