@@ -404,7 +404,7 @@ fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let gateway = tollbu_proxy::start(config).await?;
+        let gateway = tollbu_proxy::start_with(config, Some(config_path.clone())).await?;
         tracing::info!(plain = ?gateway.plain_addr, tls = ?gateway.tls_addr, admin = %gateway.admin_addr, "gateway serving");
         crate::demo::wait_for_shutdown_signal(&gateway).await;
         gateway.shutdown().await;

@@ -317,6 +317,34 @@ fn serve_reloads_on_sighup_and_drains_on_sigterm() {
         .0,
         200
     );
+    // A broken config file on SIGHUP is refused; the running set keeps serving.
+    let good_config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        good_config.replace("[policies]", "[policies]\nnot_a_setting = 1"),
+    )
+    .unwrap();
+    signal(&running.0, "HUP");
+    wait_until(|| {
+        let now: serde_json::Value =
+            serde_json::from_str(&http_get(&format!("{admin}/readyz"), &[]).1).unwrap();
+        now["last_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("tollbu.toml:") && e.contains("not_a_setting"))
+    });
+    assert_eq!(
+        http_get(
+            &url,
+            &[
+                ("authorization", &bearer),
+                ("tollbu-purpose", "benefit-review")
+            ]
+        )
+        .0,
+        200,
+        "the previous configuration keeps serving"
+    );
+    std::fs::write(&config_path, good_config).unwrap();
     let denied = http_get(
         &url,
         &[("authorization", &bearer), ("tollbu-purpose", "marketing")],
@@ -358,8 +386,8 @@ fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     );
     let checkpoint = std::fs::read_to_string(dir.path().join("audit/checkpoint")).unwrap();
     assert!(
-        checkpoint.starts_with("tollbu.example/cli-test/replica-7\n3\n"),
-        "final checkpoint covers all three requests: {checkpoint}"
+        checkpoint.starts_with("tollbu.example/cli-test/replica-7\n4\n"),
+        "final checkpoint covers all four requests: {checkpoint}"
     );
     drop(rt);
 }
