@@ -1,5 +1,5 @@
 //! Append throughput with group commit (durable, fsync before ack) at 1, 16 and 256 concurrent
-//! writers; proof generation and verification over a 100k-record tree.
+//! writers and in batches of 1,000; proof generation and verification over a 100k-record tree.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -92,6 +92,47 @@ fn appends(c: &mut Criterion) {
     g.finish();
 }
 
+/// Batches of 1,000 records (as immudb's embedded benchmark uses), durable, from 4 producers that
+/// each keep one batch in flight; the records are built before timing starts.
+fn batched(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let log = open(tmp.path());
+    let ps = Pseudonymiser::from_key([0x11; 32]);
+    let producers = 4u64;
+    let batches_each = 25u64;
+    let batch: Vec<Record> = (0..1_000).map(|i| record(i, &ps)).collect();
+    let mut g = c.benchmark_group("append_batched_durable");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    g.throughput(Throughput::Elements(producers * batches_each * 1_000));
+    g.bench_function("batches_of_1000", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let tasks: Vec<_> = (0..producers)
+                    .map(|_| {
+                        let log = log.clone();
+                        let batch = batch.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..batches_each {
+                                log.append_batch(batch.clone()).await.unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            })
+        })
+    });
+    g.finish();
+    log.shutdown().unwrap();
+}
+
 fn proofs(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
     let log = open(tmp.path());
@@ -163,5 +204,5 @@ fn proofs(c: &mut Criterion) {
     log.shutdown().unwrap();
 }
 
-criterion_group!(benches, appends, proofs);
+criterion_group!(benches, appends, batched, proofs);
 criterion_main!(benches);

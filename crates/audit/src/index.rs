@@ -43,7 +43,8 @@ pub struct Location {
     pub offset: u64,
 }
 
-fn key16(key: &str) -> [u8; 16] {
+/// The index key of `key`: the first 16 bytes of its SHA-256.
+pub(crate) fn key16(key: &str) -> [u8; 16] {
     let d = Sha256::digest(key.as_bytes());
     let mut k = [0u8; 16];
     k.copy_from_slice(&d[..16]);
@@ -64,9 +65,13 @@ pub struct IndexWriter {
 
 impl IndexWriter {
     pub fn add(&mut self, kind: IndexKind, key: &str, loc: Location) {
-        let k = key16(key);
+        self.add_key(kind, &key16(key), loc);
+    }
+
+    /// [`IndexWriter::add`] with the key already reduced by `key16` (done on the caller's thread).
+    pub(crate) fn add_key(&mut self, kind: IndexKind, k: &[u8; 16], loc: Location) {
         let buf = self.pending.entry((kind, k[0])).or_default();
-        buf.extend_from_slice(&k);
+        buf.extend_from_slice(k);
         buf.extend_from_slice(&loc.seq.to_le_bytes());
         buf.extend_from_slice(&loc.segment.to_le_bytes());
         buf.extend_from_slice(&loc.offset.to_le_bytes());

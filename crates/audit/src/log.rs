@@ -2,9 +2,11 @@
 //! (proofs, checkpoints, stats). Appends go to one writer thread ([`writer`]); opening and crash
 //! recovery live in [`recover`].
 
+mod notary;
 mod recover;
 mod writer;
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
@@ -19,14 +21,17 @@ use writer::Command;
 
 use crate::error::AuditError;
 use crate::pseudonym::Pseudonymiser;
-use crate::record::Record;
+use crate::record::{Prepared, Record};
 use crate::segment::{FsStorage, Storage};
 use crate::tile::TileStore;
 use crate::tree::{self, ConsistencyProof, InclusionProof};
 
-/// Appends waiting for the writer beyond this are refused (the gateway answers 503) rather than
+/// Records waiting for the writer beyond this are refused (the gateway answers 503) rather than
 /// letting memory grow without bound under overload.
 pub const QUEUE_CAPACITY: usize = 65_536;
+
+/// Most records one [`AuditLog::append_batch`] call may carry.
+pub const MAX_BATCH_RECORDS: usize = 16_384;
 
 /// When an append counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +118,16 @@ pub(crate) struct Shared {
     pub failure: Mutex<Option<String>>,
 }
 
+impl Shared {
+    /// Marks the log unwritable after a storage failure; the first reason given is kept.
+    pub fn poison(&self, why: &str) {
+        self.writable.store(false, Ordering::Release);
+        if let Ok(mut f) = self.failure.lock() {
+            f.get_or_insert_with(|| why.to_string());
+        }
+    }
+}
+
 struct Inner {
     tx: SyncSender<Command>,
     shared: Arc<Shared>,
@@ -173,7 +188,7 @@ impl AuditLog {
         let pseudonymiser = opened.pseudonymiser.clone();
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let report = opened.report.clone();
-        let writer = writer::Writer::new(&cfg, opened);
+        let writer = writer::Writer::new(&cfg, opened)?;
         let join = std::thread::Builder::new()
             .name("tollbu-audit-writer".into())
             .spawn(move || writer.run(rx))
@@ -194,22 +209,64 @@ impl AuditLog {
 
     fn submit(
         &self,
-        record: Record,
+        record: &Record,
     ) -> Result<oneshot::Receiver<Result<u64, AuditError>>, AuditError> {
-        record.validate()?;
+        let prepared = Prepared::new(record)?;
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(
+            1,
+            Command::Append {
+                record: Box::new(prepared),
+                tx,
+            },
+        )?;
+        Ok(rx)
+    }
+
+    fn submit_batch(
+        &self,
+        records: &[Record],
+    ) -> Result<oneshot::Receiver<Result<Range<u64>, AuditError>>, AuditError> {
+        if records.len() > MAX_BATCH_RECORDS {
+            return Err(AuditError::BadRequest(format!(
+                "a batch holds at most {MAX_BATCH_RECORDS} records, not {}",
+                records.len()
+            )));
+        }
+        let prepared = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Prepared::new(r).map_err(|e| AuditError::InvalidRecord(format!("record {i}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(
+            prepared.len(),
+            Command::AppendBatch {
+                records: prepared,
+                tx,
+            },
+        )?;
+        Ok(rx)
+    }
+
+    /// Queues `cmd` carrying `records` records, unless the log failed or the queue is full.
+    fn enqueue(&self, records: usize, cmd: Command) -> Result<(), AuditError> {
         let shared = &self.inner.shared;
         if !shared.writable.load(Ordering::Acquire) {
             return Err(AuditError::Unwritable(self.failure()));
         }
-        let (tx, rx) = oneshot::channel();
-        shared.queue_depth.fetch_add(1, Ordering::Relaxed);
-        match self.inner.tx.try_send(Command::Append {
-            record: Box::new(record),
-            tx,
-        }) {
-            Ok(()) => Ok(rx),
+        let queued = shared.queue_depth.fetch_add(records, Ordering::Relaxed);
+        // One record is always let in, so a single append is never refused by a large batch ahead.
+        if queued > 0 && queued + records > QUEUE_CAPACITY {
+            shared.queue_depth.fetch_sub(records, Ordering::Relaxed);
+            return Err(AuditError::Overloaded(QUEUE_CAPACITY));
+        }
+        match self.inner.tx.try_send(cmd) {
+            Ok(()) => Ok(()),
             Err(e) => {
-                shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                shared.queue_depth.fetch_sub(records, Ordering::Relaxed);
                 Err(match e {
                     TrySendError::Full(_) => AuditError::Overloaded(QUEUE_CAPACITY),
                     TrySendError::Disconnected(_) => AuditError::Closed,
@@ -231,13 +288,27 @@ impl AuditLog {
     /// Appends a record; resolves once it is durable (per [`Durability`]) with its leaf index.
     /// Works on any async runtime; the writer is a plain thread.
     pub async fn append(&self, record: Record) -> Result<u64, AuditError> {
-        let rx = self.submit(record)?;
+        let rx = self.submit(&record)?;
         rx.await.map_err(|_| AuditError::Closed)?
     }
 
     /// Blocking [`AuditLog::append`] for non-async callers. Must not be called from inside an async task.
     pub fn append_blocking(&self, record: Record) -> Result<u64, AuditError> {
-        let rx = self.submit(record)?;
+        let rx = self.submit(&record)?;
+        rx.blocking_recv().map_err(|_| AuditError::Closed)?
+    }
+
+    /// Appends up to [`MAX_BATCH_RECORDS`] records as one unit: they get consecutive indexes and
+    /// become durable together, or none is written (one invalid record refuses the whole batch).
+    /// For importers and relays that hold many records at once; one wake-up acknowledges them all.
+    pub async fn append_batch(&self, records: Vec<Record>) -> Result<Range<u64>, AuditError> {
+        let rx = self.submit_batch(&records)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Blocking [`AuditLog::append_batch`]. Must not be called from inside an async task.
+    pub fn append_batch_blocking(&self, records: Vec<Record>) -> Result<Range<u64>, AuditError> {
+        let rx = self.submit_batch(&records)?;
         rx.blocking_recv().map_err(|_| AuditError::Closed)?
     }
 

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::AuditError;
+use crate::index::key16;
 
 /// Largest encoded record: tlog-tiles entry bundles prefix each entry with a big-endian u16 length.
 pub const MAX_RECORD_BYTES: usize = u16::MAX as usize;
@@ -150,18 +151,90 @@ fn is_hex64(s: &str) -> bool {
 
 /// Canonical bytes of a record at `seq`.
 pub fn encode(seq: u64, record: &Record) -> Result<Vec<u8>, AuditError> {
-    #[derive(Serialize)]
-    struct Borrowed<'a> {
-        seq: u64,
-        #[serde(flatten)]
-        record: &'a Record,
-    }
-    let bytes = serde_json::to_vec(&Borrowed { seq, record })
-        .map_err(|e| AuditError::InvalidRecord(format!("cannot encode: {e}")))?;
+    let bytes = Prepared::serialise(record)?.bytes(seq);
     if bytes.len() > MAX_RECORD_BYTES {
         return Err(AuditError::RecordTooLarge(bytes.len()));
     }
     Ok(bytes)
+}
+
+/// A validated record already serialised except for its sequence number, which only the writer
+/// knows. Preparing on the caller's thread keeps JSON encoding off the single writer thread, whose
+/// per-record work is then a copy, a checksum and one SHA-256.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The encoding of the [`Record`] alone without its opening `{`: `"time":…}`.
+    tail: Vec<u8>,
+    /// Index keys (see [`crate::index`]) of the subject pseudonym and the consumer, when present.
+    pub(crate) subject_key: Option<[u8; 16]>,
+    pub(crate) consumer_key: Option<[u8; 16]>,
+}
+
+/// `{"seq":` plus at most 20 digits and a comma.
+const SEQ_PREFIX_MAX: usize = 28;
+
+impl Prepared {
+    /// Validates and serialises `record`; fails if even the largest sequence number would make it
+    /// longer than [`MAX_RECORD_BYTES`].
+    pub fn new(record: &Record) -> Result<Self, AuditError> {
+        record.validate()?;
+        let prepared = Self::serialise(record)?;
+        let longest = prepared.tail.len() + SEQ_PREFIX_MAX;
+        if longest > MAX_RECORD_BYTES {
+            return Err(AuditError::RecordTooLarge(longest));
+        }
+        Ok(prepared)
+    }
+
+    /// Serialises without validating or checking the size (the decoder's re-encoding needs this).
+    fn serialise(record: &Record) -> Result<Self, AuditError> {
+        let json = serde_json::to_vec(record)
+            .map_err(|e| AuditError::InvalidRecord(format!("cannot encode: {e}")))?;
+        // A struct always serialises as `{…}` with at least one field.
+        let tail = match json.split_first() {
+            Some((b'{', rest)) if rest.len() > 1 => rest.to_vec(),
+            _ => return Err(AuditError::InvalidRecord("record is not an object".into())),
+        };
+        Ok(Self {
+            tail,
+            subject_key: record.subject.as_deref().map(key16),
+            consumer_key: record.consumer.as_deref().map(key16),
+        })
+    }
+
+    /// The canonical bytes at `seq`: `{"seq":<seq>,` followed by the record's fields.
+    pub fn bytes(&self, seq: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.tail.len() + SEQ_PREFIX_MAX);
+        self.write(seq, &mut out);
+        out
+    }
+
+    /// Appends the canonical bytes at `seq` to `out`.
+    pub fn write(&self, seq: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"seq\":");
+        out.extend_from_slice(itoa(seq, &mut [0u8; 20]));
+        out.push(b',');
+        out.extend_from_slice(&self.tail);
+    }
+
+    /// Length of the canonical bytes at `seq`.
+    pub fn len(&self, seq: u64) -> usize {
+        b"{\"seq\":,".len() + itoa(seq, &mut [0u8; 20]).len() + self.tail.len()
+    }
+}
+
+/// Decimal digits of `n`, as serde_json writes a `u64`.
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
 }
 
 /// Parses stored bytes and insists they are in canonical form.
@@ -206,6 +279,40 @@ mod tests {
         assert!(s.ends_with(r#""fields_released":["name"]}"#));
         assert!(!s.contains(' '));
         assert_eq!(decode(&b).unwrap().record, sample());
+    }
+
+    #[test]
+    fn prepared_bytes_equal_the_derived_encoding_at_any_seq() {
+        #[derive(Serialize)]
+        struct Derived<'a> {
+            seq: u64,
+            #[serde(flatten)]
+            record: &'a Record,
+        }
+        let p = Prepared::new(&sample()).unwrap();
+        for seq in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            let want = serde_json::to_vec(&Derived {
+                seq,
+                record: &sample(),
+            })
+            .unwrap();
+            assert_eq!(p.bytes(seq), want);
+            assert_eq!(p.len(seq), want.len());
+        }
+    }
+
+    #[test]
+    fn a_record_that_could_outgrow_the_limit_is_refused() {
+        // Fits at seq 0, but would not at a 20-digit seq: refused up front, not in the writer.
+        let mut r = sample();
+        let base = encode(0, &r).unwrap().len();
+        r.request_id
+            .push_str(&"x".repeat(MAX_RECORD_BYTES - 5 - base));
+        assert_eq!(encode(0, &r).unwrap().len(), MAX_RECORD_BYTES - 5);
+        assert!(matches!(
+            Prepared::new(&r),
+            Err(AuditError::RecordTooLarge(_))
+        ));
     }
 
     #[test]

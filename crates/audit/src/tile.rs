@@ -125,6 +125,8 @@ pub struct TileStore {
     /// `partial[L]` holds the hashes of the incomplete tile at level L.
     partial: Vec<Vec<Hash>>,
     cache: TileCache,
+    /// Full tiles written since the last [`TileStore::sync`]: in the page cache, not yet on disk.
+    unsynced: Vec<PathBuf>,
 }
 
 const CACHE_TILES: usize = 512;
@@ -138,6 +140,7 @@ impl TileStore {
             size,
             partial,
             cache: Mutex::new(HashMap::new()),
+            unsynced: Vec::new(),
         }
     }
 
@@ -158,21 +161,25 @@ impl TileStore {
         Ok(Self::with_partials(root.to_path_buf(), size, partial))
     }
 
-    /// Rebuilds the right edge for `size` leaves, writing any full tile missing at the end (a crash
-    /// between the records' fsync and the tile write). `leaves(from, to)` reads leaf hashes from records.
+    /// Rebuilds the right edge for `size` leaves. Full tiles are only trusted up to `trusted`
+    /// leaves (the last signed checkpoint, before which every tile was synced); later ones may be
+    /// missing or torn by a crash, so they are recomputed from the records (`leaves(from, to)`),
+    /// and rewritten durably where the file differs. Returns how many tiles were rewritten.
     pub fn rebuild(
         root: &Path,
         size: u64,
+        trusted: u64,
         mut leaves: impl FnMut(u64, u64) -> Result<Vec<Hash>, AuditError>,
     ) -> Result<(Self, u64), AuditError> {
         let mut rebuilt = 0u64;
         let mut partial = Vec::new();
         let mut level = 0u8;
+        let trusted = trusted.min(size);
         while stored_count(level, size) > 0 {
             let count = stored_count(level, size);
             let full = count / TILE_WIDTH;
             // Trailing full tiles that are missing: find the first present one going backwards.
-            let mut first_missing = full;
+            let mut first_missing = full.min(stored_count(level, trusted) / TILE_WIDTH);
             while first_missing > 0
                 && !root
                     .join(tile_path(level, first_missing - 1, TILE_WIDTH))
@@ -188,6 +195,10 @@ impl TileStore {
                     (n + 1) * TILE_WIDTH,
                     &mut leaves,
                 )?;
+                let path = root.join(tile_path(level, n, TILE_WIDTH));
+                if std::fs::read(&path).ok().as_deref() == Some(&encode_tile(&hashes)[..]) {
+                    continue;
+                }
                 write_tile(root, level, n, &hashes)?;
                 rebuilt += 1;
             }
@@ -244,7 +255,9 @@ impl TileStore {
                 break;
             }
             let n = stored_count(level as u8, self.size + 1) / TILE_WIDTH - 1;
-            write_tile(&self.root, level as u8, n, &self.partial[level])?;
+            let path = self.root.join(tile_path(level as u8, n, TILE_WIDTH));
+            write_unsynced(&path, &encode_tile(&self.partial[level]))?;
+            self.unsynced.push(path);
             written += 1;
             carry = fold_perfect(&self.partial[level]);
             self.partial[level].clear();
@@ -254,36 +267,30 @@ impl TileStore {
         Ok(written)
     }
 
-    /// Writes the partial tiles of the current tree (done before signing a checkpoint) and removes
-    /// narrower partials of the same tiles, which the new files supersede.
-    pub fn write_partials(&self) -> Result<(), AuditError> {
-        for (level, hashes) in self.partial.iter().enumerate() {
-            let width = hashes.len() as u64;
-            if width == 0 {
-                continue;
-            }
-            let n = stored_count(level as u8, self.size) / TILE_WIDTH;
-            let path = self.root.join(tile_path(level as u8, n, width));
-            if !path.exists() {
-                write_atomic(&path, &encode_tile(hashes))?;
-            }
-            if let Some(pdir) = path.parent()
-                && let Ok(rd) = std::fs::read_dir(pdir)
-            {
-                for e in rd.flatten() {
-                    let narrower = e
-                        .file_name()
-                        .to_str()
-                        .and_then(|s| s.parse::<u64>().ok())
-                        .is_some_and(|w| w < width);
-                    if narrower {
-                        // Best effort: a leftover narrower partial is still a correct prefix.
-                        let _ = std::fs::remove_file(e.path());
-                    }
-                }
-            }
+    /// Makes every full tile written since the last call durable.
+    pub fn sync(&mut self) -> Result<(), AuditError> {
+        let paths = self.take_unsynced();
+        sync_tiles(&self.root, &paths)
+    }
+
+    /// Full tiles written since the last call, for [`sync_tiles`] on another thread.
+    pub fn take_unsynced(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.unsynced)
+    }
+
+    /// The right edge of the current tree, to be written as partial tiles when a checkpoint is
+    /// signed (possibly on another thread, while this store keeps growing).
+    pub fn partials(&self) -> PartialTiles {
+        PartialTiles {
+            root: self.root.clone(),
+            size: self.size,
+            partial: self.partial.clone(),
         }
-        Ok(())
+    }
+
+    /// Writes the partial tiles of the current tree (see [`PartialTiles::write`]).
+    pub fn write_partials(&self) -> Result<(), AuditError> {
+        self.partials().write()
     }
 
     /// The stored hashes `[start, start + count)` of tile level `level`, all within one tile.
@@ -354,6 +361,81 @@ impl HashReader for TileStore {
     }
 }
 
+/// Makes `paths` (full tiles written by [`TileStore::push`]) durable: each file, then each
+/// directory on the way up to `root` (new directories and renames live in their parents).
+pub fn sync_tiles(root: &Path, paths: &[PathBuf]) -> Result<(), AuditError> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for path in paths {
+        let f = std::fs::File::open(path).map_err(AuditError::io(path))?;
+        f.sync_data().map_err(AuditError::io(path))?;
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            dirs.insert(d.to_path_buf());
+            if d == root {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+    for d in &dirs {
+        sync_dir(d).map_err(AuditError::io(d))?;
+    }
+    Ok(())
+}
+
+/// The incomplete right-most tile of each level at one tree size.
+pub struct PartialTiles {
+    root: PathBuf,
+    size: u64,
+    partial: Vec<Vec<Hash>>,
+}
+
+impl PartialTiles {
+    /// Writes each level's partial tile (done before signing a checkpoint, so the tiles of every
+    /// signed size can be served) and removes narrower partials of the same tile, which it supersedes.
+    pub fn write(&self) -> Result<(), AuditError> {
+        for (level, hashes) in self.partial.iter().enumerate() {
+            let width = hashes.len() as u64;
+            if width == 0 {
+                continue;
+            }
+            let n = stored_count(level as u8, self.size) / TILE_WIDTH;
+            let path = self.root.join(tile_path(level as u8, n, width));
+            if !path.exists() {
+                write_atomic(&path, &encode_tile(hashes))?;
+            }
+            if let Some(pdir) = path.parent()
+                && let Ok(rd) = std::fs::read_dir(pdir)
+            {
+                for e in rd.flatten() {
+                    let narrower = e
+                        .file_name()
+                        .to_str()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .is_some_and(|w| w < width);
+                    if narrower {
+                        // Best effort: a leftover narrower partial is still a correct prefix.
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes a tile whole (temporary file, then rename) without waiting for the disk, so readers never
+/// see half a tile and the append path pays no fsync per tile. The records are already durable, so
+/// a tile lost in a crash is recomputed on open; [`TileStore::sync`] makes them durable before a
+/// checkpoint is signed or records are pruned.
+fn write_unsynced(path: &Path, data: &[u8]) -> Result<(), AuditError> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(AuditError::io(parent))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).map_err(AuditError::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(AuditError::io(path))
+}
+
 fn write_tile(root: &Path, level: u8, n: u64, hashes: &[Hash]) -> Result<(), AuditError> {
     let path = root.join(tile_path(level, n, TILE_WIDTH));
     write_atomic(&path, &encode_tile(hashes))?;
@@ -393,7 +475,7 @@ mod tests {
         let leaves: Vec<Hash> = (0..70_000u64)
             .map(|i| leaf_hash(&i.to_le_bytes()))
             .collect();
-        let (mut s, _) = TileStore::rebuild(dir.path(), 0, |_, _| Ok(vec![])).unwrap();
+        let (mut s, _) = TileStore::rebuild(dir.path(), 0, 0, |_, _| Ok(vec![])).unwrap();
         for l in &leaves {
             s.push(*l).unwrap();
         }
@@ -423,7 +505,7 @@ mod tests {
         );
         // Rebuild after losing the last full tile.
         std::fs::remove_file(dir.path().join(tile_path(0, 272, 256))).unwrap();
-        let (re, rebuilt) = TileStore::rebuild(dir.path(), 70_000, |a, b| {
+        let (re, rebuilt) = TileStore::rebuild(dir.path(), 70_000, 0, |a, b| {
             Ok(leaves[a as usize..b as usize].to_vec())
         })
         .unwrap();
@@ -432,5 +514,35 @@ mod tests {
             tree::root(&re, 70_000).unwrap(),
             tree::root(&leaves[..], 70_000).unwrap()
         );
+        // Tiles after the last checkpoint may be torn or missing anywhere (unsynced when the
+        // machine died); those are recomputed, the ones a checkpoint covers are trusted.
+        std::fs::write(dir.path().join(tile_path(0, 200, 256)), b"").unwrap();
+        let mut bad = std::fs::read(dir.path().join(tile_path(0, 240, 256))).unwrap();
+        bad[5] ^= 1;
+        std::fs::write(dir.path().join(tile_path(0, 240, 256)), bad).unwrap();
+        std::fs::remove_file(dir.path().join(tile_path(0, 250, 256))).unwrap();
+        let (re, rebuilt) = TileStore::rebuild(dir.path(), 70_000, 150 * 256, |a, b| {
+            assert!(a >= 150 * 256, "a trusted tile was recomputed");
+            Ok(leaves[a as usize..b as usize].to_vec())
+        })
+        .unwrap();
+        assert_eq!(rebuilt, 3);
+        assert_eq!(
+            tree::root(&re, 70_000).unwrap(),
+            tree::root(&leaves[..], 70_000).unwrap()
+        );
+    }
+
+    #[test]
+    fn sync_makes_pushed_tiles_durable_and_forgets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = TileStore::rebuild(dir.path(), 0, 0, |_, _| Ok(vec![])).unwrap();
+        for i in 0..600u64 {
+            s.push(leaf_hash(&i.to_le_bytes())).unwrap();
+        }
+        assert_eq!(s.unsynced.len(), 2);
+        s.sync().unwrap();
+        assert!(s.unsynced.is_empty());
+        assert!(dir.path().join(tile_path(0, 1, 256)).exists());
     }
 }

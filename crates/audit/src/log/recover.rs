@@ -144,13 +144,8 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         }
     }
 
-    let (tiles, rebuilt) =
-        TileStore::rebuild(dir, size, |from, to| leaf_hashes(&segments, from, to))?;
-    report.tiles_rebuilt = rebuilt;
-
     // Never continue a log that cannot extend what it already signed.
-    let mut last_checkpoint = None;
-    let mut checkpoint_note = None;
+    let mut checkpoint = None;
     let cp_path = dir.join("checkpoint");
     match std::fs::read_to_string(&cp_path) {
         Ok(note) => {
@@ -162,12 +157,7 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
                     checkpoint: cp.size,
                 });
             }
-            if tree::root(&tiles, cp.size)? != cp.root {
-                return Err(AuditError::Fork { size: cp.size });
-            }
-            report.checkpoint_size = Some(cp.size);
-            last_checkpoint = Some(cp.size);
-            checkpoint_note = Some(note);
+            checkpoint = Some((cp, note));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if size > 0 {
@@ -182,6 +172,24 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
                 source: e,
             });
         }
+    }
+
+    // Tiles are synced before each checkpoint is signed, so only those after it need checking.
+    let trusted = checkpoint.as_ref().map_or(0, |(cp, _)| cp.size);
+    let (tiles, rebuilt) = TileStore::rebuild(dir, size, trusted, |from, to| {
+        leaf_hashes(&segments, from, to)
+    })?;
+    report.tiles_rebuilt = rebuilt;
+
+    let mut last_checkpoint = None;
+    let mut checkpoint_note = None;
+    if let Some((cp, note)) = checkpoint {
+        if tree::root(&tiles, cp.size)? != cp.root {
+            return Err(AuditError::Fork { size: cp.size });
+        }
+        report.checkpoint_size = Some(cp.size);
+        last_checkpoint = Some(cp.size);
+        checkpoint_note = Some(note);
     }
 
     let mut index = IndexWriter::default();

@@ -9,26 +9,29 @@
 //! cannot be trusted) or any failure after the records became durable poisons the log: every later
 //! append fails until a restart re-reads the disk.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TrySendError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::notary::{Notary, Signing};
 use super::recover::Opened;
 use super::{AuditConfig, Durability, PruneReport, Shared};
-use crate::checkpoint::CheckpointSigner;
 use crate::error::AuditError;
 use crate::hash::leaf_hash;
 use crate::index::{IndexKind, IndexWriter, Location, Watermark};
-use crate::record::{Record, encode};
+use crate::record::Prepared;
 use crate::segment::{SegmentFile, Storage, frame, list_segments, segment_name, write_atomic};
 use crate::tile::{TILE_WIDTH, stored_count};
 use crate::tree;
 
+/// Most commands, and most records, one commit takes; bounds the memory of one write.
 pub const MAX_BATCH: usize = 4_096;
+const MAX_BATCH_RECORDS: usize = 65_536;
 /// Flush the index after this many records…
 const INDEX_FLUSH_RECORDS: u64 = 65_536;
 /// …or this long (checked when a checkpoint is signed), whichever comes first.
@@ -36,8 +39,12 @@ const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
 
 pub(crate) enum Command {
     Append {
-        record: Box<Record>,
+        record: Box<Prepared>,
         tx: oneshot::Sender<Result<u64, AuditError>>,
+    },
+    AppendBatch {
+        records: Vec<Prepared>,
+        tx: oneshot::Sender<Result<Range<u64>, AuditError>>,
     },
     Checkpoint(mpsc::Sender<Result<(), AuditError>>),
     Prune {
@@ -47,7 +54,62 @@ pub(crate) enum Command {
     Shutdown(mpsc::Sender<Result<(), AuditError>>),
 }
 
-type Waiter = (Box<Record>, oneshot::Sender<Result<u64, AuditError>>);
+/// Appends waiting in the current batch, each with whoever waits for it.
+enum Waiter {
+    One(Box<Prepared>, oneshot::Sender<Result<u64, AuditError>>),
+    Many(
+        Vec<Prepared>,
+        oneshot::Sender<Result<Range<u64>, AuditError>>,
+    ),
+}
+
+impl Waiter {
+    fn from_command(cmd: Command) -> Result<Self, Command> {
+        match cmd {
+            Command::Append { record, tx } => Ok(Waiter::One(record, tx)),
+            Command::AppendBatch { records, tx } => Ok(Waiter::Many(records, tx)),
+            other => Err(other),
+        }
+    }
+
+    fn records(&self) -> usize {
+        match self {
+            Waiter::One(..) => 1,
+            Waiter::Many(r, _) => r.len(),
+        }
+    }
+}
+
+/// Who to answer once a commit is decided.
+enum Ack {
+    One(oneshot::Sender<Result<u64, AuditError>>),
+    Many(oneshot::Sender<Result<Range<u64>, AuditError>>),
+}
+
+impl Ack {
+    // A waiter that gave up (its request was cancelled) is not an error for the log.
+    fn succeed(self, first: u64, count: u64) {
+        match self {
+            Ack::One(tx) => {
+                let _ = tx.send(Ok(first));
+            }
+            Ack::Many(tx) => {
+                let _ = tx.send(Ok(first..first + count));
+            }
+        }
+    }
+
+    fn fail(self, err: AuditError) {
+        match self {
+            Ack::One(tx) => {
+                let _ = tx.send(Err(err));
+            }
+            Ack::Many(tx) => {
+                let _ = tx.send(Err(err));
+            }
+        }
+    }
+}
 
 pub(crate) struct Writer {
     dir: PathBuf,
@@ -57,7 +119,7 @@ pub(crate) struct Writer {
     checkpoint_interval: Duration,
     segment_max_bytes: u64,
     shared: Arc<Shared>,
-    signer: CheckpointSigner,
+    notary: Notary,
     storage: Arc<dyn Storage>,
     segment: Box<dyn SegmentFile>,
     seg_first: u64,
@@ -77,9 +139,10 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn new(cfg: &AuditConfig, o: Opened) -> Self {
+    pub fn new(cfg: &AuditConfig, o: Opened) -> Result<Self, AuditError> {
         let next_seq = o.report.records;
-        Self {
+        let notary = Notary::start(cfg.dir.clone(), o.signer, o.shared.clone())?;
+        Ok(Self {
             dir: cfg.dir.clone(),
             seg_dir: cfg.dir.join("segments"),
             durability: cfg.durability,
@@ -87,7 +150,7 @@ impl Writer {
             checkpoint_interval: cfg.checkpoint_interval,
             segment_max_bytes: cfg.segment_max_bytes,
             shared: o.shared,
-            signer: o.signer,
+            notary,
             storage: o.storage,
             segment: o.segment,
             seg_first: o.seg_first,
@@ -107,16 +170,22 @@ impl Writer {
             dirty: false,
             last_sync_at: Instant::now(),
             poisoned: None,
-        }
+        })
     }
 
     pub fn run(mut self, rx: Receiver<Command>) {
         let mut batch: Vec<Waiter> = Vec::new();
         loop {
             let mut control = None;
+            let mut records = 0;
             match rx.recv_timeout(self.next_wakeup()) {
-                Ok(Command::Append { record, tx }) => batch.push((record, tx)),
-                Ok(other) => control = Some(other),
+                Ok(cmd) => match Waiter::from_command(cmd) {
+                    Ok(w) => {
+                        records += w.records();
+                        batch.push(w);
+                    }
+                    Err(other) => control = Some(other),
+                },
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     // Every handle is gone without a shutdown call: still leave a signed, flushed log.
@@ -124,25 +193,34 @@ impl Writer {
                     return;
                 }
             }
-            while control.is_none() && !batch.is_empty() && batch.len() < MAX_BATCH {
+            while control.is_none()
+                && !batch.is_empty()
+                && batch.len() < MAX_BATCH
+                && records < MAX_BATCH_RECORDS
+            {
                 match rx.try_recv() {
-                    Ok(Command::Append { record, tx }) => batch.push((record, tx)),
-                    Ok(other) => control = Some(other),
+                    Ok(cmd) => match Waiter::from_command(cmd) {
+                        Ok(w) => {
+                            records += w.records();
+                            batch.push(w);
+                        }
+                        Err(other) => control = Some(other),
+                    },
                     Err(_) => break,
                 }
             }
             if !batch.is_empty() {
                 self.shared
                     .queue_depth
-                    .fetch_sub(batch.len(), Ordering::Relaxed);
+                    .fetch_sub(records, Ordering::Relaxed);
                 self.commit(std::mem::take(&mut batch));
             }
             self.periodic();
             match control {
                 None => {}
-                Some(Command::Append { .. }) => {}
+                Some(Command::Append { .. } | Command::AppendBatch { .. }) => {}
                 Some(Command::Checkpoint(tx)) => {
-                    let r = self.checkpoint();
+                    let r = self.checkpoint(true);
                     let _ = tx.send(r);
                 }
                 Some(Command::Prune { first_kept, tx }) => {
@@ -152,9 +230,11 @@ impl Writer {
                 Some(Command::Shutdown(tx)) => {
                     // Appends that raced with shutdown are answered, never dropped silently.
                     while let Ok(cmd) = rx.try_recv() {
-                        if let Command::Append { record, tx } = cmd {
-                            self.shared.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                            batch.push((record, tx));
+                        if let Ok(w) = Waiter::from_command(cmd) {
+                            self.shared
+                                .queue_depth
+                                .fetch_sub(w.records(), Ordering::Relaxed);
+                            batch.push(w);
                         }
                     }
                     if !batch.is_empty() {
@@ -185,27 +265,26 @@ impl Writer {
     }
 
     fn poison(&mut self, why: String) -> AuditError {
-        self.shared.writable.store(false, Ordering::Release);
-        if let Ok(mut f) = self.shared.failure.lock() {
-            f.get_or_insert_with(|| why.clone());
-        }
+        self.shared.poison(&why);
         self.poisoned.get_or_insert(why.clone());
         AuditError::Unwritable(why)
     }
 
-    fn fail_all(
-        waiters: Vec<(u64, oneshot::Sender<Result<u64, AuditError>>)>,
-        err: impl Fn() -> AuditError,
-    ) {
-        for (_, tx) in waiters {
-            let _ = tx.send(Err(err()));
+    fn fail_all(acks: Vec<(Ack, u64, u64)>, err: impl Fn() -> AuditError) {
+        for (ack, _, _) in acks {
+            ack.fail(err());
         }
     }
 
     fn commit(&mut self, batch: Vec<Waiter>) {
+        self.adopt_failure();
+        let split = |w: Waiter| match w {
+            Waiter::One(r, tx) => (vec![*r], Ack::One(tx)),
+            Waiter::Many(r, tx) => (r, Ack::Many(tx)),
+        };
         if let Some(p) = self.poisoned.clone() {
-            for (_, tx) in batch {
-                let _ = tx.send(Err(AuditError::Unwritable(p.clone())));
+            for w in batch {
+                split(w).1.fail(AuditError::Unwritable(p.clone()));
             }
             return;
         }
@@ -216,32 +295,40 @@ impl Writer {
             let msg = self
                 .poison(format!("segment rotation failed: {e}"))
                 .to_string();
-            for (_, tx) in batch {
-                let _ = tx.send(Err(AuditError::Unwritable(msg.clone())));
+            for w in batch {
+                split(w).1.fail(AuditError::Unwritable(msg.clone()));
             }
             return;
         }
-        let mut buf = Vec::with_capacity(batch.len() * 640);
-        let mut waiters = Vec::with_capacity(batch.len());
-        let mut leaves = Vec::with_capacity(batch.len());
-        let mut keys = Vec::with_capacity(batch.len());
-        for (record, tx) in batch {
-            let seq = self.next_seq + waiters.len() as u64;
-            let record = *record;
-            match encode(seq, &record) {
-                Ok(bytes) => {
-                    let offset = self.seg_len + buf.len() as u64;
-                    frame(&bytes, &mut buf);
-                    leaves.push(leaf_hash(&bytes));
-                    keys.push((offset, record.subject, record.consumer));
-                    waiters.push((seq, tx));
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
+        let records: usize = batch.iter().map(Waiter::records).sum();
+        let mut buf = Vec::with_capacity(records * 640);
+        // (who to answer, first seq, how many)
+        let mut acks = Vec::with_capacity(batch.len());
+        // (seq, frame start in `buf`, index keys)
+        let mut entries = Vec::with_capacity(records);
+        let mut seq = self.next_seq;
+        let mut payload = Vec::with_capacity(1024);
+        for w in batch {
+            let (prepared, ack) = split(w);
+            let first = seq;
+            for p in prepared {
+                payload.clear();
+                p.write(seq, &mut payload);
+                entries.push((seq, buf.len(), p.subject_key, p.consumer_key));
+                frame(&payload, &mut buf);
+                seq += 1;
             }
+            acks.push((ack, first, seq - first));
         }
-        if waiters.is_empty() {
+        let leaves = leaf_hashes(&buf);
+        if leaves.len() != entries.len() {
+            // Cannot happen (the buffer was framed just above); refuse rather than grow a short tree.
+            Self::fail_all(acks, || {
+                AuditError::InvalidRecord("a framed batch did not read back".into())
+            });
+            return;
+        }
+        if acks.is_empty() {
             return;
         }
         if let Err(e) = self.segment.append(&buf) {
@@ -249,11 +336,11 @@ impl Writer {
             if let Err(e2) = self.segment.truncate(self.seg_len) {
                 let err = self.poison(format!("{msg}; undoing the partial write failed too: {e2}"));
                 let text = err.to_string();
-                Self::fail_all(waiters, || AuditError::Unwritable(text.clone()));
+                Self::fail_all(acks, || AuditError::Unwritable(text.clone()));
             } else {
                 let path = self.seg_dir.join(segment_name(self.seg_first));
                 let kind = e.kind();
-                Self::fail_all(waiters, || AuditError::Io {
+                Self::fail_all(acks, || AuditError::Io {
                     path: path.clone(),
                     source: std::io::Error::new(kind, msg.clone()),
                 });
@@ -265,7 +352,7 @@ impl Writer {
                 let t = Instant::now();
                 if let Err(e) = self.segment.sync() {
                     let text = self.poison(format!("fsync failed: {e}")).to_string();
-                    Self::fail_all(waiters, || AuditError::Unwritable(text.clone()));
+                    Self::fail_all(acks, || AuditError::Unwritable(text.clone()));
                     return;
                 }
                 self.last_sync_at = Instant::now();
@@ -281,32 +368,31 @@ impl Writer {
             let text = self
                 .poison(format!("storing tree hashes failed: {e}"))
                 .to_string();
-            Self::fail_all(waiters, || AuditError::Unwritable(text.clone()));
+            Self::fail_all(acks, || AuditError::Unwritable(text.clone()));
             return;
         }
-        for ((seq, _), (offset, subject, consumer)) in waiters.iter().zip(keys) {
+        for (seq, at, subject, consumer) in entries {
             let loc = Location {
-                seq: *seq,
+                seq,
                 segment: self.seg_first,
-                offset,
+                offset: self.seg_len - buf.len() as u64 + at as u64,
             };
-            if let Some(s) = subject {
-                self.index.add(IndexKind::Subject, &s, loc);
+            if let Some(k) = subject {
+                self.index.add_key(IndexKind::Subject, &k, loc);
             }
-            if let Some(c) = consumer {
-                self.index.add(IndexKind::Consumer, &c, loc);
+            if let Some(k) = consumer {
+                self.index.add_key(IndexKind::Consumer, &k, loc);
             }
         }
-        let n = waiters.len();
-        self.next_seq += n as u64;
+        self.next_seq = seq;
         self.shared.records.store(self.next_seq, Ordering::Release);
-        self.shared.last_batch.store(n, Ordering::Relaxed);
-        for (seq, tx) in waiters {
-            let _ = tx.send(Ok(seq));
+        self.shared.last_batch.store(records, Ordering::Relaxed);
+        for (ack, first, count) in acks {
+            ack.succeed(first, count);
         }
         let since = self.next_seq - self.last_checkpoint.unwrap_or(0);
         if since >= self.checkpoint_every {
-            let _ = self.checkpoint();
+            let _ = self.checkpoint(false);
         }
     }
 
@@ -348,7 +434,7 @@ impl Writer {
             let _ = self.sync_if_dirty();
         }
         if self.last_checkpoint_at.elapsed() >= self.checkpoint_interval {
-            let _ = self.checkpoint();
+            let _ = self.checkpoint(false);
         }
     }
 
@@ -368,45 +454,61 @@ impl Writer {
         Ok(())
     }
 
-    /// Signs the current tree if it grew. Records are fsynced first, so a checkpoint never covers
-    /// anything that could vanish; the tree only grows, so two checkpoints are always consistent.
-    fn checkpoint(&mut self) -> Result<(), AuditError> {
-        self.last_checkpoint_at = Instant::now();
+    /// Hands the current tree to the notary to sign, if it grew. Records are fsynced first, so a
+    /// checkpoint never covers anything that could vanish; the tree only grows and the notary signs
+    /// in order, so two checkpoints are always consistent. Without `wait`, a checkpoint still being
+    /// written makes this a no-op: the records wait for the next one (retried after every commit).
+    /// With `wait`, returns once the note is published.
+    fn checkpoint(&mut self, wait: bool) -> Result<(), AuditError> {
+        self.adopt_failure();
         if let Some(p) = &self.poisoned {
             return Err(AuditError::Unwritable(p.clone()));
         }
-        let size = self.next_seq;
-        if self.last_checkpoint == Some(size) {
+        if !wait && self.notary.busy() {
             return Ok(());
         }
-        self.sync_if_dirty()?;
-        match self.sign_and_store(size) {
-            Ok(note) => {
-                self.last_checkpoint = Some(size);
-                self.shared.checkpoint_size.store(size, Ordering::Release);
-                if let Ok(mut c) = self.shared.checkpoint.lock() {
-                    *c = Some(note);
-                }
-                Ok(())
-            }
-            Err(e) => Err(self.poison(format!("writing the checkpoint failed: {e}"))),
-        }
-    }
-
-    fn sign_and_store(&mut self, size: u64) -> Result<String, AuditError> {
-        let note = {
-            let tiles = self
+        self.last_checkpoint_at = Instant::now();
+        let size = self.next_seq;
+        let signing = if self.last_checkpoint == Some(size) {
+            None
+        } else {
+            self.sync_if_dirty()?;
+            let mut tiles = self
                 .shared
                 .tiles
-                .read()
+                .write()
                 .map_err(|_| AuditError::Unwritable("tree state lock poisoned".into()))?;
-            tiles.write_partials()?;
-            self.signer.sign(size, &tree::root(&*tiles, size)?)
+            let root = tree::root(&*tiles, size)?;
+            Some(Signing {
+                size,
+                root,
+                unsynced_tiles: tiles.take_unsynced(),
+                partials: tiles.partials(),
+            })
         };
-        append_history(&self.dir, &note)?;
-        write_atomic(&self.dir.join("checkpoint"), note.as_bytes())?;
+        if signing.is_none() && !wait {
+            return Ok(());
+        }
+        if signing.is_some() {
+            self.last_checkpoint = Some(size);
+        }
+        let handed = self.notary.submit(signing, wait);
         self.flush_index(false);
-        Ok(note)
+        handed
+    }
+
+    /// Takes over a failure another thread (the notary) recorded, so commits stop too.
+    fn adopt_failure(&mut self) {
+        if self.poisoned.is_none() && !self.shared.writable.load(Ordering::Acquire) {
+            let why = self
+                .shared
+                .failure
+                .lock()
+                .ok()
+                .and_then(|f| f.clone())
+                .unwrap_or_else(|| "storage failure".into());
+            self.poisoned = Some(why);
+        }
     }
 
     /// Hands buffered index entries to the index thread when enough have piled up (or `force`).
@@ -424,20 +526,27 @@ impl Writer {
             segment: self.seg_first,
             offset: self.seg_len,
         };
-        self.indexer
-            .flush(&self.dir, std::mem::take(&mut self.index), mark);
-        self.index_mark = mark;
-        self.index_mark_at = Instant::now();
+        let pending = std::mem::take(&mut self.index);
+        match self.indexer.flush(&self.dir, pending, mark, force) {
+            Ok(()) => {
+                self.index_mark = mark;
+                self.index_mark_at = Instant::now();
+            }
+            // The index thread is still busy with the previous flush: keep collecting, and hand
+            // over a larger set next time rather than queueing flushes without bound.
+            Err(pending) => self.index = pending,
+        }
     }
 
     fn finish(&mut self) -> Result<(), AuditError> {
         // `checkpoint` refuses on a poisoned log, so this only signs when it is safe to.
-        let signed = self.checkpoint();
+        let signed = self.checkpoint(true);
         if signed.is_ok() {
             self.flush_index(true);
         }
         // Wait for the last index flush so a clean shutdown leaves no re-indexing for the next open.
         self.indexer.finish();
+        self.notary.finish();
         signed?;
         self.sync_if_dirty()
     }
@@ -445,7 +554,7 @@ impl Writer {
     fn prune(&mut self, first_kept: u64) -> Result<PruneReport, AuditError> {
         // Only records whose leaf hashes sit in full, durable level-0 tiles may lose their bodies,
         // and only after a checkpoint covers them (so `verify` can still prove the tree).
-        self.checkpoint()?;
+        self.checkpoint(true)?;
         let covered = stored_count(0, self.next_seq) / TILE_WIDTH * TILE_WIDTH;
         let limit = first_kept
             .min(covered)
@@ -484,37 +593,41 @@ impl Writer {
     }
 }
 
-/// Appends a signed note to `checkpoints.log` (framed like records) and fsyncs it.
-fn append_history(dir: &std::path::Path, note: &str) -> Result<(), AuditError> {
-    use std::io::Write;
-    let path = dir.join("checkpoints.log");
-    let mut buf = Vec::with_capacity(note.len() + 8);
-    frame(note.as_bytes(), &mut buf);
-    let created = !path.exists();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(AuditError::io(&path))?;
-    f.write_all(&buf).map_err(AuditError::io(&path))?;
-    f.sync_data().map_err(AuditError::io(&path))?;
-    if created {
-        crate::segment::sync_dir(dir).map_err(AuditError::io(dir))?;
+/// Batches at least this large hash their leaves on two threads.
+const PARALLEL_LEAVES: usize = 2_048;
+
+/// Leaf hashes of the framed records in `buf`. Hashing is most of the writer's work per record
+/// (one SHA-256 over ~500 bytes), so a large batch is split in two and hashed on a second thread.
+fn leaf_hashes(buf: &[u8]) -> Vec<crate::hash::Hash> {
+    let payloads: Vec<&[u8]> = crate::segment::frames(buf).collect();
+    if payloads.len() < PARALLEL_LEAVES {
+        return payloads.iter().map(|p| leaf_hash(p)).collect();
     }
-    Ok(())
+    let (left, right) = payloads.split_at(payloads.len() / 2);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| right.iter().map(|p| leaf_hash(p)).collect::<Vec<_>>());
+        let mut out: Vec<_> = left.iter().map(|p| leaf_hash(p)).collect();
+        match other.join() {
+            Ok(rest) => out.extend(rest),
+            // Not reachable (hashing does not panic), but never lose leaves: redo them here.
+            Err(_) => out.extend(right.iter().map(|p| leaf_hash(p))),
+        }
+        out
+    })
 }
 
 /// Index flushes run on their own thread: they fsync up to 512 bucket files, which must not stall
 /// appends. The index is derived data (rebuilt from the watermark on open), so a failed flush only
-/// stops the watermark from moving; it never fails an append.
+/// stops the watermark from moving; it never fails an append. At most one flush waits while
+/// another runs, so a slow disk makes flushes larger, not more numerous.
 struct Indexer {
-    tx: Option<mpsc::Sender<(IndexWriter, Watermark, PathBuf)>>,
+    tx: Option<mpsc::SyncSender<(IndexWriter, Watermark, PathBuf)>>,
     join: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Indexer {
     fn start() -> Self {
-        let (tx, rx) = mpsc::channel::<(IndexWriter, Watermark, PathBuf)>();
+        let (tx, rx) = mpsc::sync_channel::<(IndexWriter, Watermark, PathBuf)>(1);
         let join = std::thread::Builder::new()
             .name("tollbu-audit-index".into())
             .spawn(move || {
@@ -539,20 +652,35 @@ impl Indexer {
         }
     }
 
-    fn flush(&mut self, dir: &std::path::Path, mut pending: IndexWriter, mark: Watermark) {
-        match &self.tx {
-            Some(tx) => {
-                if let Err(mpsc::SendError((mut p, m, d))) =
-                    tx.send((pending, mark, dir.to_path_buf()))
-                {
-                    let _ = p.flush(&d, m);
-                }
-            }
+    /// Hands `pending` to the index thread; gives it back when a flush is already waiting,
+    /// unless `wait` (shutdown), which blocks until there is room.
+    fn flush(
+        &mut self,
+        dir: &std::path::Path,
+        mut pending: IndexWriter,
+        mark: Watermark,
+        wait: bool,
+    ) -> Result<(), IndexWriter> {
+        let Some(tx) = &self.tx else {
             // No thread could be started: flush inline rather than not at all.
-            None => {
-                let _ = pending.flush(dir, mark);
+            let _ = pending.flush(dir, mark);
+            return Ok(());
+        };
+        let job = (pending, mark, dir.to_path_buf());
+        let refused = if wait {
+            tx.send(job).map_err(|mpsc::SendError(job)| job)
+        } else {
+            match tx.try_send(job) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full((p, _, _))) => return Err(p),
+                Err(TrySendError::Disconnected(job)) => Err(job),
             }
+        };
+        // The thread is gone: flush inline.
+        if let Err((mut p, m, d)) = refused {
+            let _ = p.flush(&d, m);
         }
+        Ok(())
     }
 
     fn finish(&mut self) {

@@ -19,9 +19,7 @@ use time::OffsetDateTime;
 use crate::error::AuditError;
 use crate::index::{IndexKind, lookup, watermark};
 use crate::record::{Decision, StoredRecord, decode, parse_time};
-use crate::segment::{
-    FrameRead, FrameReader, SegmentInfo, list_segments, read_frame_at, segment_name,
-};
+use crate::segment::{FrameFetcher, FrameRead, FrameReader, SegmentInfo, list_segments};
 
 /// Filters; every one given must match. Times are compared as instants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -229,17 +227,16 @@ fn indexed_page(
     if !more {
         let seg_dir = dir.join("segments");
         let locs = lookup(dir, kind, key)?;
+        let mut fetcher = FrameFetcher::default();
         for loc in locs
             .into_iter()
             .rev()
             .filter(|l| l.seq < mark.seq && l.seq < before)
         {
-            let path = seg_dir.join(segment_name(loc.segment));
-            if !path.exists() {
+            let Some(bytes) = fetcher.read(&seg_dir, loc.segment, loc.offset)? else {
                 page.pruned += 1;
                 continue;
-            }
-            let bytes = read_frame_at(&path, loc.offset)?;
+            };
             page.scanned += 1;
             let Ok(rec) = slim(&bytes) else { continue };
             if rec.seq != loc.seq || !filter.matches(&rec) {
@@ -436,7 +433,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::record::{Record, encode};
-    use crate::segment::frame;
+    use crate::segment::{frame, segment_name};
 
     fn rec(i: u64, minute: u64) -> Record {
         Record {

@@ -14,9 +14,7 @@ use crate::error::AuditError;
 use crate::index::{IndexKind, Watermark, lookup, watermark};
 use crate::pseudonym::Pseudonymiser;
 use crate::record::{Decision, StoredRecord, decode, parse_time};
-use crate::segment::{
-    FrameRead, FrameReader, SegmentInfo, list_segments, read_frame_at, segment_name,
-};
+use crate::segment::{FrameFetcher, FrameRead, FrameReader, SegmentInfo, list_segments};
 
 /// Filters; all given ones must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,13 +100,12 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
     };
     let scan_from = match indexed {
         Some(locs) => {
+            let mut fetcher = FrameFetcher::default();
             for loc in locs.into_iter().filter(|l| l.seq < wm.seq) {
-                let path = seg_dir.join(segment_name(loc.segment));
-                if !path.exists() {
+                let Some(bytes) = fetcher.read(&seg_dir, loc.segment, loc.offset)? else {
                     pruned += 1;
                     continue;
-                }
-                let bytes = read_frame_at(&path, loc.offset)?;
+                };
                 let rec = decode(&bytes)?;
                 if rec.seq == loc.seq && filter.matches(&rec) {
                     found.push((rec, bytes));

@@ -52,11 +52,25 @@ fn child_process() {
             let ps = ps.clone();
             tasks.push(tokio::spawn(async move {
                 for k in 0.. {
-                    let mut r = record(k, &ps);
-                    r.request_id = format!("r{round}-t{t}-k{k}");
-                    let seq = log.append(r.clone()).await.unwrap();
+                    // Two of the writers append batches, whose records become durable together.
+                    let batch = if t < 2 { 1 + (k % 40) } else { 1 };
+                    let records: Vec<_> = (0..batch)
+                        .map(|b| {
+                            let mut r = record(k * 100 + b, &ps);
+                            r.request_id = format!("r{round}-t{t}-k{k}-b{b}");
+                            r
+                        })
+                        .collect();
+                    let seqs = if t < 2 {
+                        log.append_batch(records.clone()).await.unwrap()
+                    } else {
+                        let seq = log.append(records[0].clone()).await.unwrap();
+                        seq..seq + 1
+                    };
                     let mut out = std::io::stdout().lock();
-                    writeln!(out, "ACK {seq} {}", r.request_id).unwrap();
+                    for (seq, r) in seqs.zip(&records) {
+                        writeln!(out, "ACK {seq} {}", r.request_id).unwrap();
+                    }
                     out.flush().unwrap();
                 }
             }));

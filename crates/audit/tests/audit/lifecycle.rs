@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use tollbu_audit::tooling::{self, Query};
 use tollbu_audit::tree::{verify_consistency, verify_inclusion};
-use tollbu_audit::{AuditLog, Decision, Durability, NoteVerifier, open_checkpoint};
+use tollbu_audit::{
+    AuditError, AuditLog, Decision, Durability, MAX_BATCH_RECORDS, NoteVerifier, open_checkpoint,
+};
 
 use crate::support::{Keys, ORIGIN, person, record, runtime};
 
@@ -340,4 +342,60 @@ fn a_second_writer_on_the_same_directory_is_refused_until_the_first_shuts_down()
     first.shutdown().unwrap();
     let (second, _) = AuditLog::open(cfg()).unwrap();
     second.shutdown().unwrap();
+}
+
+#[test]
+fn a_batch_gets_consecutive_indexes_and_is_written_whole_or_not_at_all() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let cfg = keys.config(dir.path());
+    let (log, _) = AuditLog::open(cfg.clone()).unwrap();
+    assert_eq!(log.append_blocking(record(0, &ps)).unwrap(), 0);
+    let batch: Vec<_> = (1..=1_000).map(|i| record(i, &ps)).collect();
+    assert_eq!(log.append_batch_blocking(batch.clone()).unwrap(), 1..1_001);
+    assert_eq!(log.append_blocking(record(1_001, &ps)).unwrap(), 1_001);
+
+    // One bad record refuses the whole batch, naming it; nothing of it is written.
+    let mut bad = batch.clone();
+    bad[500].subject = Some("01017012345".into());
+    let err = log.append_batch_blocking(bad).unwrap_err();
+    assert!(err.to_string().contains("record 500"), "{err}");
+    let too_many: Vec<_> = (0..=MAX_BATCH_RECORDS as u64)
+        .map(|i| record(i, &ps))
+        .collect();
+    assert!(matches!(
+        log.append_batch_blocking(too_many),
+        Err(AuditError::BadRequest(_))
+    ));
+    assert_eq!(log.append_batch_blocking(Vec::new()).unwrap(), 1_002..1_002);
+    assert_eq!(log.stats().records, 1_002);
+    log.shutdown().unwrap();
+
+    let report = tooling::verify(dir.path(), &[], None);
+    assert!(report.ok, "{}", report.text);
+    let all = tooling::query(dir.path(), &Query::default(), None, true);
+    let ids: Vec<String> = all
+        .text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 1_002);
+    assert_eq!(ids[1], "\"req-1\"");
+    assert_eq!(ids[1_000], "\"req-1000\"");
+    assert_eq!(ids[1_001], "\"req-1001\"");
+    // The batch's records are indexed like single appends.
+    let by_subject = tooling::query(
+        dir.path(),
+        &Query {
+            subject: Some(person(3)),
+            ..Query::default()
+        },
+        Some(&keys.pseudonym()),
+        true,
+    );
+    assert_eq!(
+        by_subject.text.lines().count(),
+        (0..1_002).filter(|i| i % 7 == 3).count()
+    );
 }

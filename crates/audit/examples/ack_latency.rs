@@ -1,0 +1,117 @@
+//! Durable acknowledgement latency under a fixed request rate, as the gateway sees it:
+//! `cargo run --release -p tollbu-audit --example ack_latency -- [rate/s] [seconds] [dir]`
+//! (default 20,000/s for 10 s in a temp dir).
+//!
+//! Open loop: every millisecond `rate/1000` appends start, each on its own task like a gateway
+//! request, whether or not earlier ones finished. Latency is measured from each append's scheduled
+//! start, so a stalled writer shows up in the figures instead of slowing the load down
+//! (no coordinated omission). Durability is the default: fsync before acknowledging.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use tollbu_audit::{AuditConfig, AuditLog, Decision, Record};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let rate: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let seconds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let tmp = tempfile::tempdir().unwrap();
+    let base = args
+        .next()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&base).unwrap();
+    let pem = SigningKey::from_bytes(&[1u8; 32])
+        .to_pkcs8_pem(LineEnding::LF)
+        .unwrap();
+    std::fs::write(base.join("k.pem"), pem.as_bytes()).unwrap();
+    std::fs::write(base.join("p.key"), "11".repeat(32)).unwrap();
+    // The gateway's defaults: fsync before acknowledging, a checkpoint every 1,000 records or 10 s.
+    let cfg = AuditConfig::new(
+        base.join("log"),
+        "latency.example/log",
+        base.join("k.pem"),
+        base.join("p.key"),
+    );
+    let (log, _) = AuditLog::open(cfg).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let per_tick = (rate / 1_000).max(1);
+    let ticks = seconds * 1_000;
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity((per_tick * ticks) as usize)));
+    let failures = Arc::new(Mutex::new(0u64));
+    let start = Instant::now();
+    rt.block_on(async {
+        let mut tasks = Vec::with_capacity((per_tick * ticks) as usize);
+        for tick in 0..ticks {
+            let due = start + Duration::from_millis(tick);
+            tokio::time::sleep_until(due.into()).await;
+            for j in 0..per_tick {
+                let log = log.clone();
+                let latencies = latencies.clone();
+                let failures = failures.clone();
+                let k = tick * per_tick + j;
+                tasks.push(tokio::spawn(async move {
+                    let record = Record {
+                        time: "2026-03-01T10:00:00.000Z".into(),
+                        request_id: format!("lat-{k}"),
+                        consumer: Some(format!("0192:91{:07}", k % 1_000)),
+                        service: "folkeregister".into(),
+                        operation: "read".into(),
+                        path_template: Some("/persons/{id}".into()),
+                        subject: Some(log.pseudonymise(&format!("{:011}", k % 100_000))),
+                        purpose: Some("benchmark".into()),
+                        legal_basis: Some("law".into()),
+                        decision: Decision::Allow,
+                        upstream_status: Some(200),
+                        request_sha256: Some("00".repeat(32)),
+                        response_sha256: Some("11".repeat(32)),
+                        fields_released: vec!["name".into(), "address".into()],
+                        ..Record::default()
+                    };
+                    match log.append(record).await {
+                        Ok(_) => latencies
+                            .lock()
+                            .unwrap()
+                            .push(due.elapsed().as_micros() as u64),
+                        Err(_) => *failures.lock().unwrap() += 1,
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let took = start.elapsed();
+    let stats = log.stats();
+    log.shutdown().unwrap();
+    let mut l = std::mem::take(&mut *latencies.lock().unwrap());
+    l.sort_unstable();
+    let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)];
+    let failed = *failures.lock().unwrap();
+    println!(
+        "{} durable appends in {took:.2?} (target {rate}/s, achieved {:.0}/s), {failed} failed",
+        l.len(),
+        l.len() as f64 / took.as_secs_f64()
+    );
+    println!(
+        "ack latency from scheduled start: p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+        pct(0.50),
+        pct(0.99),
+        pct(0.999),
+        l[l.len() - 1]
+    );
+    println!(
+        "last batch {} records, last fsync {} µs",
+        stats.last_batch_size, stats.last_fsync_micros
+    );
+}

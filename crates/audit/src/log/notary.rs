@@ -1,0 +1,164 @@
+//! The checkpoint thread: makes new tiles durable, writes the partial tiles, signs the checkpoint
+//! and publishes it. A checkpoint costs dozens of fsyncs; done on the writer thread it would hold
+//! every waiting append for tens of milliseconds, so the writer only hands over what to sign.
+//!
+//! Order is what keeps this safe: the writer hands over a size only after those records are
+//! durable, jobs run one at a time in the order given, and tiles are synced before the note is
+//! signed, so recovery may trust every tile below the last signed size.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use super::Shared;
+use crate::checkpoint::CheckpointSigner;
+use crate::error::AuditError;
+use crate::hash::Hash;
+use crate::segment::{frame, sync_dir, write_atomic};
+use crate::tile::{PartialTiles, sync_tiles};
+
+/// What to sign: the tree at `size` and what must be on disk before the note may exist.
+pub(crate) struct Signing {
+    pub size: u64,
+    pub root: Hash,
+    pub unsynced_tiles: Vec<PathBuf>,
+    pub partials: PartialTiles,
+}
+
+struct Job {
+    signing: Option<Signing>,
+    /// Answered once this job (and so every earlier one) is done.
+    reply: Option<mpsc::Sender<Result<(), AuditError>>>,
+}
+
+pub(crate) struct Notary {
+    tx: Option<mpsc::Sender<Job>>,
+    join: Option<JoinHandle<()>>,
+    /// Jobs handed over and not yet finished.
+    pending: Arc<AtomicUsize>,
+}
+
+impl Notary {
+    pub fn start(
+        dir: PathBuf,
+        signer: CheckpointSigner,
+        shared: Arc<Shared>,
+    ) -> Result<Self, AuditError> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let left = pending.clone();
+        let join = std::thread::Builder::new()
+            .name("tollbu-audit-notary".into())
+            .spawn(move || run(&rx, &dir, &signer, &shared, &left))
+            .map_err(AuditError::io(PathBuf::from("tollbu-audit-notary")))?;
+        Ok(Self {
+            tx: Some(tx),
+            join: Some(join),
+            pending,
+        })
+    }
+
+    /// True while an earlier checkpoint is still being written; the writer then lets records
+    /// accumulate into the next one instead of queueing another.
+    pub fn busy(&self) -> bool {
+        self.pending.load(Ordering::Acquire) > 0
+    }
+
+    /// Hands over `signing` (if any); with `wait`, returns once it and every earlier job is done.
+    pub fn submit(&self, signing: Option<Signing>, wait: bool) -> Result<(), AuditError> {
+        let Some(tx) = &self.tx else {
+            return Err(AuditError::Closed);
+        };
+        let (reply, done) = if wait {
+            let (t, r) = mpsc::channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if tx.send(Job { signing, reply }).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return Err(AuditError::Closed);
+        }
+        match done {
+            Some(r) => r.recv().map_err(|_| AuditError::Closed)?,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for every job handed over, then stops the thread.
+    pub fn finish(&mut self) {
+        self.tx = None;
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+fn run(
+    rx: &mpsc::Receiver<Job>,
+    dir: &std::path::Path,
+    signer: &CheckpointSigner,
+    shared: &Shared,
+    pending: &AtomicUsize,
+) {
+    let mut failed: Option<String> = None;
+    for job in rx {
+        let result = match (&failed, job.signing) {
+            (Some(why), _) => Err(AuditError::Unwritable(why.clone())),
+            (None, None) => Ok(()),
+            (None, Some(s)) => publish(dir, signer, shared, s).map_err(|e| {
+                // A checkpoint that could not be written may be half on disk: stop the log,
+                // as for a failed fsync; a restart re-reads what is really there.
+                let why = format!("writing the checkpoint failed: {e}");
+                shared.poison(&why);
+                failed = Some(why.clone());
+                AuditError::Unwritable(why)
+            }),
+        };
+        pending.fetch_sub(1, Ordering::AcqRel);
+        if let Some(reply) = job.reply {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+fn publish(
+    dir: &std::path::Path,
+    signer: &CheckpointSigner,
+    shared: &Shared,
+    s: Signing,
+) -> Result<(), AuditError> {
+    sync_tiles(dir, &s.unsynced_tiles)?;
+    s.partials.write()?;
+    let note = signer.sign(s.size, &s.root);
+    append_history(dir, &note)?;
+    write_atomic(&dir.join("checkpoint"), note.as_bytes())?;
+    shared.checkpoint_size.store(s.size, Ordering::Release);
+    if let Ok(mut c) = shared.checkpoint.lock() {
+        *c = Some(note);
+    }
+    Ok(())
+}
+
+/// Appends a signed note to `checkpoints.log` (framed like records) and fsyncs it.
+fn append_history(dir: &std::path::Path, note: &str) -> Result<(), AuditError> {
+    use std::io::Write;
+    let path = dir.join("checkpoints.log");
+    let mut buf = Vec::with_capacity(note.len() + 8);
+    frame(note.as_bytes(), &mut buf);
+    let created = !path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(AuditError::io(&path))?;
+    f.write_all(&buf).map_err(AuditError::io(&path))?;
+    f.sync_data().map_err(AuditError::io(&path))?;
+    if created {
+        sync_dir(dir).map_err(AuditError::io(dir))?;
+    }
+    Ok(())
+}
