@@ -287,9 +287,22 @@ impl AuditLog {
 
     /// Appends a record; resolves once it is durable (per [`Durability`]) with its leaf index.
     /// Works on any async runtime; the writer is a plain thread.
-    pub async fn append(&self, record: Record) -> Result<u64, AuditError> {
-        let rx = self.submit(&record)?;
-        rx.await.map_err(|_| AuditError::Closed)?
+    pub fn append(
+        &self,
+        record: Record,
+    ) -> impl Future<Output = Result<u64, AuditError>> + Send + use<> {
+        self.append_ref(&record)
+    }
+
+    /// [`AuditLog::append`] for a record the caller keeps: it is validated and encoded before this
+    /// returns, so the future holds only the acknowledgement, not the record (a gateway keeps
+    /// thousands of these waiting on fsync at once).
+    pub fn append_ref(
+        &self,
+        record: &Record,
+    ) -> impl Future<Output = Result<u64, AuditError>> + Send + use<> {
+        let queued = self.submit(record);
+        async move { queued?.await.map_err(|_| AuditError::Closed)? }
     }
 
     /// Blocking [`AuditLog::append`] for non-async callers. Must not be called from inside an async task.

@@ -118,11 +118,24 @@ pub async fn accept_loop(
     }
 }
 
-/// Binds `addr`, naming it in the error.
+/// Pending connections the kernel queues before `accept` (capped by `net.core.somaxconn`). The
+/// standard library's 128 overflows when a thousand clients connect at once, and each dropped SYN
+/// costs that client a one-second retransmit.
+const LISTEN_BACKLOG: u32 = 4_096;
+
+/// Binds `addr` with [`LISTEN_BACKLOG`], naming it in the error.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::gateway::BuildError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| crate::gateway::BuildError::Listen(addr, e))
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|e| crate::gateway::BuildError::Listen(addr, e))
 }
 
 /// Counts a connection as open for as long as it lives.

@@ -122,13 +122,14 @@ async fn finish(
     outcome.record.response_sha256 = Some(hex::encode(Sha256::digest(&body_bytes)));
     outcome.record.latency_us =
         u64::try_from(outcome.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let decision = outcome.record.decision;
-    let code = outcome.record.reason.clone();
-    let service = outcome.record.service.clone();
-    let consumer = outcome.record.consumer.clone();
-    let path_template = outcome.record.path_template.clone();
     let audit_step = trace.step("tollbu.audit");
-    let appended = state.audit.append(outcome.record).await;
+    let appended = state.audit.append_ref(&outcome.record).await;
+    let record = &outcome.record;
+    let decision = record.decision;
+    let code = &record.reason;
+    let service = &record.service;
+    let consumer = &record.consumer;
+    let path_template = &record.path_template;
     if appended.is_err() {
         audit_step.fail("audit_unavailable");
     }
@@ -139,11 +140,11 @@ async fn finish(
                 parts.status.as_u16(),
                 decision.as_str(),
                 code.as_deref(),
-                &service,
+                service,
                 path_template.as_deref(),
             );
             state.metrics.observe(&Observation {
-                service: &service,
+                service,
                 consumer: consumer.as_deref(),
                 decision: decision.as_str(),
                 reason: code.as_deref(),
@@ -162,11 +163,11 @@ async fn finish(
                 503,
                 "error",
                 Some("audit_unavailable"),
-                &service,
+                service,
                 path_template.as_deref(),
             );
             state.metrics.observe(&Observation {
-                service: &service,
+                service,
                 consumer: consumer.as_deref(),
                 decision: "error",
                 reason: Some("audit_unavailable"),
