@@ -239,6 +239,29 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Reads into `buf` from `offset` until it is full or the file ends; returns how much was read.
+fn read_at(file: &mut File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        let mut got = 0;
+        while got < buf.len() {
+            match file.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(got)
+    }
+    #[cfg(not(unix))]
+    {
+        file.seek(SeekFrom::Start(offset))?;
+        read_full(file, buf)
+    }
+}
+
 /// Reads single frames at known offsets (index lookups), keeping each segment open: a query that
 /// jumps to thousands of records costs two small reads per record, not an open and a buffer fill.
 #[derive(Default)]
@@ -274,23 +297,35 @@ impl FrameFetcher {
                 path().display()
             ))
         };
-        file.seek(io::SeekFrom::Start(offset))
-            .map_err(AuditError::io(path()))?;
-        let mut header = [0u8; FRAME_HEADER];
-        file.read_exact(&mut header)
-            .map_err(|e| bad(format!("header: {e}")))?;
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        // Most records are under 1 KiB: one read usually brings the header and the whole payload.
+        let mut buf = vec![0u8; 1024];
+        let got = read_at(file, &mut buf, offset).map_err(|e| bad(format!("read: {e}")))?;
+        if got < FRAME_HEADER {
+            return Err(bad(format!("short frame header ({got} bytes)")));
+        }
+        let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
         if len > crate::record::MAX_RECORD_BYTES {
             return Err(bad(format!("frame length {len} exceeds the record limit")));
         }
-        let mut payload = vec![0u8; len];
-        file.read_exact(&mut payload)
-            .map_err(|e| bad(format!("payload: {e}")))?;
-        if crc32fast::hash(&payload) != crc {
+        let end = FRAME_HEADER + len;
+        if got < end {
+            buf.resize(end, 0);
+            let more = read_at(file, &mut buf[got..], offset + got as u64)
+                .map_err(|e| bad(format!("read: {e}")))?;
+            if got + more < end {
+                return Err(bad(format!(
+                    "short frame payload ({} of {len} bytes)",
+                    got + more - FRAME_HEADER
+                )));
+            }
+        }
+        buf.truncate(end);
+        buf.drain(..FRAME_HEADER);
+        if crc32fast::hash(&buf) != crc {
             return Err(bad("checksum mismatch".into()));
         }
-        Ok(Some(payload))
+        Ok(Some(buf))
     }
 }
 
