@@ -24,6 +24,8 @@ use tollbu_proxy::{Config, RunningGateway};
 
 pub use tollbu_devkit::people::example_pid;
 
+pub mod h2raw;
+
 /// Absolute path of `certs-example/`.
 pub fn certs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs-example")

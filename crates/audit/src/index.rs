@@ -8,14 +8,12 @@
 //! removed.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use crate::error::AuditError;
-use crate::segment::write_atomic;
+use crate::segment::{append_durably, write_atomic};
 
 pub const ENTRY_BYTES: usize = 40;
 
@@ -82,22 +80,7 @@ impl IndexWriter {
         for ((kind, b), buf) in std::mem::take(&mut self.pending) {
             let mut k = [0u8; 16];
             k[0] = b;
-            let path = bucket_path(dir, kind, &k);
-            let parent = path.parent().unwrap_or(dir);
-            let created = !path.exists();
-            if created {
-                std::fs::create_dir_all(parent).map_err(AuditError::io(parent))?;
-            }
-            let mut f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(AuditError::io(&path))?;
-            f.write_all(&buf).map_err(AuditError::io(&path))?;
-            f.sync_data().map_err(AuditError::io(&path))?;
-            if created {
-                crate::segment::sync_dir(parent).map_err(AuditError::io(parent))?;
-            }
+            append_durably(&bucket_path(dir, kind, &k), &buf)?;
         }
         write_atomic(
             &dir.join("index").join("watermark"),

@@ -369,6 +369,27 @@ pub fn for_each_in_range(
     Ok(())
 }
 
+/// Appends `data` to `path` and fsyncs it; a file created by this call (and its directory, if
+/// missing) also has its directory entry made durable.
+pub fn append_durably(path: &Path, data: &[u8]) -> Result<(), AuditError> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let created = !path.exists();
+    if created {
+        std::fs::create_dir_all(parent).map_err(AuditError::io(parent))?;
+    }
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(AuditError::io(path))?;
+    f.write_all(data).map_err(AuditError::io(path))?;
+    f.sync_data().map_err(AuditError::io(path))?;
+    if created {
+        sync_dir(parent).map_err(AuditError::io(parent))?;
+    }
+    Ok(())
+}
+
 /// Writes `data` to `path` atomically (temp file, fsync, rename, fsync directory).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), AuditError> {
     let parent = path.parent().unwrap_or(Path::new("."));

@@ -549,56 +549,7 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
 mod h2raw {
     use super::*;
 
-    pub const HEADERS: u8 = 1;
-    pub const RST_STREAM: u8 = 3;
-    pub const SETTINGS: u8 = 4;
-    pub const GOAWAY: u8 = 7;
-    pub const END_STREAM: u8 = 0x1;
-    pub const END_HEADERS: u8 = 0x4;
-
-    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let len = payload.len() as u32;
-        let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-        out.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
-        out.extend_from_slice(payload);
-        out
-    }
-
-    /// HPACK integer with an `n`-bit prefix (RFC 7541 §5.1).
-    fn int(first: u8, n: u32, mut value: usize, out: &mut Vec<u8>) {
-        let max = (1usize << n) - 1;
-        if value < max {
-            out.push(first | value as u8);
-            return;
-        }
-        out.push(first | max as u8);
-        value -= max;
-        while value >= 128 {
-            out.push((value % 128 + 128) as u8);
-            value /= 128;
-        }
-        out.push(value as u8);
-    }
-
-    fn string(text: &str, out: &mut Vec<u8>) {
-        int(0, 7, text.len(), out);
-        out.extend_from_slice(text.as_bytes());
-    }
-
-    /// A GET header block: literals without indexing, no Huffman.
-    pub fn get_block(authority: &str, path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
-        let mut out = vec![0x82, 0x86]; // :method GET, :scheme http
-        int(0, 4, 4, &mut out); // :path, indexed name
-        string(path, &mut out);
-        int(0, 4, 1, &mut out); // :authority, indexed name
-        string(authority, &mut out);
-        for (name, value) in headers {
-            out.push(0);
-            string(name, &mut out);
-            string(value, &mut out);
-        }
-        out
-    }
+    pub use tollbu_tests::h2raw::*;
 
     pub async fn connect(addr: std::net::SocketAddr) -> TcpStream {
         let mut stream = TcpStream::connect(addr).await.unwrap();

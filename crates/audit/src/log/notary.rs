@@ -16,7 +16,7 @@ use super::Shared;
 use crate::checkpoint::CheckpointSigner;
 use crate::error::AuditError;
 use crate::hash::Hash;
-use crate::segment::{frame, sync_dir, write_atomic};
+use crate::segment::{append_durably, frame, write_atomic};
 use crate::tile::{PartialTiles, sync_tiles};
 
 /// What to sign: the tree at `size` and what must be on disk before the note may exist.
@@ -145,20 +145,7 @@ fn publish(
 
 /// Appends a signed note to `checkpoints.log` (framed like records) and fsyncs it.
 fn append_history(dir: &std::path::Path, note: &str) -> Result<(), AuditError> {
-    use std::io::Write;
-    let path = dir.join("checkpoints.log");
     let mut buf = Vec::with_capacity(note.len() + 8);
     frame(note.as_bytes(), &mut buf);
-    let created = !path.exists();
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(AuditError::io(&path))?;
-    f.write_all(&buf).map_err(AuditError::io(&path))?;
-    f.sync_data().map_err(AuditError::io(&path))?;
-    if created {
-        sync_dir(dir).map_err(AuditError::io(dir))?;
-    }
-    Ok(())
+    append_durably(&dir.join("checkpoints.log"), &buf)
 }
