@@ -78,6 +78,14 @@ impl Waiter {
             Waiter::Many(r, _) => r.len(),
         }
     }
+
+    /// Who to answer, for a batch refused before anything was written.
+    fn into_ack(self) -> Ack {
+        match self {
+            Waiter::One(_, tx) => Ack::One(tx),
+            Waiter::Many(_, tx) => Ack::Many(tx),
+        }
+    }
 }
 
 /// Who to answer once a commit is decided.
@@ -278,13 +286,9 @@ impl Writer {
 
     fn commit(&mut self, batch: Vec<Waiter>) {
         self.adopt_failure();
-        let split = |w: Waiter| match w {
-            Waiter::One(r, tx) => (vec![*r], Ack::One(tx)),
-            Waiter::Many(r, tx) => (r, Ack::Many(tx)),
-        };
         if let Some(p) = self.poisoned.clone() {
             for w in batch {
-                split(w).1.fail(AuditError::Unwritable(p.clone()));
+                w.into_ack().fail(AuditError::Unwritable(p.clone()));
             }
             return;
         }
@@ -296,7 +300,7 @@ impl Writer {
                 .poison(format!("segment rotation failed: {e}"))
                 .to_string();
             for w in batch {
-                split(w).1.fail(AuditError::Unwritable(msg.clone()));
+                w.into_ack().fail(AuditError::Unwritable(msg.clone()));
             }
             return;
         }
@@ -308,16 +312,28 @@ impl Writer {
         let mut entries = Vec::with_capacity(records);
         let mut seq = self.next_seq;
         let mut payload = Vec::with_capacity(1024);
+        let mut add = |p: &Prepared, seq: u64| {
+            payload.clear();
+            p.write(seq, &mut payload);
+            entries.push((seq, buf.len(), p.subject_key, p.consumer_key));
+            frame(&payload, &mut buf);
+        };
         for w in batch {
-            let (prepared, ack) = split(w);
             let first = seq;
-            for p in prepared {
-                payload.clear();
-                p.write(seq, &mut payload);
-                entries.push((seq, buf.len(), p.subject_key, p.consumer_key));
-                frame(&payload, &mut buf);
-                seq += 1;
-            }
+            let ack = match w {
+                Waiter::One(p, tx) => {
+                    add(&p, seq);
+                    seq += 1;
+                    Ack::One(tx)
+                }
+                Waiter::Many(ps, tx) => {
+                    for p in &ps {
+                        add(p, seq);
+                        seq += 1;
+                    }
+                    Ack::Many(tx)
+                }
+            };
             acks.push((ack, first, seq - first));
         }
         let leaves = leaf_hashes(&buf);
