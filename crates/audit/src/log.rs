@@ -258,7 +258,7 @@ impl AuditLog {
             return Err(AuditError::Unwritable(self.failure()));
         }
         let queued = shared.queue_depth.fetch_add(records, Ordering::Relaxed);
-        // One record is always let in, so a single append is never refused by a large batch ahead.
+        // An empty queue takes anything, so a batch is never refused for its size alone.
         if queued > 0 && queued + records > QUEUE_CAPACITY {
             shared.queue_depth.fetch_sub(records, Ordering::Relaxed);
             return Err(AuditError::Overloaded(QUEUE_CAPACITY));
