@@ -677,3 +677,133 @@ async fn a_full_audit_disk_fails_closed_and_service_resumes_when_space_returns()
         report.text
     );
 }
+
+/// Segment storage that turns read-only while `read_only` is set, as after an ext4 error remount:
+/// writes and truncation fail with EROFS.
+struct ReadOnlyDisk(Arc<std::sync::atomic::AtomicBool>);
+struct ReadOnlySegment(
+    Box<dyn tollbu_audit::SegmentFile>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+impl ReadOnlySegment {
+    fn check(&self) -> std::io::Result<()> {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(30)); // EROFS
+        }
+        Ok(())
+    }
+}
+
+impl tollbu_audit::Storage for ReadOnlyDisk {
+    fn open_segment(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<Box<dyn tollbu_audit::SegmentFile>> {
+        Ok(Box::new(ReadOnlySegment(
+            tollbu_audit::FsStorage.open_segment(path)?,
+            Arc::clone(&self.0),
+        )))
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        tollbu_audit::FsStorage.sync_dir(dir)
+    }
+}
+
+impl tollbu_audit::SegmentFile for ReadOnlySegment {
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.0.append(buf)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.check()?;
+        self.0.sync()
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.check()?;
+        self.0.truncate(len)
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_audit_disk_fails_closed_until_a_restart_on_writable_storage() {
+    let read_only = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let audit_dir = tempfile::tempdir().unwrap();
+    let certs = certs_dir();
+    let config = tollbu_audit::AuditConfig::new(
+        audit_dir.path(),
+        "tollbu.example/test/read-only-disk",
+        certs.join("audit-signing.key.pem"),
+        certs.join("audit-pseudonym.key"),
+    );
+    let (log, _) = tollbu_audit::AuditLog::open_with_storage(
+        config.clone(),
+        Arc::new(ReadOnlyDisk(Arc::clone(&read_only))),
+    )
+    .unwrap();
+    let registry = RecordingUpstream::start(UpstreamBehaviour::Person).await;
+    let options = Options {
+        population_upstream: Some(registry.url.clone()),
+        ..Options::default()
+    };
+    let mut env = Env::start_with_audit(options.clone(), log).await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let url = format!("{}/population/persons/{}", env.base(), example_pid(0));
+    let mut s = String::new();
+    assert_eq!(
+        get(&url, &auth(&token, Some("benefit-assessment"), &mut s))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    read_only.store(true, std::sync::atomic::Ordering::SeqCst);
+    for attempt in 0..3 {
+        let refused = get(&url, &auth(&token, Some("benefit-assessment"), &mut s)).await;
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{attempt}");
+        assert_eq!(refused.code(), "audit_unavailable");
+        assert!(
+            !String::from_utf8_lossy(&refused.body).contains("given"),
+            "nothing of the registry's answer is released"
+        );
+    }
+    let ready = get(&format!("{}/readyz", env.admin()), &[]).await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "readiness takes the replica out of service: {:?}",
+        String::from_utf8_lossy(&ready.body)
+    );
+    // Writable again, but the writer cannot know what reached the disk: it stays closed until a
+    // restart re-reads the directory.
+    read_only.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        get(&url, &auth(&token, Some("benefit-assessment"), &mut s))
+            .await
+            .status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    env.stop_gateway().await;
+
+    let (log, report) = tollbu_audit::AuditLog::open(config).unwrap();
+    assert_eq!(report.records, 1, "{report:?}");
+    let env = Env::start_with_audit(options, log).await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let url = format!("{}/population/persons/{}", env.base(), example_pid(0));
+    assert_eq!(
+        get(&url, &auth(&token, Some("benefit-assessment"), &mut s))
+            .await
+            .status,
+        StatusCode::OK,
+        "serves again after the restart"
+    );
+    let mut env = env;
+    env.stop_gateway().await;
+    let report = tollbu_audit::tooling::verify(audit_dir.path(), &[], None);
+    assert!(report.ok, "{}", report.text);
+    assert!(
+        report.text.contains("records: 2"),
+        "the two released answers, and only they, are recorded: {}",
+        report.text
+    );
+}
