@@ -24,6 +24,7 @@ use tollbu_proxy::{Config, RunningGateway};
 
 pub use tollbu_devkit::people::example_pid;
 
+pub mod attacks;
 pub mod h2raw;
 
 /// Absolute path of `certs-example/`.

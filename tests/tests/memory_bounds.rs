@@ -608,39 +608,7 @@ async fn smuggling(ctx: &Ctx) -> String {
 /// Dot segments, encoded dots and separators: 82 paths, 8 connections each, 100 at a time.
 async fn path_traversal(ctx: &Ctx) -> String {
     let pid = pid_normal();
-    let mut paths = Vec::new();
-    for dots in [
-        "..",
-        "%2e%2e",
-        "%2E%2E",
-        ".%2e",
-        "%2e.",
-        "%252e%252e",
-        "%252E%252E",
-        "%25252e%25252e",
-        "%c0%ae%c0%ae",
-        "%e0%80%ae%e0%80%ae",
-        "%u002e%u002e",
-        ".%00.",
-        "..%00",
-        "..;",
-        "%2e%2e;",
-        "..%5c",
-        "..\\",
-        "%2e%2e%5c",
-        "..%255c",
-        ".",
-    ] {
-        paths.push(format!("/population/persons/{dots}/{pid}"));
-        paths.push(format!("/population/{dots}/population/persons/{pid}"));
-        paths.push(format!("/{dots}/population/persons/{pid}"));
-    }
-    for sep in [
-        "%2f", "%2F", "%252f", "%5c", "%5C", "\\", "%00", "%0a", "%0d%0a", "%09", "%7f",
-    ] {
-        paths.push(format!("/population/persons{sep}{pid}"));
-        paths.push(format!("/population/persons/{pid}{sep}"));
-    }
+    let paths = attacks::traversal_paths(&pid);
     let requests: Vec<Bytes> = paths
         .iter()
         .flat_map(|path| copies(format!("{}connection: close\r\n\r\n", ctx.head(path)), 8))

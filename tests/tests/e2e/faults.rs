@@ -573,21 +573,43 @@ checkpoint_interval_secs = 1
     );
 }
 
-/// Segment storage whose writes fail with ENOSPC while `full` is set.
-struct FullDisk(Arc<std::sync::atomic::AtomicBool>);
-struct FullDiskSegment(
+/// How an injected storage fault shows, while its switch is on.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// ENOSPC on write, after half of the batch reached the file (as a real full disk).
+    DiskFull,
+    /// EROFS on write, fsync and truncate (as after an ext4 error remount).
+    ReadOnly,
+}
+
+/// Segment storage that fails as `fault` says while the switch is on.
+struct FaultyDisk(Fault, Arc<std::sync::atomic::AtomicBool>);
+struct FaultySegment(
     Box<dyn tollbu_audit::SegmentFile>,
+    Fault,
     Arc<std::sync::atomic::AtomicBool>,
 );
 
-impl tollbu_audit::Storage for FullDisk {
+impl FaultySegment {
+    fn read_only(&self) -> std::io::Result<()> {
+        match self.1 {
+            Fault::ReadOnly if self.2.load(std::sync::atomic::Ordering::SeqCst) => {
+                Err(std::io::Error::from_raw_os_error(30)) // EROFS
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl tollbu_audit::Storage for FaultyDisk {
     fn open_segment(
         &self,
         path: &std::path::Path,
     ) -> std::io::Result<Box<dyn tollbu_audit::SegmentFile>> {
-        Ok(Box::new(FullDiskSegment(
+        Ok(Box::new(FaultySegment(
             tollbu_audit::FsStorage.open_segment(path)?,
-            Arc::clone(&self.0),
+            self.0,
+            Arc::clone(&self.1),
         )))
     }
     fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
@@ -595,19 +617,21 @@ impl tollbu_audit::Storage for FullDisk {
     }
 }
 
-impl tollbu_audit::SegmentFile for FullDiskSegment {
+impl tollbu_audit::SegmentFile for FaultySegment {
     fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
-            // As a real ENOSPC: part of the batch reaches the file first.
+        self.read_only()?;
+        if matches!(self.1, Fault::DiskFull) && self.2.load(std::sync::atomic::Ordering::SeqCst) {
             self.0.append(&buf[..buf.len() / 2])?;
-            return Err(std::io::Error::from_raw_os_error(28));
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
         }
         self.0.append(buf)
     }
     fn sync(&mut self) -> std::io::Result<()> {
+        self.read_only()?;
         self.0.sync()
     }
     fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.read_only()?;
         self.0.truncate(len)
     }
 }
@@ -623,9 +647,11 @@ async fn a_full_audit_disk_fails_closed_and_service_resumes_when_space_returns()
         certs.join("audit-signing.key.pem"),
         certs.join("audit-pseudonym.key"),
     );
-    let (log, _) =
-        tollbu_audit::AuditLog::open_with_storage(config, Arc::new(FullDisk(Arc::clone(&full))))
-            .unwrap();
+    let (log, _) = tollbu_audit::AuditLog::open_with_storage(
+        config,
+        Arc::new(FaultyDisk(Fault::DiskFull, Arc::clone(&full))),
+    )
+    .unwrap();
     let registry = RecordingUpstream::start(UpstreamBehaviour::Person).await;
     let env = Env::start_with_audit(
         Options {
@@ -678,53 +704,6 @@ async fn a_full_audit_disk_fails_closed_and_service_resumes_when_space_returns()
     );
 }
 
-/// Segment storage that turns read-only while `read_only` is set, as after an ext4 error remount:
-/// writes and truncation fail with EROFS.
-struct ReadOnlyDisk(Arc<std::sync::atomic::AtomicBool>);
-struct ReadOnlySegment(
-    Box<dyn tollbu_audit::SegmentFile>,
-    Arc<std::sync::atomic::AtomicBool>,
-);
-
-impl ReadOnlySegment {
-    fn check(&self) -> std::io::Result<()> {
-        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(std::io::Error::from_raw_os_error(30)); // EROFS
-        }
-        Ok(())
-    }
-}
-
-impl tollbu_audit::Storage for ReadOnlyDisk {
-    fn open_segment(
-        &self,
-        path: &std::path::Path,
-    ) -> std::io::Result<Box<dyn tollbu_audit::SegmentFile>> {
-        Ok(Box::new(ReadOnlySegment(
-            tollbu_audit::FsStorage.open_segment(path)?,
-            Arc::clone(&self.0),
-        )))
-    }
-    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        tollbu_audit::FsStorage.sync_dir(dir)
-    }
-}
-
-impl tollbu_audit::SegmentFile for ReadOnlySegment {
-    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.check()?;
-        self.0.append(buf)
-    }
-    fn sync(&mut self) -> std::io::Result<()> {
-        self.check()?;
-        self.0.sync()
-    }
-    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
-        self.check()?;
-        self.0.truncate(len)
-    }
-}
-
 #[tokio::test]
 async fn a_read_only_audit_disk_fails_closed_until_a_restart_on_writable_storage() {
     let read_only = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -738,7 +717,7 @@ async fn a_read_only_audit_disk_fails_closed_until_a_restart_on_writable_storage
     );
     let (log, _) = tollbu_audit::AuditLog::open_with_storage(
         config.clone(),
-        Arc::new(ReadOnlyDisk(Arc::clone(&read_only))),
+        Arc::new(FaultyDisk(Fault::ReadOnly, Arc::clone(&read_only))),
     )
     .unwrap();
     let registry = RecordingUpstream::start(UpstreamBehaviour::Person).await;

@@ -374,39 +374,7 @@ async fn path_traversal_in_every_encoding_never_reaches_the_registry() {
     let (env, upstream, token) = env_with_recorder(Options::default()).await;
     let addr = addr_of(&env.base());
     let pid = example_pid(0);
-    let mut paths: Vec<String> = Vec::new();
-    for dots in [
-        "..",
-        "%2e%2e",
-        "%2E%2E",
-        ".%2e",
-        "%2e.",
-        "%252e%252e",
-        "%252E%252E",
-        "%25252e%25252e",
-        "%c0%ae%c0%ae",
-        "%e0%80%ae%e0%80%ae",
-        "%u002e%u002e",
-        ".%00.",
-        "..%00",
-        "..;",
-        "%2e%2e;",
-        "..%5c",
-        "..\\",
-        "%2e%2e%5c",
-        "..%255c",
-        ".",
-    ] {
-        paths.push(format!("/population/persons/{dots}/{pid}"));
-        paths.push(format!("/population/{dots}/population/persons/{pid}"));
-        paths.push(format!("/{dots}/population/persons/{pid}"));
-    }
-    for sep in [
-        "%2f", "%2F", "%252f", "%5c", "%5C", "\\", "%00", "%0a", "%0d%0a", "%09", "%7f",
-    ] {
-        paths.push(format!("/population/persons{sep}{pid}"));
-        paths.push(format!("/population/persons/{pid}{sep}"));
-    }
+    let paths = attacks::traversal_paths(&pid);
     let mut report = Vec::new();
     for path in &paths {
         let request = format!(
