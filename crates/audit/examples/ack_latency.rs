@@ -8,13 +8,12 @@
 //! (no coordinated omission). Durability is the default: fsync before acknowledging.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use tollbu_audit::{AuditConfig, AuditLog, Decision, Record};
+use tollbu_audit::{AuditLog, Decision, Record};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -25,21 +24,9 @@ fn main() {
         .next()
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| tmp.path().to_path_buf());
-    std::fs::create_dir_all(&base).unwrap();
-    let pem = SigningKey::from_bytes(&[1u8; 32])
-        .to_pkcs8_pem(LineEnding::LF)
-        .unwrap();
-    std::fs::write(base.join("k.pem"), pem.as_bytes()).unwrap();
-    std::fs::write(base.join("p.key"), "11".repeat(32)).unwrap();
     // The gateway's defaults: fsync before acknowledging, a checkpoint every 1,000 records or 10 s.
-    let cfg = AuditConfig::new(
-        base.join("log"),
-        "latency.example/log",
-        base.join("k.pem"),
-        base.join("p.key"),
-    );
+    let mut cfg = common::config_in(&base, "latency.example/log");
     // Diagnostics only: `CHECKPOINT_EVERY=100000` shows what checkpoint signing adds to the tail.
-    let mut cfg = cfg;
     if let Some(n) = std::env::var("CHECKPOINT_EVERY")
         .ok()
         .and_then(|v| v.parse().ok())

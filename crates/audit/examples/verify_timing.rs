@@ -6,13 +6,12 @@
 //! cross-check the files with independent tools).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use tollbu_audit::tooling::{self, Query};
-use tollbu_audit::{AuditConfig, AuditLog, Decision, Durability, Record};
+use tollbu_audit::{AuditLog, Decision, Durability, Record};
 
 fn main() {
     let n: u64 = std::env::args()
@@ -22,18 +21,7 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let keep = std::env::args().nth(2).map(std::path::PathBuf::from);
     let base = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    std::fs::create_dir_all(&base).unwrap();
-    let pem = SigningKey::from_bytes(&[1u8; 32])
-        .to_pkcs8_pem(LineEnding::LF)
-        .unwrap();
-    std::fs::write(base.join("k.pem"), pem.as_bytes()).unwrap();
-    std::fs::write(base.join("p.key"), "11".repeat(32)).unwrap();
-    let mut cfg = AuditConfig::new(
-        base.join("log"),
-        "timing.example/log",
-        base.join("k.pem"),
-        base.join("p.key"),
-    );
+    let mut cfg = common::config_in(&base, "timing.example/log");
     cfg.durability = Durability::Relaxed {
         fsync_interval: Duration::from_millis(100),
     };

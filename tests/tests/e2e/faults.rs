@@ -636,117 +636,119 @@ impl tollbu_audit::SegmentFile for FaultySegment {
     }
 }
 
-#[tokio::test]
-async fn a_full_audit_disk_fails_closed_and_service_resumes_when_space_returns() {
-    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let audit_dir = tempfile::tempdir().unwrap();
-    let certs = certs_dir();
-    let config = tollbu_audit::AuditConfig::new(
-        audit_dir.path(),
-        "tollbu.example/test/full-disk",
-        certs.join("audit-signing.key.pem"),
-        certs.join("audit-pseudonym.key"),
-    );
-    let (log, _) = tollbu_audit::AuditLog::open_with_storage(
-        config,
-        Arc::new(FaultyDisk(Fault::DiskFull, Arc::clone(&full))),
-    )
-    .unwrap();
-    let registry = RecordingUpstream::start(UpstreamBehaviour::Person).await;
-    let env = Env::start_with_audit(
-        Options {
-            population_upstream: Some(registry.url.clone()),
-            ..Options::default()
-        },
-        log,
-    )
-    .await;
-    let token = env.token("demo-welfare", "demo:population", &[]).await;
-    let url = format!("{}/population/persons/{}", env.base(), example_pid(0));
-    let mut s = String::new();
-    assert_eq!(
-        get(&url, &auth(&token, Some("benefit-assessment"), &mut s))
-            .await
-            .status,
-        StatusCode::OK
-    );
-
-    full.store(true, std::sync::atomic::Ordering::SeqCst);
-    let refused = get(&url, &auth(&token, Some("benefit-assessment"), &mut s)).await;
-    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(refused.code(), "audit_unavailable");
-    assert!(
-        !String::from_utf8_lossy(&refused.body).contains("given"),
-        "nothing of the registry's answer is released"
-    );
-    assert_eq!(
-        registry.seen().len(),
-        2,
-        "the registry was asked; its answer was withheld"
-    );
-
-    full.store(false, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(
-        get(&url, &auth(&token, Some("benefit-assessment"), &mut s))
-            .await
-            .status,
-        StatusCode::OK,
-        "resumes when space returns"
-    );
-    let mut env = env;
-    env.stop_gateway().await;
-    let report = tollbu_audit::tooling::verify(audit_dir.path(), &[], None);
-    assert!(report.ok, "{}", report.text);
-    assert!(
-        report.text.contains("records: 2"),
-        "the two released answers, and only they, are recorded: {}",
-        report.text
-    );
+/// A gateway whose audit log sits on [`FaultyDisk`], in front of a recording registry.
+struct OnFaultyDisk {
+    env: Env,
+    token: String,
+    fault_on: Arc<std::sync::atomic::AtomicBool>,
+    registry: RecordingUpstream,
+    options: Options,
+    config: tollbu_audit::AuditConfig,
+    dir: tempfile::TempDir,
 }
 
-#[tokio::test]
-async fn a_read_only_audit_disk_fails_closed_until_a_restart_on_writable_storage() {
-    let read_only = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let audit_dir = tempfile::tempdir().unwrap();
-    let certs = certs_dir();
-    let config = tollbu_audit::AuditConfig::new(
-        audit_dir.path(),
-        "tollbu.example/test/read-only-disk",
-        certs.join("audit-signing.key.pem"),
-        certs.join("audit-pseudonym.key"),
-    );
-    let (log, _) = tollbu_audit::AuditLog::open_with_storage(
-        config.clone(),
-        Arc::new(FaultyDisk(Fault::ReadOnly, Arc::clone(&read_only))),
-    )
-    .unwrap();
-    let registry = RecordingUpstream::start(UpstreamBehaviour::Person).await;
-    let options = Options {
-        population_upstream: Some(registry.url.clone()),
-        ..Options::default()
-    };
-    let mut env = Env::start_with_audit(options.clone(), log).await;
-    let token = env.token("demo-welfare", "demo:population", &[]).await;
-    let url = format!("{}/population/persons/{}", env.base(), example_pid(0));
-    let mut s = String::new();
-    assert_eq!(
-        get(&url, &auth(&token, Some("benefit-assessment"), &mut s))
-            .await
-            .status,
-        StatusCode::OK
-    );
+impl OnFaultyDisk {
+    async fn start(fault: Fault, origin: &str) -> Self {
+        let fault_on = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let dir = tempfile::tempdir().unwrap();
+        let certs = certs_dir();
+        let config = tollbu_audit::AuditConfig::new(
+            dir.path(),
+            origin,
+            certs.join("audit-signing.key.pem"),
+            certs.join("audit-pseudonym.key"),
+        );
+        let (log, _) = tollbu_audit::AuditLog::open_with_storage(
+            config.clone(),
+            Arc::new(FaultyDisk(fault, Arc::clone(&fault_on))),
+        )
+        .unwrap();
+        let registry = RecordingUpstream::start(UpstreamBehaviour::Person).await;
+        let options = Options {
+            population_upstream: Some(registry.url.clone()),
+            ..Options::default()
+        };
+        let env = Env::start_with_audit(options.clone(), log).await;
+        let token = env.token("demo-welfare", "demo:population", &[]).await;
+        Self {
+            env,
+            token,
+            fault_on,
+            registry,
+            options,
+            config,
+            dir,
+        }
+    }
 
-    read_only.store(true, std::sync::atomic::Ordering::SeqCst);
-    for attempt in 0..3 {
-        let refused = get(&url, &auth(&token, Some("benefit-assessment"), &mut s)).await;
-        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{attempt}");
+    fn fault(&self, on: bool) {
+        self.fault_on.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    async fn read(&self, request_id: &str) -> Answer {
+        read_person(&self.env, &self.token, request_id).await
+    }
+
+    /// A refusal that releases nothing of the registry's answer.
+    async fn assert_refused(&self, request_id: &str) {
+        let refused = self.read(request_id).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{request_id}"
+        );
         assert_eq!(refused.code(), "audit_unavailable");
         assert!(
             !String::from_utf8_lossy(&refused.body).contains("given"),
             "nothing of the registry's answer is released"
         );
     }
-    let ready = get(&format!("{}/readyz", env.admin()), &[]).await;
+
+    /// Stops the gateway and checks the log holds exactly `released` records, and verifies.
+    async fn stop_and_verify(mut self, released: u64) {
+        self.env.stop_gateway().await;
+        let report = tollbu_audit::tooling::verify(self.dir.path(), &[], None);
+        assert!(report.ok, "{}", report.text);
+        assert!(
+            report.text.contains(&format!("records: {released}")),
+            "the {released} released answers, and only they, are recorded: {}",
+            report.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_full_audit_disk_fails_closed_and_service_resumes_when_space_returns() {
+    let g = OnFaultyDisk::start(Fault::DiskFull, "tollbu.example/test/full-disk").await;
+    assert_eq!(g.read("before").await.status, StatusCode::OK);
+
+    g.fault(true);
+    g.assert_refused("full").await;
+    assert_eq!(
+        g.registry.seen().len(),
+        2,
+        "the registry was asked; its answer was withheld"
+    );
+
+    g.fault(false);
+    assert_eq!(
+        g.read("space-returned").await.status,
+        StatusCode::OK,
+        "resumes when space returns"
+    );
+    g.stop_and_verify(2).await;
+}
+
+#[tokio::test]
+async fn a_read_only_audit_disk_fails_closed_until_a_restart_on_writable_storage() {
+    let mut g = OnFaultyDisk::start(Fault::ReadOnly, "tollbu.example/test/read-only-disk").await;
+    assert_eq!(g.read("before").await.status, StatusCode::OK);
+
+    g.fault(true);
+    for attempt in 0..3 {
+        g.assert_refused(&format!("read-only-{attempt}")).await;
+    }
+    let ready = get(&format!("{}/readyz", g.env.admin()), &[]).await;
     assert_eq!(
         ready.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -755,34 +757,18 @@ async fn a_read_only_audit_disk_fails_closed_until_a_restart_on_writable_storage
     );
     // Writable again, but the writer cannot know what reached the disk: it stays closed until a
     // restart re-reads the directory.
-    read_only.store(false, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(
-        get(&url, &auth(&token, Some("benefit-assessment"), &mut s))
-            .await
-            .status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-    env.stop_gateway().await;
+    g.fault(false);
+    g.assert_refused("writable-again").await;
 
-    let (log, report) = tollbu_audit::AuditLog::open(config).unwrap();
+    g.env.stop_gateway().await;
+    let (log, report) = tollbu_audit::AuditLog::open(g.config.clone()).unwrap();
     assert_eq!(report.records, 1, "{report:?}");
-    let env = Env::start_with_audit(options, log).await;
-    let token = env.token("demo-welfare", "demo:population", &[]).await;
-    let url = format!("{}/population/persons/{}", env.base(), example_pid(0));
+    g.env = Env::start_with_audit(g.options.clone(), log).await;
+    g.token = g.env.token("demo-welfare", "demo:population", &[]).await;
     assert_eq!(
-        get(&url, &auth(&token, Some("benefit-assessment"), &mut s))
-            .await
-            .status,
+        g.read("restarted").await.status,
         StatusCode::OK,
         "serves again after the restart"
     );
-    let mut env = env;
-    env.stop_gateway().await;
-    let report = tollbu_audit::tooling::verify(audit_dir.path(), &[], None);
-    assert!(report.ok, "{}", report.text);
-    assert!(
-        report.text.contains("records: 2"),
-        "the two released answers, and only they, are recorded: {}",
-        report.text
-    );
+    g.stop_and_verify(2).await;
 }
