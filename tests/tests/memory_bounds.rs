@@ -759,14 +759,7 @@ async fn h2_rapid_reset(ctx: &Ctx) -> String {
         let addr = ctx.addr;
         set.spawn(async move {
             let mut stream = connect(addr).await;
-            let mut sent = 0u32;
-            for batch in 0..50u32 {
-                let bytes = rapid_reset_burst(batch, &block);
-                if stream.write_all(&bytes).await.is_err() {
-                    break;
-                }
-                sent += 100;
-            }
+            let sent = rapid_reset(&mut stream, &block).await;
             let mut goaway = false;
             let closed = read_frames(&mut stream, WAIT, |kind, _, _| {
                 goaway |= kind == GOAWAY;
