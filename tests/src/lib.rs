@@ -219,6 +219,21 @@ impl Env {
         self.state_dir.path().join("audit")
     }
 
+    /// `GET` of example person 0 from the population registry, for benefit assessment (the
+    /// welfare grant's purpose), with `request_id` as `x-request-id` when given.
+    pub async fn read_person(&self, token: &str, request_id: Option<&str>) -> Answer {
+        let mut scratch = String::new();
+        let mut headers = auth(token, Some("benefit-assessment"), &mut scratch);
+        if let Some(id) = request_id {
+            headers.push(("x-request-id", id));
+        }
+        get(
+            &format!("{}/population/persons/{}", self.base(), example_pid(0)),
+            &headers,
+        )
+        .await
+    }
+
     /// A token from the issuer's real `/token` endpoint (RFC 7523 grant).
     pub async fn token(&self, client_id: &str, scope: &str, consents: &[&str]) -> String {
         self.token_for(client_id, scope, consents, None).await

@@ -151,11 +151,32 @@ fn is_hex64(s: &str) -> bool {
 
 /// Canonical bytes of a record at `seq`.
 pub fn encode(seq: u64, record: &Record) -> Result<Vec<u8>, AuditError> {
-    let bytes = Prepared::serialise(record)?.bytes(seq);
+    let json = record_json(record)?;
+    let mut bytes = Vec::with_capacity(json.len() + SEQ_PREFIX_MAX);
+    write_canonical(seq, &json, &mut bytes);
     if bytes.len() > MAX_RECORD_BYTES {
         return Err(AuditError::RecordTooLarge(bytes.len()));
     }
     Ok(bytes)
+}
+
+/// The record's own JSON object, `{"time":…}`.
+fn record_json(record: &Record) -> Result<Vec<u8>, AuditError> {
+    let json = serde_json::to_vec(record)
+        .map_err(|e| AuditError::InvalidRecord(format!("cannot encode: {e}")))?;
+    // A struct always serialises as `{…}` with at least one field.
+    match json.as_slice() {
+        [b'{', _, ..] => Ok(json),
+        _ => Err(AuditError::InvalidRecord("record is not an object".into())),
+    }
+}
+
+/// Appends `{"seq":<seq>,` and the fields of `json` (a record's own object) to `out`.
+fn write_canonical(seq: u64, json: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(itoa(seq, &mut [0u8; 20]));
+    out.push(b',');
+    out.extend_from_slice(json.get(1..).unwrap_or_default());
 }
 
 /// A validated record already serialised except for its sequence number, which only the writer
@@ -163,8 +184,8 @@ pub fn encode(seq: u64, record: &Record) -> Result<Vec<u8>, AuditError> {
 /// per-record work is then a copy, a checksum and one SHA-256.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// The encoding of the [`Record`] alone without its opening `{`: `"time":…}`.
-    tail: Vec<u8>,
+    /// The [`Record`]'s own JSON object, `{"time":…}`; its `{` gives way to `{"seq":N,`.
+    json: Vec<u8>,
     /// Index keys (see [`crate::index`]) of the subject pseudonym and the consumer, when present.
     pub(crate) subject_key: Option<[u8; 16]>,
     pub(crate) consumer_key: Option<[u8; 16]>,
@@ -178,25 +199,13 @@ impl Prepared {
     /// longer than [`MAX_RECORD_BYTES`].
     pub fn new(record: &Record) -> Result<Self, AuditError> {
         record.validate()?;
-        let prepared = Self::serialise(record)?;
-        let longest = prepared.tail.len() + SEQ_PREFIX_MAX;
+        let json = record_json(record)?;
+        let longest = json.len() - 1 + SEQ_PREFIX_MAX;
         if longest > MAX_RECORD_BYTES {
             return Err(AuditError::RecordTooLarge(longest));
         }
-        Ok(prepared)
-    }
-
-    /// Serialises without validating or checking the size (the decoder's re-encoding needs this).
-    fn serialise(record: &Record) -> Result<Self, AuditError> {
-        let json = serde_json::to_vec(record)
-            .map_err(|e| AuditError::InvalidRecord(format!("cannot encode: {e}")))?;
-        // A struct always serialises as `{…}` with at least one field.
-        let tail = match json.split_first() {
-            Some((b'{', rest)) if rest.len() > 1 => rest.to_vec(),
-            _ => return Err(AuditError::InvalidRecord("record is not an object".into())),
-        };
         Ok(Self {
-            tail,
+            json,
             subject_key: record.subject.as_deref().map(key16),
             consumer_key: record.consumer.as_deref().map(key16),
         })
@@ -204,22 +213,14 @@ impl Prepared {
 
     /// The canonical bytes at `seq`: `{"seq":<seq>,` followed by the record's fields.
     pub fn bytes(&self, seq: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.tail.len() + SEQ_PREFIX_MAX);
+        let mut out = Vec::with_capacity(self.json.len() + SEQ_PREFIX_MAX);
         self.write(seq, &mut out);
         out
     }
 
     /// Appends the canonical bytes at `seq` to `out`.
     pub fn write(&self, seq: u64, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"seq\":");
-        out.extend_from_slice(itoa(seq, &mut [0u8; 20]));
-        out.push(b',');
-        out.extend_from_slice(&self.tail);
-    }
-
-    /// Length of the canonical bytes at `seq`.
-    pub fn len(&self, seq: u64) -> usize {
-        b"{\"seq\":,".len() + itoa(seq, &mut [0u8; 20]).len() + self.tail.len()
+        write_canonical(seq, &self.json, out);
     }
 }
 
@@ -314,7 +315,6 @@ mod tests {
             })
             .unwrap();
             assert_eq!(p.bytes(seq), want);
-            assert_eq!(p.len(seq), want.len());
         }
     }
 

@@ -72,9 +72,20 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Appends one frame to `out`.
 pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
+    frame_with(out, |out| out.extend_from_slice(payload));
+}
+
+/// [`frame`] for a payload that `write` appends to `out` itself, so it is not built elsewhere
+/// and copied: the header is reserved first and filled in afterwards.
+pub fn frame_with(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_HEADER]);
+    write(out);
+    let payload = &out[start + FRAME_HEADER..];
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32fast::hash(payload).to_le_bytes();
+    out[start..start + 4].copy_from_slice(&len);
+    out[start + 4..start + FRAME_HEADER].copy_from_slice(&crc);
 }
 
 /// The payloads of well-formed frames in `buf`, in order (stops at the first incomplete one).

@@ -306,17 +306,14 @@ fn serve_reloads_on_sighup_and_drains_on_sigterm() {
         tollbu_devkit::people::example_pid(0)
     );
     let bearer = format!("Bearer {token}");
-    assert_eq!(
+    let status_for = |purpose: &str| {
         http_get(
             &url,
-            &[
-                ("authorization", &bearer),
-                ("tollbu-purpose", "benefit-review")
-            ]
+            &[("authorization", &bearer), ("tollbu-purpose", purpose)],
         )
-        .0,
-        200
-    );
+        .0
+    };
+    assert_eq!(status_for("benefit-review"), 200);
     // A broken config file on SIGHUP is refused; the running set keeps serving.
     let good_config = std::fs::read_to_string(&config_path).unwrap();
     std::fs::write(
@@ -333,23 +330,12 @@ fn serve_reloads_on_sighup_and_drains_on_sigterm() {
             .is_some_and(|e| e.contains("tollbu.toml:") && e.contains("not_a_setting"))
     });
     assert_eq!(
-        http_get(
-            &url,
-            &[
-                ("authorization", &bearer),
-                ("tollbu-purpose", "benefit-review")
-            ]
-        )
-        .0,
+        status_for("benefit-review"),
         200,
         "the previous configuration keeps serving"
     );
     std::fs::write(&config_path, good_config).unwrap();
-    let denied = http_get(
-        &url,
-        &[("authorization", &bearer), ("tollbu-purpose", "marketing")],
-    );
-    assert_eq!(denied.0, 403);
+    assert_eq!(status_for("marketing"), 403);
     let forged = format!("Bearer {}x", &token[..token.len() - 1]);
     assert_eq!(http_get(&url, &[("authorization", &forged)]).0, 401);
 

@@ -14,17 +14,6 @@ use http_body_util::{BodyExt, Empty};
 use tollbu_devkit::{demo_material, registries, start_issuer};
 use tollbu_tests::*;
 
-async fn read_person(env: &Env, token: &str, request_id: &str) -> Answer {
-    let mut s = String::new();
-    let mut headers = auth(token, Some("benefit-assessment"), &mut s);
-    headers.push(("x-request-id", request_id));
-    get(
-        &format!("{}/population/persons/{}", env.base(), example_pid(0)),
-        &headers,
-    )
-    .await
-}
-
 async fn post(url: &str) -> Answer {
     let request = http::Request::post(url)
         .body(Empty::<Bytes>::new())
@@ -49,7 +38,7 @@ async fn cached_keys_survive_a_failing_key_set_and_new_kids_are_refused() {
     stub.set_real(&env.issuer().jwks_url());
     let cached = env.token("demo-welfare", "demo:population", &[]).await;
     assert_eq!(
-        read_person(&env, &cached, "jwks-warm").await.status,
+        env.read_person(&cached, Some("jwks-warm")).await.status,
         StatusCode::OK
     );
 
@@ -66,7 +55,7 @@ async fn cached_keys_survive_a_failing_key_set_and_new_kids_are_refused() {
     ] {
         stub.set_mode(mode);
         let before = stub.fetches();
-        let answer = read_person(&env, &fresh, "jwks-new-kid").await;
+        let answer = env.read_person(&fresh, Some("jwks-new-kid")).await;
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{mode:?}");
         assert_eq!(
             answer.json()["token_error"],
@@ -79,7 +68,7 @@ async fn cached_keys_survive_a_failing_key_set_and_new_kids_are_refused() {
             "{mode:?}: an unknown kid triggers a refetch"
         );
         assert_eq!(
-            read_person(&env, &cached, "jwks-cached").await.status,
+            env.read_person(&cached, Some("jwks-cached")).await.status,
             StatusCode::OK,
             "{mode:?}: cached keys keep working and were not replaced"
         );
@@ -94,7 +83,7 @@ async fn cached_keys_survive_a_failing_key_set_and_new_kids_are_refused() {
 
     stub.set_mode(JwksMode::Real);
     assert_eq!(
-        read_person(&env, &fresh, "jwks-recovered").await.status,
+        env.read_person(&fresh, Some("jwks-recovered")).await.status,
         StatusCode::OK,
         "the new key is picked up once the key set is back"
     );
@@ -121,7 +110,7 @@ async fn readyz_reports_an_issuer_whose_key_set_is_garbage_at_start() {
     assert!(reasons.contains(&env.issuer_url), "{body}");
     assert!(reasons.contains("no usable keys"), "{body}");
     let token = env.token("demo-welfare", "demo:population", &[]).await;
-    let answer = read_person(&env, &token, "no-keys").await;
+    let answer = env.read_person(&token, Some("no-keys")).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         answer.json()["token_error"],
@@ -133,7 +122,7 @@ async fn readyz_reports_an_issuer_whose_key_set_is_garbage_at_start() {
     stub.set_real(&env.issuer().jwks_url());
     stub.set_mode(JwksMode::Real);
     assert_eq!(
-        read_person(&env, &token, "keys-back").await.status,
+        env.read_person(&token, Some("keys-back")).await.status,
         StatusCode::OK
     );
     let ready = get(&format!("{}/readyz", env.admin()), &[]).await;
@@ -196,7 +185,7 @@ async fn upstream_faults_are_problem_json_and_audited() {
             .await;
             let token = env.token("demo-welfare", "demo:population", &[]).await;
             let request_id = format!("fault-{name}");
-            let answer = read_person(&env, &token, &request_id).await;
+            let answer = env.read_person(&token, Some(&request_id)).await;
             assert_eq!(answer.status, status, "{name}: {:?}", answer.body);
             assert_eq!(answer.code(), code, "{name}");
             assert_eq!(
@@ -238,7 +227,7 @@ async fn broken_policy_reload_is_refused_and_the_old_set_keeps_serving() {
     .await;
     let token = env.token("demo-welfare", "demo:population", &[]).await;
     assert_eq!(
-        read_person(&env, &token, "before").await.status,
+        env.read_person(&token, Some("before")).await.status,
         StatusCode::OK
     );
     let version = |ready: &Answer| ready.json()["policy_version"].clone();
@@ -270,7 +259,7 @@ async fn broken_policy_reload_is_refused_and_the_old_set_keeps_serving() {
         );
         assert_eq!(reload.json()["reloaded"], false, "{name}");
         assert_eq!(
-            read_person(&env, &token, "after-broken").await.status,
+            env.read_person(&token, Some("after-broken")).await.status,
             StatusCode::OK,
             "{name}: the old set keeps serving"
         );
@@ -290,7 +279,7 @@ async fn broken_policy_reload_is_refused_and_the_old_set_keeps_serving() {
     std::fs::write(dir.path().join("population.toml"), without).unwrap();
     let reload = post(&format!("{}/admin/reload", env.admin())).await;
     assert_eq!(reload.status, StatusCode::OK, "{:?}", reload.body);
-    let answer = read_person(&env, &token, "after-good").await;
+    let answer = env.read_person(&token, Some("after-good")).await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{:?}", answer.body);
     assert_ne!(
         version(&get(&format!("{}/readyz", env.admin()), &[]).await),
@@ -686,7 +675,7 @@ impl OnFaultyDisk {
     }
 
     async fn read(&self, request_id: &str) -> Answer {
-        read_person(&self.env, &self.token, request_id).await
+        self.env.read_person(&self.token, Some(request_id)).await
     }
 
     /// A refusal that releases nothing of the registry's answer.

@@ -159,12 +159,7 @@ async fn upstream_down_gives_502_and_slow_upstream_gives_504() {
     })
     .await;
     let token = env.token("demo-welfare", "demo:population", &[]).await;
-    let mut s = String::new();
-    let answer = get(
-        &format!("{}/population/persons/{}", env.base(), example_pid(0)),
-        &auth(&token, Some("benefit-assessment"), &mut s),
-    )
-    .await;
+    let answer = env.read_person(&token, None).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
     assert_eq!(answer.code(), "upstream_unreachable");
     assert_eq!(answer.header("content-type"), "application/problem+json");
@@ -177,11 +172,7 @@ async fn upstream_down_gives_502_and_slow_upstream_gives_504() {
     })
     .await;
     let token = env.token("demo-welfare", "demo:population", &[]).await;
-    let answer = get(
-        &format!("{}/population/persons/{}", env.base(), example_pid(0)),
-        &auth(&token, Some("benefit-assessment"), &mut s),
-    )
-    .await;
+    let answer = env.read_person(&token, None).await;
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(answer.code(), "upstream_timeout");
 }
@@ -389,12 +380,7 @@ async fn upstream_over_tls_with_private_ca_and_client_certificate() {
     })
     .await;
     let token = env.token("demo-welfare", "demo:population", &[]).await;
-    let mut s = String::new();
-    let answer = get(
-        &format!("{}/population/persons/{}", env.base(), example_pid(0)),
-        &auth(&token, Some("benefit-assessment"), &mut s),
-    )
-    .await;
+    let answer = env.read_person(&token, None).await;
     assert_eq!(
         answer.status,
         StatusCode::OK,
@@ -412,11 +398,7 @@ async fn upstream_over_tls_with_private_ca_and_client_certificate() {
     })
     .await;
     let token = env.token("demo-welfare", "demo:population", &[]).await;
-    let answer = get(
-        &format!("{}/population/persons/{}", env.base(), example_pid(0)),
-        &auth(&token, Some("benefit-assessment"), &mut s),
-    )
-    .await;
+    let answer = env.read_person(&token, None).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
     assert_eq!(answer.code(), "upstream_unreachable");
 
@@ -427,10 +409,6 @@ async fn upstream_over_tls_with_private_ca_and_client_certificate() {
     })
     .await;
     let token = env.token("demo-welfare", "demo:population", &[]).await;
-    let answer = get(
-        &format!("{}/population/persons/{}", env.base(), example_pid(0)),
-        &auth(&token, Some("benefit-assessment"), &mut s),
-    )
-    .await;
+    let answer = env.read_person(&token, None).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
 }

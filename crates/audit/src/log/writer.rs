@@ -25,7 +25,7 @@ use crate::error::AuditError;
 use crate::hash::leaf_hash;
 use crate::index::{IndexKind, IndexWriter, Location, Watermark};
 use crate::record::Prepared;
-use crate::segment::{SegmentFile, Storage, frame, list_segments, segment_name, write_atomic};
+use crate::segment::{SegmentFile, Storage, frame_with, list_segments, segment_name, write_atomic};
 use crate::tile::{TILE_WIDTH, stored_count};
 use crate::tree;
 
@@ -311,12 +311,9 @@ impl Writer {
         // (seq, frame start in `buf`, index keys)
         let mut entries = Vec::with_capacity(records);
         let mut seq = self.next_seq;
-        let mut payload = Vec::with_capacity(1024);
         let mut add = |p: &Prepared, seq: u64| {
-            payload.clear();
-            p.write(seq, &mut payload);
             entries.push((seq, buf.len(), p.subject_key, p.consumer_key));
-            frame(&payload, &mut buf);
+            frame_with(&mut buf, |out| p.write(seq, out));
         };
         for w in batch {
             let first = seq;
