@@ -153,14 +153,17 @@ async fn start_parts(
 impl RunningGateway {
     /// Stops accepting, lets in-flight requests finish within the grace
     /// period, then flushes the audit log and writes a final checkpoint.
+    /// Requests whose client already hung up count as in flight too: the
+    /// registry may have answered them, so their records are still due.
     pub async fn shutdown(self) {
+        let deadline = tokio::time::Instant::now() + self.grace;
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
         match Arc::try_unwrap(self.graceful) {
             Ok(graceful) => {
-                if tokio::time::timeout(self.grace, graceful.shutdown())
+                if tokio::time::timeout_at(deadline, graceful.shutdown())
                     .await
                     .is_err()
                 {
@@ -168,6 +171,17 @@ impl RunningGateway {
                 }
             }
             Err(_) => tracing::warn!("connections still referenced; not draining"),
+        }
+        let requests = &self.live.requests;
+        requests.close();
+        if tokio::time::timeout_at(deadline, requests.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                still_running = requests.len(),
+                "shutdown grace period over; requests still running will fail closed without a record"
+            );
         }
         let audit = self.live.state().audit.clone();
         let flushed = tokio::task::spawn_blocking(move || audit.shutdown()).await;

@@ -27,6 +27,10 @@ pub struct Live {
     last_reload_error: RwLock<Option<String>>,
     /// Client connections currently open on the gateway listeners.
     pub open_connections: AtomicU64,
+    /// The per-request tasks still running. A request whose client hung up
+    /// outlives its connection, so shutdown waits on these as well as on
+    /// the connections before it closes the audit log: its record is due.
+    pub requests: tokio_util::task::TaskTracker,
 }
 
 /// What a successful reload changed.
@@ -69,6 +73,7 @@ impl Live {
             reload_failures: AtomicU64::new(0),
             last_reload_error: RwLock::new(None),
             open_connections: AtomicU64::new(0),
+            requests: tokio_util::task::TaskTracker::new(),
         }
     }
 

@@ -90,8 +90,10 @@ pub async fn accept_loop(
                 let state = live.state();
                 // Its own task: a client that resets the stream or hangs up
                 // cannot stop a request that reached the registry from
-                // being recorded.
-                let handled = tokio::spawn(stack::handle(state, request, peer, scheme));
+                // being recorded. Tracked, so that shutdown waits for it.
+                let handled = live
+                    .requests
+                    .spawn(stack::handle(state, request, peer, scheme));
                 async move {
                     Ok::<_, Infallible>(match handled.await {
                         Ok(response) => response,
