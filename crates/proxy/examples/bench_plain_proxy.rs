@@ -5,12 +5,17 @@
 //! headers, total timeout, whole-body read under the size limit) — but no
 //! token check, no policy decision, no rate limit, no minimisation and no
 //! audit record. It measures what the pipeline costs on top of proxying.
+//! Same allocator as the `tollbu` binary (mimalloc), so that the comparison
+//! is of the pipeline alone.
 //!
 //! NOT a mode of the gateway, and never to be deployed: it forwards anyone.
 //!
 //! `cargo run --release -p tollbu-proxy --example bench_plain_proxy -- 127.0.0.1:18004 http://127.0.0.1:18001`
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -8,6 +8,14 @@ mod demo;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: a request's memory is allocated and
+/// freed across several threads (connection, request task, audit writer), and
+/// under load glibc's arenas cost more CPU and more peak memory. Measured in
+/// docs/BENCHMARKS.md (≈ 16 % less CPU per request, ≈ 5 % less peak RSS at
+/// 1,000 connections). Arena memory is committed lazily: see .cargo/config.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::run(cli::Args::parse())
 }
