@@ -14,9 +14,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +27,9 @@ use hyper_util::rt::TokioIo;
 use tollbu_proxy::config::LimitsSection;
 use tollbu_proxy::http_client::{ClientTls, build_client};
 use tollbu_proxy::upstream::{Assertions, Outbound, Upstream};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let mut args = std::env::args().skip(1);
