@@ -21,6 +21,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=${OUT:-$BENCH/out/$STAMP}
+# Absolute, because nginx and HAProxy resolve paths from their own prefix.
+case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 SCENARIOS=${SCENARIOS:-"c50 c1000 h2"}
