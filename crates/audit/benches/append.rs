@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -114,24 +114,33 @@ fn batched(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Elements(producers * batches_each * 1_000));
     g.bench_function("batches_of_1000", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let tasks: Vec<_> = (0..producers)
-                    .map(|_| {
-                        let log = log.clone();
-                        let batch = batch.clone();
-                        tokio::spawn(async move {
-                            for _ in 0..batches_each {
-                                log.append_batch(batch.clone()).await.unwrap();
-                            }
+        b.iter_batched(
+            // Each producer's batches are copied before timing: `append_batch` takes them by value.
+            || {
+                (0..producers)
+                    .map(|_| vec![batch.clone(); batches_each as usize])
+                    .collect::<Vec<_>>()
+            },
+            |per_producer| {
+                rt.block_on(async {
+                    let tasks: Vec<_> = per_producer
+                        .into_iter()
+                        .map(|batches| {
+                            let log = log.clone();
+                            tokio::spawn(async move {
+                                for batch in batches {
+                                    log.append_batch(batch).await.unwrap();
+                                }
+                            })
                         })
-                    })
-                    .collect();
-                for t in tasks {
-                    t.await.unwrap();
-                }
-            })
-        })
+                        .collect();
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                })
+            },
+            BatchSize::PerIteration,
+        )
     });
     g.finish();
     log.shutdown().unwrap();
