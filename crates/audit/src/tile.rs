@@ -1,7 +1,8 @@
 //! Durable tree hashes in the C2SP tlog-tiles layout, and a [`HashReader`] over them.
 //!
 //! `tile/<L>/<N>` holds 256 hashes (8,192 bytes) of tile level `L` (tree level 8·L); level 0 holds
-//! leaf hashes. Full tiles are written once, when complete. Partial tiles `tile/<L>/<N>.p/<W>` are
+//! leaf hashes. Full tiles are written once, durably, by the checkpoint that first covers them, off
+//! the append path; until then they are served from memory. Partial tiles `tile/<L>/<N>.p/<W>` are
 //! written at each checkpoint so the tile set for the checkpointed tree is complete on disk (what a
 //! tlog-tiles client fetches); between checkpoints the right edge lives in memory and is rebuilt
 //! from the records on open.
@@ -118,6 +119,13 @@ pub fn read_tile(root: &Path, level: u8, n: u64, width: u64) -> Result<Vec<Hash>
 
 type TileCache = Mutex<HashMap<(u8, u64), Arc<Vec<Hash>>>>;
 
+/// A full tile completed in memory and not yet handed over to be written.
+pub struct FullTile {
+    pub level: u8,
+    pub n: u64,
+    pub hashes: Arc<Vec<Hash>>,
+}
+
 /// Tree hashes: full tiles on disk plus the in-memory right edge (one partial tile per level).
 pub struct TileStore {
     root: PathBuf,
@@ -125,8 +133,11 @@ pub struct TileStore {
     /// `partial[L]` holds the hashes of the incomplete tile at level L.
     partial: Vec<Vec<Hash>>,
     cache: TileCache,
-    /// Full tiles written since the last [`TileStore::sync`]: in the page cache, not yet on disk.
-    unsynced: Vec<PathBuf>,
+    /// Full tiles completed since the last [`TileStore::take_unwritten`].
+    unwritten: Vec<FullTile>,
+    /// Full tiles that may not be on disk yet, served from here until a checkpoint covering them
+    /// is published (see [`TileStore::forget_written`]).
+    pending: HashMap<(u8, u64), Arc<Vec<Hash>>>,
 }
 
 const CACHE_TILES: usize = 512;
@@ -140,7 +151,8 @@ impl TileStore {
             size,
             partial,
             cache: Mutex::new(HashMap::new()),
-            unsynced: Vec::new(),
+            unwritten: Vec::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -241,9 +253,10 @@ impl TileStore {
         &self.root
     }
 
-    /// Adds a leaf hash; completes and writes tiles as they fill. Returns the number of tiles written.
-    pub fn push(&mut self, leaf: Hash) -> Result<usize, AuditError> {
-        let mut written = 0;
+    /// Adds a leaf hash, completing tiles in memory as they fill (no I/O: this runs on the append
+    /// path). Returns the number of tiles completed.
+    pub fn push(&mut self, leaf: Hash) -> usize {
+        let mut completed = 0;
         let mut carry = leaf;
         let mut level = 0usize;
         loop {
@@ -255,27 +268,43 @@ impl TileStore {
                 break;
             }
             let n = stored_count(level as u8, self.size + 1) / TILE_WIDTH - 1;
-            let path = self.root.join(tile_path(level as u8, n, TILE_WIDTH));
-            write_unsynced(&path, &encode_tile(&self.partial[level]))?;
-            self.unsynced.push(path);
-            written += 1;
             carry = fold_perfect(&self.partial[level]);
-            self.partial[level].clear();
+            let hashes = Arc::new(std::mem::take(&mut self.partial[level]));
+            self.pending.insert((level as u8, n), hashes.clone());
+            self.unwritten.push(FullTile {
+                level: level as u8,
+                n,
+                hashes,
+            });
+            completed += 1;
             level += 1;
         }
         self.size += 1;
-        Ok(written)
+        completed
     }
 
-    /// Makes every full tile written since the last call durable.
-    pub fn sync(&mut self) -> Result<(), AuditError> {
-        let paths = self.take_unsynced();
-        sync_tiles(&self.root, &paths)
+    /// Full tiles completed since the last call, for [`write_full_tiles`] on another thread. They
+    /// stay readable from memory until [`TileStore::forget_written`] learns they are on disk.
+    pub fn take_unwritten(&mut self) -> Vec<FullTile> {
+        std::mem::take(&mut self.unwritten)
     }
 
-    /// Full tiles written since the last call, for [`sync_tiles`] on another thread.
-    pub fn take_unsynced(&mut self) -> Vec<PathBuf> {
-        std::mem::take(&mut self.unsynced)
+    /// Drops the in-memory copies of full tiles a published checkpoint of `size` leaves covers:
+    /// their files were written durably before it was signed.
+    pub fn forget_written(&mut self, size: u64) {
+        if !self.pending.is_empty() {
+            self.pending
+                .retain(|&(level, n), _| leaves_below_tile_end(level, n) > size);
+        }
+    }
+
+    /// Writes every full tile completed so far durably (what the checkpoint thread does), for
+    /// callers without one.
+    pub fn flush(&mut self) -> Result<(), AuditError> {
+        let tiles = self.take_unwritten();
+        write_full_tiles(&self.root, &tiles)?;
+        self.forget_written(self.size);
+        Ok(())
     }
 
     /// The right edge of the current tree, to be written as partial tiles when a checkpoint is
@@ -317,6 +346,9 @@ impl TileStore {
     }
 
     fn full_tile(&self, level: u8, n: u64) -> Result<Arc<Vec<Hash>>, AuditError> {
+        if let Some(t) = self.pending.get(&(level, n)) {
+            return Ok(t.clone());
+        }
         if let Ok(c) = self.cache.lock()
             && let Some(t) = c.get(&(level, n))
         {
@@ -361,13 +393,31 @@ impl HashReader for TileStore {
     }
 }
 
-/// Makes `paths` (full tiles written by [`TileStore::push`]) durable: each file, then each
-/// directory on the way up to `root` (new directories and renames live in their parents).
-pub fn sync_tiles(root: &Path, paths: &[PathBuf]) -> Result<(), AuditError> {
+/// Number of leaves up to the end of full tile `n` of `level`: once a tree that large is signed,
+/// the tile is on disk.
+pub(crate) fn leaves_below_tile_end(level: u8, n: u64) -> u64 {
+    let shift = u32::from(level) * u32::from(TILE_HEIGHT);
+    1u128
+        .checked_shl(shift)
+        .and_then(|per_hash| (u128::from(n) + 1).checked_mul(u128::from(TILE_WIDTH) * per_hash))
+        .and_then(|leaves| u64::try_from(leaves).ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// Writes `tiles` durably (each whole, through a temporary file and a rename, so a reader never
+/// sees half a tile), then syncs every directory on the way up to `root` once.
+pub fn write_full_tiles(root: &Path, tiles: &[FullTile]) -> Result<(), AuditError> {
     let mut dirs = std::collections::BTreeSet::new();
-    for path in paths {
-        let f = std::fs::File::open(path).map_err(AuditError::io(path))?;
-        f.sync_data().map_err(AuditError::io(path))?;
+    for t in tiles {
+        let path = root.join(tile_path(t.level, t.n, TILE_WIDTH));
+        let parent = path.parent().unwrap_or(root);
+        std::fs::create_dir_all(parent).map_err(AuditError::io(parent))?;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(AuditError::io(&tmp))?;
+        std::io::Write::write_all(&mut f, &encode_tile(&t.hashes)).map_err(AuditError::io(&tmp))?;
+        f.sync_data().map_err(AuditError::io(&tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(AuditError::io(&path))?;
         let mut dir = path.parent();
         while let Some(d) = dir {
             dirs.insert(d.to_path_buf());
@@ -424,18 +474,6 @@ impl PartialTiles {
     }
 }
 
-/// Writes a tile whole (temporary file, then rename) without waiting for the disk, so readers never
-/// see half a tile and the append path pays no fsync per tile. The records are already durable, so
-/// a tile lost in a crash is recomputed on open; [`TileStore::sync`] makes them durable before a
-/// checkpoint is signed or records are pruned.
-fn write_unsynced(path: &Path, data: &[u8]) -> Result<(), AuditError> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(AuditError::io(parent))?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).map_err(AuditError::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(AuditError::io(path))
-}
-
 fn write_tile(root: &Path, level: u8, n: u64, hashes: &[Hash]) -> Result<(), AuditError> {
     let path = root.join(tile_path(level, n, TILE_WIDTH));
     write_atomic(&path, &encode_tile(hashes))?;
@@ -477,7 +515,7 @@ mod tests {
             .collect();
         let (mut s, _) = TileStore::rebuild(dir.path(), 0, 0, |_, _| Ok(vec![])).unwrap();
         for l in &leaves {
-            s.push(*l).unwrap();
+            s.push(*l);
         }
         for size in [1u64, 255, 256, 257, 65_536, 65_537, 70_000] {
             assert_eq!(
@@ -491,6 +529,7 @@ mod tests {
             p,
             tree::inclusion_proof(&leaves[..], 65_600, 70_000).unwrap()
         );
+        s.flush().unwrap();
         s.write_partials().unwrap();
         let ro = TileStore::open_at(dir.path(), 70_000).unwrap();
         assert_eq!(
@@ -534,15 +573,52 @@ mod tests {
     }
 
     #[test]
-    fn sync_makes_pushed_tiles_durable_and_forgets_them() {
+    fn completed_tiles_are_served_from_memory_until_written_then_from_disk() {
         let dir = tempfile::tempdir().unwrap();
+        let leaves: Vec<Hash> = (0..600u64).map(|i| leaf_hash(&i.to_le_bytes())).collect();
         let (mut s, _) = TileStore::rebuild(dir.path(), 0, 0, |_, _| Ok(vec![])).unwrap();
-        for i in 0..600u64 {
-            s.push(leaf_hash(&i.to_le_bytes())).unwrap();
+        for l in &leaves {
+            s.push(*l);
         }
-        assert_eq!(s.unsynced.len(), 2);
-        s.sync().unwrap();
-        assert!(s.unsynced.is_empty());
-        assert!(dir.path().join(tile_path(0, 1, 256)).exists());
+        // Nothing touched the disk while appending, yet every tile and proof is there.
+        assert!(!dir.path().join("tile").exists());
+        assert_eq!(
+            s.tile_bytes(0, 1, 256).unwrap(),
+            encode_tile(&leaves[256..512])
+        );
+        assert_eq!(
+            tree::inclusion_proof(&s, 300, 600).unwrap(),
+            tree::inclusion_proof(&leaves[..], 300, 600).unwrap()
+        );
+        let tiles = s.take_unwritten();
+        assert_eq!(
+            tiles.iter().map(|t| (t.level, t.n)).collect::<Vec<_>>(),
+            [(0, 0), (0, 1)]
+        );
+        write_full_tiles(dir.path(), &tiles).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join(tile_path(0, 1, 256))).unwrap(),
+            encode_tile(&leaves[256..512])
+        );
+        // A checkpoint of 511 leaves does not cover tile 1 yet; one of 512 does.
+        s.forget_written(511);
+        assert_eq!(s.pending.len(), 1);
+        s.forget_written(512);
+        assert!(s.pending.is_empty());
+        assert_eq!(
+            s.tile_bytes(0, 1, 256).unwrap(),
+            encode_tile(&leaves[256..512])
+        );
+        assert!(s.take_unwritten().is_empty());
+    }
+
+    #[test]
+    fn a_tile_ends_where_its_last_leaf_does() {
+        assert_eq!(leaves_below_tile_end(0, 0), 256);
+        assert_eq!(leaves_below_tile_end(0, 1), 512);
+        assert_eq!(leaves_below_tile_end(1, 0), 65_536);
+        assert_eq!(leaves_below_tile_end(2, 3), 4 << 24);
+        assert_eq!(leaves_below_tile_end(7, 1), u64::MAX);
+        assert_eq!(leaves_below_tile_end(0, u64::MAX), u64::MAX);
     }
 }

@@ -1,6 +1,7 @@
-//! The checkpoint thread: makes new tiles durable, writes the partial tiles, signs the checkpoint
-//! and publishes it. A checkpoint costs dozens of fsyncs; done on the writer thread it would hold
-//! every waiting append for tens of milliseconds, so the writer only hands over what to sign.
+//! The checkpoint thread: writes the full tiles completed since the last checkpoint and the partial
+//! tiles durably, signs the checkpoint and publishes it. A checkpoint costs dozens of file creations
+//! and fsyncs; done on the writer thread they would hold every waiting append, so the writer only
+//! hands over what to write and sign.
 //!
 //! Order is what keeps this safe: the writer hands over a size only after those records are
 //! durable, jobs run one at a time in the order given, and tiles are synced before the note is
@@ -17,13 +18,13 @@ use crate::checkpoint::CheckpointSigner;
 use crate::error::AuditError;
 use crate::hash::Hash;
 use crate::segment::{append_durably, frame, write_atomic};
-use crate::tile::{PartialTiles, sync_tiles};
+use crate::tile::{FullTile, PartialTiles, write_full_tiles};
 
 /// What to sign: the tree at `size` and what must be on disk before the note may exist.
 pub(crate) struct Signing {
     pub size: u64,
     pub root: Hash,
-    pub unsynced_tiles: Vec<PathBuf>,
+    pub new_tiles: Vec<FullTile>,
     pub partials: PartialTiles,
 }
 
@@ -131,7 +132,7 @@ fn publish(
     shared: &Shared,
     s: Signing,
 ) -> Result<(), AuditError> {
-    sync_tiles(dir, &s.unsynced_tiles)?;
+    write_full_tiles(dir, &s.new_tiles)?;
     s.partials.write()?;
     let note = signer.sign(s.size, &s.root);
     append_history(dir, &note)?;

@@ -415,8 +415,10 @@ impl Writer {
             .tiles
             .write()
             .map_err(|_| AuditError::Unwritable("tree state lock poisoned".into()))?;
+        // Tiles a published checkpoint covers are on disk now; the rest stay in memory.
+        tiles.forget_written(self.shared.checkpoint_size.load(Ordering::Acquire));
         for l in leaves {
-            tiles.push(*l)?;
+            tiles.push(*l);
         }
         Ok(())
     }
@@ -495,7 +497,7 @@ impl Writer {
             Some(Signing {
                 size,
                 root,
-                unsynced_tiles: tiles.take_unsynced(),
+                new_tiles: tiles.take_unwritten(),
                 partials: tiles.partials(),
             })
         };
