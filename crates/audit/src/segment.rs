@@ -403,6 +403,14 @@ pub fn append_durably(path: &Path, data: &[u8]) -> Result<(), AuditError> {
 
 /// Writes `data` to `path` atomically (temp file, fsync, rename, fsync directory).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), AuditError> {
+    replace_file(path, data)?;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    sync_dir(parent).map_err(AuditError::io(parent))
+}
+
+/// [`write_atomic`] without the directory fsync, for callers that write many files into the same
+/// directories and sync each directory once afterwards.
+pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), AuditError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(AuditError::io(parent))?;
     let tmp = path.with_extension("tmp");
@@ -410,8 +418,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), AuditError> {
     f.write_all(data).map_err(AuditError::io(&tmp))?;
     f.sync_all().map_err(AuditError::io(&tmp))?;
     drop(f);
-    std::fs::rename(&tmp, path).map_err(AuditError::io(path))?;
-    sync_dir(parent).map_err(AuditError::io(parent))
+    std::fs::rename(&tmp, path).map_err(AuditError::io(path))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::AuditError;
 use crate::hash::{Hash, node_hash};
-use crate::segment::{sync_dir, write_atomic};
+use crate::segment::{replace_file, sync_dir, write_atomic};
 use crate::tree::HashReader;
 
 pub const TILE_HEIGHT: u8 = 8;
@@ -211,7 +211,14 @@ impl TileStore {
                 if std::fs::read(&path).ok().as_deref() == Some(&encode_tile(&hashes)[..]) {
                     continue;
                 }
-                write_tile(root, level, n, &hashes)?;
+                write_full_tiles(
+                    root,
+                    &[FullTile {
+                        level,
+                        n,
+                        hashes: Arc::new(hashes),
+                    }],
+                )?;
                 rebuilt += 1;
             }
             partial.push(Self::hashes_from_below(
@@ -410,14 +417,8 @@ pub fn write_full_tiles(root: &Path, tiles: &[FullTile]) -> Result<(), AuditErro
     let mut dirs = std::collections::BTreeSet::new();
     for t in tiles {
         let path = root.join(tile_path(t.level, t.n, TILE_WIDTH));
-        let parent = path.parent().unwrap_or(root);
-        std::fs::create_dir_all(parent).map_err(AuditError::io(parent))?;
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(AuditError::io(&tmp))?;
-        std::io::Write::write_all(&mut f, &encode_tile(&t.hashes)).map_err(AuditError::io(&tmp))?;
-        f.sync_data().map_err(AuditError::io(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(AuditError::io(&path))?;
+        replace_file(&path, &encode_tile(&t.hashes))?;
+        // New directories and renames live in their parents, all the way up to `root`.
         let mut dir = path.parent();
         while let Some(d) = dir {
             dirs.insert(d.to_path_buf());
@@ -472,23 +473,6 @@ impl PartialTiles {
         }
         Ok(())
     }
-}
-
-fn write_tile(root: &Path, level: u8, n: u64, hashes: &[Hash]) -> Result<(), AuditError> {
-    let path = root.join(tile_path(level, n, TILE_WIDTH));
-    write_atomic(&path, &encode_tile(hashes))?;
-    // Directories on the way may have been created just now; make their entries durable too.
-    let mut dir = path.parent();
-    while let Some(d) = dir {
-        if d == root {
-            break;
-        }
-        if let Some(up) = d.parent() {
-            sync_dir(up).map_err(AuditError::io(up))?;
-        }
-        dir = d.parent();
-    }
-    Ok(())
 }
 
 #[cfg(test)]
