@@ -114,6 +114,9 @@ pub(crate) struct Shared {
     pub last_fsync_us: AtomicU64,
     pub records: AtomicU64,
     pub checkpoint_size: AtomicU64,
+    /// Every full tile of a tree this many leaves large is on disk; the writer drops its in-memory
+    /// copies of those.
+    pub tiles_on_disk: AtomicU64,
     pub writable: AtomicBool,
     pub failure: Mutex<Option<String>>,
 }

@@ -296,8 +296,13 @@ impl TileStore {
         std::mem::take(&mut self.unwritten)
     }
 
-    /// Drops the in-memory copies of full tiles a published checkpoint of `size` leaves covers:
-    /// their files were written durably before it was signed.
+    /// Full tiles completed and not yet handed over.
+    pub fn unwritten_len(&self) -> usize {
+        self.unwritten.len()
+    }
+
+    /// Drops the in-memory copies of the full tiles of a tree of `size` leaves, once their files
+    /// have been written.
     pub fn forget_written(&mut self, size: u64) {
         if !self.pending.is_empty() {
             self.pending

@@ -1,7 +1,7 @@
-//! The checkpoint thread: writes the full tiles completed since the last checkpoint and the partial
-//! tiles durably, signs the checkpoint and publishes it. A checkpoint costs dozens of file creations
-//! and fsyncs; done on the writer thread they would hold every waiting append, so the writer only
-//! hands over what to write and sign.
+//! The checkpoint thread: writes the full tiles the writer completed (with each checkpoint, and in
+//! between once enough pile up) and the partial tiles durably, signs the checkpoint and publishes
+//! it. A checkpoint costs dozens of file creations and fsyncs; done on the writer thread they would
+//! hold every waiting append, so the writer only hands over what to write and sign.
 //!
 //! Order is what keeps this safe: the writer hands over a size only after those records are
 //! durable, jobs run one at a time in the order given, and tiles are synced before the note is
@@ -20,15 +20,23 @@ use crate::hash::Hash;
 use crate::segment::{append_durably, frame, write_atomic};
 use crate::tile::{FullTile, PartialTiles, write_full_tiles};
 
-/// What to sign: the tree at `size` and what must be on disk before the note may exist.
+/// What to sign: the tree at `size` and the partial tiles that must be on disk before the note may
+/// exist.
 pub(crate) struct Signing {
     pub size: u64,
     pub root: Hash,
-    pub new_tiles: Vec<FullTile>,
     pub partials: PartialTiles,
 }
 
+/// Full tiles to write, all those of a tree of `upto` leaves not handed over before.
+pub(crate) struct NewTiles {
+    pub tiles: Vec<FullTile>,
+    pub upto: u64,
+}
+
 struct Job {
+    /// Written before `signing` is signed.
+    tiles: NewTiles,
     signing: Option<Signing>,
     /// Answered once this job (and so every earlier one) is done.
     reply: Option<mpsc::Sender<Result<(), AuditError>>>,
@@ -67,8 +75,14 @@ impl Notary {
         self.pending.load(Ordering::Acquire) > 0
     }
 
-    /// Hands over `signing` (if any); with `wait`, returns once it and every earlier job is done.
-    pub fn submit(&self, signing: Option<Signing>, wait: bool) -> Result<(), AuditError> {
+    /// Hands over `tiles` and `signing` (if any); with `wait`, returns once this and every earlier
+    /// job is done.
+    pub fn submit(
+        &self,
+        tiles: NewTiles,
+        signing: Option<Signing>,
+        wait: bool,
+    ) -> Result<(), AuditError> {
         let Some(tx) = &self.tx else {
             return Err(AuditError::Closed);
         };
@@ -79,7 +93,14 @@ impl Notary {
             (None, None)
         };
         self.pending.fetch_add(1, Ordering::AcqRel);
-        if tx.send(Job { signing, reply }).is_err() {
+        if tx
+            .send(Job {
+                tiles,
+                signing,
+                reply,
+            })
+            .is_err()
+        {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(AuditError::Closed);
         }
@@ -107,10 +128,9 @@ fn run(
 ) {
     let mut failed: Option<String> = None;
     for job in rx {
-        let result = match (&failed, job.signing) {
-            (Some(why), _) => Err(AuditError::Unwritable(why.clone())),
-            (None, None) => Ok(()),
-            (None, Some(s)) => publish(dir, signer, shared, s).map_err(|e| {
+        let result = match &failed {
+            Some(why) => Err(AuditError::Unwritable(why.clone())),
+            None => run_job(dir, signer, shared, job.tiles, job.signing).map_err(|e| {
                 // A checkpoint that could not be written may be half on disk: stop the log,
                 // as for a failed fsync; a restart re-reads what is really there.
                 let why = format!("writing the checkpoint failed: {e}");
@@ -126,13 +146,29 @@ fn run(
     }
 }
 
+fn run_job(
+    dir: &std::path::Path,
+    signer: &CheckpointSigner,
+    shared: &Shared,
+    new: NewTiles,
+    signing: Option<Signing>,
+) -> Result<(), AuditError> {
+    if !new.tiles.is_empty() {
+        write_full_tiles(dir, &new.tiles)?;
+        shared.tiles_on_disk.fetch_max(new.upto, Ordering::AcqRel);
+    }
+    match signing {
+        Some(s) => publish(dir, signer, shared, s),
+        None => Ok(()),
+    }
+}
+
 fn publish(
     dir: &std::path::Path,
     signer: &CheckpointSigner,
     shared: &Shared,
     s: Signing,
 ) -> Result<(), AuditError> {
-    write_full_tiles(dir, &s.new_tiles)?;
     s.partials.write()?;
     let note = signer.sign(s.size, &s.root);
     append_history(dir, &note)?;

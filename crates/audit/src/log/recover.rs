@@ -220,6 +220,8 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         last_fsync_us: AtomicU64::new(0),
         records: AtomicU64::new(size),
         checkpoint_size: AtomicU64::new(last_checkpoint.unwrap_or(0)),
+        // `rebuild` just checked or wrote every full tile up to `size`.
+        tiles_on_disk: AtomicU64::new(size),
         writable: AtomicBool::new(true),
         failure: Mutex::new(None),
     });

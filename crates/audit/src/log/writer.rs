@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::notary::{Notary, Signing};
+use super::notary::{NewTiles, Notary, Signing};
 use super::recover::Opened;
 use super::{AuditConfig, Durability, PruneReport, Shared};
 use crate::error::AuditError;
@@ -32,6 +32,9 @@ use crate::tree;
 /// Most commands, and most records, one commit takes; bounds the memory of one write.
 pub const MAX_BATCH: usize = 4_096;
 const MAX_BATCH_RECORDS: usize = 65_536;
+/// Full tiles (8 KiB and 256 records each) kept in memory between checkpoints before the notary is
+/// given them to write anyway: 512 KiB.
+const TILES_PER_HANDOVER: usize = 64;
 /// Flush the index after this many records…
 const INDEX_FLUSH_RECORDS: u64 = 65_536;
 /// …or this long (checked when a checkpoint is signed), whichever comes first.
@@ -407,6 +410,30 @@ impl Writer {
         if since >= self.checkpoint_every {
             let _ = self.checkpoint(false);
         }
+        self.hand_over_tiles();
+    }
+
+    /// Hands completed full tiles to the notary between checkpoints once enough have piled up, so
+    /// that a long checkpoint cadence does not keep them all in memory. (In relaxed mode a tile may
+    /// then reach the disk before its records; recovery removes such a tile, as it always has.)
+    fn hand_over_tiles(&mut self) {
+        let due = self
+            .shared
+            .tiles
+            .read()
+            .is_ok_and(|t| t.unwritten_len() >= TILES_PER_HANDOVER);
+        if !due || self.notary.busy() {
+            return;
+        }
+        let Ok(mut tiles) = self.shared.tiles.write() else {
+            return;
+        };
+        let new_tiles = NewTiles {
+            tiles: tiles.take_unwritten(),
+            upto: self.next_seq,
+        };
+        drop(tiles);
+        let _ = self.notary.submit(new_tiles, None, false);
     }
 
     fn grow_tree(&mut self, leaves: &[crate::hash::Hash]) -> Result<(), AuditError> {
@@ -415,8 +442,8 @@ impl Writer {
             .tiles
             .write()
             .map_err(|_| AuditError::Unwritable("tree state lock poisoned".into()))?;
-        // Tiles a published checkpoint covers are on disk now; the rest stay in memory.
-        tiles.forget_written(self.shared.checkpoint_size.load(Ordering::Acquire));
+        // Tiles the notary has written are read from disk from now on; the rest stay in memory.
+        tiles.forget_written(self.shared.tiles_on_disk.load(Ordering::Acquire));
         for l in leaves {
             tiles.push(*l);
         }
@@ -484,8 +511,8 @@ impl Writer {
         }
         self.last_checkpoint_at = Instant::now();
         let size = self.next_seq;
-        let signing = if self.last_checkpoint == Some(size) {
-            None
+        let (new_tiles, signing) = if self.last_checkpoint == Some(size) {
+            (Vec::new(), None)
         } else {
             self.sync_if_dirty()?;
             let mut tiles = self
@@ -494,12 +521,12 @@ impl Writer {
                 .write()
                 .map_err(|_| AuditError::Unwritable("tree state lock poisoned".into()))?;
             let root = tree::root(&*tiles, size)?;
-            Some(Signing {
+            let signing = Signing {
                 size,
                 root,
-                new_tiles: tiles.take_unwritten(),
                 partials: tiles.partials(),
-            })
+            };
+            (tiles.take_unwritten(), Some(signing))
         };
         if signing.is_none() && !wait {
             return Ok(());
@@ -507,7 +534,11 @@ impl Writer {
         if signing.is_some() {
             self.last_checkpoint = Some(size);
         }
-        let handed = self.notary.submit(signing, wait);
+        let new_tiles = NewTiles {
+            tiles: new_tiles,
+            upto: size,
+        };
+        let handed = self.notary.submit(new_tiles, signing, wait);
         self.flush_index(false);
         handed
     }

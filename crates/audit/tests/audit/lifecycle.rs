@@ -439,3 +439,47 @@ fn full_tiles_reach_the_disk_with_the_checkpoint_and_a_live_log_verifies_between
         report.text
     );
 }
+
+#[test]
+fn with_a_long_checkpoint_cadence_full_tiles_still_reach_the_disk_in_bounded_steps() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let mut cfg = keys.config(dir.path());
+    cfg.checkpoint_every = 1_000_000_000;
+    cfg.checkpoint_interval = std::time::Duration::from_secs(3600);
+    let (log, _) = AuditLog::open(cfg).unwrap();
+    // 40,000 records make 156 full tiles; no checkpoint is due, yet the writer may hold at most
+    // 64 of them (plus one hand-over in flight) in memory.
+    for start in (0..40_000u64).step_by(4_000) {
+        let batch: Vec<_> = (start..start + 4_000).map(|i| record(i, &ps)).collect();
+        log.append_batch_blocking(batch).unwrap();
+    }
+    assert_eq!(log.stats().checkpoint_size, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let written = || {
+        (0..156u64)
+            .filter(|&n| {
+                dir.path()
+                    .join(tollbu_audit::tile::tile_path(0, n, 256))
+                    .exists()
+            })
+            .count()
+    };
+    while written() < 156 - 2 * 64 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        written() >= 156 - 2 * 64,
+        "only {} tiles on disk",
+        written()
+    );
+    log.shutdown().unwrap();
+    assert_eq!(written(), 156);
+    let report = tooling::verify(dir.path(), &[], None);
+    assert!(
+        report.ok && !report.text.contains("missing"),
+        "{}",
+        report.text
+    );
+}
