@@ -1,8 +1,9 @@
 //! Durable tree hashes in the C2SP tlog-tiles layout, and a [`HashReader`] over them.
 //!
 //! `tile/<L>/<N>` holds 256 hashes (8,192 bytes) of tile level `L` (tree level 8·L); level 0 holds
-//! leaf hashes. Full tiles are written once, durably, by the checkpoint that first covers them, off
-//! the append path; until then they are served from memory. Partial tiles `tile/<L>/<N>.p/<W>` are
+//! leaf hashes. Full tiles are written once, durably, off the append path (by the checkpoint thread,
+//! with the checkpoint that first covers them or once enough pile up); until then they are served
+//! from memory. Partial tiles `tile/<L>/<N>.p/<W>` are
 //! written at each checkpoint so the tile set for the checkpointed tree is complete on disk (what a
 //! tlog-tiles client fetches); between checkpoints the right edge lives in memory and is rebuilt
 //! from the records on open.
@@ -135,8 +136,8 @@ pub struct TileStore {
     cache: TileCache,
     /// Full tiles completed since the last [`TileStore::take_unwritten`].
     unwritten: Vec<FullTile>,
-    /// Full tiles that may not be on disk yet, served from here until a checkpoint covering them
-    /// is published (see [`TileStore::forget_written`]).
+    /// Full tiles that may not be on disk yet, served from here until they are known to be
+    /// written (see [`TileStore::forget_written`]).
     pending: HashMap<(u8, u64), Arc<Vec<Hash>>>,
 }
 
@@ -405,8 +406,8 @@ impl HashReader for TileStore {
     }
 }
 
-/// Number of leaves up to the end of full tile `n` of `level`: once a tree that large is signed,
-/// the tile is on disk.
+/// Number of leaves up to the end of full tile `n` of `level`: the tile is on disk once the tiles
+/// of a tree that large are (or once a checkpoint of that size is signed).
 pub(crate) fn leaves_below_tile_end(level: u8, n: u64) -> u64 {
     let shift = u32::from(level) * u32::from(TILE_HEIGHT);
     1u128

@@ -133,7 +133,7 @@ fn run(
             None => run_job(dir, signer, shared, job.tiles, job.signing).map_err(|e| {
                 // A checkpoint that could not be written may be half on disk: stop the log,
                 // as for a failed fsync; a restart re-reads what is really there.
-                let why = format!("writing the checkpoint failed: {e}");
+                let why = format!("writing tiles or the checkpoint failed: {e}");
                 shared.poison(&why);
                 failed = Some(why.clone());
                 AuditError::Unwritable(why)

@@ -97,7 +97,7 @@ impl Stream<'_> {
         if full {
             match read_tile(self.dir, level, n, TILE_WIDTH) {
                 Ok(stored) => self.diff(level, n, hashes, &stored, "tile"),
-                // A live log writes a full tile with the first checkpoint that covers it.
+                // A live log may hold full tiles no checkpoint covers yet in memory only.
                 Err(_) if leaves_below_tile_end(level, n) > self.latest_signed() => {}
                 Err(_) => self.missing_tiles += 1,
             }
