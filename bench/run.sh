@@ -237,16 +237,17 @@ rotate() { # round list... -> list rotated by round, so no server always runs fi
 
 # --- profile mode: PROFILE=tollbu bench/run.sh -------------------------------------
 # Samples the named server with perf (cpu-clock: hardware counters are not
-# available in this VM) during one wrk -c50 run, and writes flat and
-# call-graph reports; no load rounds.
+# available in this VM) during one wrk run (PROFILE_CONNS connections, default
+# 50), and writes flat and call-graph reports; no load rounds.
 if [[ -n ${PROFILE:-} ]]; then
-  run_wrk warmup "$PROFILE" warmup 50 2
+  PROFILE_CONNS=${PROFILE_CONNS:-50}
+  run_wrk warmup "$PROFILE" warmup "$PROFILE_CONNS" 2
   perf record -e cpu-clock -F "${PERF_FREQ:-499}" --call-graph "${PERF_CALLGRAPH:-dwarf,16384}" \
     -o "$OUT/perf-$PROFILE.data" -p "${PID[$PROFILE]}" -- sleep "$((DURATION + 1))" \
     >"$OUT/logs/perf.log" 2>&1 &
   perf_pid=$!
   sleep 0.5
-  run_wrk profile "$PROFILE" 1 50 "$DURATION"
+  run_wrk profile "$PROFILE" 1 "$PROFILE_CONNS" "$DURATION"
   wait "$perf_pid" || true
   perf report -i "$OUT/perf-$PROFILE.data" --no-children --sort symbol --stdio 2>/dev/null \
     | grep -v '^$' | grep -E '^ +[0-9]' | head -80 >"$OUT/profile-$PROFILE-flat.txt" || true
