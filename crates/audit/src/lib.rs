@@ -28,8 +28,8 @@ pub use checkpoint::{Checkpoint, CheckpointSigner, NoteVerifier, open_checkpoint
 pub use error::AuditError;
 pub use hash::Hash;
 pub use log::{
-    AuditConfig, AuditLog, AuditStats, Durability, MAX_BATCH_RECORDS, PruneReport, QUEUE_CAPACITY,
-    RecoveryReport,
+    AuditConfig, AuditLog, AuditStats, Durability, FSYNC_BUCKETS_MICROS, FsyncHistogram,
+    MAX_BATCH_RECORDS, PruneReport, QUEUE_CAPACITY, RecoveryReport,
 };
 pub use pseudonym::Pseudonymiser;
 pub use record::{Decision, Record};

@@ -84,12 +84,64 @@ impl AuditConfig {
     }
 }
 
+/// Upper bounds (µs) of the segment-fsync histogram in [`AuditStats::fsync`].
+pub const FSYNC_BUCKETS_MICROS: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+/// How long segment fsyncs took since the log was opened. With durable acknowledgement every
+/// request waits for one or two of these, so this is where a slow or stalling disk shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FsyncHistogram {
+    /// Cumulative counts: `(upper bound in µs, fsyncs that took at most that long)`.
+    pub buckets: Vec<(u64, u64)>,
+    pub count: u64,
+    pub sum_micros: u64,
+}
+
+/// Counts behind [`FsyncHistogram`], updated by the writer thread.
+#[derive(Default)]
+pub(crate) struct FsyncCounts {
+    per_bucket: [AtomicU64; FSYNC_BUCKETS_MICROS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl FsyncCounts {
+    pub fn record(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        if let Some(i) = FSYNC_BUCKETS_MICROS.iter().position(|&b| micros <= b) {
+            self.per_bucket[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> FsyncHistogram {
+        let mut below = 0;
+        let buckets = FSYNC_BUCKETS_MICROS
+            .iter()
+            .zip(&self.per_bucket)
+            .map(|(&bound, n)| {
+                below += n.load(Ordering::Relaxed);
+                (bound, below)
+            })
+            .collect();
+        FsyncHistogram {
+            buckets,
+            count: self.count.load(Ordering::Relaxed),
+            sum_micros: self.sum_micros.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// A snapshot of the writer's health, for `/metrics` and `/readyz`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditStats {
     pub queue_depth: usize,
     pub last_batch_size: usize,
     pub last_fsync_micros: u64,
+    pub fsync: FsyncHistogram,
     /// Durable records (the tree size).
     pub records: u64,
     pub checkpoint_size: u64,
@@ -112,6 +164,7 @@ pub(crate) struct Shared {
     pub queue_depth: AtomicUsize,
     pub last_batch: AtomicUsize,
     pub last_fsync_us: AtomicU64,
+    pub fsyncs: FsyncCounts,
     pub records: AtomicU64,
     pub checkpoint_size: AtomicU64,
     /// Every full tile of a tree this many leaves large is on disk; the writer drops its in-memory
@@ -393,6 +446,7 @@ impl AuditLog {
             queue_depth: s.queue_depth.load(Ordering::Relaxed),
             last_batch_size: s.last_batch.load(Ordering::Relaxed),
             last_fsync_micros: s.last_fsync_us.load(Ordering::Relaxed),
+            fsync: s.fsyncs.snapshot(),
             records: s.records.load(Ordering::Acquire),
             checkpoint_size: s.checkpoint_size.load(Ordering::Acquire),
             writable: s.writable.load(Ordering::Acquire),
@@ -441,5 +495,24 @@ impl AuditLog {
             return Err(AuditError::Unwritable("the writer thread panicked".into()));
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn the_fsync_histogram_is_cumulative_and_counts_what_no_bucket_holds() {
+        let counts = FsyncCounts::default();
+        for micros in [50, 300, 300, 2_000_000] {
+            counts.record(Duration::from_micros(micros));
+        }
+        let h = counts.snapshot();
+        assert_eq!((h.count, h.sum_micros), (4, 2_000_650));
+        let at = |bound: u64| h.buckets.iter().find(|b| b.0 == bound).unwrap().1;
+        assert_eq!((at(100), at(250), at(500), at(1_000_000)), (1, 1, 3, 3));
+        assert_eq!(h.buckets.len(), FSYNC_BUCKETS_MICROS.len());
     }
 }

@@ -265,6 +265,18 @@ async fn admin_reports_health_readiness_and_metrics() {
     let metrics = get(&format!("{}/metrics", env.admin()), &[]).await;
     let text = String::from_utf8_lossy(&metrics.body).to_string();
     assert!(text.contains("tollbu_requests_total{service=\"population\",consumer=\"none\",decision=\"deny\",reason=\"missing_token\",status=\"401\"} 1"), "{text}");
+    // The denial was recorded durably, so at least one audit fsync was timed; the histogram is
+    // cumulative and ends with every fsync in `+Inf`.
+    let fsync_line = |suffix: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("tollbu_audit_fsync_seconds{suffix} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no tollbu_audit_fsync_seconds{suffix} in {text}"))
+    };
+    let count = fsync_line("_count");
+    assert!(count >= 1, "{text}");
+    assert_eq!(fsync_line("_bucket{le=\"+Inf\"}"), count);
+    assert!(fsync_line("_bucket{le=\"0.0001\"}") <= fsync_line("_bucket{le=\"1\"}"));
 }
 
 const NOTES_GRANT: &str = r#"

@@ -218,6 +218,7 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         queue_depth: AtomicUsize::new(0),
         last_batch: AtomicUsize::new(0),
         last_fsync_us: AtomicU64::new(0),
+        fsyncs: Default::default(),
         records: AtomicU64::new(size),
         checkpoint_size: AtomicU64::new(last_checkpoint.unwrap_or(0)),
         // `rebuild` just checked or wrote every full tile up to `size`.

@@ -371,10 +371,7 @@ impl Writer {
                     Self::fail_all(acks, || AuditError::Unwritable(text.clone()));
                     return;
                 }
-                self.last_sync_at = Instant::now();
-                self.shared
-                    .last_fsync_us
-                    .store(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                self.synced(t.elapsed());
             }
             Durability::Relaxed { .. } => self.dirty = true,
         }
@@ -457,12 +454,18 @@ impl Writer {
                 return Err(self.poison(format!("fsync failed: {e}")));
             }
             self.dirty = false;
-            self.last_sync_at = Instant::now();
-            self.shared
-                .last_fsync_us
-                .store(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+            self.synced(t.elapsed());
         }
         Ok(())
+    }
+
+    /// Notes a successful segment fsync that took `took`, for relaxed mode's timer and `/metrics`.
+    fn synced(&mut self, took: Duration) {
+        self.last_sync_at = Instant::now();
+        self.shared
+            .last_fsync_us
+            .store(took.as_micros() as u64, Ordering::Relaxed);
+        self.shared.fsyncs.record(took);
     }
 
     fn periodic(&mut self) {
