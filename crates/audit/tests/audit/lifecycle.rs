@@ -400,15 +400,20 @@ fn a_batch_gets_consecutive_indexes_and_is_written_whole_or_not_at_all() {
     );
 }
 
+/// A log whose checkpoints only come when asked for (or at shutdown).
+fn log_without_due_checkpoints(keys: &Keys, dir: &std::path::Path) -> AuditLog {
+    let mut cfg = keys.config(dir);
+    cfg.checkpoint_every = u64::MAX;
+    cfg.checkpoint_interval = std::time::Duration::from_secs(3600);
+    AuditLog::open(cfg).unwrap().0
+}
+
 #[test]
 fn full_tiles_reach_the_disk_with_the_checkpoint_and_a_live_log_verifies_between_checkpoints() {
     let keys = Keys::new();
     let dir = tempfile::tempdir().unwrap();
     let ps = keys.pseudonymiser();
-    let mut cfg = keys.config(dir.path());
-    cfg.checkpoint_every = 1_000_000;
-    cfg.checkpoint_interval = std::time::Duration::from_secs(3600);
-    let (log, _) = AuditLog::open(cfg).unwrap();
+    let log = log_without_due_checkpoints(&keys, dir.path());
     let batch: Vec<_> = (0..600).map(|i| record(i, &ps)).collect();
     assert_eq!(log.append_batch_blocking(batch).unwrap(), 0..600);
     log.checkpoint_now().unwrap();
@@ -445,10 +450,7 @@ fn with_a_long_checkpoint_cadence_full_tiles_still_reach_the_disk_in_bounded_ste
     let keys = Keys::new();
     let dir = tempfile::tempdir().unwrap();
     let ps = keys.pseudonymiser();
-    let mut cfg = keys.config(dir.path());
-    cfg.checkpoint_every = 1_000_000_000;
-    cfg.checkpoint_interval = std::time::Duration::from_secs(3600);
-    let (log, _) = AuditLog::open(cfg).unwrap();
+    let log = log_without_due_checkpoints(&keys, dir.path());
     // 40,000 records make 156 full tiles; no checkpoint is due, yet the writer may hold at most
     // 64 of them (plus one hand-over in flight) in memory.
     for start in (0..40_000u64).step_by(4_000) {
