@@ -411,9 +411,13 @@ impl Writer {
     }
 
     /// Hands completed full tiles to the notary between checkpoints once enough have piled up, so
-    /// that a long checkpoint cadence does not keep them all in memory. (In relaxed mode a tile may
-    /// then reach the disk before its records; recovery removes such a tile, as it always has.)
+    /// that a long checkpoint cadence does not keep them all in memory. Only while every record is
+    /// fsynced (in relaxed mode: right after the periodic fsync), so that a tile file never
+    /// reaches the disk before the records it hashes.
     fn hand_over_tiles(&mut self) {
+        if self.dirty {
+            return;
+        }
         let due = self
             .shared
             .tiles
@@ -475,8 +479,9 @@ impl Writer {
         if let Durability::Relaxed { fsync_interval } = self.durability
             && self.dirty
             && self.last_sync_at.elapsed() >= fsync_interval
+            && self.sync_if_dirty().is_ok()
         {
-            let _ = self.sync_if_dirty();
+            self.hand_over_tiles();
         }
         if self.last_checkpoint_at.elapsed() >= self.checkpoint_interval {
             let _ = self.checkpoint(false);

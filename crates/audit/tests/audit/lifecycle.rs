@@ -401,10 +401,15 @@ fn a_batch_gets_consecutive_indexes_and_is_written_whole_or_not_at_all() {
 }
 
 /// A log whose checkpoints only come when asked for (or at shutdown).
-fn log_without_due_checkpoints(keys: &Keys, dir: &std::path::Path) -> AuditLog {
+fn log_without_due_checkpoints(
+    keys: &Keys,
+    dir: &std::path::Path,
+    durability: Durability,
+) -> AuditLog {
     let mut cfg = keys.config(dir);
     cfg.checkpoint_every = u64::MAX;
     cfg.checkpoint_interval = std::time::Duration::from_secs(3600);
+    cfg.durability = durability;
     AuditLog::open(cfg).unwrap().0
 }
 
@@ -413,7 +418,7 @@ fn full_tiles_reach_the_disk_with_the_checkpoint_and_a_live_log_verifies_between
     let keys = Keys::new();
     let dir = tempfile::tempdir().unwrap();
     let ps = keys.pseudonymiser();
-    let log = log_without_due_checkpoints(&keys, dir.path());
+    let log = log_without_due_checkpoints(&keys, dir.path(), Durability::Fsync);
     let batch: Vec<_> = (0..600).map(|i| record(i, &ps)).collect();
     assert_eq!(log.append_batch_blocking(batch).unwrap(), 0..600);
     log.checkpoint_now().unwrap();
@@ -447,10 +452,21 @@ fn full_tiles_reach_the_disk_with_the_checkpoint_and_a_live_log_verifies_between
 
 #[test]
 fn with_a_long_checkpoint_cadence_full_tiles_still_reach_the_disk_in_bounded_steps() {
+    full_tiles_reach_the_disk_without_checkpoints(Durability::Fsync);
+}
+
+#[test]
+fn in_relaxed_mode_full_tiles_reach_the_disk_after_the_periodic_fsync() {
+    full_tiles_reach_the_disk_without_checkpoints(Durability::Relaxed {
+        fsync_interval: std::time::Duration::from_millis(20),
+    });
+}
+
+fn full_tiles_reach_the_disk_without_checkpoints(durability: Durability) {
     let keys = Keys::new();
     let dir = tempfile::tempdir().unwrap();
     let ps = keys.pseudonymiser();
-    let log = log_without_due_checkpoints(&keys, dir.path());
+    let log = log_without_due_checkpoints(&keys, dir.path(), durability);
     // 40,000 records make 156 full tiles; no checkpoint is due, yet the writer may hold at most
     // 64 of them (plus one hand-over in flight) in memory.
     for start in (0..40_000u64).step_by(4_000) {
