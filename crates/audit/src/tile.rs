@@ -311,9 +311,9 @@ impl TileStore {
         }
     }
 
-    /// Writes every full tile completed so far durably (what the checkpoint thread does), for
-    /// callers without one.
-    pub fn flush(&mut self) -> Result<(), AuditError> {
+    /// Writes every full tile completed so far durably (what the checkpoint thread does).
+    #[cfg(test)]
+    fn flush(&mut self) -> Result<(), AuditError> {
         let tiles = self.take_unwritten();
         write_full_tiles(&self.root, &tiles)?;
         self.forget_written(self.size);

@@ -249,21 +249,17 @@ fn metrics(live: &Live, state: &GatewayState) -> Response<Full<Bytes>> {
 /// `tollbu_audit_fsync_seconds`: every durable answer waits for one or two segment fsyncs, so this
 /// is where a slow or stalling disk shows (a last-value gauge sampled every scrape hides the tail).
 fn render_fsync_histogram(out: &mut String, fsync: &tollbu_audit::FsyncHistogram) {
-    let name = "tollbu_audit_fsync_seconds";
-    let _ = writeln!(
+    crate::metrics::render_histogram(
         out,
-        "# HELP {name} Duration of audit segment fsyncs (group commits).\n# TYPE {name} histogram"
+        "tollbu_audit_fsync_seconds",
+        "Duration of audit segment fsyncs (group commits).",
+        fsync
+            .buckets
+            .iter()
+            .map(|&(micros, n)| (micros as f64 / 1e6, n)),
+        fsync.sum_micros as f64 / 1e6,
+        fsync.count,
     );
-    for (bound_micros, count) in &fsync.buckets {
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{le=\"{}\"}} {count}",
-            *bound_micros as f64 / 1e6
-        );
-    }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", fsync.count);
-    let _ = writeln!(out, "{name}_sum {}", fsync.sum_micros as f64 / 1e6);
-    let _ = writeln!(out, "{name}_count {}", fsync.count);
 }
 
 /// Width of a full tile (C2SP tlog-tiles).

@@ -69,24 +69,55 @@ fn render_histograms(
         return;
     };
     for (service, histogram) in histograms.iter() {
-        for (count, bound) in histogram.counts.iter().zip(BUCKETS) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{service=\"{service}\",le=\"{bound}\"}} {count}"
-            );
-        }
-        let _ = writeln!(
+        let cumulative = histogram.counts.iter().zip(BUCKETS).map(|(c, b)| (b, *c));
+        write_series(
             out,
-            "{name}_bucket{{service=\"{service}\",le=\"+Inf\"}} {}",
-            histogram.total
-        );
-        let _ = writeln!(out, "{name}_sum{{service=\"{service}\"}} {}", histogram.sum);
-        let _ = writeln!(
-            out,
-            "{name}_count{{service=\"{service}\"}} {}",
-            histogram.total
+            name,
+            &format!("service=\"{service}\""),
+            cumulative,
+            histogram.sum,
+            histogram.total,
         );
     }
+}
+
+/// Writes one Prometheus histogram (HELP, TYPE and one unlabelled series) from cumulative
+/// `(upper bound in seconds, count)` buckets.
+pub fn render_histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    cumulative: impl Iterator<Item = (f64, u64)>,
+    sum_seconds: f64,
+    count: u64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    write_series(out, name, "", cumulative, sum_seconds, count);
+}
+
+/// The `_bucket`, `_sum` and `_count` lines of one series; `labels` is `k="v",…` or empty.
+fn write_series(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    cumulative: impl Iterator<Item = (f64, u64)>,
+    sum_seconds: f64,
+    count: u64,
+) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (bound, n) in cumulative {
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+    let braces = |l: &str| {
+        if l.is_empty() {
+            String::new()
+        } else {
+            format!("{{{l}}}")
+        }
+    };
+    let _ = writeln!(out, "{name}_sum{} {sum_seconds}", braces(labels));
+    let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
 }
 
 impl Metrics {
@@ -146,6 +177,52 @@ impl Metrics {
             "tollbu_upstream_duration_seconds",
             "Time waiting for the registry's answer.",
             &self.upstream_durations,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn histograms_render_in_prometheus_text_format_with_and_without_labels() {
+        let metrics = Metrics::default();
+        metrics.observe(&Observation {
+            service: "population",
+            consumer: None,
+            decision: "allow",
+            reason: None,
+            status: 200,
+            total: Duration::from_millis(3),
+            upstream: Some(Duration::from_millis(1)),
+        });
+        let mut out = String::new();
+        metrics.render(&mut out);
+        for line in [
+            "tollbu_gateway_duration_seconds_bucket{service=\"population\",le=\"0.001\"} 0",
+            "tollbu_gateway_duration_seconds_bucket{service=\"population\",le=\"0.0025\"} 1",
+            "tollbu_gateway_duration_seconds_bucket{service=\"population\",le=\"+Inf\"} 1",
+            "tollbu_gateway_duration_seconds_count{service=\"population\"} 1",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} missing from\n{out}");
+        }
+
+        let mut out = String::new();
+        render_histogram(
+            &mut out,
+            "x_seconds",
+            "X.",
+            [(0.5, 1), (1.0, 2)].into_iter(),
+            1.25,
+            3,
+        );
+        assert_eq!(
+            out,
+            "# HELP x_seconds X.\n# TYPE x_seconds histogram\nx_seconds_bucket{le=\"0.5\"} 1\n\
+             x_seconds_bucket{le=\"1\"} 2\nx_seconds_bucket{le=\"+Inf\"} 3\nx_seconds_sum 1.25\n\
+             x_seconds_count 3\n"
         );
     }
 }
