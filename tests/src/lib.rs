@@ -60,6 +60,8 @@ pub struct Options {
     pub tls_reload_check_secs: u64,
     /// Extra `key = value` lines in the `population` service (upstream TLS, …).
     pub population_extra: String,
+    /// `[gateway] workers`; `None` = the default (one per CPU).
+    pub workers: Option<usize>,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             tls_dir: None,
             tls_reload_check_secs: 30,
             population_extra: String::new(),
+            workers: None,
         }
     }
 }
@@ -297,10 +300,14 @@ fn gateway_config(
     } else {
         String::new()
     };
+    let workers = options
+        .workers
+        .map(|n| format!("workers = {n}\n"))
+        .unwrap_or_default();
     format!(
         r#"[gateway]
 listen = "127.0.0.1:0"
-{tls}
+{workers}{tls}
 [admin]
 listen = "127.0.0.1:0"
 
@@ -626,6 +633,8 @@ pub fn policy_dir(text: &str) -> tempfile::TempDir {
 /// One request a stub upstream received.
 #[derive(Debug, Clone)]
 pub struct SeenRequest {
+    /// The gateway's end of the connection the request came over.
+    pub peer: std::net::SocketAddr,
     pub method: String,
     pub uri: String,
     pub headers: HeaderMap,
@@ -669,7 +678,7 @@ impl RecordingUpstream {
         };
         let shared = me.clone();
         tokio::spawn(async move {
-            while let Ok((stream, _)) = l.accept().await {
+            while let Ok((stream, peer)) = l.accept().await {
                 let shared = shared.clone();
                 let behaviour = behaviour.clone();
                 tokio::spawn(async move {
@@ -688,6 +697,7 @@ impl RecordingUpstream {
                                     .unwrap_or_default();
                                 if let Ok(mut seen) = shared.seen.lock() {
                                     seen.push(SeenRequest {
+                                        peer,
                                         method: parts.method.to_string(),
                                         uri: parts.uri.to_string(),
                                         headers: parts.headers.clone(),

@@ -5,8 +5,9 @@
 //! headers, total timeout, whole-body read under the size limit) — but no
 //! token check, no policy decision, no rate limit, no minimisation and no
 //! audit record. It measures what the pipeline costs on top of proxying.
-//! Same allocator as the `tollbu` binary (mimalloc), so that the comparison
-//! is of the pipeline alone.
+//! Same allocator as the `tollbu` binary (mimalloc) and the same threads: an
+//! acceptor dealing connections to the request workers (`workers::Workers`),
+//! each with its own registry pool. The comparison is of the pipeline alone.
 //!
 //! NOT a mode of the gateway, and never to be deployed: it forwards anyone.
 //!
@@ -25,8 +26,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tollbu_proxy::config::LimitsSection;
-use tollbu_proxy::http_client::{ClientTls, build_client};
+use tollbu_proxy::http_client::{ClientTls, build_client, build_clients};
 use tollbu_proxy::upstream::{Assertions, Outbound, Upstream};
+use tollbu_proxy::workers::Workers;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -42,6 +44,7 @@ fn main() {
         .next()
         .unwrap_or_else(|| "http://127.0.0.1:18001".into());
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
@@ -50,8 +53,20 @@ fn main() {
 
 async fn serve(listen: SocketAddr, upstream_url: String) {
     let limits = LimitsSection::default();
+    let workers = Workers::start(tollbu_proxy::workers::default_count()).expect("workers");
+    let dealer = workers.dealer();
     let client = build_client(&ClientTls::default(), limits.connect_timeout()).expect("client");
-    let upstream = Arc::new(Upstream::new(&upstream_url, client, None).expect("upstream URL"));
+    let per_worker = build_clients(
+        &ClientTls::default(),
+        limits.connect_timeout(),
+        dealer.len(),
+    )
+    .expect("clients");
+    let upstream = Arc::new(
+        Upstream::new(&upstream_url, client, None)
+            .expect("upstream URL")
+            .with_worker_clients(per_worker),
+    );
     let builder = Arc::new(tollbu_proxy::server::connection_builder(&limits));
     let limits = Arc::new(limits);
     let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
@@ -61,10 +76,12 @@ async fn serve(listen: SocketAddr, upstream_url: String) {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let stream = stream.into_std().expect("std stream");
         let upstream = Arc::clone(&upstream);
         let builder = Arc::clone(&builder);
         let limits = Arc::clone(&limits);
-        tokio::spawn(async move {
+        dealer.next().spawn(async move {
+            let stream = tokio::net::TcpStream::from_std(stream).expect("worker stream");
             let service = service_fn(move |request: Request<Incoming>| {
                 let upstream = Arc::clone(&upstream);
                 let limits = Arc::clone(&limits);

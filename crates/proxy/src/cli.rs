@@ -400,7 +400,10 @@ fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
         }
     };
     crate::init_logging(true, &config.log.level);
+    // Requests run on the gateway's own workers (`[gateway] workers`); this
+    // runtime only accepts, serves the admin listener and refreshes keys.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()?;
     runtime.block_on(async {

@@ -63,6 +63,17 @@ pub struct GatewaySection {
     pub listen: Option<SocketAddr>,
     #[serde(default)]
     pub tls: Option<TlsSection>,
+    /// Request workers (threads serving connections); absent means one per
+    /// CPU the process may use. See `workers`. Read at start only.
+    #[serde(default)]
+    pub workers: Option<std::num::NonZeroUsize>,
+}
+
+impl GatewaySection {
+    /// `workers`, or one per CPU the process may use.
+    pub fn worker_count(&self) -> std::num::NonZeroUsize {
+        self.workers.unwrap_or_else(crate::workers::default_count)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -755,6 +766,24 @@ pseudonym_key = "p.key"
         );
         assert!(expand_env("x/${POD_NAME", lookup).is_err());
         assert!(expand_env("x/${a-b}", lookup).is_err());
+    }
+
+    #[test]
+    fn workers_default_to_the_cpus_and_zero_is_refused_with_its_line() {
+        let config = Config::parse(MINIMAL, "t.toml", Path::new(".")).unwrap();
+        assert_eq!(
+            config.gateway.worker_count(),
+            std::thread::available_parallelism().unwrap()
+        );
+        let three = MINIMAL.replace("8080\"", "8080\"\nworkers = 3");
+        let config = Config::parse(&three, "t.toml", Path::new(".")).unwrap();
+        assert_eq!(config.gateway.worker_count().get(), 3);
+        let zero = MINIMAL.replace("8080\"", "8080\"\nworkers = 0");
+        let error = Config::parse(&zero, "t.toml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("t.toml:4:11: "), "{error}");
+        assert!(error.contains("nonzero"), "{error}");
     }
 
     #[test]

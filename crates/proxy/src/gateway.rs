@@ -12,7 +12,7 @@ use tollbu_policy::PolicySet;
 
 use crate::authn::{IssuerSettings, TokenVerifier};
 use crate::config::{Config, LimitsSection, parse_algorithms};
-use crate::http_client::{ClientTls, build_client};
+use crate::http_client::{ClientTls, build_client, build_clients};
 use crate::metrics::Metrics;
 use crate::rate_limit::{Limit, RateLimits};
 use crate::upstream::Upstream;
@@ -37,6 +37,8 @@ pub enum BuildError {
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {0}: {1}")]
     Listen(std::net::SocketAddr, std::io::Error),
+    #[error("cannot start the request workers: {0}")]
+    Workers(std::io::Error),
 }
 
 /// Everything a request handler needs. Built from one config; a reload
@@ -190,20 +192,21 @@ fn upstreams(config: &Config) -> Result<HashMap<String, Upstream>, BuildError> {
             .as_ref()
             .map(|p| config.resolve(p));
         let client_cert = cert.as_deref().zip(key.as_deref());
-        let client = build_client(
-            &ClientTls {
-                ca: ca.as_deref(),
-                client_cert,
-            },
-            config.limits.connect_timeout(),
-        )?;
+        let tls = ClientTls {
+            ca: ca.as_deref(),
+            client_cert,
+        };
+        let connect_timeout = config.limits.connect_timeout();
+        let client = build_client(&tls, connect_timeout)?;
+        let per_worker = build_clients(&tls, connect_timeout, config.gateway.worker_count().get())?;
         let upstream = Upstream::new(
             service.upstream.get_ref(),
             client,
             service.issuers.as_ref().map(|i| i.get_ref().clone()),
         )
         .map_err(|e| BuildError::Service(id.clone(), e.to_string()))?
-        .with_max_connections(config.limits.upstream_max_connections);
+        .with_max_connections(config.limits.upstream_max_connections)
+        .with_worker_clients(per_worker);
         upstreams.insert(id, upstream);
     }
     Ok(upstreams)

@@ -34,7 +34,23 @@ pub fn build_client(
     tls: &ClientTls<'_>,
     connect_timeout: Duration,
 ) -> Result<HttpClient, TlsError> {
+    Ok(client_with(client_tls_config(tls)?, connect_timeout))
+}
+
+/// `count` clients with the same trust but separate connection pools (one per
+/// request worker); the certificate files are read once.
+pub fn build_clients(
+    tls: &ClientTls<'_>,
+    connect_timeout: Duration,
+    count: usize,
+) -> Result<Vec<HttpClient>, TlsError> {
     let config = client_tls_config(tls)?;
+    Ok((0..count)
+        .map(|_| client_with(config.clone(), connect_timeout))
+        .collect())
+}
+
+fn client_with(config: rustls::ClientConfig, connect_timeout: Duration) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -45,10 +61,10 @@ pub fn build_client(
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
-        .build(connector))
+        .build(connector)
 }
 
 fn client_tls_config(tls: &ClientTls<'_>) -> Result<rustls::ClientConfig, TlsError> {

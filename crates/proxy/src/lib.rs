@@ -29,6 +29,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod trace;
 pub mod upstream;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct RunningGateway {
     tasks: Vec<JoinHandle<()>>,
     grace: Duration,
     telemetry: telemetry::Telemetry,
+    /// Serve the connections; dropped (so stopped) with the gateway.
+    workers: workers::Workers,
 }
 
 /// Builds the state, fetches issuer keys once, binds every listener and serves.
@@ -95,6 +98,8 @@ async fn start_parts(
     let (stop, stop_rx) = watch::channel(false);
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
     let connections = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
+    let workers =
+        workers::Workers::start(config.gateway.worker_count()).map_err(BuildError::Workers)?;
     let mut tasks = Vec::new();
 
     let mut plain_addr = None;
@@ -107,6 +112,7 @@ async fn start_parts(
             Arc::clone(&live),
             Arc::clone(&connections),
             Arc::clone(&graceful),
+            workers.dealer(),
             stop_rx.clone(),
         )));
     }
@@ -120,6 +126,7 @@ async fn start_parts(
             Arc::clone(&live),
             Arc::clone(&connections),
             Arc::clone(&graceful),
+            workers.dealer(),
             stop_rx.clone(),
         )));
     }
@@ -147,6 +154,7 @@ async fn start_parts(
         tasks,
         grace: Duration::from_millis(config.limits.shutdown_grace_ms),
         telemetry,
+        workers,
     })
 }
 
@@ -192,5 +200,9 @@ impl RunningGateway {
         }
         let telemetry = self.telemetry;
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        // Last: whatever still runs on a worker now (past the grace period) is
+        // dropped, and its request fails closed as the log is already shut.
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     }
 }

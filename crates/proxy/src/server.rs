@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::LimitsSection;
 use crate::live::Live;
 use crate::stack;
+use crate::workers::Dealer;
 
 /// Connection builder with the configured limits.
 pub fn connection_builder(limits: &LimitsSection) -> auto::Builder<TokioExecutor> {
@@ -48,13 +49,15 @@ pub fn connection_builder(limits: &LimitsSection) -> auto::Builder<TokioExecutor
     builder
 }
 
-/// Accepts connections until `stop` flips, serving each on its own task.
+/// Accepts connections until `stop` flips, serving each on its own task on
+/// the next request worker (see `workers`).
 pub async fn accept_loop(
     listener: TcpListener,
     use_tls: bool,
     live: Arc<Live>,
     connections: Arc<Semaphore>,
     graceful: Arc<GracefulShutdown>,
+    workers: Dealer,
     mut stop: watch::Receiver<bool>,
 ) {
     let limits = live.state().limits.clone();
@@ -90,17 +93,39 @@ pub async fn accept_loop(
             continue;
         }
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        // The socket moves to the worker's runtime, which then drives it.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "cannot hand a connection to a worker");
+                continue;
+            }
+        };
+        let dealer = workers.clone();
+        workers.next().spawn(async move {
             let _permit = permit;
             let _open = OpenConnection::new(&live);
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "worker cannot take a connection");
+                    return;
+                }
+            };
             let service = service_fn(move |request: hyper::Request<Incoming>| {
-                let state = live.state();
+                // An HTTP/2 connection multiplexes many requests: deal them
+                // out so one busy connection can use every worker. An
+                // HTTP/1 request stays on its connection's worker.
+                let deal_out = request.version() == http::Version::HTTP_2;
                 // Its own task: a client that resets the stream or hangs up
                 // cannot stop a request that reached the registry from
                 // being recorded. Tracked, so that shutdown waits for it.
-                let handled = live
-                    .requests
-                    .spawn(stack::handle(state, request, peer, scheme));
+                let task = stack::handle(live.state(), request, peer, scheme);
+                let handled = if deal_out {
+                    live.requests.spawn_on(task, dealer.next())
+                } else {
+                    live.requests.spawn(task)
+                };
                 async move {
                     Ok::<_, Infallible>(match handled.await {
                         Ok(response) => response,

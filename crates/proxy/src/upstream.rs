@@ -19,7 +19,11 @@ use crate::http_client::{HttpClient, OutboundBody};
 
 /// One configured registry.
 pub struct Upstream {
+    /// The pool used off the request workers (tools, tests, benches).
     pub client: HttpClient,
+    /// One pool per request worker, indexed by worker: a request then uses
+    /// registry connections driven by its own thread (see `workers`).
+    per_worker: Vec<WorkerPool>,
     /// Scheme and authority, e.g. `http://127.0.0.1:8101`.
     pub origin: String,
     /// Base path without trailing slash, e.g. `` or `/api/v1`.
@@ -29,6 +33,15 @@ pub struct Upstream {
     /// Bounds concurrent exchanges (and so open connections) to the registry:
     /// the pool only limits idle connections, and each one costs buffers.
     permits: std::sync::Arc<tokio::sync::Semaphore>,
+    max_connections: usize,
+}
+
+/// A worker's own registry connections, with its share of the connection cap:
+/// a pool's connections are not shared with other workers, so without a share
+/// each pool would grow to the whole cap (≈ 70 KiB of buffers per connection).
+struct WorkerPool {
+    client: HttpClient,
+    permits: tokio::sync::Semaphore,
 }
 
 /// Default for `[limits] upstream_max_connections`.
@@ -99,13 +112,43 @@ impl Upstream {
             base_path: uri.path().trim_end_matches('/').to_owned(),
             issuers,
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_CONNECTIONS)),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            per_worker: Vec::new(),
         })
     }
 
     /// At most `n` exchanges with this registry at once (others wait, within the total timeout).
     pub fn with_max_connections(mut self, n: usize) -> Self {
-        self.permits = std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self.max_connections = n.max(1);
+        self.permits = std::sync::Arc::new(tokio::sync::Semaphore::new(self.max_connections));
+        let clients = std::mem::take(&mut self.per_worker)
+            .into_iter()
+            .map(|pool| pool.client)
+            .collect();
+        self.with_worker_clients(clients)
+    }
+
+    /// Gives each request worker its own pool (`clients[i]` for worker `i`)
+    /// with an equal share of the connection cap (rounded up); the cap itself
+    /// still holds across all workers.
+    pub fn with_worker_clients(mut self, clients: Vec<HttpClient>) -> Self {
+        let share = self.max_connections.div_ceil(clients.len().max(1));
+        self.per_worker = clients
+            .into_iter()
+            .map(|client| WorkerPool {
+                client,
+                permits: tokio::sync::Semaphore::new(share),
+            })
+            .collect();
         self
+    }
+
+    /// The pool of the worker running the caller, with its share of the cap.
+    fn pool(&self) -> (&HttpClient, Option<&tokio::sync::Semaphore>) {
+        match crate::workers::current_index().and_then(|index| self.per_worker.get(index)) {
+            Some(pool) => (&pool.client, Some(&pool.permits)),
+            None => (&self.client, None),
+        }
     }
 
     /// Sends one request and reads the whole answer, within `timeout` and `max_body`.
@@ -133,16 +176,17 @@ impl Upstream {
             .body(body)
             .map_err(|e| UpstreamError::Build(e.to_string()))?;
         let exchange = async {
-            let _permit = self
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| UpstreamError::Unreachable("closed".into()))?;
+            let closed = |_| UpstreamError::Unreachable("closed".into());
+            let (pool, share) = self.pool();
+            let _share = match share {
+                Some(share) => Some(share.acquire().await.map_err(closed)?),
+                None => None,
+            };
+            let _permit = self.permits.acquire().await.map_err(closed)?;
             // Built once a connection slot is free: a request queued for one
             // holds no outbound header map (≈ 3 KiB each at 1,000 connections).
             *request.headers_mut() = outbound_headers(incoming, assertions);
-            let response = self
-                .client
+            let response = pool
                 .request(request)
                 .await
                 .map_err(|e| UpstreamError::Unreachable(error_chain(&e)))?;

@@ -193,6 +193,45 @@ async fn http2_prior_knowledge_client_is_served() {
     assert!(answer.json()["name"].is_object());
 }
 
+/// An ingress in front of the gateway may send everything over one HTTP/2
+/// connection. Its requests must not be confined to the worker that holds the
+/// connection: they are dealt out, and each worker reaches the registry over
+/// its own connections. Nine requests one after another over one connection,
+/// three workers: three registry connections, one per worker (a single worker
+/// would reuse one).
+#[tokio::test]
+async fn requests_on_one_http2_connection_are_spread_over_the_workers() {
+    let registry = RecordingUpstream::start(UpstreamBehaviour::Person).await;
+    let env = Env::start(Options {
+        population_upstream: Some(registry.url.clone()),
+        workers: Some(3),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let h2 = client(true);
+    for i in 0..9 {
+        let mut s = String::new();
+        let answer = get_with(
+            &h2,
+            &format!("{}/population/persons/{}", env.base(), example_pid(i)),
+            &auth(&token, Some("benefit-assessment"), &mut s),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    }
+    let seen = registry.seen();
+    assert_eq!(seen.len(), 9);
+    let registry_connections: std::collections::BTreeSet<_> =
+        seen.iter().map(|request| request.peer).collect();
+    assert_eq!(
+        registry_connections.len(),
+        3,
+        "one registry connection per worker: {registry_connections:?}"
+    );
+    assert_eq!(audit_records(&env.audit_dir()).len(), 9);
+}
+
 #[tokio::test]
 async fn tls_listener_requires_a_client_certificate() {
     let env = Env::start(Options {

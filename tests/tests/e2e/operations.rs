@@ -446,6 +446,9 @@ async fn a_cancelled_request_that_reached_the_registry_is_recorded_even_if_shutd
     assert_eq!(records[0]["request_id"], forwarded_id.as_str());
 }
 
+/// The cap holds across the request workers, each of which has its own
+/// registry connections: three workers with a share of one each would
+/// otherwise reach three.
 #[tokio::test]
 async fn concurrent_exchanges_with_a_registry_are_capped() {
     let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
@@ -455,6 +458,7 @@ async fn concurrent_exchanges_with_a_registry_are_capped() {
     let env = Env::start(Options {
         population_upstream: Some(registry.url.clone()),
         limits: "upstream_max_connections = 2\n".into(),
+        workers: Some(3),
         ..Options::default()
     })
     .await;

@@ -1,0 +1,208 @@
+//! Request workers: one single-threaded tokio runtime per core, each serving
+//! the connections dealt to it.
+//!
+//! Why: on tokio's work-stealing runtime one request hops between threads
+//! (connection task, request task, registry connection, audit
+//! acknowledgement), and idle workers are woken to steal. The load profiles of
+//! issue 7 had a quarter of the gateway's CPU in the kernel scheduler. A
+//! connection pinned to one worker, which also drives its own registry
+//! connections (`Upstream` keeps a pool per worker), keeps a request on one
+//! thread. Figures in docs/BENCHMARKS.md.
+//!
+//! The acceptor deals connections out in turn, so workers hold equal numbers of
+//! them. HTTP/2 carries many requests over one connection (an ingress in front
+//! of the gateway may send everything over a few), so `server` deals those
+//! requests out as well rather than running them all on the connection's
+//! worker.
+
+use std::cell::Cell;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+thread_local! {
+    static WORKER_INDEX: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The index of the worker running the caller, or `None` off the workers
+/// (tests, tools, the admin listener).
+pub fn current_index() -> Option<usize> {
+    WORKER_INDEX.with(Cell::get)
+}
+
+/// The running workers. Dropping it stops them (dropping whatever still runs
+/// on them); [`Workers::stop`] also waits for their threads.
+pub struct Workers {
+    dealer: Dealer,
+    stops: Mutex<Vec<oneshot::Sender<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Hands out worker runtimes in turn. Cheap to clone; holding one does not
+/// keep the workers running.
+#[derive(Clone)]
+pub struct Dealer {
+    handles: Arc<[Handle]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Dealer {
+    /// The next worker's runtime.
+    pub fn next(&self) -> &Handle {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        // `handles` is never empty: `Workers::start` takes a non-zero count.
+        &self.handles[turn % self.handles.len()]
+    }
+
+    /// How many workers there are.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Never true; present because `len` is.
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+}
+
+impl Workers {
+    /// Starts `count` threads named `tollbu-worker-N`, each running a
+    /// single-threaded runtime until stopped.
+    pub fn start(count: NonZeroUsize) -> std::io::Result<Workers> {
+        let mut handles = Vec::with_capacity(count.get());
+        let mut stops = Vec::with_capacity(count.get());
+        let mut threads = Vec::with_capacity(count.get());
+        for index in 0..count.get() {
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let (stop_tx, stop_rx) = oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name(format!("tollbu-worker-{index}"))
+                .spawn(move || {
+                    WORKER_INDEX.with(|slot| slot.set(Some(index)));
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(runtime.handle().clone()));
+                    // Runs the connections and requests spawned onto this
+                    // runtime until told to stop (or the sender is dropped);
+                    // dropping the runtime then drops whatever is left.
+                    runtime.block_on(async {
+                        let _ = stop_rx.await;
+                    });
+                })?;
+            let handle = ready_rx
+                .recv()
+                .map_err(|_| std::io::Error::other("worker thread ended before it started"))??;
+            handles.push(handle);
+            stops.push(stop_tx);
+            threads.push(thread);
+        }
+        Ok(Workers {
+            dealer: Dealer {
+                handles: handles.into(),
+                next: Arc::new(AtomicUsize::new(0)),
+            },
+            stops: Mutex::new(stops),
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Deals out this pool's runtimes.
+    pub fn dealer(&self) -> Dealer {
+        self.dealer.clone()
+    }
+
+    /// Stops every worker and waits for its thread: blocking, so call it off
+    /// the async threads (`spawn_blocking`).
+    pub fn stop(&self) {
+        self.stops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The default worker count: the CPUs this process may use (the standard
+/// library counts the cgroup CPU quota, so a Kubernetes CPU limit is honoured).
+pub fn default_count() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn workers(n: usize) -> Workers {
+        Workers::start(NonZeroUsize::new(n).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn connections_are_dealt_to_each_worker_in_turn_and_each_knows_its_index() {
+        let workers = workers(3);
+        let dealer = workers.dealer();
+        assert_eq!(dealer.len(), 3);
+        let seen: Vec<(Option<usize>, String)> = (0..6)
+            .map(|_| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                dealer.next().spawn(async move {
+                    let name = std::thread::current().name().unwrap_or("").to_owned();
+                    tx.send((current_index(), name)).unwrap();
+                });
+                rx.recv().unwrap()
+            })
+            .collect();
+        let expected: Vec<(Option<usize>, String)> = [0, 1, 2, 0, 1, 2]
+            .iter()
+            .map(|&i| (Some(i), format!("tollbu-worker-{i}")))
+            .collect();
+        assert_eq!(seen, expected);
+        assert_eq!(current_index(), None, "the test thread is not a worker");
+        workers.stop();
+    }
+
+    #[test]
+    fn stop_ends_the_threads_and_drops_what_still_runs_on_them() {
+        let workers = workers(2);
+        let (dropped_tx, dropped_rx) = std::sync::mpsc::channel::<()>();
+        // A task that never finishes: stopping must drop it, not wait for it.
+        workers.dealer().next().spawn(async move {
+            let _dropped_when_this_goes = dropped_tx;
+            std::future::pending::<()>().await;
+        });
+        workers.stop();
+        assert!(
+            dropped_rx.recv().is_err(),
+            "the pending task was dropped with its runtime"
+        );
+        assert!(workers.threads.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn dropping_the_pool_stops_its_workers() {
+        let workers = workers(1);
+        let (dropped_tx, dropped_rx) = std::sync::mpsc::channel::<()>();
+        workers.dealer().next().spawn(async move {
+            let _dropped_when_this_goes = dropped_tx;
+            std::future::pending::<()>().await;
+        });
+        drop(workers);
+        assert!(dropped_rx.recv().is_err());
+    }
+}
