@@ -177,18 +177,26 @@ mod tests {
         workers.stop();
     }
 
-    #[test]
-    fn stop_ends_the_threads_and_drops_what_still_runs_on_them() {
-        let workers = workers(2);
+    /// Spawns a task that never finishes on the next worker; the receiver
+    /// reports (with a disconnect) when the task has been dropped.
+    fn spawn_endless_task(workers: &Workers) -> std::sync::mpsc::Receiver<()> {
         let (dropped_tx, dropped_rx) = std::sync::mpsc::channel::<()>();
-        // A task that never finishes: stopping must drop it, not wait for it.
         workers.dealer().next().spawn(async move {
             let _dropped_when_this_goes = dropped_tx;
             std::future::pending::<()>().await;
         });
+        dropped_rx
+    }
+
+    #[test]
+    fn stop_ends_the_threads_and_drops_what_still_runs_on_them() {
+        let workers = workers(2);
+        // Stopping must drop the endless task, not wait for it.
+        let dropped = spawn_endless_task(&workers);
         workers.stop();
-        assert!(
-            dropped_rx.recv().is_err(),
+        assert_eq!(
+            dropped.recv_timeout(std::time::Duration::from_secs(10)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected),
             "the pending task was dropped with its runtime"
         );
         assert!(workers.threads.lock().unwrap().is_empty());
@@ -197,12 +205,11 @@ mod tests {
     #[test]
     fn dropping_the_pool_stops_its_workers() {
         let workers = workers(1);
-        let (dropped_tx, dropped_rx) = std::sync::mpsc::channel::<()>();
-        workers.dealer().next().spawn(async move {
-            let _dropped_when_this_goes = dropped_tx;
-            std::future::pending::<()>().await;
-        });
+        let dropped = spawn_endless_task(&workers);
         drop(workers);
-        assert!(dropped_rx.recv().is_err());
+        assert_eq!(
+            dropped.recv_timeout(std::time::Duration::from_secs(10)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        );
     }
 }
