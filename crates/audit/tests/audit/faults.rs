@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tollbu_audit::tooling;
-use tollbu_audit::{AuditError, AuditLog, FsStorage, SegmentFile, Storage};
+use tollbu_audit::{AuditError, AuditLog, FsStorage, QUEUE_CAPACITY, SegmentFile, Storage};
 
 use crate::support::{Keys, record};
 
@@ -14,6 +14,8 @@ use crate::support::{Keys, record};
 struct Flags {
     disk_full: AtomicBool,
     fsync_fails: AtomicBool,
+    /// A disk that stops answering: fsync waits while this is set.
+    fsync_stalls: AtomicBool,
 }
 
 struct FailingStorage(Arc<Flags>);
@@ -41,6 +43,9 @@ impl SegmentFile for FailingSegment {
         self.0.append(buf)
     }
     fn sync(&mut self) -> io::Result<()> {
+        while self.1.fsync_stalls.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         if self.1.fsync_fails.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(5));
         }
@@ -115,4 +120,58 @@ fn a_failed_fsync_poisons_the_log_until_restart() {
     assert!(report.records >= 5, "{report:?}");
     log.shutdown().unwrap();
     assert!(tooling::verify(dir.path(), &[], None).ok);
+}
+
+#[test]
+fn a_full_queue_refuses_appends_as_overloaded_and_keeps_every_one_it_took() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let flags = Arc::new(Flags::default());
+    let (log, _) = AuditLog::open_with_storage(
+        keys.config(dir.path()),
+        Arc::new(FailingStorage(flags.clone())),
+    )
+    .unwrap();
+    flags.fsync_stalls.store(true, Ordering::SeqCst);
+    // The writer takes the first record and hangs in fsync; the queue behind it fills.
+    let mut waiting = vec![log.append_ref(&record(0, &ps))];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while log.stats().queue_depth > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer took the first record"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let queued = u64::try_from(QUEUE_CAPACITY).unwrap();
+    waiting.extend((1..=queued).map(|i| log.append_ref(&record(i, &ps))));
+    assert_eq!(log.stats().queue_depth, QUEUE_CAPACITY);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    // Refused at once; a taken record would wait for the stalled fsync instead.
+    let refused = runtime
+        .block_on(async {
+            let append = log.append_ref(&record(queued + 1, &ps));
+            tokio::time::timeout(std::time::Duration::from_secs(1), append).await
+        })
+        .expect("refused at once rather than queued");
+    assert!(
+        matches!(refused, Err(AuditError::Overloaded(n)) if n == QUEUE_CAPACITY),
+        "{refused:?}"
+    );
+    flags.fsync_stalls.store(false, Ordering::SeqCst);
+    let mut indexes = runtime.block_on(async {
+        let mut indexes = Vec::with_capacity(waiting.len());
+        for append in waiting {
+            indexes.push(append.await.unwrap());
+        }
+        indexes
+    });
+    indexes.sort_unstable();
+    assert_eq!(indexes, (0..=queued).collect::<Vec<_>>());
+    assert_eq!(log.stats().records, queued + 1);
+    log.shutdown().unwrap();
 }
