@@ -153,6 +153,8 @@ impl Writer {
     pub fn new(cfg: &AuditConfig, o: Opened) -> Result<Self, AuditError> {
         let next_seq = o.report.records;
         let notary = Notary::start(cfg.dir.clone(), o.signer, o.shared.clone())?;
+        let mut segment = o.segment;
+        segment.reserve(cfg.segment_max_bytes);
         Ok(Self {
             dir: cfg.dir.clone(),
             seg_dir: cfg.dir.join("segments"),
@@ -163,7 +165,7 @@ impl Writer {
             shared: o.shared,
             notary,
             storage: o.storage,
-            segment: o.segment,
+            segment,
             seg_first: o.seg_first,
             seg_len: o.seg_len,
             next_seq,
@@ -354,6 +356,8 @@ impl Writer {
                 let text = err.to_string();
                 Self::fail_all(acks, || AuditError::Unwritable(text.clone()));
             } else {
+                // Cutting the file back also gave up the blocks set aside past its end.
+                self.segment.reserve(self.segment_max_bytes);
                 let path = self.seg_dir.join(segment_name(self.seg_first));
                 let kind = e.kind();
                 Self::fail_all(acks, || AuditError::Io {
@@ -499,6 +503,7 @@ impl Writer {
             .sync_dir(&self.seg_dir)
             .map_err(AuditError::io(&self.seg_dir))?;
         self.segment = seg;
+        self.segment.reserve(self.segment_max_bytes);
         self.seg_first = self.next_seq;
         self.seg_len = 0;
         Ok(())
