@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tollbu_audit::tooling;
-use tollbu_audit::{AuditError, AuditLog, FsStorage, QUEUE_CAPACITY, SegmentFile, Storage};
+use tollbu_audit::{
+    AuditError, AuditLog, FsStorage, Pseudonymiser, QUEUE_CAPACITY, SegmentFile, Storage,
+};
 
 use crate::support::{Keys, record};
 
@@ -56,8 +58,16 @@ impl SegmentFile for FailingSegment {
     }
 }
 
-#[test]
-fn disk_full_fails_the_batch_and_the_log_recovers_when_space_returns() {
+/// A fresh log on storage that fails when its flags say so.
+struct FailingLog {
+    keys: Keys,
+    dir: tempfile::TempDir,
+    ps: Pseudonymiser,
+    flags: Arc<Flags>,
+    log: AuditLog,
+}
+
+fn open_failing_log() -> FailingLog {
     let keys = Keys::new();
     let dir = tempfile::tempdir().unwrap();
     let ps = keys.pseudonymiser();
@@ -67,6 +77,24 @@ fn disk_full_fails_the_batch_and_the_log_recovers_when_space_returns() {
         Arc::new(FailingStorage(flags.clone())),
     )
     .unwrap();
+    FailingLog {
+        keys,
+        dir,
+        ps,
+        flags,
+        log,
+    }
+}
+
+#[test]
+fn disk_full_fails_the_batch_and_the_log_recovers_when_space_returns() {
+    let FailingLog {
+        keys: _keys,
+        dir,
+        ps,
+        flags,
+        log,
+    } = open_failing_log();
     for i in 0..10 {
         assert_eq!(log.append_blocking(record(i, &ps)).unwrap(), i);
     }
@@ -89,15 +117,13 @@ fn disk_full_fails_the_batch_and_the_log_recovers_when_space_returns() {
 
 #[test]
 fn a_failed_fsync_poisons_the_log_until_restart() {
-    let keys = Keys::new();
-    let dir = tempfile::tempdir().unwrap();
-    let ps = keys.pseudonymiser();
-    let flags = Arc::new(Flags::default());
-    let (log, _) = AuditLog::open_with_storage(
-        keys.config(dir.path()),
-        Arc::new(FailingStorage(flags.clone())),
-    )
-    .unwrap();
+    let FailingLog {
+        keys,
+        dir,
+        ps,
+        flags,
+        log,
+    } = open_failing_log();
     for i in 0..5 {
         log.append_blocking(record(i, &ps)).unwrap();
     }
@@ -124,15 +150,14 @@ fn a_failed_fsync_poisons_the_log_until_restart() {
 
 #[test]
 fn a_full_queue_refuses_appends_as_overloaded_and_keeps_every_one_it_took() {
-    let keys = Keys::new();
-    let dir = tempfile::tempdir().unwrap();
-    let ps = keys.pseudonymiser();
-    let flags = Arc::new(Flags::default());
-    let (log, _) = AuditLog::open_with_storage(
-        keys.config(dir.path()),
-        Arc::new(FailingStorage(flags.clone())),
-    )
-    .unwrap();
+    // The directories live as long as these bindings.
+    let FailingLog {
+        keys: _keys,
+        dir: _dir,
+        ps,
+        flags,
+        log,
+    } = open_failing_log();
     flags.fsync_stalls.store(true, Ordering::SeqCst);
     // The writer takes the first record and hangs in fsync; the queue behind it fills.
     let mut waiting = vec![log.append_ref(&record(0, &ps))];
