@@ -159,6 +159,12 @@ async fn start_parts(
 }
 
 impl RunningGateway {
+    /// Requests each request worker has run since start, by worker index: how
+    /// evenly the load spreads over the cores.
+    pub fn requests_per_worker(&self) -> Vec<u64> {
+        self.workers.dealer().requests_served()
+    }
+
     /// Stops accepting, lets in-flight requests finish within the grace
     /// period, then flushes the audit log and writes a final checkpoint.
     /// Requests whose client already hung up count as in flight too: the

@@ -112,19 +112,29 @@ pub async fn accept_loop(
                     return;
                 }
             };
+            let home = crate::workers::current_index();
             let service = service_fn(move |request: hyper::Request<Incoming>| {
-                // An HTTP/2 connection multiplexes many requests: deal them
-                // out so one busy connection can use every worker. An
-                // HTTP/1 request stays on its connection's worker.
-                let deal_out = request.version() == http::Version::HTTP_2;
+                // An HTTP/2 connection multiplexes many requests: one may move
+                // to a less busy worker, so that one busy connection can use
+                // every worker. An HTTP/1 request stays on its connection's.
+                let moved_to = match home {
+                    Some(home) if request.version() == http::Version::HTTP_2 => {
+                        Some(dealer.worker_for_request(home)).filter(|&to| to != home)
+                    }
+                    _ => None,
+                };
+                let slot = moved_to.or(home).map(|worker| dealer.begin_request(worker));
                 // Its own task: a client that resets the stream or hangs up
                 // cannot stop a request that reached the registry from
                 // being recorded. Tracked, so that shutdown waits for it.
-                let task = stack::handle(live.state(), request, peer, scheme);
-                let handled = if deal_out {
-                    live.requests.spawn_on(task, dealer.next())
-                } else {
-                    live.requests.spawn(task)
+                let handling = stack::handle(live.state(), request, peer, scheme);
+                let task = async move {
+                    let _counted_until_done = slot;
+                    handling.await
+                };
+                let handled = match moved_to.and_then(|to| dealer.handle(to)) {
+                    Some(worker) => live.requests.spawn_on(task, worker),
+                    None => live.requests.spawn(task),
                 };
                 async move {
                     Ok::<_, Infallible>(match handled.await {

@@ -11,13 +11,15 @@
 //!
 //! The acceptor deals connections out in turn, so workers hold equal numbers of
 //! them. HTTP/2 carries many requests over one connection (an ingress in front
-//! of the gateway may send everything over a few), so `server` deals those
-//! requests out as well rather than running them all on the connection's
-//! worker.
+//! of the gateway may send everything over a few), so an HTTP/2 request moves
+//! to another worker when its connection's worker has clearly more requests in
+//! flight ([`Dealer::worker_for_request`]). It stays home otherwise: moving costs
+//! wake-ups across threads, and dealing every HTTP/2 request out in turn cost a
+//! fifth of the throughput at 50 connections (docs/BENCHMARKS.md).
 
 use std::cell::Cell;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -48,9 +50,93 @@ pub struct Workers {
 pub struct Dealer {
     handles: Arc<[Handle]>,
     next: Arc<AtomicUsize>,
+    loads: Arc<[WorkerLoad]>,
+}
+
+/// One worker's requests, each counter on its own cache line: every worker
+/// writes its own and reads the others'.
+#[derive(Default)]
+#[repr(align(64))]
+struct WorkerLoad {
+    in_flight: AtomicUsize,
+    served: AtomicU64,
+}
+
+/// A request counted as running on a worker until dropped.
+pub struct RequestSlot {
+    loads: Arc<[WorkerLoad]>,
+    worker: usize,
+}
+
+impl Drop for RequestSlot {
+    fn drop(&mut self) {
+        if let Some(load) = self.loads.get(self.worker) {
+            load.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The worker an HTTP/2 request should run on, given each worker's requests in
+/// flight: its connection's worker `home`, unless the least busy worker has
+/// clearly fewer (under four fifths of home's, less two), so that balanced
+/// workers keep their requests and a lone busy connection still spreads.
+fn least_busy_unless_home_is_close(home: usize, in_flight: impl Iterator<Item = usize>) -> usize {
+    let mut home_load = None;
+    let mut least = None;
+    for (worker, load) in in_flight.enumerate() {
+        if worker == home {
+            home_load = Some(load);
+        }
+        if least.is_none_or(|(_, least_load)| load < least_load) {
+            least = Some((worker, load));
+        }
+    }
+    match (home_load, least) {
+        (Some(home_load), Some((least, least_load)))
+            if least_load + least_load / 4 + 2 < home_load =>
+        {
+            least
+        }
+        _ => home,
+    }
 }
 
 impl Dealer {
+    /// The worker for an HTTP/2 request arriving on a connection served by
+    /// worker `home` (see the module notes).
+    pub fn worker_for_request(&self, home: usize) -> usize {
+        let in_flight = self
+            .loads
+            .iter()
+            .map(|load| load.in_flight.load(Ordering::Relaxed));
+        least_busy_unless_home_is_close(home, in_flight)
+    }
+
+    /// Counts a request as running on `worker` until the slot is dropped.
+    pub fn begin_request(&self, worker: usize) -> RequestSlot {
+        if let Some(load) = self.loads.get(worker) {
+            load.in_flight.fetch_add(1, Ordering::Relaxed);
+            load.served.fetch_add(1, Ordering::Relaxed);
+        }
+        RequestSlot {
+            loads: Arc::clone(&self.loads),
+            worker,
+        }
+    }
+
+    /// Requests each worker has run since start, by worker index.
+    pub fn requests_served(&self) -> Vec<u64> {
+        self.loads
+            .iter()
+            .map(|load| load.served.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Worker `index`'s runtime, if there is such a worker.
+    pub fn handle(&self, index: usize) -> Option<&Handle> {
+        self.handles.get(index)
+    }
+
     /// The next worker's runtime.
     pub fn next(&self) -> &Handle {
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
@@ -110,6 +196,7 @@ impl Workers {
         }
         Ok(Workers {
             dealer: Dealer {
+                loads: handles.iter().map(|_| WorkerLoad::default()).collect(),
                 handles: handles.into(),
                 next: Arc::new(AtomicUsize::new(0)),
             },
@@ -151,6 +238,45 @@ mod tests {
 
     fn workers(n: usize) -> Workers {
         Workers::start(NonZeroUsize::new(n).unwrap()).unwrap()
+    }
+
+    fn pick(home: usize, in_flight: &[usize]) -> usize {
+        least_busy_unless_home_is_close(home, in_flight.iter().copied())
+    }
+
+    #[test]
+    fn an_http2_request_stays_home_unless_another_worker_is_clearly_less_busy() {
+        assert_eq!(pick(0, &[0, 0]), 0, "idle workers: stay");
+        assert_eq!(pick(0, &[2, 0]), 0, "a small lead: stay");
+        assert_eq!(pick(0, &[3, 0]), 1);
+        assert_eq!(pick(1, &[0, 5, 1]), 0, "the least busy one");
+        // Balanced but busy workers keep their requests (50 connections × 10 streams).
+        assert_eq!(pick(0, &[260, 240]), 0);
+        assert_eq!(pick(0, &[310, 240]), 1);
+        assert_eq!(pick(7, &[0, 9]), 7, "an unknown worker is left alone");
+    }
+
+    #[test]
+    fn a_lone_busy_connection_spreads_its_requests_over_every_worker() {
+        let workers = workers(3);
+        let dealer = workers.dealer();
+        // Ten requests arrive at once on one connection served by worker 0.
+        let slots: Vec<RequestSlot> = (0..10)
+            .map(|_| dealer.begin_request(dealer.worker_for_request(0)))
+            .collect();
+        let served = dealer.requests_served();
+        assert_eq!(served.iter().sum::<u64>(), 10);
+        assert!(served.iter().all(|&n| n >= 2), "{served:?}");
+        drop(slots);
+        assert!(
+            dealer
+                .loads
+                .iter()
+                .all(|l| l.in_flight.load(Ordering::Relaxed) == 0)
+        );
+        // Once they are done, the next one stays home again.
+        assert_eq!(dealer.worker_for_request(0), 0);
+        workers.stop();
     }
 
     #[test]

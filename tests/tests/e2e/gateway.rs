@@ -200,8 +200,11 @@ async fn http2_prior_knowledge_client_is_served() {
 /// three workers: three registry connections, one per worker (a single worker
 /// would reuse one).
 #[tokio::test]
-async fn requests_on_one_http2_connection_are_spread_over_the_workers() {
-    let registry = RecordingUpstream::start(UpstreamBehaviour::Person).await;
+async fn a_busy_http2_connection_spreads_over_the_workers_and_a_quiet_one_stays_home() {
+    let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
+        std::time::Duration::from_millis(300),
+    ))
+    .await;
     let env = Env::start(Options {
         population_upstream: Some(registry.url.clone()),
         workers: Some(3),
@@ -210,26 +213,35 @@ async fn requests_on_one_http2_connection_are_spread_over_the_workers() {
     .await;
     let token = env.token("demo-welfare", "demo:population", &[]).await;
     let h2 = client(true);
-    for i in 0..9 {
-        let mut s = String::new();
-        let answer = get_with(
-            &h2,
-            &format!("{}/population/persons/{}", env.base(), example_pid(i)),
-            &auth(&token, Some("benefit-assessment"), &mut s),
-        )
-        .await;
+    let get = |i: u32| {
+        let (h2, token) = (h2.clone(), token.clone());
+        let url = format!("{}/population/persons/{}", env.base(), example_pid(i));
+        async move {
+            let mut s = String::new();
+            get_with(&h2, &url, &auth(&token, Some("benefit-assessment"), &mut s)).await
+        }
+    };
+    // One after another: no worker is busier than another, so each request
+    // runs on its connection's worker.
+    for i in 0..6 {
+        let answer = get(i).await;
         assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
     }
-    let seen = registry.seen();
-    assert_eq!(seen.len(), 9);
-    let registry_connections: std::collections::BTreeSet<_> =
-        seen.iter().map(|request| request.peer).collect();
-    assert_eq!(
-        registry_connections.len(),
-        3,
-        "one registry connection per worker: {registry_connections:?}"
-    );
-    assert_eq!(audit_records(&env.audit_dir()).len(), 9);
+    let served = env.gateway().requests_per_worker();
+    assert_eq!(served.iter().sum::<u64>(), 6);
+    assert_eq!(served.iter().filter(|&&n| n > 0).count(), 1, "{served:?}");
+    // Twelve at once on the same connection, each held by the registry: they
+    // spread over every worker.
+    let at_once: Vec<_> = (6..18).map(|i| tokio::spawn(get(i))).collect();
+    for request in at_once {
+        let answer = request.await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    }
+    let served = env.gateway().requests_per_worker();
+    assert_eq!(served.iter().sum::<u64>(), 18);
+    assert!(served.iter().all(|&n| n > 0), "{served:?}");
+    assert_eq!(registry.seen().len(), 18);
+    assert_eq!(audit_records(&env.audit_dir()).len(), 18);
 }
 
 #[tokio::test]
