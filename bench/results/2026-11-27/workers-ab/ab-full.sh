@@ -45,11 +45,11 @@ for i in $(seq 1 ${ROUNDS:-3}); do
   for pair in "${NAME_A:-A} $A 18005" "${NAME_B:-B} $B 18006"; do
     set -- $pair
     t0=$(ticks $2)
-    out=$(h2load -t2 -c50 -m10 -D ${DUR:-8} -H "authorization: Bearer $TOKEN" -H "tollbu-purpose: benefit-assessment" http://127.0.0.1:$3/population/persons/$PID0 2>&1)
+    out=$(h2load -t${H2_THREADS:-2} -c${H2_CONNS:-50} -m${H2_STREAMS:-10} -D ${DUR:-8} -H "authorization: Bearer $TOKEN" -H "tollbu-purpose: benefit-assessment" http://127.0.0.1:$3/population/persons/$PID0 2>&1)
     t1=$(ticks $2)
     n=$(echo "$out" | awk '/^requests:/ {print $8}')
     rps=$(echo "$out" | awk '/^finished in/ {print $4}')
-    echo "h2c50 $1 $rps req/s succeeded $n cpu $(python3 -c "print(round($((t1-t0))*10000/max($n,1),1))") us/req  $(echo "$out" | awk '/time for request:/ {print "mean", $6, "max", $4}')"
+    echo "h2c${H2_CONNS:-50}m${H2_STREAMS:-10} $1 $rps req/s succeeded $n cpu $(python3 -c "print(round($((t1-t0))*10000/max($n,1),1))") us/req  $(echo "$out" | awk '/time for request:/ {print "mean", $6, "min", $4}')"
   done
 done
 fi
