@@ -78,8 +78,9 @@ impl Drop for RequestSlot {
 
 /// The worker an HTTP/2 request should run on, given each worker's requests in
 /// flight: its connection's worker `home`, unless the least busy worker has
-/// clearly fewer (under four fifths of home's, less two), so that balanced
-/// workers keep their requests and a lone busy connection still spreads.
+/// clearly fewer (its count plus a quarter plus two still under home's), so
+/// that balanced workers keep their requests and a lone busy connection still
+/// spreads.
 fn least_busy_unless_home_is_close(home: usize, in_flight: impl Iterator<Item = usize>) -> usize {
     let mut home_load = None;
     let mut least = None;
