@@ -239,11 +239,31 @@ fn metrics(live: &Live, state: &GatewayState) -> Response<Full<Bytes>> {
         );
     }
     render_fsync_histogram(&mut out, &audit.fsync);
+    render_worker_requests(&mut out, &live.workers);
     text_response(
         StatusCode::OK,
         out,
         "text/plain; version=0.0.4; charset=utf-8",
     )
+}
+
+/// Requests per request worker: a platform team sees whether the cores share the load (HTTP/1
+/// connections stay on the worker they were dealt to; see `workers`).
+fn render_worker_requests(out: &mut String, workers: &crate::workers::Dealer) {
+    out.push_str("# HELP tollbu_worker_requests_total Requests run by each request worker.\n# TYPE tollbu_worker_requests_total counter\n");
+    for (worker, served) in workers.requests_served().iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "tollbu_worker_requests_total{{worker=\"{worker}\"}} {served}"
+        );
+    }
+    out.push_str("# HELP tollbu_worker_requests_in_flight Requests running on each request worker.\n# TYPE tollbu_worker_requests_in_flight gauge\n");
+    for (worker, running) in workers.requests_in_flight().iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "tollbu_worker_requests_in_flight{{worker=\"{worker}\"}} {running}"
+        );
+    }
 }
 
 /// `tollbu_audit_fsync_seconds`: every durable answer waits for one or two segment fsyncs, so this

@@ -94,12 +94,18 @@ async fn start_parts(
         })?),
         None => None,
     };
-    let live = Arc::new(Live::new(state, tls_config, config.clone(), config_path));
+    let workers =
+        workers::Workers::start(config.gateway.worker_count()).map_err(BuildError::Workers)?;
+    let live = Arc::new(Live::new(
+        state,
+        tls_config,
+        config.clone(),
+        config_path,
+        workers.dealer(),
+    ));
     let (stop, stop_rx) = watch::channel(false);
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
     let connections = Arc::new(Semaphore::new(config.limits.max_connections.max(1)));
-    let workers =
-        workers::Workers::start(config.gateway.worker_count()).map_err(BuildError::Workers)?;
     let mut tasks = Vec::new();
 
     let mut plain_addr = None;
@@ -162,7 +168,7 @@ impl RunningGateway {
     /// Requests each request worker has run since start, by worker index: how
     /// evenly the load spreads over the cores.
     pub fn requests_per_worker(&self) -> Vec<u64> {
-        self.workers.dealer().requests_served()
+        self.live.workers.requests_served()
     }
 
     /// Stops accepting, lets in-flight requests finish within the grace

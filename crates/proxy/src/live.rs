@@ -27,6 +27,8 @@ pub struct Live {
     last_reload_error: RwLock<Option<String>>,
     /// Client connections currently open on the gateway listeners.
     pub open_connections: AtomicU64,
+    /// The request workers' runtimes and request counts (metrics read the counts).
+    pub workers: crate::workers::Dealer,
     /// The per-request tasks still running. A request whose client hung up
     /// outlives its connection, so shutdown waits on these as well as on
     /// the connections before it closes the audit log: its record is due.
@@ -63,6 +65,7 @@ impl Live {
         tls: Option<Arc<rustls::ServerConfig>>,
         config: Config,
         config_path: Option<PathBuf>,
+        workers: crate::workers::Dealer,
     ) -> Live {
         Live {
             state: RwLock::new(Arc::new(state)),
@@ -73,6 +76,7 @@ impl Live {
             reload_failures: AtomicU64::new(0),
             last_reload_error: RwLock::new(None),
             open_connections: AtomicU64::new(0),
+            workers,
             requests: tokio_util::task::TaskTracker::new(),
         }
     }

@@ -133,6 +133,14 @@ impl Dealer {
             .collect()
     }
 
+    /// Requests running on each worker now, by worker index.
+    pub fn requests_in_flight(&self) -> Vec<usize> {
+        self.loads
+            .iter()
+            .map(|load| load.in_flight.load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// Worker `index`'s runtime, if there is such a worker.
     pub fn handle(&self, index: usize) -> Option<&Handle> {
         self.handles.get(index)

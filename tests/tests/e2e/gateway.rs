@@ -240,6 +240,15 @@ async fn a_busy_http2_connection_spreads_over_the_workers_and_a_quiet_one_stays_
     let served = env.gateway().requests_per_worker();
     assert_eq!(served.iter().sum::<u64>(), 18);
     assert!(served.iter().all(|&n| n > 0), "{served:?}");
+    // The platform team sees the same on /metrics.
+    let metrics = tollbu_tests::get(&format!("{}/metrics", env.admin()), &[]).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    for (worker, n) in served.iter().enumerate() {
+        let line = format!("tollbu_worker_requests_total{{worker=\"{worker}\"}} {n}\n");
+        assert!(text.contains(&line), "{line} in {text}");
+        let idle = format!("tollbu_worker_requests_in_flight{{worker=\"{worker}\"}} 0\n");
+        assert!(text.contains(&idle), "{idle} in {text}");
+    }
     assert_eq!(registry.seen().len(), 18);
     assert_eq!(audit_records(&env.audit_dir()).len(), 18);
 }
