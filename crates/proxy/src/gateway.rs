@@ -3,6 +3,7 @@
 //! rate-limit buckets, audit log and metrics.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +58,9 @@ pub struct GatewayState {
     pub limits: LimitsSection,
     /// Request spans are exported through this when telemetry is on.
     pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    /// The request workers the registry pools are made for. Fixed at start: a
+    /// reload keeps it, since the workers themselves do not change.
+    workers: NonZeroUsize,
 }
 
 impl GatewayState {
@@ -98,6 +102,7 @@ impl GatewayState {
         rate_limits: Arc<RateLimits>,
     ) -> Result<GatewayState, BuildError> {
         let limits = config.limits.clone();
+        let workers = previous.map_or_else(|| config.gateway.worker_count(), |old| old.workers);
         let issuer_settings = issuer_settings(config)?;
         let verifier = match previous {
             Some(old) if old.issuer_settings == issuer_settings => Arc::clone(&old.verifier),
@@ -117,7 +122,7 @@ impl GatewayState {
             issuer_settings,
             policies,
             policies_dir,
-            upstreams: upstreams(config)?,
+            upstreams: upstreams(config, workers)?,
             rate_limits,
             default_rate_limit: Limit {
                 requests: limits.default_rate_requests,
@@ -127,7 +132,13 @@ impl GatewayState {
             metrics,
             limits,
             tracer: None,
+            workers,
         })
+    }
+
+    /// How many request workers to start (see the `workers` field).
+    pub fn worker_count(&self) -> NonZeroUsize {
+        self.workers
     }
 
     /// True when this state reuses `other`'s verifier (no key refetch needed).
@@ -178,7 +189,10 @@ fn jwks_client(config: &Config) -> Result<crate::http_client::HttpClient, BuildE
     )?)
 }
 
-fn upstreams(config: &Config) -> Result<HashMap<String, Upstream>, BuildError> {
+fn upstreams(
+    config: &Config,
+    workers: NonZeroUsize,
+) -> Result<HashMap<String, Upstream>, BuildError> {
     let mut upstreams = HashMap::new();
     for service in &config.services {
         let id = service.id.get_ref().clone();
@@ -198,7 +212,7 @@ fn upstreams(config: &Config) -> Result<HashMap<String, Upstream>, BuildError> {
         };
         let connect_timeout = config.limits.connect_timeout();
         let client = build_client(&tls, connect_timeout)?;
-        let per_worker = build_clients(&tls, connect_timeout, config.gateway.worker_count().get())?;
+        let per_worker = build_clients(&tls, connect_timeout, workers.get())?;
         let upstream = Upstream::new(
             service.upstream.get_ref(),
             client,

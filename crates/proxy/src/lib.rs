@@ -94,8 +94,7 @@ async fn start_parts(
         })?),
         None => None,
     };
-    let workers =
-        workers::Workers::start(config.gateway.worker_count()).map_err(BuildError::Workers)?;
+    let workers = workers::Workers::start(state.worker_count()).map_err(BuildError::Workers)?;
     let live = Arc::new(Live::new(
         state,
         tls_config,

@@ -211,6 +211,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     {
         changed.push("gateway listen addresses".to_owned());
     }
+    if old.gateway.workers != new.gateway.workers {
+        changed.push("gateway.workers".to_owned());
+    }
     if old.admin.listen != new.admin.listen {
         changed.push("admin.listen".to_owned());
     }
@@ -237,4 +240,49 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         tracing::warn!(setting = %item, "changed on reload; takes effect after a restart");
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use std::path::Path;
+
+    use super::*;
+
+    const CONFIG: &str = r#"
+[gateway]
+listen = "127.0.0.1:8080"
+
+[[issuer]]
+issuer = "https://test.maskinporten.no/"
+jwks_url = "https://test.maskinporten.no/jwk"
+
+[[service]]
+id = "population"
+upstream = "http://127.0.0.1:8101"
+
+[policies]
+dir = "policies"
+
+[audit]
+dir = "audit"
+origin = "tollbu.example/population/0"
+signing_key = "k.pem"
+pseudonym_key = "p.key"
+"#;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, "t.toml", Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn a_reload_that_changes_the_worker_count_says_it_needs_a_restart() {
+        let old = parse(CONFIG);
+        assert!(restart_only_changes(&old, &parse(CONFIG)).is_empty());
+        let more = CONFIG.replace("8080\"", "8080\"\nworkers = 5");
+        assert_eq!(
+            restart_only_changes(&old, &parse(&more)),
+            ["gateway.workers"]
+        );
+    }
 }

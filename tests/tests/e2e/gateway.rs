@@ -195,10 +195,10 @@ async fn http2_prior_knowledge_client_is_served() {
 
 /// An ingress in front of the gateway may send everything over one HTTP/2
 /// connection. Its requests must not be confined to the worker that holds the
-/// connection: they are dealt out, and each worker reaches the registry over
-/// its own connections. Nine requests one after another over one connection,
-/// three workers: three registry connections, one per worker (a single worker
-/// would reuse one).
+/// connection once that worker is busy; while it is not, they stay there
+/// (moving costs wake-ups across threads). Three workers: requests one after
+/// another all run on one worker, twelve at once reach every worker, and
+/// `/metrics` shows the same counts.
 #[tokio::test]
 async fn a_busy_http2_connection_spreads_over_the_workers_and_a_quiet_one_stays_home() {
     let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
