@@ -572,11 +572,12 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
-    const MINIMAL: &str = r#"
+    /// The smallest valid config (tests elsewhere in the crate start from it too).
+    pub(crate) const MINIMAL: &str = r#"
 [gateway]
 listen = "127.0.0.1:8080"
 

@@ -248,28 +248,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-
-    const CONFIG: &str = r#"
-[gateway]
-listen = "127.0.0.1:8080"
-
-[[issuer]]
-issuer = "https://test.maskinporten.no/"
-jwks_url = "https://test.maskinporten.no/jwk"
-
-[[service]]
-id = "population"
-upstream = "http://127.0.0.1:8101"
-
-[policies]
-dir = "policies"
-
-[audit]
-dir = "audit"
-origin = "tollbu.example/population/0"
-signing_key = "k.pem"
-pseudonym_key = "p.key"
-"#;
+    use crate::config::tests::MINIMAL as CONFIG;
 
     fn parse(text: &str) -> Config {
         Config::parse(text, "t.toml", Path::new(".")).unwrap()
