@@ -4,6 +4,7 @@
 
 mod notary;
 mod recover;
+mod spare;
 mod writer;
 
 use std::ops::Range;

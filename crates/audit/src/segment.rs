@@ -3,10 +3,17 @@
 //! A segment is named by the sequence number of its first record, 20 zero-padded digits plus
 //! `.seg`. Each entry is `len: u32 LE ‖ crc32(payload): u32 LE ‖ payload` (CRC-32/ISO-HDLC, as
 //! zlib). A frame whose header or payload is short, or whose checksum fails, ends the readable log.
+//!
+//! The active segment may end in a *zero tail*: zeros written ahead of the appends (see
+//! [`Storage::prepare_zeroed`]). Eight zero bytes where a frame header is due, followed by nothing
+//! but zeros to the end of the file, end the segment cleanly; any other byte after them is damage.
+//! No record is empty, so a real frame never starts with eight zero bytes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::error::AuditError;
 
@@ -29,9 +36,20 @@ pub trait SegmentFile: Send {
 
 /// Where segment files live. The real implementation is [`FsStorage`]; tests wrap it to fail on demand.
 pub trait Storage: Send + Sync {
-    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>>;
+    /// Opens (or creates) the segment at `path` to append after its frames, which end at
+    /// `frames_end`; what follows is a zero tail that the appends write over.
+    fn open_segment(&self, path: &Path, frames_end: u64) -> io::Result<Box<dyn SegmentFile>>;
     /// Makes a directory entry (a newly created file) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Writes `len` zero bytes to a new file at `path` and makes them durable, for a future segment
+    /// to be renamed from. Appends that overwrite blocks already written need no metadata update,
+    /// so their `fdatasync` is shorter than on blocks merely set aside (figures in
+    /// docs/BENCHMARKS.md). Called on a thread of its own, never on the writer's; stops early,
+    /// with an error, once `cancel` is set. By default not supported: every segment then starts
+    /// empty, as before.
+    fn prepare_zeroed(&self, _path: &Path, _len: u64, _cancel: &AtomicBool) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// Plain files.
@@ -62,19 +80,44 @@ impl SegmentFile for FsSegment {
     }
 }
 
+/// Zeros are written in small steps, each made durable before the next, with [`ZERO_PAUSE`]
+/// between them, so that a segment's `fdatasync` never waits long behind them: 64 MiB written in
+/// one go held this disk for ≈ 80 ms, and 1 MiB steps still raised the gateway's p99 at 50
+/// connections by a quarter, where 128 KiB steps did not measurably (docs/BENCHMARKS.md).
+const ZERO_STEP: usize = 128 << 10;
+const ZERO_PAUSE: Duration = Duration::from_millis(1);
+
 impl Storage for FsStorage {
-    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
+    fn open_segment(&self, path: &Path, frames_end: u64) -> io::Result<Box<dyn SegmentFile>> {
         let mut f = OpenOptions::new()
             .create(true)
             .read(true)
             .write(true)
             .truncate(false)
             .open(path)?;
-        f.seek(SeekFrom::End(0))?;
+        f.seek(SeekFrom::Start(frames_end))?;
         Ok(Box::new(FsSegment(f)))
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         sync_dir(dir)
+    }
+    fn prepare_zeroed(&self, path: &Path, len: u64, cancel: &AtomicBool) -> io::Result<()> {
+        let mut f = File::create(path)?;
+        let zeros = vec![0u8; ZERO_STEP];
+        let mut written = 0u64;
+        while written < len {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+            }
+            let step = (len - written).min(ZERO_STEP as u64) as usize;
+            f.write_all(&zeros[..step])?;
+            f.sync_data()?;
+            written += step as u64;
+            if written < len {
+                std::thread::sleep(ZERO_PAUSE);
+            }
+        }
+        f.sync_all()
     }
 }
 
@@ -210,6 +253,9 @@ impl FrameReader {
         if got == 0 {
             return Ok(FrameRead::End);
         }
+        if header[..got].iter().all(|&b| b == 0) {
+            return self.zero_tail(start, got);
+        }
         if got < FRAME_HEADER {
             return Ok(FrameRead::Bad {
                 offset: start,
@@ -247,6 +293,37 @@ impl FrameReader {
             offset: start,
             payload,
         })
+    }
+
+    /// At `start` the bytes read so far (`read` of them) are zeros: a clean end if only zeros
+    /// follow (the active segment's zero tail), damage otherwise. A live log may be appended to
+    /// while this reads: if the header at `start` is no longer zero, the non-zero bytes are that
+    /// append, and the log as read ends at `start`.
+    fn zero_tail(&mut self, start: u64, read: usize) -> io::Result<FrameRead> {
+        let mut at = start + read as u64;
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            let got = read_full(&mut self.r, &mut chunk)?;
+            if let Some(i) = chunk[..got].iter().position(|&b| b != 0) {
+                let mut header = [0u8; FRAME_HEADER];
+                let now = read_at(self.r.get_mut(), &mut header, start)?;
+                if header[..now].iter().any(|&b| b != 0) {
+                    return Ok(FrameRead::End);
+                }
+                return Ok(FrameRead::Bad {
+                    offset: start,
+                    reason: format!(
+                        "a zero frame header, but a non-zero byte at offset {} after it",
+                        at + i as u64
+                    ),
+                    payload: None,
+                });
+            }
+            at += got as u64;
+            if got < chunk.len() {
+                return Ok(FrameRead::End);
+            }
+        }
     }
 }
 
@@ -445,7 +522,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(segment_name(0));
-        let mut seg = FsStorage.open_segment(&path).unwrap();
+        let mut seg = FsStorage.open_segment(&path, 0).unwrap();
         seg.reserve(1 << 20);
         let mut buf = Vec::new();
         frame(b"first record", &mut buf);
@@ -469,6 +546,126 @@ mod tests {
             FrameRead::Frame { offset: 0, payload } if payload == b"first record"
         ));
         assert!(matches!(reader.next_frame().unwrap(), FrameRead::End));
+    }
+
+    #[test]
+    fn a_zero_tail_ends_a_segment_cleanly_and_any_other_byte_after_it_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(segment_name(0));
+        let mut buf = Vec::new();
+        frame(b"hello", &mut buf);
+        frame(b"world", &mut buf);
+        let frames_end = buf.len() as u64;
+        let read_all = |bytes: &[u8]| {
+            std::fs::write(&p, bytes).unwrap();
+            let mut r = FrameReader::open(&p).unwrap();
+            let mut out = Vec::new();
+            loop {
+                match r.next_frame().unwrap() {
+                    FrameRead::Frame { payload, .. } => out.push(payload),
+                    end => return (out, end),
+                }
+            }
+        };
+        // Zeros of any length after the frames, even fewer than a header's worth.
+        for zeros in [3usize, 8, 100_000] {
+            let mut bytes = buf.clone();
+            bytes.resize(buf.len() + zeros, 0);
+            let (frames, end) = read_all(&bytes);
+            assert_eq!(
+                frames,
+                [b"hello".to_vec(), b"world".to_vec()],
+                "{zeros} zeros"
+            );
+            assert!(matches!(end, FrameRead::End), "{zeros} zeros: {end:?}");
+        }
+        // A frame, or a stray byte, behind a zero header is not a clean end.
+        let mut bytes = buf.clone();
+        bytes.resize(buf.len() + 70_000, 0);
+        bytes[buf.len() + 69_000] = 7;
+        let (frames, end) = read_all(&bytes);
+        assert_eq!(frames.len(), 2);
+        assert!(
+            matches!(&end, FrameRead::Bad { offset, reason, .. }
+                if *offset == frames_end && reason.contains(&format!("offset {}", frames_end + 69_000))),
+            "{end:?}"
+        );
+    }
+
+    /// A reader of a live log that met the zero header just before an append landed sees the
+    /// log end there, not damage.
+    #[test]
+    fn an_append_that_lands_while_the_zero_tail_is_read_is_not_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(segment_name(0));
+        let mut first = Vec::new();
+        frame(b"hello", &mut first);
+        let mut bytes = first.clone();
+        bytes.resize(first.len() + 300_000, 0);
+        std::fs::write(&p, &bytes).unwrap();
+        let mut r = FrameReader::open(&p).unwrap();
+        assert!(matches!(r.next_frame().unwrap(), FrameRead::Frame { .. }));
+        // The reader's buffer now holds the zeros where the next header is due; a large batch is
+        // written there, reaching past the buffer.
+        let mut batch = Vec::new();
+        while batch.len() < 100_000 {
+            frame(&[b'x'; 1_000], &mut batch);
+        }
+        let mut f = OpenOptions::new().write(true).open(&p).unwrap();
+        f.seek(SeekFrom::Start(first.len() as u64)).unwrap();
+        f.write_all(&batch).unwrap();
+        assert!(matches!(r.next_frame().unwrap(), FrameRead::End));
+        // Read again, the batch is there.
+        let mut r = FrameReader::open(&p).unwrap();
+        let mut n = 0;
+        while let FrameRead::Frame { .. } = r.next_frame().unwrap() {
+            n += 1;
+        }
+        assert_eq!(n, 1 + batch.len() / 1_008);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn prepared_zeros_are_written_over_from_the_start_and_preparing_stops_when_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spare.zeroing");
+        let len = 2 * ZERO_STEP as u64 + 100;
+        let cancel = AtomicBool::new(false);
+        FsStorage.prepare_zeroed(&path, len, &cancel).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, len);
+        assert!(bytes.iter().all(|&b| b == 0));
+
+        let mut seg = FsStorage.open_segment(&path, 0).unwrap();
+        let mut buf = Vec::new();
+        frame(b"first record", &mut buf);
+        seg.append(&buf).unwrap();
+        seg.sync().unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            len,
+            "written over, not appended"
+        );
+        // Reopened after its frames, it goes on where they end.
+        let mut seg = FsStorage.open_segment(&path, buf.len() as u64).unwrap();
+        let mut second = Vec::new();
+        frame(b"second record", &mut second);
+        seg.append(&second).unwrap();
+        seg.sync().unwrap();
+        let mut r = FrameReader::open(&path).unwrap();
+        assert!(
+            matches!(r.next_frame().unwrap(), FrameRead::Frame { payload, .. } if payload == b"first record")
+        );
+        assert!(
+            matches!(r.next_frame().unwrap(), FrameRead::Frame { payload, .. } if payload == b"second record")
+        );
+        assert!(matches!(r.next_frame().unwrap(), FrameRead::End));
+
+        cancel.store(true, Ordering::Relaxed);
+        let other = dir.path().join("other");
+        let err = FsStorage.prepare_zeroed(&other, len, &cancel).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+        assert!(std::fs::metadata(&other).unwrap().len() < len);
     }
 
     #[test]

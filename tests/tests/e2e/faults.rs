@@ -594,9 +594,10 @@ impl tollbu_audit::Storage for FaultyDisk {
     fn open_segment(
         &self,
         path: &std::path::Path,
+        frames_end: u64,
     ) -> std::io::Result<Box<dyn tollbu_audit::SegmentFile>> {
         Ok(Box::new(FaultySegment(
-            tollbu_audit::FsStorage.open_segment(path)?,
+            tollbu_audit::FsStorage.open_segment(path, frames_end)?,
             self.0,
             Arc::clone(&self.1),
         )))

@@ -102,7 +102,9 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
     let mut segments = list_segments(&seg_dir)?;
     if segments.is_empty() {
         let path = seg_dir.join(segment_name(0));
-        storage.open_segment(&path).map_err(AuditError::io(&path))?;
+        storage
+            .open_segment(&path, 0)
+            .map_err(AuditError::io(&path))?;
         storage
             .sync_dir(&seg_dir)
             .map_err(AuditError::io(&seg_dir))?;
@@ -111,9 +113,11 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
     let last = segments[segments.len() - 1].clone();
     let (count, good_len, file_len, cut_reason) = scan_tail(&last)?;
     let mut segment = storage
-        .open_segment(&last.path)
+        .open_segment(&last.path, good_len)
         .map_err(AuditError::io(&last.path))?;
-    if good_len < file_len {
+    // Without a reason, what follows the frames is the zero tail written ahead of the appends:
+    // kept, and written over by the next ones.
+    if good_len < file_len && cut_reason.is_some() {
         segment
             .truncate(good_len)
             .map_err(AuditError::io(&last.path))?;
@@ -242,7 +246,8 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
 
 /// Counts the good frames of the last segment: returns (records, good length, file length, why cut).
 /// A frame is good when it is whole, its checksum holds, and it is the canonical record with the
-/// expected sequence number; the first frame that is not ends the log.
+/// expected sequence number; the first frame that is not ends the log. A clean end before the
+/// file's end (no reason given) is a zero tail.
 fn scan_tail(seg: &SegmentInfo) -> Result<(u64, u64, u64, Option<String>), AuditError> {
     let file_len = std::fs::metadata(&seg.path)
         .map_err(AuditError::io(&seg.path))?

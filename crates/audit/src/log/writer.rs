@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use super::notary::{NewTiles, Notary, Signing};
 use super::recover::Opened;
+use super::spare::Spare;
 use super::{AuditConfig, Durability, PruneReport, Shared};
 use crate::error::AuditError;
 use crate::hash::leaf_hash;
@@ -135,6 +136,9 @@ pub(crate) struct Writer {
     segment: Box<dyn SegmentFile>,
     seg_first: u64,
     seg_len: u64,
+    /// The next segment, zeroed ahead of time; asked for once per segment, at half full.
+    spare: Spare,
+    spare_requested: bool,
     next_seq: u64,
     index: IndexWriter,
     indexer: Indexer,
@@ -155,9 +159,11 @@ impl Writer {
         let notary = Notary::start(cfg.dir.clone(), o.signer, o.shared.clone())?;
         let mut segment = o.segment;
         segment.reserve(cfg.segment_max_bytes);
+        let seg_dir = cfg.dir.join("segments");
+        let spare = Spare::new(&seg_dir, cfg.segment_max_bytes, o.storage.clone());
         Ok(Self {
             dir: cfg.dir.clone(),
-            seg_dir: cfg.dir.join("segments"),
+            seg_dir,
             durability: cfg.durability,
             checkpoint_every: cfg.checkpoint_every.max(1),
             checkpoint_interval: cfg.checkpoint_interval,
@@ -168,6 +174,8 @@ impl Writer {
             segment,
             seg_first: o.seg_first,
             seg_len: o.seg_len,
+            spare,
+            spare_requested: false,
             next_seq,
             index: o.index,
             indexer: Indexer::start(),
@@ -412,6 +420,10 @@ impl Writer {
             let _ = self.checkpoint(false);
         }
         self.hand_over_tiles();
+        if !self.spare_requested && self.seg_len >= self.segment_max_bytes / 2 {
+            self.spare.request();
+            self.spare_requested = true;
+        }
     }
 
     /// Hands completed full tiles to the notary between checkpoints once enough have piled up, so
@@ -494,10 +506,13 @@ impl Writer {
 
     fn rotate(&mut self) -> Result<(), AuditError> {
         self.sync_if_dirty()?;
+        self.seal();
         let path = self.seg_dir.join(segment_name(self.next_seq));
+        // A spare renamed into place, or else a new empty file: either way the appends start at 0.
+        self.spare.take_as(&path);
         let seg = self
             .storage
-            .open_segment(&path)
+            .open_segment(&path, 0)
             .map_err(AuditError::io(&path))?;
         self.storage
             .sync_dir(&self.seg_dir)
@@ -506,7 +521,19 @@ impl Writer {
         self.segment.reserve(self.segment_max_bytes);
         self.seg_first = self.next_seq;
         self.seg_len = 0;
+        self.spare_requested = false;
         Ok(())
+    }
+
+    /// Cuts the zero tail off a segment that is about to stop being the active one, so that only
+    /// the active segment ever has one. The rotation point is past the spare's length, so there
+    /// is a tail only when `segment_max_bytes` was lowered since the segment began. Best effort:
+    /// a zero tail is still a clean end for every reader.
+    fn seal(&mut self) {
+        let path = self.seg_dir.join(segment_name(self.seg_first));
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() > self.seg_len) {
+            let _ = self.segment.truncate(self.seg_len);
+        }
     }
 
     /// Hands the current tree to the notary to sign, if it grew. Records are fsynced first, so a
@@ -606,6 +633,7 @@ impl Writer {
         // Wait for the last index flush so a clean shutdown leaves no re-indexing for the next open.
         self.indexer.finish();
         self.notary.finish();
+        self.spare.finish();
         signed?;
         self.sync_if_dirty()
     }

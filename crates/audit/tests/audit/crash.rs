@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use rand::Rng;
+use tollbu_audit::segment::{FrameRead, FrameReader, list_segments};
 use tollbu_audit::tooling::{self, Query};
 use tollbu_audit::{AuditLog, Durability};
 
@@ -89,6 +90,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
     let mut acked: BTreeMap<u64, String> = BTreeMap::new();
     let mut rng = rand::thread_rng();
     let mut torn_rounds = 0;
+    let mut zero_tail_rounds = 0;
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
             .args([
@@ -140,6 +142,9 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
         if report.truncated_bytes > 0 {
             torn_rounds += 1;
         }
+        if has_zero_tail(&dir.path().join("segments")) {
+            zero_tail_rounds += 1;
+        }
         let max_acked = *acked.keys().next_back().unwrap();
         assert!(
             report.records > max_acked,
@@ -175,7 +180,18 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
         "the child should acknowledge many records"
     );
     eprintln!(
-        "crash test: {} acknowledged records, {torn_rounds} of {ROUNDS} kills left a torn tail",
+        "crash test: {} acknowledged records, {torn_rounds} of {ROUNDS} kills left a torn tail, \
+         {zero_tail_rounds} reopened an active segment with a zero tail",
         acked.len()
     );
+}
+
+/// Whether the active segment was a prepared spare: zeros after its last frame.
+fn has_zero_tail(seg_dir: &std::path::Path) -> bool {
+    let Some(last) = list_segments(seg_dir).unwrap().pop() else {
+        return false;
+    };
+    let mut r = FrameReader::open(&last.path).unwrap();
+    while let FrameRead::Frame { .. } = r.next_frame().unwrap() {}
+    r.offset() < std::fs::metadata(&last.path).unwrap().len()
 }

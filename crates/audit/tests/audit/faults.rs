@@ -24,9 +24,9 @@ struct FailingStorage(Arc<Flags>);
 struct FailingSegment(Box<dyn SegmentFile>, Arc<Flags>);
 
 impl Storage for FailingStorage {
-    fn open_segment(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
+    fn open_segment(&self, path: &Path, frames_end: u64) -> io::Result<Box<dyn SegmentFile>> {
         Ok(Box::new(FailingSegment(
-            FsStorage.open_segment(path)?,
+            FsStorage.open_segment(path, frames_end)?,
             self.0.clone(),
         )))
     }

@@ -501,3 +501,89 @@ fn full_tiles_reach_the_disk_without_checkpoints(durability: Durability) {
         report.text
     );
 }
+
+/// Segments after the first start as a spare of zeros prepared while the previous one filled; the
+/// appends write over the zeros, a restart keeps the zero tail and goes on after the last frame,
+/// and nothing of it is reported as damage or seen by readers.
+#[test]
+fn later_segments_are_written_over_prepared_zeros_and_a_restart_continues_after_the_frames() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let seg_dir = dir.path().join("segments");
+    let mut cfg = keys.config(dir.path());
+    cfg.segment_max_bytes = 64 * 1024;
+    let (log, _) = AuditLog::open(cfg.clone()).unwrap();
+    let first = seg_dir.join(format!("{:020}.seg", 0));
+    let mut appended = 0u64;
+    // Half a segment: the spare is asked for.
+    while std::fs::metadata(&first).unwrap().len() < cfg.segment_max_bytes / 2 {
+        log.append_blocking(record(appended, &ps)).unwrap();
+        appended += 1;
+    }
+    let spare = seg_dir.join("spare.zeroed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !spare.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spare was prepared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(
+        std::fs::metadata(&spare).unwrap().len(),
+        cfg.segment_max_bytes
+    );
+    // Past the end of the first segment: the next one is the spare, renamed.
+    let segments = || {
+        let mut s: Vec<_> = std::fs::read_dir(&seg_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        s.sort();
+        s
+    };
+    while segments().len() < 2 {
+        log.append_blocking(record(appended, &ps)).unwrap();
+        appended += 1;
+    }
+    assert!(!spare.exists(), "the spare became the new segment");
+    let second = segments()[1].clone();
+    assert_eq!(
+        std::fs::metadata(&second).unwrap().len(),
+        cfg.segment_max_bytes,
+        "the new segment keeps its zero tail"
+    );
+    let bytes = std::fs::read(&second).unwrap();
+    assert!(
+        bytes[..16].iter().any(|&b| b != 0),
+        "the records start at 0"
+    );
+    assert!(bytes[bytes.len() - 16..].iter().all(|&b| b == 0));
+    log.shutdown().unwrap();
+
+    // Reopened: the zero tail is not damage, and the appends go on after the last frame.
+    let (log, report) = AuditLog::open(cfg.clone()).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.records, appended);
+    for i in appended..appended + 5 {
+        assert_eq!(log.append_blocking(record(i, &ps)).unwrap(), i);
+    }
+    appended += 5;
+    log.shutdown().unwrap();
+    assert_eq!(
+        std::fs::metadata(&second).unwrap().len(),
+        cfg.segment_max_bytes,
+        "still written over, not appended after"
+    );
+    let v = tooling::verify(dir.path(), &[], None);
+    assert!(v.ok, "{}", v.text);
+    assert!(
+        v.text.contains(&format!("records: {appended}\n")),
+        "{}",
+        v.text
+    );
+    let r = tooling::query(dir.path(), &Query::default(), None, true);
+    assert_eq!(r.text.lines().count() as u64, appended, "{}", r.text);
+}

@@ -222,3 +222,27 @@ fn a_forged_checkpoint_is_rejected() {
     let r = tooling::verify(f.dir.path(), &[], Some("tollbu.example/x+00000000+AQ=="));
     assert!(!r.ok);
 }
+
+/// The active segment may end in zeros written ahead of the appends; they hold nothing, and a
+/// record blanked to zeros in the middle, or bytes hidden in the tail, do not pass for them.
+#[test]
+fn a_zero_tail_verifies_but_a_blanked_record_or_a_byte_hidden_in_it_is_found() {
+    let f = Fixture::new();
+    f.rewrite(|b, _| b.resize(b.len() + 64 * 1024, 0));
+    let r = f.verify();
+    assert!(r.ok, "{}", r.text);
+    assert!(r.text.contains(&format!("records: {N}\n")), "{}", r.text);
+
+    let end = std::fs::metadata(f.segment()).unwrap().len() as usize;
+    f.rewrite(|b, _| b[end - 1000] = 1);
+    let r = f.verify();
+    assert_first_bad(&r, N);
+    assert!(r.text.contains("non-zero byte"), "{}", r.text);
+
+    let f = Fixture::new();
+    f.rewrite(|b, frames| {
+        let (off, len) = frames[300];
+        b[off..off + len].fill(0);
+    });
+    assert_first_bad(&f.verify(), 300);
+}
