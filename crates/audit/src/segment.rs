@@ -221,6 +221,9 @@ pub enum FrameRead {
 pub struct FrameReader {
     r: BufReader<File>,
     offset: u64,
+    /// Whether a zero header is a clean end only after the zeros behind it were read and found
+    /// to be zeros (the default; see [`FrameReader::zero_tail_unchecked`]).
+    check_zero_tail: bool,
 }
 
 impl FrameReader {
@@ -229,6 +232,7 @@ impl FrameReader {
         Ok(Self {
             r: BufReader::with_capacity(1 << 16, f),
             offset: 0,
+            check_zero_tail: true,
         })
     }
 
@@ -239,7 +243,16 @@ impl FrameReader {
         Ok(Self {
             r: BufReader::with_capacity(1 << 12, f),
             offset,
+            check_zero_tail: true,
         })
+    }
+
+    /// Ends the read at a zero header without reading the zeros behind it, which can be a whole
+    /// segment's worth. For queries and browsing of the active segment, which end at the log's
+    /// end anyway; verification and recovery keep the check, which finds bytes hidden behind it.
+    pub fn zero_tail_unchecked(mut self) -> Self {
+        self.check_zero_tail = false;
+        self
     }
 
     pub fn offset(&self) -> u64 {
@@ -254,6 +267,9 @@ impl FrameReader {
             return Ok(FrameRead::End);
         }
         if header[..got].iter().all(|&b| b == 0) {
+            if !self.check_zero_tail {
+                return Ok(FrameRead::End);
+            }
             return self.zero_tail(start, got);
         }
         if got < FRAME_HEADER {
@@ -567,6 +583,15 @@ mod tests {
                 }
             }
         };
+        // Unchecked, a zero header simply ends the read.
+        let mut bytes = buf.clone();
+        bytes.resize(buf.len() + 70_000, 0);
+        bytes[buf.len() + 69_000] = 7;
+        std::fs::write(&p, &bytes).unwrap();
+        let mut r = FrameReader::open(&p).unwrap().zero_tail_unchecked();
+        assert!(matches!(r.next_frame().unwrap(), FrameRead::Frame { .. }));
+        assert!(matches!(r.next_frame().unwrap(), FrameRead::Frame { .. }));
+        assert!(matches!(r.next_frame().unwrap(), FrameRead::End));
         // Zeros of any length after the frames, even fewer than a header's worth.
         for zeros in [3usize, 8, 100_000] {
             let mut bytes = buf.clone();

@@ -140,6 +140,10 @@ fn read_segment(
     mut f: impl FnMut(u64, &[u8]) -> Result<(), AuditError>,
 ) -> Result<(), AuditError> {
     let mut r = FrameReader::open(&seg.path)?;
+    if last {
+        // The active segment's zero tail is not read through on every page.
+        r = r.zero_tail_unchecked();
+    }
     let mut seq = seg.first_seq;
     loop {
         match r.next_frame().map_err(AuditError::io(&seg.path))? {

@@ -154,6 +154,10 @@ fn scan_tail(
             Some((p, offset, seq)) if p == i => (FrameReader::open_at(&seg.path, offset)?, seq),
             _ => (FrameReader::open(&seg.path)?, seg.first_seq),
         };
+        if last {
+            // The active segment's zero tail is not read through on every query.
+            r = r.zero_tail_unchecked();
+        }
         loop {
             match r.next_frame().map_err(AuditError::io(&seg.path))? {
                 FrameRead::Frame { payload, .. } => {
