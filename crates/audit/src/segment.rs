@@ -532,6 +532,16 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
+    /// A temp dir, the path of segment 0 in it (not yet written), and two framed payloads.
+    fn hello_world() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(segment_name(0));
+        let mut buf = Vec::new();
+        frame(b"hello", &mut buf);
+        frame(b"world", &mut buf);
+        (dir, p, buf)
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn a_reserved_segment_has_its_blocks_but_keeps_its_size() {
@@ -566,11 +576,7 @@ mod tests {
 
     #[test]
     fn a_zero_tail_ends_a_segment_cleanly_and_any_other_byte_after_it_is_damage() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join(segment_name(0));
-        let mut buf = Vec::new();
-        frame(b"hello", &mut buf);
-        frame(b"world", &mut buf);
+        let (_dir, p, buf) = hello_world();
         let frames_end = buf.len() as u64;
         let read_all = |bytes: &[u8]| {
             std::fs::write(&p, bytes).unwrap();
@@ -713,11 +719,7 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_torn_tails_are_detected() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join(segment_name(0));
-        let mut buf = Vec::new();
-        frame(b"hello", &mut buf);
-        frame(b"world", &mut buf);
+        let (_dir, p, mut buf) = hello_world();
         std::fs::write(&p, &buf[..buf.len() - 2]).unwrap();
         let mut r = FrameReader::open(&p).unwrap();
         assert!(
