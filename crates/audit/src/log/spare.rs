@@ -75,19 +75,15 @@ impl Spare {
         }
     }
 
-    /// Moves a ready spare to `path`, which the caller then opens as the new segment (and makes
-    /// its directory entry durable). `false` when none is ready, or the rename failed.
-    pub fn take_as(&mut self, path: &Path) -> bool {
+    /// Moves a ready spare to `path`, which the caller then opens (or creates, when no spare was
+    /// ready or the rename failed) as the new segment, and makes its directory entry durable.
+    pub fn take_as(&mut self, path: &Path) {
         if self.state.load(Ordering::Acquire) != READY {
-            return false;
+            return;
         }
         self.state.store(IDLE, Ordering::Release);
-        match std::fs::rename(&self.zeroed, path) {
-            Ok(()) => true,
-            Err(_) => {
-                let _ = std::fs::remove_file(&self.zeroed);
-                false
-            }
+        if std::fs::rename(&self.zeroed, path).is_err() {
+            let _ = std::fs::remove_file(&self.zeroed);
         }
     }
 
