@@ -216,7 +216,9 @@ impl TokenVerifier {
             }
             self.verified.invalidate(&digest);
         }
-        let (caller, valid_until, kid) = self.verify_uncached(token, now).await?;
+        // Boxed: the full check (and a possible key fetch) is rare once tokens
+        // are cached, and inline it would make every request's future 1 KiB larger.
+        let (caller, valid_until, kid) = Box::pin(self.verify_uncached(token, now)).await?;
         let caller = Arc::new(caller);
         self.verified.insert(
             digest,

@@ -127,10 +127,13 @@ pub async fn accept_loop(
                 // Its own task: a client that resets the stream or hangs up
                 // cannot stop a request that reached the registry from
                 // being recorded. Tracked, so that shutdown waits for it.
-                let handling = stack::handle(live.state(), request, peer, scheme);
+                // The future is made inside the task: awaiting one made
+                // outside would store it twice in the task (≈ 4 KiB more per
+                // request in flight).
+                let state = live.state();
                 let task = async move {
                     let _counted_until_done = slot;
-                    handling.await
+                    stack::handle(state, request, peer, scheme).await
                 };
                 let handled = match moved_to.and_then(|to| dealer.handle(to)) {
                     Some(worker) => live.requests.spawn_on(task, worker),
@@ -144,14 +147,20 @@ pub async fn accept_loop(
                 }
             });
             match tls {
+                // Boxed: a TLS connection's state is half as large again as a
+                // plaintext one's, and each task is sized for its largest arm.
                 Some(acceptor) => {
-                    let Ok(Ok(tls_stream)) =
-                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
-                    else {
-                        return;
-                    };
-                    let connection = builder.serve_connection(TokioIo::new(tls_stream), service);
-                    let _ = watcher.watch(connection.into_owned()).await;
+                    Box::pin(async move {
+                        let Ok(Ok(tls_stream)) =
+                            tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        else {
+                            return;
+                        };
+                        let connection =
+                            builder.serve_connection(TokioIo::new(tls_stream), service);
+                        let _ = watcher.watch(connection.into_owned()).await;
+                    })
+                    .await
                 }
                 None => {
                     let connection = builder.serve_connection(TokioIo::new(stream), service);

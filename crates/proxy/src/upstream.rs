@@ -212,16 +212,52 @@ impl Upstream {
             let mut headers = parts.headers;
             strip_hop_by_hop(&mut headers);
             headers.remove(header::CONTENT_LENGTH);
+            let body = collected.to_bytes();
+            let body = if body.len() <= DETACH_MAX_BYTES {
+                Bytes::copy_from_slice(&body)
+            } else {
+                body
+            };
             Ok(UpstreamResponse {
                 status: parts.status,
-                headers,
-                body: collected.to_bytes(),
+                headers: detached_headers(headers),
+                body,
             })
         };
         tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| UpstreamError::Timeout)?
     }
+}
+
+/// Answers up to this size are copied out of the registry connection's read
+/// buffer. hyper hands out the header values and a one-chunk body as slices of
+/// that buffer, so a 1 KiB answer held until its audit record is durable would
+/// keep the whole buffer (8 KiB or more) alive, and the connection would
+/// allocate a fresh one for every answer. A larger body fills most of its
+/// buffer anyway and is not copied.
+const DETACH_MAX_BYTES: usize = 64 * 1024;
+
+/// `headers` with every value in its own allocation (see [`DETACH_MAX_BYTES`]).
+fn detached_headers(headers: HeaderMap) -> HeaderMap {
+    let mut detached = HeaderMap::with_capacity(headers.len());
+    let mut name: Option<HeaderName> = None;
+    // A map's values come grouped by name; the name is given with the first.
+    for (next_name, value) in headers {
+        if next_name.is_some() {
+            name = next_name;
+        }
+        let Some(name) = &name else { continue };
+        let copy = match HeaderValue::from_bytes(value.as_bytes()) {
+            Ok(mut copy) => {
+                copy.set_sensitive(value.is_sensitive());
+                copy
+            }
+            Err(_) => value,
+        };
+        detached.append(name.clone(), copy);
+    }
+    detached
 }
 
 /// The caller's headers minus hop-by-hop ones, credentials, anything that
@@ -327,6 +363,32 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn detached_headers_keep_every_value_and_release_the_read_buffer() {
+        // As hyper hands them out: every value a slice of the connection's read buffer.
+        let buffer = Bytes::from(b"application/json|a=1|b=2|secret".to_vec());
+        let value = |from: usize, to: usize| {
+            HeaderValue::from_maybe_shared(buffer.slice(from..to)).unwrap()
+        };
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONTENT_TYPE, value(0, 16));
+        headers.append(header::SET_COOKIE, value(17, 20));
+        headers.append(header::SET_COOKIE, value(21, 24));
+        let mut secret = value(25, 31);
+        secret.set_sensitive(true);
+        headers.append("x-registry-token", secret);
+        assert!(!buffer.is_unique());
+
+        let detached = detached_headers(headers);
+        assert!(buffer.is_unique(), "a value still shares the read buffer");
+        assert_eq!(detached.len(), 4);
+        assert_eq!(detached[header::CONTENT_TYPE], "application/json");
+        let cookies: Vec<_> = detached.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(detached["x-registry-token"], "secret");
+        assert!(detached["x-registry-token"].is_sensitive());
+    }
 
     #[test]
     fn outbound_headers_drop_credentials_and_spoofed_identity() {
