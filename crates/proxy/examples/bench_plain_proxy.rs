@@ -1,6 +1,6 @@
 //! Tollbu as a plain reverse proxy, for the load benchmark (bench/run.sh):
-//! the gateway's own listener settings (`server::connection_builder` with the
-//! default limits), pooled upstream client (`http_client::build_client`) and
+//! the gateway's own listener settings (`server::ConnectionBuilders` with the
+//! default limits, the HTTP version told by `server::plaintext_version`), pooled upstream client (`http_client::build_client`) and
 //! forwarding (`upstream::Upstream::forward`: header hygiene, forwarding
 //! headers, total timeout, whole-body read under the size limit) — but no
 //! token check, no policy decision, no rate limit, no minimisation and no
@@ -67,7 +67,7 @@ async fn serve(listen: SocketAddr, upstream_url: String) {
             .expect("upstream URL")
             .with_worker_clients(per_worker),
     );
-    let builder = Arc::new(tollbu_proxy::server::connection_builder(&limits));
+    let builders = Arc::new(tollbu_proxy::server::ConnectionBuilders::new(&limits));
     let limits = Arc::new(limits);
     let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
     eprintln!("bench_plain_proxy: http://{listen} -> {upstream_url}");
@@ -78,7 +78,7 @@ async fn serve(listen: SocketAddr, upstream_url: String) {
         let _ = stream.set_nodelay(true);
         let stream = stream.into_std().expect("std stream");
         let upstream = Arc::clone(&upstream);
-        let builder = Arc::clone(&builder);
+        let builders = Arc::clone(&builders);
         let limits = Arc::clone(&limits);
         dealer.next().spawn(async move {
             let stream = tokio::net::TcpStream::from_std(stream).expect("worker stream");
@@ -87,7 +87,11 @@ async fn serve(listen: SocketAddr, upstream_url: String) {
                 let limits = Arc::clone(&limits);
                 async move { Ok::<_, Infallible>(proxy(&upstream, &limits, request, peer).await) }
             });
-            let _ = builder
+            let Ok(Some(version)) = tollbu_proxy::server::plaintext_version(&stream).await else {
+                return;
+            };
+            let _ = builders
+                .for_version(Some(version))
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

@@ -289,7 +289,7 @@ async fn tls_listener_requires_a_client_certificate() {
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let stream = connector.connect(server_name, tcp).await.unwrap();
+    let stream = connector.connect(server_name.clone(), tcp).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -309,6 +309,32 @@ async fn tls_listener_requires_a_client_certificate() {
     .unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+
+    // HTTP/1.1 over TLS: agreed by ALPN, and from a client that names no protocol.
+    for alpn in [Some(b"http/1.1".to_vec()), None] {
+        let mut config = Arc::unwrap_or_clone(tls_client_config(Some((
+            demo_material::AGENCY_WELFARE_CERT_PEM,
+            demo_material::AGENCY_WELFARE_KEY_PEM,
+        ))));
+        config.alpn_protocols = alpn.clone().into_iter().collect();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let stream = connector.connect(server_name.clone(), tcp).await.unwrap();
+        assert_eq!(stream.get_ref().1.alpn_protocol(), alpn.as_deref());
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::get(format!("/population/persons/{}", example_pid(0)))
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {token}"))
+            .header("tollbu-purpose", "benefit-assessment")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "ALPN {alpn:?}");
+    }
 }
 
 #[tokio::test]
