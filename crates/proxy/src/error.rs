@@ -31,6 +31,8 @@ pub enum Problem {
     UnknownOperation,
     /// Request or response body larger than allowed.
     PayloadTooLarge,
+    /// Request head (request line and headers) larger than `max_header_bytes`.
+    HeadersTooLarge,
     /// Too many requests for this consumer and grant.
     RateLimited {
         retry_after_secs: u64,
@@ -181,6 +183,11 @@ impl Problem {
                 "payload_too_large",
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "The body is larger than allowed",
+            ),
+            Problem::HeadersTooLarge => (
+                "headers_too_large",
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "The request headers are larger than allowed",
             ),
             Problem::RateLimited { .. } => (
                 "rate_limited",

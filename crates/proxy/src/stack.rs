@@ -59,6 +59,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let started = Instant::now();
+    let http1 = request.version() < http::Version::HTTP_2;
     let request_id = request_id(request.headers());
     let trace = RequestTrace::start(
         state.tracer.as_ref(),
@@ -98,7 +99,14 @@ where
                 _ => AuditDecision::Deny,
             };
             outcome.record.reason = Some(problem.code().to_owned());
-            problem.to_response(&request_id)
+            let mut response = problem.to_response(&request_id);
+            // A client that sends an oversized head is not kept talking.
+            if problem == Problem::HeadersTooLarge && http1 {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
         }
     };
     finish(&state, outcome, response, &request_id, &trace).await
@@ -194,6 +202,9 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     // 2. route
+    if head_bytes(&request) > state.limits.max_header_bytes {
+        return Err(Problem::HeadersTooLarge);
+    }
     if request.version() < http::Version::HTTP_2 && request.uri().authority().is_some() {
         return Err(Problem::BadPath);
     }
@@ -387,6 +398,28 @@ where
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// The request head's size as HTTP/1.1 sends it: the request line, each
+/// header as `name: value` and a line end, and the empty line.
+///
+/// hyper checks its `max_buf_size` only when the bytes read so far do not
+/// hold a whole head, and its buffer grows in steps that can pass the limit:
+/// an oversized head that arrives at once can be parsed whole. This is the
+/// exact check of `max_header_bytes`.
+fn head_bytes<B>(request: &Request<B>) -> usize {
+    const LINE_END: usize = 2;
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(1, |target| target.as_str().len());
+    let request_line = request.method().as_str().len() + 1 + target + " HTTP/1.1".len() + LINE_END;
+    request
+        .headers()
+        .iter()
+        .fold(request_line + LINE_END, |size, (name, value)| {
+            size + name.as_str().len() + ": ".len() + value.len() + LINE_END
+        })
 }
 
 fn bearer_token(headers: &http::HeaderMap) -> Result<&str, Problem> {

@@ -54,17 +54,19 @@ async fn oversized_and_too_many_headers_get_431() {
     let addr = addr_of(&env.base());
     let path = format!("/population/persons/{}", example_pid(0));
 
-    // One header larger than max_header_bytes (32 KiB).
-    let big = format!(
-        "{}x-big: {}\r\n\r\n",
-        request_head(&path, &token, ""),
-        "a".repeat(40_000)
-    );
-    let attack = tokio::spawn(async move { raw_exchange(addr, big.as_bytes(), WAIT).await });
-    assert_still_served(&env, &token).await;
-    let outcome = attack.await.unwrap();
-    assert_eq!(outcome.statuses(), [431], "{}", outcome.text());
-    assert!(outcome.closed, "connection closed after 431");
+    // One header larger than max_header_bytes (32 KiB), and a head one byte
+    // over it: refused however the bytes arrive (here in one write, which
+    // hyper's own buffer limit lets through).
+    let head = request_head(&path, &token, "");
+    let just_over = 32_768 + 1 - (head.len() + "x-big: \r\n\r\n".len());
+    for filler in [40_000, just_over] {
+        let big = format!("{head}x-big: {}\r\n\r\n", "a".repeat(filler));
+        let attack = tokio::spawn(async move { raw_exchange(addr, big.as_bytes(), WAIT).await });
+        assert_still_served(&env, &token).await;
+        let outcome = attack.await.unwrap();
+        assert_eq!(outcome.statuses(), [431], "{}", outcome.text());
+        assert!(outcome.closed, "connection closed after 431");
+    }
 
     // More headers than max_header_count (100).
     let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
@@ -84,9 +86,33 @@ async fn oversized_and_too_many_headers_get_431() {
     assert_eq!(outcome.statuses(), [200], "{}", outcome.text());
     assert_eq!(
         upstream.seen().len(),
-        2,
+        3,
         "only the good requests reached the registry"
     );
+}
+
+#[tokio::test]
+async fn silent_connections_and_a_stalled_http2_preface_are_closed_at_the_header_read_timeout() {
+    let (env, _upstream, token) = env_with_recorder(Options {
+        limits: "header_read_timeout_ms = 400\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let addr = addr_of(&env.base());
+    // Nothing at all, and the first bytes of the HTTP/2 preface and then nothing: the gateway
+    // cannot yet tell which HTTP either speaks, and must not hold the connection for it.
+    for first in [&b""[..], &b"PRI * HTTP/2"[..]] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(first).await.unwrap();
+        let mut answer = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        assert!(
+            matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
+            "a connection that sent {first:?} is still open after 5 s"
+        );
+        assert_still_served(&env, &token).await;
+    }
 }
 
 #[tokio::test]
