@@ -48,6 +48,14 @@ async fn env_with_recorder(options: Options) -> (Env, RecordingUpstream, String)
     (env, upstream, token)
 }
 
+/// A 400 ms header read timeout, so that tests of it finish quickly.
+fn short_header_read_timeout() -> Options {
+    Options {
+        limits: "header_read_timeout_ms = 400\n".into(),
+        ..Options::default()
+    }
+}
+
 #[tokio::test]
 async fn oversized_and_too_many_headers_get_431() {
     let (env, upstream, token) = env_with_recorder(Options::default()).await;
@@ -93,11 +101,7 @@ async fn oversized_and_too_many_headers_get_431() {
 
 #[tokio::test]
 async fn silent_connections_and_a_stalled_http2_preface_are_closed_at_the_header_read_timeout() {
-    let (env, _upstream, token) = env_with_recorder(Options {
-        limits: "header_read_timeout_ms = 400\n".into(),
-        ..Options::default()
-    })
-    .await;
+    let (env, _upstream, token) = env_with_recorder(short_header_read_timeout()).await;
     let addr = addr_of(&env.base());
     // Nothing at all, and the first bytes of the HTTP/2 preface and then nothing: the gateway
     // cannot yet tell which HTTP either speaks, and must not hold the connection for it.
@@ -117,11 +121,7 @@ async fn silent_connections_and_a_stalled_http2_preface_are_closed_at_the_header
 
 #[tokio::test]
 async fn slowloris_is_cut_off_at_the_header_read_timeout() {
-    let (env, upstream, token) = env_with_recorder(Options {
-        limits: "header_read_timeout_ms = 400\n".into(),
-        ..Options::default()
-    })
-    .await;
+    let (env, upstream, token) = env_with_recorder(short_header_read_timeout()).await;
     let addr = addr_of(&env.base());
     let request = format!(
         "{}\r\n",
