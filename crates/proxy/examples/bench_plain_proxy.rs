@@ -91,7 +91,7 @@ async fn serve(listen: SocketAddr, upstream_url: String) {
                 return;
             };
             let _ = builders
-                .for_version(Some(version))
+                .for_version(version)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

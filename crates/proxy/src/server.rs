@@ -56,38 +56,36 @@ pub enum HttpVersion {
     Http2,
 }
 
-/// The listener's connection builders: one per HTTP version, for connections
-/// whose version is known before the first read, and one that finds out.
+/// The listener's connection builders, one per HTTP version: each connection's
+/// version is known before hyper reads from it.
 ///
-/// Finding out costs memory: hyper-util reads the first 24 bytes on their own
-/// and hands them back as hyper's first read, so an HTTP/1 connection starts
-/// with a partial request head and its read buffer grows to 16 KiB instead of
-/// 8 KiB (8 MiB more at 1,000 connections). Plaintext connections are told
-/// apart by peeking ([`plaintext_version`]), TLS ones by ALPN.
+/// hyper-util's builder for both versions finds out by reading the first 24
+/// bytes on their own and handing them back as hyper's first read; an HTTP/1
+/// connection then starts with a partial request head, and its read buffer
+/// grows to 16 KiB instead of 8 KiB (8 MiB more at 1,000 connections). That
+/// read also has no timer. Plaintext connections are told apart by peeking
+/// ([`plaintext_version`]), TLS ones by ALPN ([`negotiated_version`]).
 #[derive(Clone)]
 pub struct ConnectionBuilders {
     http1: auto::Builder<TokioExecutor>,
     http2: auto::Builder<TokioExecutor>,
-    either: auto::Builder<TokioExecutor>,
 }
 
 impl ConnectionBuilders {
     /// Builders with the configured limits.
     pub fn new(limits: &LimitsSection) -> Self {
-        let either = connection_builder(limits);
+        let both = connection_builder(limits);
         ConnectionBuilders {
-            http1: either.clone().http1_only(),
-            http2: either.clone().http2_only(),
-            either,
+            http1: both.clone().http1_only(),
+            http2: both.http2_only(),
         }
     }
 
-    /// The builder for a connection that speaks `version` (`None`: not known yet).
-    pub fn for_version(&self, version: Option<HttpVersion>) -> &auto::Builder<TokioExecutor> {
+    /// The builder for a connection that speaks `version`.
+    pub fn for_version(&self, version: HttpVersion) -> &auto::Builder<TokioExecutor> {
         match version {
-            Some(HttpVersion::Http1) => &self.http1,
-            Some(HttpVersion::Http2) => &self.http2,
-            None => &self.either,
+            HttpVersion::Http1 => &self.http1,
+            HttpVersion::Http2 => &self.http2,
         }
     }
 }
@@ -121,12 +119,13 @@ pub async fn plaintext_version(
     }
 }
 
-/// The version a TLS connection agreed by ALPN; `None` if it named none.
-fn negotiated_version(alpn: Option<&[u8]>) -> Option<HttpVersion> {
+/// The version a TLS connection agreed by ALPN. HTTP/2 over TLS is only ever
+/// agreed that way (RFC 9113, section 3.2), so a client that names no
+/// protocol speaks HTTP/1.1.
+fn negotiated_version(alpn: Option<&[u8]>) -> HttpVersion {
     match alpn {
-        Some(b"h2") => Some(HttpVersion::Http2),
-        Some(b"http/1.1") => Some(HttpVersion::Http1),
-        _ => None,
+        Some(b"h2") => HttpVersion::Http2,
+        _ => HttpVersion::Http1,
     }
 }
 
@@ -254,7 +253,7 @@ pub async fn accept_loop(
                         return;
                     };
                     let connection = builders
-                        .for_version(Some(version))
+                        .for_version(version)
                         .serve_connection(TokioIo::new(stream), service);
                     let _ = watcher.watch(connection.into_owned()).await;
                 }
@@ -356,7 +355,7 @@ mod tests {
         );
         drop(rest.await.unwrap());
 
-        // An HTTP/1 request with the method PRI is HTTP/1 from its 11th byte.
+        // An HTTP/1 request with the method PRI is HTTP/1 from its 12th byte.
         let (mut client, server) = pair().await;
         client
             .write_all(b"PRI * HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -374,12 +373,9 @@ mod tests {
     }
 
     #[test]
-    fn the_tls_version_is_the_one_alpn_agreed() {
-        assert_eq!(negotiated_version(Some(b"h2")), Some(HttpVersion::Http2));
-        assert_eq!(
-            negotiated_version(Some(b"http/1.1")),
-            Some(HttpVersion::Http1)
-        );
-        assert_eq!(negotiated_version(None), None);
+    fn the_tls_version_is_the_one_alpn_agreed_and_http1_without_alpn() {
+        assert_eq!(negotiated_version(Some(b"h2")), HttpVersion::Http2);
+        assert_eq!(negotiated_version(Some(b"http/1.1")), HttpVersion::Http1);
+        assert_eq!(negotiated_version(None), HttpVersion::Http1);
     }
 }
