@@ -233,9 +233,9 @@ impl Upstream {
 /// Answers up to this size are copied out of the registry connection's read
 /// buffer. hyper hands out the header values and a one-chunk body as slices of
 /// that buffer, so a 1 KiB answer held until its audit record is durable would
-/// keep the whole buffer (8 KiB or more) alive, and the connection would
-/// allocate a fresh one for every answer. A larger body fills most of its
-/// buffer anyway and is not copied.
+/// keep the whole buffer (8 KiB or more) alive that long, while the connection
+/// reads on into a new one. A larger body fills most of its buffer anyway and
+/// is not copied.
 const DETACH_MAX_BYTES: usize = 64 * 1024;
 
 /// `headers` with every value in its own allocation (see [`DETACH_MAX_BYTES`]).
