@@ -1,6 +1,6 @@
 //! Tollbu as a plain reverse proxy, for the load benchmark (bench/run.sh):
 //! the gateway's own listener settings (`server::ConnectionBuilders` with the
-//! default limits, the HTTP version told by `server::plaintext_version`), pooled upstream client (`http_client::build_client`) and
+//! default limits, the HTTP version told by `http_version::plaintext_version`), pooled upstream client (`http_client::build_client`) and
 //! forwarding (`upstream::Upstream::forward`: header hygiene, forwarding
 //! headers, total timeout, whole-body read under the size limit) — but no
 //! token check, no policy decision, no rate limit, no minimisation and no
@@ -87,7 +87,8 @@ async fn serve(listen: SocketAddr, upstream_url: String) {
                 let limits = Arc::clone(&limits);
                 async move { Ok::<_, Infallible>(proxy(&upstream, &limits, request, peer).await) }
             });
-            let Ok(Some(version)) = tollbu_proxy::server::plaintext_version(&stream).await else {
+            let Ok(Some(version)) = tollbu_proxy::http_version::plaintext_version(&stream).await
+            else {
                 return;
             };
             let _ = builders

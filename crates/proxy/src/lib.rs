@@ -18,6 +18,7 @@ pub mod error;
 pub mod gateway;
 pub mod headers;
 pub mod http_client;
+pub mod http_version;
 pub mod live;
 pub mod metrics;
 pub mod minimise;

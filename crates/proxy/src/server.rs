@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::LimitsSection;
+use crate::http_version::{HttpVersion, negotiated_version, plaintext_version, with_h2_preface};
 use crate::live::Live;
 use crate::stack;
 use crate::workers::Dealer;
@@ -49,13 +50,6 @@ fn connection_builder(limits: &LimitsSection) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Which HTTP a connection speaks, when known before hyper reads from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpVersion {
-    Http1,
-    Http2,
-}
-
 /// The listener's connection builders, one per HTTP version: each connection's
 /// version is known before hyper reads from it.
 ///
@@ -63,8 +57,8 @@ pub enum HttpVersion {
 /// bytes on their own and handing them back as hyper's first read; an HTTP/1
 /// connection then starts with a partial request head, and its read buffer
 /// grows to 16 KiB instead of 8 KiB (8 MiB more at 1,000 connections). That
-/// read also has no timer. Plaintext connections are told apart by peeking
-/// ([`plaintext_version`]), TLS ones by ALPN ([`negotiated_version`]).
+/// read also has no timer. Plaintext connections are told apart by peeking,
+/// TLS ones by ALPN (see [`crate::http_version`]).
 #[derive(Clone)]
 pub struct ConnectionBuilders {
     http1: auto::Builder<TokioExecutor>,
@@ -87,45 +81,6 @@ impl ConnectionBuilders {
             HttpVersion::Http1 => &self.http1,
             HttpVersion::Http2 => &self.http2,
         }
-    }
-}
-
-/// What an HTTP/2 client with prior knowledge sends first (RFC 9113, section 3.4).
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// How long to wait before peeking again at a connection whose bytes so far
-/// are the start of the HTTP/2 preface: peeking does not consume them, so the
-/// socket stays readable and an immediate retry would spin.
-const PREFACE_RETRY: Duration = Duration::from_millis(5);
-
-/// Tells an HTTP/1 connection from an HTTP/2 one by peeking at its first
-/// bytes, without taking them off the socket. `None`: it closed first.
-pub async fn plaintext_version(
-    stream: &tokio::net::TcpStream,
-) -> std::io::Result<Option<HttpVersion>> {
-    let mut first = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = stream.peek(&mut first).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        if first[..n] != H2_PREFACE[..n] {
-            return Ok(Some(HttpVersion::Http1));
-        }
-        if n == H2_PREFACE.len() {
-            return Ok(Some(HttpVersion::Http2));
-        }
-        tokio::time::sleep(PREFACE_RETRY).await;
-    }
-}
-
-/// The version a TLS connection agreed by ALPN. HTTP/2 over TLS is only ever
-/// agreed that way (RFC 9113, section 3.2), so a client that names no
-/// protocol speaks HTTP/1.1.
-fn negotiated_version(alpn: Option<&[u8]>) -> HttpVersion {
-    match alpn {
-        Some(b"h2") => HttpVersion::Http2,
-        _ => HttpVersion::Http1,
     }
 }
 
@@ -236,11 +191,30 @@ pub async fn accept_loop(
                         else {
                             return;
                         };
-                        let version = negotiated_version(tls_stream.get_ref().1.alpn_protocol());
-                        let connection = builders
-                            .for_version(version)
-                            .serve_connection(TokioIo::new(tls_stream), service);
-                        let _ = watcher.watch(connection.into_owned()).await;
+                        match negotiated_version(tls_stream.get_ref().1.alpn_protocol()) {
+                            HttpVersion::Http1 => {
+                                let connection = builders
+                                    .for_version(HttpVersion::Http1)
+                                    .serve_connection(TokioIo::new(tls_stream), service);
+                                let _ = watcher.watch(connection.into_owned()).await;
+                            }
+                            HttpVersion::Http2 => {
+                                // hyper's HTTP/2 handshake would wait for the
+                                // preface without end.
+                                let Ok(Ok(Some(stream))) = tokio::time::timeout(
+                                    handshake_timeout,
+                                    with_h2_preface(tls_stream),
+                                )
+                                .await
+                                else {
+                                    return;
+                                };
+                                let connection = builders
+                                    .for_version(HttpVersion::Http2)
+                                    .serve_connection(TokioIo::new(stream), service);
+                                let _ = watcher.watch(connection.into_owned()).await;
+                            }
+                        }
                     })
                     .await
                 }
@@ -298,84 +272,5 @@ impl Drop for OpenConnection {
         self.0
             .open_connections
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// A connected pair on 127.0.0.1: (client side, server side).
-    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        (client, server)
-    }
-
-    #[tokio::test]
-    async fn plaintext_version_peeks_without_taking_the_bytes() {
-        let request = b"GET /population/persons/1 HTTP/1.1\r\nhost: x\r\n\r\n";
-        let (mut client, mut server) = pair().await;
-        client.write_all(request).await.unwrap();
-        assert_eq!(
-            plaintext_version(&server).await.unwrap(),
-            Some(HttpVersion::Http1)
-        );
-        // hyper still reads the whole request, from its first byte.
-        let mut read = vec![0u8; request.len()];
-        server.read_exact(&mut read).await.unwrap();
-        assert_eq!(read, request);
-
-        let (mut client, server) = pair().await;
-        client.write_all(H2_PREFACE).await.unwrap();
-        assert_eq!(
-            plaintext_version(&server).await.unwrap(),
-            Some(HttpVersion::Http2)
-        );
-    }
-
-    #[tokio::test]
-    async fn plaintext_version_waits_for_a_split_preface_and_tells_lookalikes_apart() {
-        // The preface in two pieces: the answer waits for the second.
-        let (mut client, server) = pair().await;
-        client.write_all(&H2_PREFACE[..10]).await.unwrap();
-        let rest = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            client.write_all(&H2_PREFACE[10..]).await.unwrap();
-            client
-        });
-        assert_eq!(
-            plaintext_version(&server).await.unwrap(),
-            Some(HttpVersion::Http2)
-        );
-        drop(rest.await.unwrap());
-
-        // An HTTP/1 request with the method PRI is HTTP/1 from its 12th byte.
-        let (mut client, server) = pair().await;
-        client
-            .write_all(b"PRI * HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        assert_eq!(
-            plaintext_version(&server).await.unwrap(),
-            Some(HttpVersion::Http1)
-        );
-
-        // A client that hangs up before its first byte has nothing to serve.
-        let (client, server) = pair().await;
-        drop(client);
-        assert_eq!(plaintext_version(&server).await.unwrap(), None);
-    }
-
-    #[test]
-    fn the_tls_version_is_the_one_alpn_agreed_and_http1_without_alpn() {
-        assert_eq!(negotiated_version(Some(b"h2")), HttpVersion::Http2);
-        assert_eq!(negotiated_version(Some(b"http/1.1")), HttpVersion::Http1);
-        assert_eq!(negotiated_version(None), HttpVersion::Http1);
     }
 }

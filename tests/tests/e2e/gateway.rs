@@ -338,6 +338,40 @@ async fn tls_listener_requires_a_client_certificate() {
 }
 
 #[tokio::test]
+async fn a_tls_client_that_agrees_http2_and_then_sends_nothing_is_closed_at_the_header_read_timeout()
+ {
+    let env = Env::start(Options {
+        tls: true,
+        limits: "header_read_timeout_ms = 400\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut config = Arc::unwrap_or_clone(tls_client_config(Some((
+        demo_material::AGENCY_WELFARE_CERT_PEM,
+        demo_material::AGENCY_WELFARE_KEY_PEM,
+    ))));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(env.tls_addr())
+        .await
+        .unwrap();
+    let server_name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = connector.connect(server_name, tcp).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a TLS connection that agreed h2 and sent no preface is still open after 5 s"
+    );
+}
+
+#[tokio::test]
 async fn admin_reports_health_readiness_and_metrics() {
     let env = Env::start(Options::default()).await;
     assert_eq!(
