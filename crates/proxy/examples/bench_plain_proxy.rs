@@ -1,8 +1,9 @@
 //! Tollbu as a plain reverse proxy, for the load benchmark (bench/run.sh):
 //! the gateway's own listener settings (`server::ConnectionBuilders` with the
-//! default limits, the HTTP version told by `http_version::plaintext_version`), pooled upstream client (`http_client::build_client`) and
-//! forwarding (`upstream::Upstream::forward`: header hygiene, forwarding
-//! headers, total timeout, whole-body read under the size limit) — but no
+//! default limits, the HTTP version told by `http_version::plaintext_version`),
+//! pooled upstream client (`http_client::build_client`) and forwarding
+//! (`upstream::Upstream::forward`: header hygiene, forwarding headers, total
+//! timeout, whole-body read under the size limit) — but no
 //! token check, no policy decision, no rate limit, no minimisation and no
 //! audit record. It measures what the pipeline costs on top of proxying.
 //! Same allocator as the `tollbu` binary (mimalloc) and the same threads: an
