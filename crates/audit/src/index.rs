@@ -3,7 +3,8 @@
 //! Layout: `index/<kind>/<hh>.idx`, 256 buckets per kind chosen by the first byte of the key digest.
 //! An entry is 40 bytes: `SHA-256(key)[..16] ‖ seq u64 LE ‖ segment first seq u64 LE ‖ frame offset
 //! u64 LE`. Buckets are appended and fsynced in batches (see the writer), then `index/watermark`
-//! records how many records are durably indexed; on open the records after it are indexed again.
+//! records how many records are durably indexed; on open the records after it are indexed again,
+//! after a bucket's torn last entry (a crash during an append) is cut so the entries stay aligned.
 //! Entries are hints: a query re-reads and re-checks every record it returns, and duplicates are
 //! removed.
 
@@ -87,6 +88,50 @@ impl IndexWriter {
             format!("{} {} {}\n", mark.seq, mark.segment, mark.offset).as_bytes(),
         )
     }
+}
+
+/// Cuts the partial entry a crash during an append can leave at a bucket's end. Appends after it
+/// would otherwise start mid-entry, and every later entry of the bucket would be misread. Returns
+/// what was cut, for the recovery report.
+pub(crate) fn cut_torn_entries(dir: &Path) -> Result<Vec<String>, AuditError> {
+    let mut notes = Vec::new();
+    for kind in [IndexKind::Subject, IndexKind::Consumer] {
+        let kind_dir = dir.join("index").join(kind.dir());
+        let buckets = match std::fs::read_dir(&kind_dir) {
+            Ok(buckets) => buckets,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(AuditError::Io {
+                    path: kind_dir,
+                    source: e,
+                });
+            }
+        };
+        for bucket in buckets {
+            let path = bucket.map_err(AuditError::io(&kind_dir))?.path();
+            if path.extension().is_none_or(|e| e != "idx") {
+                continue;
+            }
+            let len = std::fs::metadata(&path)
+                .map_err(AuditError::io(&path))?
+                .len();
+            let torn = len % ENTRY_BYTES as u64;
+            if torn == 0 {
+                continue;
+            }
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(AuditError::io(&path))?;
+            file.set_len(len - torn).map_err(AuditError::io(&path))?;
+            file.sync_all().map_err(AuditError::io(&path))?;
+            notes.push(format!(
+                "cut {torn} bytes of a torn entry from the end of {}",
+                path.display()
+            ));
+        }
+    }
+    Ok(notes)
 }
 
 /// How far the index is durable: records below `seq` are indexed, and record `seq` (the first

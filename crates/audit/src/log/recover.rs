@@ -9,7 +9,7 @@ use super::{AuditConfig, Durability, Shared};
 use crate::checkpoint::{CheckpointSigner, NoteVerifier, open_checkpoint};
 use crate::error::AuditError;
 use crate::hash::{Hash, leaf_hash};
-use crate::index::{IndexKind, IndexWriter, Location, watermark};
+use crate::index::{IndexKind, IndexWriter, Location, cut_torn_entries, watermark};
 use crate::pseudonym::Pseudonymiser;
 use crate::record::decode;
 use crate::segment::{
@@ -196,6 +196,7 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         checkpoint_note = Some(note);
     }
 
+    report.notes.extend(cut_torn_entries(dir)?);
     let mut index = IndexWriter::default();
     let from = watermark(dir).seq.min(size);
     for_each_in_range(&segments, from, size, |seq, offset, seg, bytes| {
