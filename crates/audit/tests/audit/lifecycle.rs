@@ -207,20 +207,7 @@ fn rotation_queries_citizen_report_and_retention() {
     // After a clean shutdown the index covers everything: the indexed answer equals the scan's.
     let watermark = tollbu_audit::index::watermark(dir.path());
     assert_eq!(watermark.seq, 1_011);
-    let q = Query {
-        subject: Some(person(3)),
-        ..Query::default()
-    };
-    let r = tooling::query(dir.path(), &q, Some(&keys.pseudonym()), true);
-    let got: Vec<u64> = r
-        .text
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let got = seqs_about(dir.path(), &person(3), &keys);
     let want: Vec<u64> = (pruned.first_retained..1_011)
         .filter(|i| i % 7 == 3)
         .collect();
@@ -269,14 +256,7 @@ fn clear_text_subjects_are_refused() {
 #[test]
 fn a_torn_tail_is_cut_and_reported() {
     use std::io::Write;
-    let keys = Keys::new();
-    let dir = tempfile::tempdir().unwrap();
-    let ps = keys.pseudonymiser();
-    let (log, _) = AuditLog::open(keys.config(dir.path())).unwrap();
-    for i in 0..10 {
-        log.append_blocking(record(i, &ps)).unwrap();
-    }
-    log.shutdown().unwrap();
+    let (keys, dir, ps) = closed_log_with(10);
     // Half of a frame, as a crash in the middle of a write leaves it; and a torn history entry.
     let mut half = Vec::new();
     tollbu_audit::segment::frame(
@@ -591,14 +571,7 @@ fn later_segments_are_written_over_prepared_zeros_and_a_restart_continues_after_
 #[test]
 fn an_index_entry_torn_by_a_crash_is_cut_on_open_and_later_entries_are_found() {
     use std::io::Write;
-    let keys = Keys::new();
-    let dir = tempfile::tempdir().unwrap();
-    let ps = keys.pseudonymiser();
-    let (log, _) = AuditLog::open(keys.config(dir.path())).unwrap();
-    for i in 0..50 {
-        log.append_blocking(record(i, &ps)).unwrap();
-    }
-    log.shutdown().unwrap();
+    let (keys, dir, ps) = closed_log_with(50);
 
     // A crash during the next index flush: part of an entry reached every bucket, and the
     // watermark did not move.
@@ -629,20 +602,36 @@ fn an_index_entry_torn_by_a_crash_is_cut_on_open_and_later_entries_are_found() {
     assert_eq!(tollbu_audit::index::watermark(dir.path()).seq, 100);
 
     // Every record of the person is found through the index, the ones indexed after the cut too.
+    let want: Vec<u64> = (0..100).filter(|i| i % 7 == 3).collect();
+    assert_eq!(seqs_about(dir.path(), &person(3), &keys), want);
+}
+
+/// A log with `records` records, shut down cleanly: the state a crash test then damages.
+fn closed_log_with(records: u64) -> (Keys, tempfile::TempDir, tollbu_audit::Pseudonymiser) {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let (log, _) = AuditLog::open(keys.config(dir.path())).unwrap();
+    for i in 0..records {
+        log.append_blocking(record(i, &ps)).unwrap();
+    }
+    log.shutdown().unwrap();
+    (keys, dir, ps)
+}
+
+/// The sequence numbers `tollbu audit query --subject` lists for `subject`.
+fn seqs_about(dir: &std::path::Path, subject: &str, keys: &Keys) -> Vec<u64> {
     let q = Query {
-        subject: Some(person(3)),
+        subject: Some(subject.to_owned()),
         ..Query::default()
     };
-    let r = tooling::query(dir.path(), &q, Some(&keys.pseudonym()), true);
-    let got: Vec<u64> = r
-        .text
+    let r = tooling::query(dir, &q, Some(&keys.pseudonym()), true);
+    r.text
         .lines()
         .map(|l| {
             serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
                 .as_u64()
                 .unwrap()
         })
-        .collect();
-    let want: Vec<u64> = (0..100).filter(|i| i % 7 == 3).collect();
-    assert_eq!(got, want);
+        .collect()
 }
