@@ -106,6 +106,9 @@ after(async () => {
     demo.kill('SIGTERM');
     await new Promise((r) => demo.once('exit', r));
   }
+  // The demo's state (its audit log reserves a whole segment) would otherwise stay in the
+  // machine's temporary directory after every run; TOLLBU_KEEP_STATE=1 keeps it for a look.
+  if (stateDir && !process.env.TOLLBU_KEEP_STATE) fs.rmSync(stateDir, { recursive: true, force: true });
 });
 
 test('the console is refused without a session, and absent from the gateway port', async () => {
