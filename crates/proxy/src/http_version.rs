@@ -80,13 +80,6 @@ pub struct Replayed<S> {
     stream: S,
 }
 
-impl<S> Replayed<S> {
-    /// The stream underneath (for its TLS state).
-    pub fn get_ref(&self) -> &S {
-        &self.stream
-    }
-}
-
 impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
