@@ -589,11 +589,12 @@ mod tests {
                 }
             }
         };
+        // A stray byte well behind a zero header.
+        let mut stray = buf.clone();
+        stray.resize(buf.len() + 70_000, 0);
+        stray[buf.len() + 69_000] = 7;
         // Unchecked, a zero header simply ends the read.
-        let mut bytes = buf.clone();
-        bytes.resize(buf.len() + 70_000, 0);
-        bytes[buf.len() + 69_000] = 7;
-        std::fs::write(&p, &bytes).unwrap();
+        std::fs::write(&p, &stray).unwrap();
         let mut r = FrameReader::open(&p).unwrap().zero_tail_unchecked();
         assert!(matches!(r.next_frame().unwrap(), FrameRead::Frame { .. }));
         assert!(matches!(r.next_frame().unwrap(), FrameRead::Frame { .. }));
@@ -610,11 +611,8 @@ mod tests {
             );
             assert!(matches!(end, FrameRead::End), "{zeros} zeros: {end:?}");
         }
-        // A frame, or a stray byte, behind a zero header is not a clean end.
-        let mut bytes = buf.clone();
-        bytes.resize(buf.len() + 70_000, 0);
-        bytes[buf.len() + 69_000] = 7;
-        let (frames, end) = read_all(&bytes);
+        // Checked, the stray byte behind the zero header is not a clean end.
+        let (frames, end) = read_all(&stray);
         assert_eq!(frames.len(), 2);
         assert!(
             matches!(&end, FrameRead::Bad { offset, reason, .. }

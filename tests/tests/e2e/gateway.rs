@@ -253,6 +253,25 @@ async fn a_busy_http2_connection_spreads_over_the_workers_and_a_quiet_one_stays_
     assert_eq!(audit_records(&env.audit_dir()).len(), 18);
 }
 
+/// A TLS connection to the gateway at `addr` with the welfare agency's client certificate,
+/// offering `alpn` (no protocol when `None`); the gateway must agree to what was offered.
+async fn welfare_agency_tls(
+    addr: std::net::SocketAddr,
+    alpn: Option<&[u8]>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut config = Arc::unwrap_or_clone(tls_client_config(Some((
+        demo_material::AGENCY_WELFARE_CERT_PEM,
+        demo_material::AGENCY_WELFARE_KEY_PEM,
+    ))));
+    config.alpn_protocols = alpn.map(<[u8]>::to_vec).into_iter().collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let server_name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = connector.connect(server_name, tcp).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), alpn);
+    stream
+}
+
 #[tokio::test]
 async fn tls_listener_requires_a_client_certificate() {
     let env = Env::start(Options {
@@ -267,7 +286,7 @@ async fn tls_listener_requires_a_client_certificate() {
     // Without a client certificate the handshake (or the first read) fails.
     let connector = tokio_rustls::TlsConnector::from(tls_client_config(None));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let refused = match connector.connect(server_name.clone(), tcp).await {
+    let refused = match connector.connect(server_name, tcp).await {
         Err(_) => true,
         Ok(mut stream) => {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -281,16 +300,7 @@ async fn tls_listener_requires_a_client_certificate() {
     assert!(refused, "a client without a certificate must not be served");
 
     // With the welfare agency's certificate, HTTP/2 over TLS (ALPN) works.
-    let config = tls_client_config(Some((
-        demo_material::AGENCY_WELFARE_CERT_PEM,
-        demo_material::AGENCY_WELFARE_KEY_PEM,
-    )));
-    let mut config = Arc::unwrap_or_clone(config);
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let stream = connector.connect(server_name.clone(), tcp).await.unwrap();
-    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let stream = welfare_agency_tls(addr, Some(b"h2")).await;
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(stream),
@@ -311,16 +321,8 @@ async fn tls_listener_requires_a_client_certificate() {
     assert_eq!(response.status(), StatusCode::OK);
 
     // HTTP/1.1 over TLS: agreed by ALPN, and from a client that names no protocol.
-    for alpn in [Some(b"http/1.1".to_vec()), None] {
-        let mut config = Arc::unwrap_or_clone(tls_client_config(Some((
-            demo_material::AGENCY_WELFARE_CERT_PEM,
-            demo_material::AGENCY_WELFARE_KEY_PEM,
-        ))));
-        config.alpn_protocols = alpn.clone().into_iter().collect();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let stream = connector.connect(server_name.clone(), tcp).await.unwrap();
-        assert_eq!(stream.get_ref().1.alpn_protocol(), alpn.as_deref());
+    for alpn in [Some(&b"http/1.1"[..]), None] {
+        let stream = welfare_agency_tls(addr, alpn).await;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await
@@ -346,18 +348,7 @@ async fn a_tls_client_that_agrees_http2_and_then_sends_nothing_is_closed_at_the_
         ..Options::default()
     })
     .await;
-    let mut config = Arc::unwrap_or_clone(tls_client_config(Some((
-        demo_material::AGENCY_WELFARE_CERT_PEM,
-        demo_material::AGENCY_WELFARE_KEY_PEM,
-    ))));
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(env.tls_addr())
-        .await
-        .unwrap();
-    let server_name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut stream = connector.connect(server_name, tcp).await.unwrap();
-    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut stream = welfare_agency_tls(env.tls_addr(), Some(b"h2")).await;
     use tokio::io::AsyncReadExt;
     let mut answer = Vec::new();
     let closed = tokio::time::timeout(

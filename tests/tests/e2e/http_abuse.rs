@@ -112,7 +112,7 @@ async fn silent_connections_and_a_stalled_http2_preface_are_closed_at_the_header
         let closed =
             tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
         assert!(
-            matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
+            closed.is_ok(),
             "a connection that sent {first:?} is still open after 5 s"
         );
         assert_still_served(&env, &token).await;
