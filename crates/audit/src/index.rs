@@ -2,19 +2,21 @@
 //!
 //! Layout: `index/<kind>/<hh>.idx`, 256 buckets per kind chosen by the first byte of the key digest.
 //! An entry is 40 bytes: `SHA-256(key)[..16] ‖ seq u64 LE ‖ segment first seq u64 LE ‖ frame offset
-//! u64 LE`. Buckets are appended and fsynced in batches (see the writer), then `index/watermark`
-//! records how many records are durably indexed; on open the records after it are indexed again,
-//! after a bucket's torn last entry (a crash during an append) is cut so the entries stay aligned.
-//! Entries are hints: a query re-reads and re-checks every record it returns, and duplicates are
-//! removed.
+//! u64 LE`. Entries are appended to their buckets whenever enough are buffered, without fsync, and
+//! every so often the written buckets are fsynced and `index/watermark` records how many records
+//! are durably indexed (see the writer). On open the records after the watermark are indexed
+//! again, after a bucket's torn last entry (a crash during an append) is cut so the entries stay
+//! aligned. Entries are hints: a query re-reads and re-checks every record it returns, and
+//! duplicates are removed, so entries written ahead of the watermark and written again after a
+//! crash are harmless.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use crate::error::AuditError;
-use crate::segment::{append_durably, write_atomic};
+use crate::segment::{append_unsynced, sync_dir, write_atomic};
 
 pub const ENTRY_BYTES: usize = 40;
 
@@ -56,10 +58,14 @@ fn bucket_path(dir: &Path, kind: IndexKind, k: &[u8; 16]) -> PathBuf {
         .join(format!("{:02x}.idx", k[0]))
 }
 
-/// Buffers entries between flushes (owned by the writer thread).
+/// A bucket file: the index kind and the first byte of the key digests it holds.
+pub(crate) type Bucket = (IndexKind, u8);
+
+/// Buffers entries until they are written to their buckets (owned by the writer thread).
 #[derive(Default)]
 pub struct IndexWriter {
-    pending: BTreeMap<(IndexKind, u8), Vec<u8>>,
+    pending: BTreeMap<Bucket, Vec<u8>>,
+    pending_bytes: usize,
 }
 
 impl IndexWriter {
@@ -74,19 +80,72 @@ impl IndexWriter {
         buf.extend_from_slice(&loc.seq.to_le_bytes());
         buf.extend_from_slice(&loc.segment.to_le_bytes());
         buf.extend_from_slice(&loc.offset.to_le_bytes());
+        self.pending_bytes += ENTRY_BYTES;
     }
 
-    /// Appends and fsyncs every touched bucket, then moves the watermark.
-    pub fn flush(&mut self, dir: &Path, mark: Watermark) -> Result<(), AuditError> {
+    /// Bytes of entries buffered and not yet written to their buckets.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Appends every buffered entry to its bucket without fsync, adding the buckets written to
+    /// `unsynced`. A crash may lose or tear these entries; that is harmless while the watermark
+    /// stays behind them, since the records after it are indexed again on open.
+    pub(crate) fn write_out(
+        &mut self,
+        dir: &Path,
+        unsynced: &mut BTreeSet<Bucket>,
+    ) -> Result<(), AuditError> {
+        self.pending_bytes = 0;
         for ((kind, b), buf) in std::mem::take(&mut self.pending) {
             let mut k = [0u8; 16];
             k[0] = b;
-            append_durably(&bucket_path(dir, kind, &k), &buf)?;
+            append_unsynced(&bucket_path(dir, kind, &k), &buf)?;
+            unsynced.insert((kind, b));
         }
+        Ok(())
+    }
+
+    /// Writes every buffered entry, fsyncs every bucket written since the last durable flush
+    /// (`unsynced`, emptied), then moves the watermark.
+    pub(crate) fn flush_durably(
+        &mut self,
+        dir: &Path,
+        unsynced: &mut BTreeSet<Bucket>,
+        mark: Watermark,
+    ) -> Result<(), AuditError> {
+        self.write_out(dir, unsynced)?;
+        for &(kind, b) in unsynced.iter() {
+            let mut k = [0u8; 16];
+            k[0] = b;
+            let path = bucket_path(dir, kind, &k);
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_data())
+                .map_err(AuditError::io(&path))?;
+        }
+        if !unsynced.is_empty() {
+            // New buckets (and a new index directory) are durable only with their directories.
+            let index_dir = dir.join("index");
+            for d in [
+                index_dir.join("subject"),
+                index_dir.join("consumer"),
+                index_dir,
+            ] {
+                if d.exists() {
+                    sync_dir(&d).map_err(AuditError::io(&d))?;
+                }
+            }
+        }
+        unsynced.clear();
         write_atomic(
             &dir.join("index").join("watermark"),
             format!("{} {} {}\n", mark.seq, mark.segment, mark.offset).as_bytes(),
         )
+    }
+
+    /// Appends and fsyncs every buffered entry, then moves the watermark.
+    pub fn flush(&mut self, dir: &Path, mark: Watermark) -> Result<(), AuditError> {
+        self.flush_durably(dir, &mut BTreeSet::new(), mark)
     }
 }
 

@@ -489,6 +489,23 @@ pub fn for_each_in_range(
 /// Appends `data` to `path` and fsyncs it; a file created by this call (and its directory, if
 /// missing) also has its directory entry made durable.
 pub fn append_durably(path: &Path, data: &[u8]) -> Result<(), AuditError> {
+    let (file, created) = append(path, data)?;
+    file.sync_data().map_err(AuditError::io(path))?;
+    if created {
+        let parent = path.parent().unwrap_or(Path::new("."));
+        sync_dir(parent).map_err(AuditError::io(parent))?;
+    }
+    Ok(())
+}
+
+/// Appends `data` to `path` (created with its directory if missing) and leaves it in the page
+/// cache: the caller fsyncs the file and its directory later, or can afford to lose it.
+pub fn append_unsynced(path: &Path, data: &[u8]) -> Result<(), AuditError> {
+    append(path, data).map(drop)
+}
+
+/// Appends `data` to `path`; returns the file and whether this call created it.
+fn append(path: &Path, data: &[u8]) -> Result<(File, bool), AuditError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     let created = !path.exists();
     if created {
@@ -500,11 +517,7 @@ pub fn append_durably(path: &Path, data: &[u8]) -> Result<(), AuditError> {
         .open(path)
         .map_err(AuditError::io(path))?;
     f.write_all(data).map_err(AuditError::io(path))?;
-    f.sync_data().map_err(AuditError::io(path))?;
-    if created {
-        sync_dir(parent).map_err(AuditError::io(parent))?;
-    }
-    Ok(())
+    Ok((f, created))
 }
 
 /// Writes `data` to `path` atomically (temp file, fsync, rename, fsync directory).

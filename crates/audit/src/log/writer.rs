@@ -9,6 +9,7 @@
 //! cannot be trusted) or any failure after the records became durable poisons the log: every later
 //! append fails until a restart re-reads the disk.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use super::spare::Spare;
 use super::{AuditConfig, Durability, PruneReport, Shared};
 use crate::error::AuditError;
 use crate::hash::leaf_hash;
-use crate::index::{IndexKind, IndexWriter, Location, Watermark};
+use crate::index::{Bucket, IndexKind, IndexWriter, Location, Watermark};
 use crate::record::Prepared;
 use crate::segment::{SegmentFile, Storage, frame_with, list_segments, segment_name, write_atomic};
 use crate::tile::{TILE_WIDTH, stored_count};
@@ -36,10 +37,14 @@ const MAX_BATCH_RECORDS: usize = 65_536;
 /// Full tiles (8 KiB and 256 records each) kept in memory between checkpoints before the notary is
 /// given them to write anyway: 512 KiB.
 const TILES_PER_HANDOVER: usize = 64;
-/// Flush the index after this many records…
+/// Make the index durable (fsync its buckets, move the watermark) after this many records…
 const INDEX_FLUSH_RECORDS: u64 = 65_536;
 /// …or this long (checked when a checkpoint is signed), whichever comes first.
 const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+/// In between, write buffered index entries out (without fsync) once this many bytes are held,
+/// so that 65,536 records' entries (5 MiB and their buffers' slack) do not sit in memory: at
+/// 20,000 records/s that is ≈ 13,000 records, about two writes per bucket file a second.
+const INDEX_STAGE_BYTES: usize = 1 << 20;
 
 pub(crate) enum Command {
     Append {
@@ -419,6 +424,7 @@ impl Writer {
         if since >= self.checkpoint_every {
             let _ = self.checkpoint(false);
         }
+        self.stage_index();
         self.hand_over_tiles();
         if !self.spare_requested && self.seg_len >= self.segment_max_bytes / 2 {
             self.spare.request();
@@ -597,9 +603,10 @@ impl Writer {
         }
     }
 
-    /// Hands buffered index entries to the index thread when enough have piled up (or `force`).
-    /// Index flushes fsync up to 512 bucket files, so they are batched well beyond checkpoints;
-    /// queries scan the unindexed tail, so this trades a little query time for append throughput.
+    /// Hands buffered index entries to the index thread to be made durable when enough records
+    /// have piled up (or `force`). Durable flushes fsync up to 512 bucket files, so they are
+    /// batched well beyond checkpoints; queries scan the unindexed tail, so this trades a little
+    /// query time for append throughput.
     fn flush_index(&mut self, force: bool) {
         let pending = self.next_seq - self.index_mark.seq;
         let due =
@@ -613,7 +620,7 @@ impl Writer {
             offset: self.seg_len,
         };
         let pending = std::mem::take(&mut self.index);
-        match self.indexer.flush(&self.dir, pending, mark, force) {
+        match self.indexer.submit(&self.dir, pending, Some(mark), force) {
             Ok(()) => {
                 self.index_mark = mark;
                 self.index_mark_at = Instant::now();
@@ -621,6 +628,18 @@ impl Writer {
             // The index thread is still busy with the previous flush: keep collecting, and hand
             // over a larger set next time rather than queueing flushes without bound.
             Err(pending) => self.index = pending,
+        }
+    }
+
+    /// Hands buffered index entries to the index thread to be written out (not fsynced) once
+    /// [`INDEX_STAGE_BYTES`] have piled up, bounding what the index holds in memory.
+    fn stage_index(&mut self) {
+        if self.index.pending_bytes() < INDEX_STAGE_BYTES {
+            return;
+        }
+        let pending = std::mem::take(&mut self.index);
+        if let Err(pending) = self.indexer.submit(&self.dir, pending, None, false) {
+            self.index = pending;
         }
     }
 
@@ -703,26 +722,46 @@ fn leaf_hashes(buf: &[u8]) -> Vec<crate::hash::Hash> {
     })
 }
 
-/// Index flushes run on their own thread: they fsync up to 512 bucket files, which must not stall
-/// appends. The index is derived data (rebuilt from the watermark on open), so a failed flush only
-/// stops the watermark from moving; it never fails an append. At most one flush waits while
-/// another runs, so a slow disk makes flushes larger, not more numerous.
+/// Index writes run on their own thread: durable flushes fsync up to 512 bucket files, which must
+/// not stall appends. The index is derived data (rebuilt from the watermark on open), so a failed
+/// write only stops the watermark from moving; it never fails an append. At most one job waits
+/// while another runs, so a slow disk makes jobs larger, not more numerous.
 struct Indexer {
-    tx: Option<mpsc::SyncSender<(IndexWriter, Watermark, PathBuf)>>,
+    tx: Option<mpsc::SyncSender<IndexJob>>,
     join: Option<std::thread::JoinHandle<()>>,
+    /// Buckets written but not yet fsynced, when no thread could be started.
+    inline_unsynced: BTreeSet<Bucket>,
+}
+
+/// Entries for the index thread to write; with a watermark, also to make durable up to it.
+struct IndexJob {
+    entries: IndexWriter,
+    mark: Option<Watermark>,
+    dir: PathBuf,
+}
+
+impl IndexJob {
+    /// Writes the entries; with a watermark, fsyncs every bucket in `unsynced` and moves it.
+    fn run(mut self, unsynced: &mut BTreeSet<Bucket>) -> Result<(), AuditError> {
+        match self.mark {
+            Some(mark) => self.entries.flush_durably(&self.dir, unsynced, mark),
+            None => self.entries.write_out(&self.dir, unsynced),
+        }
+    }
 }
 
 impl Indexer {
     fn start() -> Self {
-        let (tx, rx) = mpsc::sync_channel::<(IndexWriter, Watermark, PathBuf)>(1);
+        let (tx, rx) = mpsc::sync_channel::<IndexJob>(1);
         let join = std::thread::Builder::new()
             .name("tollbu-audit-index".into())
             .spawn(move || {
                 let mut failed = false;
-                for (mut pending, mark, dir) in rx {
+                let mut unsynced = BTreeSet::new();
+                for job in rx {
                     // After one failure the watermark must stay put: moving it past entries that were
                     // never written would hide those records from indexed queries for good.
-                    if !failed && pending.flush(&dir, mark).is_err() {
+                    if !failed && job.run(&mut unsynced).is_err() {
                         failed = true;
                     }
                 }
@@ -731,41 +770,51 @@ impl Indexer {
             Ok(join) => Self {
                 tx: Some(tx),
                 join: Some(join),
+                inline_unsynced: BTreeSet::new(),
             },
             Err(_) => Self {
                 tx: None,
                 join: None,
+                inline_unsynced: BTreeSet::new(),
             },
         }
     }
 
-    /// Hands `pending` to the index thread; gives it back when a flush is already waiting,
-    /// unless `wait` (shutdown), which blocks until there is room.
-    fn flush(
+    /// Hands `entries` to the index thread (to be made durable up to `mark`, if given); gives
+    /// them back when a job is already waiting, unless `wait` (shutdown), which blocks until there
+    /// is room.
+    fn submit(
         &mut self,
         dir: &std::path::Path,
-        mut pending: IndexWriter,
-        mark: Watermark,
+        entries: IndexWriter,
+        mark: Option<Watermark>,
         wait: bool,
     ) -> Result<(), IndexWriter> {
+        let job = IndexJob {
+            entries,
+            mark,
+            dir: dir.to_path_buf(),
+        };
         let Some(tx) = &self.tx else {
-            // No thread could be started: flush inline rather than not at all.
-            let _ = pending.flush(dir, mark);
+            // No thread could be started: write inline rather than not at all.
+            let _ = job.run(&mut self.inline_unsynced);
             return Ok(());
         };
-        let job = (pending, mark, dir.to_path_buf());
         let refused = if wait {
             tx.send(job).map_err(|mpsc::SendError(job)| job)
         } else {
             match tx.try_send(job) {
                 Ok(()) => Ok(()),
-                Err(TrySendError::Full((p, _, _))) => return Err(p),
+                Err(TrySendError::Full(job)) => return Err(job.entries),
                 Err(TrySendError::Disconnected(job)) => Err(job),
             }
         };
-        // The thread is gone: flush inline.
-        if let Err((mut p, m, d)) = refused {
-            let _ = p.flush(&d, m);
+        // The thread is gone, and with it its list of buckets written but not fsynced: write
+        // inline, and leave the watermark where it is rather than move it past entries that may
+        // not be durable (the next open indexes those records again).
+        if let Err(mut job) = refused {
+            job.mark = None;
+            let _ = job.run(&mut self.inline_unsynced);
         }
         Ok(())
     }
