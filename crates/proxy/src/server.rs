@@ -162,14 +162,9 @@ pub async fn accept_loop(
                 // Its own task: a client that resets the stream or hangs up
                 // cannot stop a request that reached the registry from
                 // being recorded. Tracked, so that shutdown waits for it.
-                // The future is made inside the task: awaiting one made
-                // outside would store it twice in the task (≈ 4 KiB more per
-                // request in flight).
-                let state = live.state();
-                let task = async move {
-                    let _counted_until_done = slot;
-                    stack::handle(state, request, peer, scheme).await
-                };
+                // The future is spawned as it is: awaiting it inside another
+                // would store it twice in the task.
+                let task = stack::handle(live.state(), request, peer, scheme, slot);
                 let handled = match moved_to.and_then(|to| dealer.handle(to)) {
                     Some(worker) => live.requests.spawn_on(task, worker),
                     None => live.requests.spawn(task),

@@ -47,13 +47,55 @@ struct Outcome {
     upstream_time: Option<std::time::Duration>,
 }
 
-/// Handles one request end to end.
-pub async fn handle<B>(
+/// A request decided and, when allowed, answered by the registry: what is
+/// left to do is recording it.
+struct Settled {
+    outcome: Outcome,
+    response: Response<ResponseBody>,
+    request_id: String,
+    trace: RequestTrace,
+}
+
+/// Handles one request end to end; `in_flight` is dropped once the response
+/// is ready.
+///
+/// Not an `async fn`, for memory: under load most requests in flight are
+/// waiting for their audit record. The front half (token, policy, registry;
+/// ≈ 2.6 KB of futures) is boxed, so only the requests running it pay for it,
+/// and the returned future holds that box and the record's step, ≈ 1.3 KB
+/// rather than ≈ 3.9 KB. (An `async fn` also stores its arguments twice.)
+pub fn handle<B, G>(
     state: Arc<GatewayState>,
     request: Request<B>,
     peer: SocketAddr,
     scheme: &'static str,
-) -> Response<ResponseBody>
+    in_flight: G,
+) -> impl Future<Output = Response<ResponseBody>> + Send + 'static
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    G: Send + 'static,
+{
+    let front = Box::pin(decide_and_forward(
+        Arc::clone(&state),
+        request,
+        peer,
+        scheme,
+    ));
+    async move {
+        let response = finish(state, front.await).await;
+        drop(in_flight);
+        response
+    }
+}
+
+/// Steps 1–8: everything up to the record.
+async fn decide_and_forward<B>(
+    state: Arc<GatewayState>,
+    request: Request<B>,
+    peer: SocketAddr,
+    scheme: &'static str,
+) -> Settled
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -109,81 +151,93 @@ where
             response
         }
     };
-    finish(&state, outcome, response, &request_id, &trace).await
+    Settled {
+        outcome,
+        response,
+        request_id,
+        trace,
+    }
 }
 
-/// Records the outcome durably, then releases the response (or 503 if the
-/// record could not be made durable).
-async fn finish(
-    state: &GatewayState,
-    mut outcome: Outcome,
-    response: Response<ResponseBody>,
-    request_id: &str,
-    trace: &RequestTrace,
-) -> Response<ResponseBody> {
-    let (mut parts, body) = response.into_parts();
-    let body_bytes = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    outcome.record.response_sha256 = Some(hex::encode(Sha256::digest(&body_bytes)));
-    outcome.record.latency_us =
-        u64::try_from(outcome.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let audit_step = trace.step("tollbu.audit");
-    let appended = state.audit.append_ref(&outcome.record).await;
-    let record = &outcome.record;
-    let decision = record.decision;
-    let code = &record.reason;
-    let service = &record.service;
-    let consumer = &record.consumer;
-    let path_template = &record.path_template;
-    if appended.is_err() {
-        audit_step.fail("audit_unavailable");
-    }
-    drop(audit_step);
-    match appended {
-        Ok(_) => {
-            trace.finish(
-                parts.status.as_u16(),
-                decision.as_str(),
-                code.as_deref(),
-                service,
-                path_template.as_deref(),
-            );
-            state.metrics.observe(&Observation {
-                service,
-                consumer: consumer.as_deref(),
-                decision: decision.as_str(),
-                reason: code.as_deref(),
-                status: parts.status.as_u16(),
-                total: outcome.started.elapsed(),
-                upstream: outcome.upstream_time,
-            });
-            if let Ok(value) = HeaderValue::from_str(request_id) {
-                parts.headers.insert(headers::REQUEST_ID, value);
-            }
-            Response::from_parts(parts, Full::new(body_bytes))
+/// Step 9: records the outcome durably, then releases the response (or 503
+/// if the record could not be made durable).
+///
+/// Not an `async fn`, so that `settled` is stored once in the future.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice"
+)]
+fn finish(
+    state: Arc<GatewayState>,
+    mut settled: Settled,
+) -> impl Future<Output = Response<ResponseBody>> + Send {
+    // The block uses `settled`'s fields in place: binding them to locals
+    // would store them again.
+    async move {
+        let (mut parts, body) = settled.response.into_parts();
+        let body_bytes = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        settled.outcome.record.response_sha256 = Some(hex::encode(Sha256::digest(&body_bytes)));
+        settled.outcome.record.latency_us =
+            u64::try_from(settled.outcome.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let audit_step = settled.trace.step("tollbu.audit");
+        let appended = state.audit.append_ref(&settled.outcome.record).await;
+        let record = &settled.outcome.record;
+        let decision = record.decision;
+        let code = &record.reason;
+        let service = &record.service;
+        let consumer = &record.consumer;
+        let path_template = &record.path_template;
+        if appended.is_err() {
+            audit_step.fail("audit_unavailable");
         }
-        Err(error) => {
-            tracing::error!(%error, request_id, "audit append failed; refusing to release the response");
-            trace.finish(
-                503,
-                "error",
-                Some("audit_unavailable"),
-                service,
-                path_template.as_deref(),
-            );
-            state.metrics.observe(&Observation {
-                service,
-                consumer: consumer.as_deref(),
-                decision: "error",
-                reason: Some("audit_unavailable"),
-                status: 503,
-                total: outcome.started.elapsed(),
-                upstream: outcome.upstream_time,
-            });
-            Problem::AuditUnavailable.to_response(request_id)
+        drop(audit_step);
+        match appended {
+            Ok(_) => {
+                settled.trace.finish(
+                    parts.status.as_u16(),
+                    decision.as_str(),
+                    code.as_deref(),
+                    service,
+                    path_template.as_deref(),
+                );
+                state.metrics.observe(&Observation {
+                    service,
+                    consumer: consumer.as_deref(),
+                    decision: decision.as_str(),
+                    reason: code.as_deref(),
+                    status: parts.status.as_u16(),
+                    total: settled.outcome.started.elapsed(),
+                    upstream: settled.outcome.upstream_time,
+                });
+                if let Ok(value) = HeaderValue::from_str(&settled.request_id) {
+                    parts.headers.insert(headers::REQUEST_ID, value);
+                }
+                Response::from_parts(parts, Full::new(body_bytes))
+            }
+            Err(error) => {
+                tracing::error!(%error, request_id = %settled.request_id, "audit append failed; refusing to release the response");
+                settled.trace.finish(
+                    503,
+                    "error",
+                    Some("audit_unavailable"),
+                    service,
+                    path_template.as_deref(),
+                );
+                state.metrics.observe(&Observation {
+                    service,
+                    consumer: consumer.as_deref(),
+                    decision: "error",
+                    reason: Some("audit_unavailable"),
+                    status: 503,
+                    total: settled.outcome.started.elapsed(),
+                    upstream: settled.outcome.upstream_time,
+                });
+                Problem::AuditUnavailable.to_response(&settled.request_id)
+            }
         }
     }
 }
