@@ -122,9 +122,11 @@ grep -q 'requests = 1000000000' "$OUT/policies/population.toml"
 start nginx $NGINX_PORT nginx -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf"
 start haproxy $HAPROXY_PORT haproxy -db -f "$OUT/haproxy/haproxy.cfg"
 start plain $PLAIN_PORT "$REL/examples/bench_plain_proxy" "127.0.0.1:$PLAIN_PORT" "http://127.0.0.1:$UPSTREAM_PORT"
-start tollbu $TOLLBU_PORT "$REL/tollbu" serve --config "$OUT/tollbu.toml"
+# The gateway runs with the environment its container image sets (Dockerfile `ENV`).
+IMAGE_ENV=$(sed -n 's/^ENV //p' "$ROOT/Dockerfile")
+start tollbu $TOLLBU_PORT env $IMAGE_ENV "$REL/tollbu" serve --config "$OUT/tollbu.toml"
 if [[ " $TARGETS " == *" relaxed "* ]]; then
-  start relaxed $RELAXED_PORT "$REL/tollbu" serve --config "$OUT/tollbu-relaxed.toml"
+  start relaxed $RELAXED_PORT env $IMAGE_ENV "$REL/tollbu" serve --config "$OUT/tollbu-relaxed.toml"
 fi
 
 TOKEN=$("$REL/tollbu" token --issuer "$ISSUER" --client-id demo-welfare \
@@ -272,6 +274,7 @@ fi
   rustc --version
   echo "rounds: $ROUNDS  duration: ${DURATION}s  scenarios: $SCENARIOS  targets: $TARGETS  h2: $H2_TARGETS"
   echo "tollbu commit: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null) $(cd "$ROOT" && git status --porcelain 2>/dev/null | wc -l) uncommitted paths"
+  echo "gateway environment (from the Dockerfile): $IMAGE_ENV"
   echo "binaries built: $(date -u -r "$REL/tollbu" +%FT%TZ) (tollbu), $(date -u -r "$REL/examples/bench_plain_proxy" +%FT%TZ) (bench_plain_proxy)"
 } >"$OUT/environment.txt"
 

@@ -61,6 +61,7 @@ async fn serve(listen: SocketAddr, upstream_url: String) {
         &ClientTls::default(),
         limits.connect_timeout(),
         dealer.len(),
+        limits.upstream_max_connections.div_ceil(dealer.len()),
     )
     .expect("clients");
     let upstream = Arc::new(

@@ -212,14 +212,20 @@ fn upstreams(
         };
         let connect_timeout = config.limits.connect_timeout();
         let client = build_client(&tls, connect_timeout)?;
-        let per_worker = build_clients(&tls, connect_timeout, workers.get())?;
+        let cap = config.limits.upstream_max_connections;
+        let per_worker = build_clients(
+            &tls,
+            connect_timeout,
+            workers.get(),
+            cap.div_ceil(workers.get()),
+        )?;
         let upstream = Upstream::new(
             service.upstream.get_ref(),
             client,
             service.issuers.as_ref().map(|i| i.get_ref().clone()),
         )
         .map_err(|e| BuildError::Service(id.clone(), e.to_string()))?
-        .with_max_connections(config.limits.upstream_max_connections)
+        .with_max_connections(cap)
         .with_worker_clients(per_worker);
         upstreams.insert(id, upstream);
     }

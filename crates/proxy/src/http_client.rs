@@ -34,23 +34,38 @@ pub fn build_client(
     tls: &ClientTls<'_>,
     connect_timeout: Duration,
 ) -> Result<HttpClient, TlsError> {
-    Ok(client_with(client_tls_config(tls)?, connect_timeout))
+    Ok(client_with(
+        client_tls_config(tls)?,
+        connect_timeout,
+        crate::upstream::DEFAULT_MAX_CONNECTIONS,
+    ))
 }
 
 /// `count` clients with the same trust but separate connection pools (one per
-/// request worker); the certificate files are read once.
+/// request worker), each keeping at most `max_idle` idle connections; the
+/// certificate files are read once.
+///
+/// `max_idle` is the worker's share of `upstream_max_connections`: the share
+/// bounds the exchanges in flight, but the pool also keeps the connections it
+/// opened while a busy one came free, and without a bound on idle ones those
+/// piled up past the cap (≈ 300 for a cap of 256 at 1,000 client connections).
 pub fn build_clients(
     tls: &ClientTls<'_>,
     connect_timeout: Duration,
     count: usize,
+    max_idle: usize,
 ) -> Result<Vec<HttpClient>, TlsError> {
     let config = client_tls_config(tls)?;
     Ok((0..count)
-        .map(|_| client_with(config.clone(), connect_timeout))
+        .map(|_| client_with(config.clone(), connect_timeout, max_idle))
         .collect())
 }
 
-fn client_with(config: rustls::ClientConfig, connect_timeout: Duration) -> HttpClient {
+fn client_with(
+    config: rustls::ClientConfig,
+    connect_timeout: Duration,
+    max_idle: usize,
+) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -63,7 +78,7 @@ fn client_with(config: rustls::ClientConfig, connect_timeout: Duration) -> HttpC
         .wrap_connector(http);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
+        .pool_max_idle_per_host(max_idle)
         .build(connector)
 }
 
