@@ -61,7 +61,7 @@ async fn serve(listen: SocketAddr, upstream_url: String) {
         &ClientTls::default(),
         limits.connect_timeout(),
         dealer.len(),
-        limits.upstream_max_connections.div_ceil(dealer.len()),
+        tollbu_proxy::upstream::worker_share(limits.upstream_max_connections, dealer.len()),
     )
     .expect("clients");
     let upstream = Arc::new(

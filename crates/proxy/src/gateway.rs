@@ -217,7 +217,7 @@ fn upstreams(
             &tls,
             connect_timeout,
             workers.get(),
-            cap.div_ceil(workers.get()),
+            crate::upstream::worker_share(cap, workers.get()),
         )?;
         let upstream = Upstream::new(
             service.upstream.get_ref(),

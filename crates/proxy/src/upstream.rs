@@ -47,6 +47,12 @@ struct WorkerPool {
 /// Default for `[limits] upstream_max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
+/// Each request worker's share of a registry's connection cap (rounded up):
+/// the exchanges its pool may run at once, and the idle connections it keeps.
+pub fn worker_share(max_connections: usize, workers: usize) -> usize {
+    max_connections.div_ceil(workers.max(1))
+}
+
 /// What came back from the registry.
 pub struct UpstreamResponse {
     pub status: StatusCode,
@@ -132,7 +138,7 @@ impl Upstream {
     /// with an equal share of the connection cap (rounded up); the cap itself
     /// still holds across all workers.
     pub fn with_worker_clients(mut self, clients: Vec<HttpClient>) -> Self {
-        let share = self.max_connections.div_ceil(clients.len().max(1));
+        let share = worker_share(self.max_connections, clients.len());
         self.per_worker = clients
             .into_iter()
             .map(|client| WorkerPool {
