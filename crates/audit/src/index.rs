@@ -27,6 +27,9 @@ pub enum IndexKind {
     Consumer,
 }
 
+/// Every index kind, each in its own directory under `index/`.
+const INDEX_KINDS: [IndexKind; 2] = [IndexKind::Subject, IndexKind::Consumer];
+
 impl IndexKind {
     fn dir(self) -> &'static str {
         match self {
@@ -52,10 +55,10 @@ pub(crate) fn key16(key: &str) -> [u8; 16] {
     k
 }
 
-fn bucket_path(dir: &Path, kind: IndexKind, k: &[u8; 16]) -> PathBuf {
+fn bucket_path(dir: &Path, (kind, first_byte): Bucket) -> PathBuf {
     dir.join("index")
         .join(kind.dir())
-        .join(format!("{:02x}.idx", k[0]))
+        .join(format!("{first_byte:02x}.idx"))
 }
 
 /// A bucket file: the index kind and the first byte of the key digests it holds.
@@ -97,11 +100,9 @@ impl IndexWriter {
         unsynced: &mut BTreeSet<Bucket>,
     ) -> Result<(), AuditError> {
         self.pending_bytes = 0;
-        for ((kind, b), buf) in std::mem::take(&mut self.pending) {
-            let mut k = [0u8; 16];
-            k[0] = b;
-            append_unsynced(&bucket_path(dir, kind, &k), &buf)?;
-            unsynced.insert((kind, b));
+        for (bucket, buf) in std::mem::take(&mut self.pending) {
+            append_unsynced(&bucket_path(dir, bucket), &buf)?;
+            unsynced.insert(bucket);
         }
         Ok(())
     }
@@ -115,10 +116,8 @@ impl IndexWriter {
         mark: Watermark,
     ) -> Result<(), AuditError> {
         self.write_out(dir, unsynced)?;
-        for &(kind, b) in unsynced.iter() {
-            let mut k = [0u8; 16];
-            k[0] = b;
-            let path = bucket_path(dir, kind, &k);
+        for &bucket in unsynced.iter() {
+            let path = bucket_path(dir, bucket);
             std::fs::File::open(&path)
                 .and_then(|f| f.sync_data())
                 .map_err(AuditError::io(&path))?;
@@ -126,13 +125,10 @@ impl IndexWriter {
         if !unsynced.is_empty() {
             // New buckets (and a new index directory) are durable only with their directories.
             let index_dir = dir.join("index");
-            for d in [
-                index_dir.join("subject"),
-                index_dir.join("consumer"),
-                index_dir,
-            ] {
+            let kind_dirs = INDEX_KINDS.map(|kind| index_dir.join(kind.dir()));
+            for d in kind_dirs.iter().chain([&index_dir]) {
                 if d.exists() {
-                    sync_dir(&d).map_err(AuditError::io(&d))?;
+                    sync_dir(d).map_err(AuditError::io(d))?;
                 }
             }
         }
@@ -142,11 +138,6 @@ impl IndexWriter {
             format!("{} {} {}\n", mark.seq, mark.segment, mark.offset).as_bytes(),
         )
     }
-
-    /// Appends and fsyncs every buffered entry, then moves the watermark.
-    pub fn flush(&mut self, dir: &Path, mark: Watermark) -> Result<(), AuditError> {
-        self.flush_durably(dir, &mut BTreeSet::new(), mark)
-    }
 }
 
 /// Cuts the partial entry a crash during an append can leave at a bucket's end. Appends after it
@@ -154,7 +145,7 @@ impl IndexWriter {
 /// what was cut, for the recovery report.
 pub(crate) fn cut_torn_entries(dir: &Path) -> Result<Vec<String>, AuditError> {
     let mut notes = Vec::new();
-    for kind in [IndexKind::Subject, IndexKind::Consumer] {
+    for kind in INDEX_KINDS {
         let kind_dir = dir.join("index").join(kind.dir());
         let buckets = match std::fs::read_dir(&kind_dir) {
             Ok(buckets) => buckets,
@@ -223,7 +214,7 @@ pub fn watermark(dir: &Path) -> Watermark {
 /// Locations of records whose `kind` key equals `key`, sorted and without duplicates.
 pub fn lookup(dir: &Path, kind: IndexKind, key: &str) -> Result<Vec<Location>, AuditError> {
     let k = key16(key);
-    let path = bucket_path(dir, kind, &k);
+    let path = bucket_path(dir, (kind, k[0]));
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -279,8 +270,9 @@ mod tests {
                 offset: 0,
             },
         );
-        w.flush(
+        w.flush_durably(
             dir.path(),
+            &mut BTreeSet::new(),
             Watermark {
                 seq: 100,
                 segment: 0,
