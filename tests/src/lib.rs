@@ -338,7 +338,6 @@ dir = "{audit}"
 origin = "tollbu.example/test/gateway-0"
 signing_key = "{signing}"
 pseudonym_key = "{pseudonym}"
-checkpoint_interval_secs = 1
 {extra}
 "#,
         timeout = options.upstream_timeout_ms,

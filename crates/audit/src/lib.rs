@@ -28,8 +28,9 @@ pub use checkpoint::{Checkpoint, CheckpointSigner, NoteVerifier, open_checkpoint
 pub use error::AuditError;
 pub use hash::Hash;
 pub use log::{
-    AuditConfig, AuditLog, AuditStats, Durability, FSYNC_BUCKETS_MICROS, FsyncHistogram,
-    MAX_BATCH_RECORDS, PruneReport, QUEUE_CAPACITY, RecoveryReport,
+    AuditConfig, AuditLog, AuditStats, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL,
+    Durability, FSYNC_BUCKETS_MICROS, FsyncHistogram, MAX_BATCH_RECORDS, PruneReport,
+    QUEUE_CAPACITY, RecoveryReport,
 };
 pub use pseudonym::Pseudonymiser;
 pub use record::{Decision, Record};

@@ -65,7 +65,8 @@ pub struct AuditConfig {
 }
 
 impl AuditConfig {
-    /// Safe defaults: fsync before acknowledging, a checkpoint every 1,000 records or 10 s, 64 MiB segments.
+    /// Safe defaults: fsync before acknowledging, a checkpoint every
+    /// [`DEFAULT_CHECKPOINT_EVERY`] records or [`DEFAULT_CHECKPOINT_INTERVAL`], 64 MiB segments.
     pub fn new(
         dir: impl Into<PathBuf>,
         origin: impl Into<String>,
@@ -78,12 +79,21 @@ impl AuditConfig {
             signing_key_pem: signing_key_pem.into(),
             pseudonym_key: pseudonym_key.into(),
             durability: Durability::Fsync,
-            checkpoint_every: 1_000,
-            checkpoint_interval: Duration::from_secs(10),
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             segment_max_bytes: 64 << 20,
         }
     }
 }
+
+/// Default checkpoint cadence, mainly time-bound: records newer than the latest signed checkpoint
+/// are the ones an intruder could still rewrite unseen, and a second bounds that window at any
+/// rate. The count only matters above 10,000 appends/s. (A count of 1,000 meant 20 checkpoints a
+/// second at 20,000 appends/s, each a burst of file creations and fsyncs that the appends' own
+/// fsyncs queued behind; docs/BENCHMARKS.md.)
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 10_000;
+/// See [`DEFAULT_CHECKPOINT_EVERY`].
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Upper bounds (µs) of the segment-fsync histogram in [`AuditStats::fsync`].
 pub const FSYNC_BUCKETS_MICROS: [u64; 12] = [

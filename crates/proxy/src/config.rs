@@ -327,11 +327,12 @@ pub struct AuditSection {
 fn default_durability() -> String {
     "fsync".into()
 }
+/// The audit crate's defaults (see there for why).
 fn default_checkpoint_every() -> u64 {
-    1000
+    tollbu_audit::DEFAULT_CHECKPOINT_EVERY
 }
 fn default_checkpoint_interval() -> u64 {
-    10
+    tollbu_audit::DEFAULT_CHECKPOINT_INTERVAL.as_secs()
 }
 
 impl Config {

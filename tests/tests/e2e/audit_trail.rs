@@ -184,7 +184,7 @@ async fn an_outsider_verifies_a_record_from_the_admin_endpoints_alone() {
         .await;
         assert_eq!(answer.status, StatusCode::OK);
     }
-    // The test config checkpoints every second.
+    // The default config checkpoints every second while the log grows.
     let verifier_key = std::fs::read_to_string(env.audit_dir().join("verifier-key")).unwrap();
     let verifier = NoteVerifier::parse(&verifier_key).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);

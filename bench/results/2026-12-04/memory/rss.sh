@@ -13,6 +13,7 @@ ulimit -n "$(ulimit -Hn)"
 ISSUER="http://127.0.0.1:18070/"
 sed -e "s|@OUT@|$OUT|g" -e "s|@ROOT@|$ROOT|g" -e "s|@ISSUER@|$ISSUER|g" -e "s|@UPSTREAM_PORT@|18001|g" \
   -e "s|@TOLLBU_PORT@|18005|g" -e "s|@TOLLBU_ADMIN_PORT@|18095|g" $BENCH/tollbu.toml.in > $OUT/tollbu.toml
+if [[ -n ${EXTRA_TOML:-} ]]; then printf '%b\n' "$EXTRA_TOML" >> $OUT/tollbu.toml; fi
 sed -e 's/rate_limit = { requests = 600, per_seconds = 60 }/rate_limit = { requests = 1000000000, per_seconds = 60 }/' \
   $ROOT/policies/population.toml > $OUT/policies/population.toml
 $REL/examples/bench_issuer 127.0.0.1:18070 > $OUT/issuer.log 2>&1 & I=$!
