@@ -75,16 +75,24 @@ impl Spare {
         }
     }
 
+    /// Whether a spare is ready to be taken.
+    pub fn is_ready(&self) -> bool {
+        self.state.load(Ordering::Acquire) == READY
+    }
+
     /// Moves a ready spare to `path`, which the caller then opens (or creates, when no spare was
     /// ready or the rename failed) as the new segment, and makes its directory entry durable.
-    pub fn take_as(&mut self, path: &Path) {
-        if self.state.load(Ordering::Acquire) != READY {
-            return;
+    /// Returns whether a spare is now at `path`.
+    pub fn take_as(&mut self, path: &Path) -> bool {
+        if !self.is_ready() {
+            return false;
         }
         self.state.store(IDLE, Ordering::Release);
         if std::fs::rename(&self.zeroed, path).is_err() {
             let _ = std::fs::remove_file(&self.zeroed);
+            return false;
         }
+        true
     }
 
     /// Stops a preparation in progress and removes what it left: a spare is cheap to make again.

@@ -45,6 +45,11 @@ const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
 /// so that 65,536 records' entries (5 MiB and their buffers' slack) do not sit in memory: at
 /// 20,000 records/s that is ≈ 13,000 records, about two writes per bucket file a second.
 const INDEX_STAGE_BYTES: usize = 1 << 20;
+/// A segment with no zeros ahead of its end (a new log's first, or one started while no spare was
+/// ready) asks for a spare once it holds this much, and gives way to the spare as soon as it is
+/// ready: its appends grow the file, and each `fdatasync` then writes metadata too. A log that
+/// never holds this much (tests, the demo) never writes a spare.
+const GROWING_SEGMENT_SPARE_AFTER: u64 = 1 << 20;
 
 pub(crate) enum Command {
     Append {
@@ -141,9 +146,12 @@ pub(crate) struct Writer {
     segment: Box<dyn SegmentFile>,
     seg_first: u64,
     seg_len: u64,
-    /// The next segment, zeroed ahead of time; asked for once per segment, at half full.
+    /// The next segment, zeroed ahead of time; asked for once per segment, at half full (or
+    /// early, see [`GROWING_SEGMENT_SPARE_AFTER`]).
     spare: Spare,
     spare_requested: bool,
+    /// The active segment has no zeros ahead of its end, so its appends grow the file.
+    seg_grows: bool,
     next_seq: u64,
     index: IndexWriter,
     indexer: Indexer,
@@ -166,6 +174,9 @@ impl Writer {
         segment.reserve(cfg.segment_max_bytes);
         let seg_dir = cfg.dir.join("segments");
         let spare = Spare::new(&seg_dir, cfg.segment_max_bytes, o.storage.clone());
+        // A segment made from a spare keeps a zero tail past its records across restarts.
+        let seg_grows = std::fs::metadata(seg_dir.join(segment_name(o.seg_first)))
+            .is_ok_and(|m| m.len() <= o.seg_len);
         Ok(Self {
             dir: cfg.dir.clone(),
             seg_dir,
@@ -181,6 +192,7 @@ impl Writer {
             seg_len: o.seg_len,
             spare,
             spare_requested: false,
+            seg_grows,
             next_seq,
             index: o.index,
             indexer: Indexer::start(),
@@ -310,7 +322,9 @@ impl Writer {
             }
             return;
         }
-        if self.seg_len >= self.segment_max_bytes
+        let full = self.seg_len >= self.segment_max_bytes;
+        let replaceable = self.seg_grows && self.spare.is_ready();
+        if (full || replaceable)
             && self.seg_len > 0
             && let Err(e) = self.rotate()
         {
@@ -426,7 +440,12 @@ impl Writer {
         }
         self.stage_index();
         self.hand_over_tiles();
-        if !self.spare_requested && self.seg_len >= self.segment_max_bytes / 2 {
+        let spare_due = if self.seg_grows {
+            (self.segment_max_bytes / 2).min(GROWING_SEGMENT_SPARE_AFTER)
+        } else {
+            self.segment_max_bytes / 2
+        };
+        if !self.spare_requested && self.seg_len >= spare_due {
             self.spare.request();
             self.spare_requested = true;
         }
@@ -515,7 +534,7 @@ impl Writer {
         self.seal();
         let path = self.seg_dir.join(segment_name(self.next_seq));
         // A spare renamed into place, or else a new empty file: either way the appends start at 0.
-        self.spare.take_as(&path);
+        self.seg_grows = !self.spare.take_as(&path);
         let seg = self
             .storage
             .open_segment(&path, 0)
@@ -532,12 +551,17 @@ impl Writer {
     }
 
     /// Cuts the zero tail off a segment that is about to stop being the active one, so that only
-    /// the active segment ever has one. The rotation point is past the spare's length, so there
-    /// is a tail only when `segment_max_bytes` was lowered since the segment began. Best effort:
-    /// a zero tail is still a clean end for every reader.
+    /// the active segment ever has one, and gives back the blocks set aside past its end. The
+    /// rotation point is past the spare's length, so there is a tail only when
+    /// `segment_max_bytes` was lowered since the segment began; blocks are left past the end when
+    /// a growing segment gives way to a spare before it is full (ext4 frees them on a truncate to
+    /// the same size). Best effort: a zero tail is still a clean end for every reader, and the
+    /// blocks are only disk space.
     fn seal(&mut self) {
         let path = self.seg_dir.join(segment_name(self.seg_first));
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() > self.seg_len) {
+        let zero_tail = std::fs::metadata(&path).is_ok_and(|m| m.len() > self.seg_len);
+        let set_aside = self.seg_grows && self.seg_len < self.segment_max_bytes;
+        if zero_tail || set_aside {
             let _ = self.segment.truncate(self.seg_len);
         }
     }

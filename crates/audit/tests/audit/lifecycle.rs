@@ -568,6 +568,82 @@ fn later_segments_are_written_over_prepared_zeros_and_a_restart_continues_after_
     assert_eq!(r.text.lines().count() as u64, appended, "{}", r.text);
 }
 
+/// A new log's first segment has no zeros to write over, so its appends grow the file. Once it
+/// holds 1 MiB it asks for a spare and gives way to it as soon as the spare is ready, long before
+/// it is full; the blocks set aside past its end go back to the file system, and nothing of it
+/// shows to readers or to `verify`.
+#[test]
+fn a_new_logs_first_segment_gives_way_to_a_spare_once_one_is_ready() {
+    use std::os::unix::fs::MetadataExt;
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let seg_dir = dir.path().join("segments");
+    let mut cfg = keys.config(dir.path());
+    cfg.segment_max_bytes = 16 << 20;
+    let (log, _) = AuditLog::open(cfg.clone()).unwrap();
+    let first = seg_dir.join(format!("{:020}.seg", 0));
+    let spare = seg_dir.join("spare.zeroed");
+    let mut appended = 0u64;
+    let append_batch = |log: &AuditLog, appended: &mut u64| {
+        let batch: Vec<_> = (*appended..*appended + 200)
+            .map(|i| record(i, &ps))
+            .collect();
+        log.append_batch_blocking(batch).unwrap();
+        *appended += 200;
+    };
+    while std::fs::metadata(&first).unwrap().len() < 1 << 20 {
+        append_batch(&log, &mut appended);
+    }
+    // One more commit: the spare is asked for after the commit that crosses 1 MiB.
+    append_batch(&log, &mut appended);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !spare.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spare was prepared for a growing first segment"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let first_len = std::fs::metadata(&first).unwrap().len();
+    // The next commit starts the new segment: the spare, renamed.
+    append_batch(&log, &mut appended);
+    assert!(!spare.exists(), "the spare became the new segment");
+    let second = seg_dir.join(format!("{:020}.seg", appended - 200));
+    assert!(second.exists(), "no segment begins at the last batch");
+    assert_eq!(
+        std::fs::metadata(&second).unwrap().len(),
+        cfg.segment_max_bytes,
+        "the new segment is the spare, with its zero tail"
+    );
+    let meta = std::fs::metadata(&first).unwrap();
+    assert_eq!(meta.len(), first_len, "the first segment ends where it did");
+    assert!(
+        meta.len() < cfg.segment_max_bytes / 4,
+        "the first segment gave way early, at {} bytes",
+        meta.len()
+    );
+    assert!(
+        meta.blocks() * 512 <= meta.len().next_multiple_of(4096) + 4096,
+        "{} bytes of blocks kept past a {}-byte segment",
+        meta.blocks() * 512,
+        meta.len()
+    );
+    log.shutdown().unwrap();
+
+    let (log, report) = AuditLog::open(cfg.clone()).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.records, appended);
+    log.shutdown().unwrap();
+    let v = tooling::verify(dir.path(), &[], None);
+    assert!(v.ok, "{}", v.text);
+    assert!(
+        v.text.contains(&format!("records: {appended}\n")),
+        "{}",
+        v.text
+    );
+}
+
 #[test]
 fn an_index_entry_torn_by_a_crash_is_cut_on_open_and_later_entries_are_found() {
     use std::io::Write;
