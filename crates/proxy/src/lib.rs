@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod headers;
 pub mod http_client;
 pub mod http_version;
+pub mod ids;
 pub mod live;
 pub mod metrics;
 pub mod minimise;

@@ -530,7 +530,7 @@ fn request_id(headers: &http::HeaderMap) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .unwrap_or_else(crate::ids::request_id)
 }
 
 /// Refuses a body whose declared length is over the limit, before any byte is forwarded.

@@ -12,6 +12,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 
 use crate::headers::TRACEPARENT;
+use crate::ids::random_hex;
 
 /// The trace this request belongs to, and its request span when exporting.
 pub struct RequestTrace {
@@ -177,15 +178,6 @@ fn parse(value: &str) -> Option<(String, String, String)> {
         && span_id.bytes().any(|b| b != b'0')
         && lower_hex(flags, 2);
     valid.then(|| (trace_id.to_owned(), span_id.to_owned(), flags.to_owned()))
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut text = String::with_capacity(bytes * 2);
-    while text.len() < bytes * 2 {
-        text.push_str(&uuid::Uuid::new_v4().simple().to_string());
-    }
-    text.truncate(bytes * 2);
-    text
 }
 
 #[cfg(test)]
