@@ -5,7 +5,8 @@ use std::sync::Arc;
 use tollbu_audit::tooling::{self, Query};
 use tollbu_audit::tree::{verify_consistency, verify_inclusion};
 use tollbu_audit::{
-    AuditError, AuditLog, Decision, Durability, MAX_BATCH_RECORDS, NoteVerifier, open_checkpoint,
+    AuditConfig, AuditError, AuditLog, Decision, Durability, MAX_BATCH_RECORDS, NoteVerifier,
+    Pseudonymiser, open_checkpoint,
 };
 
 use crate::support::{Keys, ORIGIN, person, record, runtime};
@@ -482,41 +483,86 @@ fn full_tiles_reach_the_disk_without_checkpoints(durability: Durability) {
     );
 }
 
+/// A new log whose segments rotate at `segment_max_bytes`, for the spare-segment tests.
+struct SegmentedLog {
+    _keys: Keys,
+    dir: tempfile::TempDir,
+    ps: Pseudonymiser,
+    cfg: AuditConfig,
+    seg_dir: std::path::PathBuf,
+}
+
+impl SegmentedLog {
+    fn open(segment_max_bytes: u64) -> (Self, AuditLog) {
+        let keys = Keys::new();
+        let dir = tempfile::tempdir().unwrap();
+        let ps = keys.pseudonymiser();
+        let seg_dir = dir.path().join("segments");
+        let mut cfg = keys.config(dir.path());
+        cfg.segment_max_bytes = segment_max_bytes;
+        let (log, _) = AuditLog::open(cfg.clone()).unwrap();
+        let this = Self {
+            _keys: keys,
+            dir,
+            ps,
+            cfg,
+            seg_dir,
+        };
+        (this, log)
+    }
+
+    fn segment(&self, first_seq: u64) -> std::path::PathBuf {
+        self.seg_dir.join(format!("{first_seq:020}.seg"))
+    }
+
+    /// `verify` passes and counts `records`.
+    fn assert_verifies(&self, records: u64) {
+        let v = tooling::verify(self.dir.path(), &[], None);
+        assert!(v.ok, "{}", v.text);
+        assert!(
+            v.text.contains(&format!("records: {records}\n")),
+            "{}",
+            v.text
+        );
+    }
+
+    /// Waits for the spare the log asked for to be ready, and returns where it is.
+    fn wait_for_spare(&self) -> std::path::PathBuf {
+        let spare = self.seg_dir.join("spare.zeroed");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !spare.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no spare was prepared"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        spare
+    }
+}
+
 /// Segments after the first start as a spare of zeros prepared while the previous one filled; the
 /// appends write over the zeros, a restart keeps the zero tail and goes on after the last frame,
 /// and nothing of it is reported as damage or seen by readers.
 #[test]
 fn later_segments_are_written_over_prepared_zeros_and_a_restart_continues_after_the_frames() {
-    let keys = Keys::new();
-    let dir = tempfile::tempdir().unwrap();
-    let ps = keys.pseudonymiser();
-    let seg_dir = dir.path().join("segments");
-    let mut cfg = keys.config(dir.path());
-    cfg.segment_max_bytes = 64 * 1024;
-    let (log, _) = AuditLog::open(cfg.clone()).unwrap();
-    let first = seg_dir.join(format!("{:020}.seg", 0));
+    let (t, log) = SegmentedLog::open(64 * 1024);
+    let (dir, ps, cfg, seg_dir) = (&t.dir, &t.ps, &t.cfg, &t.seg_dir);
+    let first = t.segment(0);
     let mut appended = 0u64;
     // Half a segment: the spare is asked for.
     while std::fs::metadata(&first).unwrap().len() < cfg.segment_max_bytes / 2 {
-        log.append_blocking(record(appended, &ps)).unwrap();
+        log.append_blocking(record(appended, ps)).unwrap();
         appended += 1;
     }
-    let spare = seg_dir.join("spare.zeroed");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !spare.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no spare was prepared"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let spare = t.wait_for_spare();
     assert_eq!(
         std::fs::metadata(&spare).unwrap().len(),
         cfg.segment_max_bytes
     );
     // Past the end of the first segment: the next one is the spare, renamed.
     let segments = || {
-        let mut s: Vec<_> = std::fs::read_dir(&seg_dir)
+        let mut s: Vec<_> = std::fs::read_dir(seg_dir)
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|x| x == "seg"))
@@ -525,7 +571,7 @@ fn later_segments_are_written_over_prepared_zeros_and_a_restart_continues_after_
         s
     };
     while segments().len() < 2 {
-        log.append_blocking(record(appended, &ps)).unwrap();
+        log.append_blocking(record(appended, ps)).unwrap();
         appended += 1;
     }
     assert!(!spare.exists(), "the spare became the new segment");
@@ -548,7 +594,7 @@ fn later_segments_are_written_over_prepared_zeros_and_a_restart_continues_after_
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.records, appended);
     for i in appended..appended + 5 {
-        assert_eq!(log.append_blocking(record(i, &ps)).unwrap(), i);
+        assert_eq!(log.append_blocking(record(i, ps)).unwrap(), i);
     }
     appended += 5;
     log.shutdown().unwrap();
@@ -557,13 +603,7 @@ fn later_segments_are_written_over_prepared_zeros_and_a_restart_continues_after_
         cfg.segment_max_bytes,
         "still written over, not appended after"
     );
-    let v = tooling::verify(dir.path(), &[], None);
-    assert!(v.ok, "{}", v.text);
-    assert!(
-        v.text.contains(&format!("records: {appended}\n")),
-        "{}",
-        v.text
-    );
+    t.assert_verifies(appended);
     let r = tooling::query(dir.path(), &Query::default(), None, true);
     assert_eq!(r.text.lines().count() as u64, appended, "{}", r.text);
 }
@@ -575,19 +615,13 @@ fn later_segments_are_written_over_prepared_zeros_and_a_restart_continues_after_
 #[test]
 fn a_new_logs_first_segment_gives_way_to_a_spare_once_one_is_ready() {
     use std::os::unix::fs::MetadataExt;
-    let keys = Keys::new();
-    let dir = tempfile::tempdir().unwrap();
-    let ps = keys.pseudonymiser();
-    let seg_dir = dir.path().join("segments");
-    let mut cfg = keys.config(dir.path());
-    cfg.segment_max_bytes = 16 << 20;
-    let (log, _) = AuditLog::open(cfg.clone()).unwrap();
-    let first = seg_dir.join(format!("{:020}.seg", 0));
-    let spare = seg_dir.join("spare.zeroed");
+    let (t, log) = SegmentedLog::open(16 << 20);
+    let cfg = &t.cfg;
+    let first = t.segment(0);
     let mut appended = 0u64;
     let append_batch = |log: &AuditLog, appended: &mut u64| {
         let batch: Vec<_> = (*appended..*appended + 200)
-            .map(|i| record(i, &ps))
+            .map(|i| record(i, &t.ps))
             .collect();
         log.append_batch_blocking(batch).unwrap();
         *appended += 200;
@@ -597,19 +631,12 @@ fn a_new_logs_first_segment_gives_way_to_a_spare_once_one_is_ready() {
     }
     // One more commit: the spare is asked for after the commit that crosses 1 MiB.
     append_batch(&log, &mut appended);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !spare.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no spare was prepared for a growing first segment"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let spare = t.wait_for_spare();
     let first_len = std::fs::metadata(&first).unwrap().len();
     // The next commit starts the new segment: the spare, renamed.
     append_batch(&log, &mut appended);
     assert!(!spare.exists(), "the spare became the new segment");
-    let second = seg_dir.join(format!("{:020}.seg", appended - 200));
+    let second = t.segment(appended - 200);
     assert!(second.exists(), "no segment begins at the last batch");
     assert_eq!(
         std::fs::metadata(&second).unwrap().len(),
@@ -635,13 +662,7 @@ fn a_new_logs_first_segment_gives_way_to_a_spare_once_one_is_ready() {
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.records, appended);
     log.shutdown().unwrap();
-    let v = tooling::verify(dir.path(), &[], None);
-    assert!(v.ok, "{}", v.text);
-    assert!(
-        v.text.contains(&format!("records: {appended}\n")),
-        "{}",
-        v.text
-    );
+    t.assert_verifies(appended);
 }
 
 #[test]
