@@ -110,7 +110,7 @@ async fn proxy(
     let (parts, body) = request.into_parts();
     // Streamed upstream under the size limit, as the gateway does.
     let body = Limited::new(body, limits.max_request_body_bytes).boxed();
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = tollbu_proxy::ids::request_id();
     let assertions = Assertions {
         request_id: &request_id,
         traceparent: None,

@@ -289,7 +289,7 @@ fn console_record(
 ) -> Record {
     Record {
         time: Record::timestamp(time::OffsetDateTime::now_utc()),
-        request_id: uuid::Uuid::new_v4().to_string(),
+        request_id: crate::ids::request_id(),
         consumer: Some(consumer.to_owned()),
         service: "console".into(),
         operation: operation.into(),
