@@ -18,9 +18,9 @@ pub fn request_id() -> String {
         .to_string()
 }
 
-/// `len` random bytes as lower-case hex (W3C trace ids are 16 bytes, span ids 8).
-pub fn random_hex(len: usize) -> String {
-    let mut bytes = vec![0u8; len];
+/// `N` random bytes as lower-case hex (W3C trace ids are 16 bytes, span ids 8).
+pub fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
     rand::thread_rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
 }
@@ -44,13 +44,13 @@ mod tests {
 
     #[test]
     fn random_hex_has_the_asked_length_and_differs() {
-        let a = random_hex(16);
+        let a = random_hex::<16>();
         assert_eq!(a.len(), 32);
         assert!(
             a.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         );
-        assert_ne!(a, random_hex(16));
-        assert_eq!(random_hex(8).len(), 16);
+        assert_ne!(a, random_hex::<16>());
+        assert_eq!(random_hex::<8>().len(), 16);
     }
 }

@@ -39,7 +39,7 @@ impl RequestTrace {
         let Some(tracer) = tracer else {
             let (trace_id, flags) = match incoming {
                 Some((trace_id, _, flags)) => (trace_id, flags),
-                None => (random_hex(16), "01".to_owned()),
+                None => (random_hex::<16>(), "01".to_owned()),
             };
             return RequestTrace {
                 trace_id,
@@ -108,7 +108,7 @@ impl RequestTrace {
     pub fn traceparent_for(&self, step: &StepSpan) -> String {
         let span_id = match &step.context {
             Some(cx) => cx.span().span_context().span_id().to_string(),
-            None => random_hex(8),
+            None => random_hex::<8>(),
         };
         format!("00-{}-{}-{}", self.trace_id, span_id, self.flags)
     }
