@@ -9,6 +9,7 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use tollbu_audit::record::Prepared;
 use tollbu_audit::tree::{verify_consistency, verify_inclusion};
 use tollbu_audit::{AuditConfig, AuditLog, Decision, Pseudonymiser, Record};
 
@@ -35,8 +36,8 @@ fn record(i: u64, ps: &Pseudonymiser) -> Record {
         decision: Decision::Allow,
         upstream_status: Some(200),
         latency_us: 1234,
-        request_sha256: Some("00".repeat(32)),
-        response_sha256: Some("11".repeat(32)),
+        request_sha256: Some([0x00; 32]),
+        response_sha256: Some([0x11; 32]),
         fields_released: vec!["name".into(), "address".into()],
         ..Record::default()
     }
@@ -217,5 +218,31 @@ fn proofs(c: &mut Criterion) {
     log.shutdown().unwrap();
 }
 
-criterion_group!(benches, appends, batched, proofs);
+/// What the gateway's request thread does for each record once the bodies are hashed: puts the two
+/// digests into the record, then validates and encodes it (`Prepared::new`, the caller's share of
+/// an append).
+fn prepare(c: &mut Criterion) {
+    let base = record(7, &Pseudonymiser::from_key([0x11; 32]));
+    let request_digest = [0x5au8; 32];
+    let response_digest = [0xa5u8; 32];
+    let mut g = c.benchmark_group("record_prepare");
+    g.bench_function("gateway_record", |b| {
+        b.iter_batched(
+            || base.clone(),
+            |mut r| {
+                with_digests(&mut r, request_digest, response_digest);
+                Prepared::new(&r).unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn with_digests(r: &mut Record, request: [u8; 32], response: [u8; 32]) {
+    r.request_sha256 = Some(request);
+    r.response_sha256 = Some(response);
+}
+
+criterion_group!(benches, appends, batched, proofs, prepare);
 criterion_main!(benches);

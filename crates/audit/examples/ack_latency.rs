@@ -24,7 +24,7 @@ fn main() {
         .next()
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| tmp.path().to_path_buf());
-    // The gateway's defaults: fsync before acknowledging, a checkpoint every 1,000 records or 10 s.
+    // The gateway's defaults: fsync before acknowledging, a checkpoint every 10,000 records or 1 s.
     let mut cfg = common::config_in(&base, "latency.example/log");
     // Diagnostics only: `CHECKPOINT_EVERY=100000` shows what checkpoint signing adds to the tail.
     if let Some(n) = std::env::var("CHECKPOINT_EVERY")
@@ -76,8 +76,8 @@ fn main() {
                         legal_basis: Some("law".into()),
                         decision: Decision::Allow,
                         upstream_status: Some(200),
-                        request_sha256: Some("00".repeat(32)),
-                        response_sha256: Some("11".repeat(32)),
+                        request_sha256: Some([0x00; 32]),
+                        response_sha256: Some([0x11; 32]),
                         fields_released: vec!["name".into(), "address".into()],
                         ..Record::default()
                     };

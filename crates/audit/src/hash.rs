@@ -27,9 +27,28 @@ pub fn empty_root() -> Hash {
     Sha256::digest([]).into()
 }
 
-/// Plain SHA-256, hex-encoded (used for body digests and index keys).
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
+/// A hash spelled as 64 lowercase hex digits in a stack buffer: records carry two body digests and
+/// proofs many hashes, and spelling each into its own `String` cost an allocation apiece.
+pub struct HashHex([u8; 64]);
+
+impl HashHex {
+    pub fn new(h: &Hash) -> Self {
+        let mut digits = [0u8; 64];
+        // Fails only when the output is not twice the input's length, and it is.
+        let _ = hex::encode_to_slice(h, &mut digits);
+        Self(digits)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Hex digits are ASCII, so this never falls back.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for HashHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Serde helpers writing hashes as lowercase hex.
@@ -38,7 +57,7 @@ pub(crate) mod hex_hash {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     pub fn serialize<S: Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(h))
+        s.serialize_str(super::HashHex::new(h).as_str())
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
@@ -55,7 +74,7 @@ pub(crate) mod hex_hashes {
     pub fn serialize<S: Serializer>(hs: &[Hash], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(hs.len()))?;
         for h in hs {
-            seq.serialize_element(&hex::encode(h))?;
+            seq.serialize_element(super::HashHex::new(h).as_str())?;
         }
         seq.end()
     }
@@ -68,6 +87,28 @@ pub(crate) mod hex_hashes {
                     .ok_or_else(|| D::Error::custom(format!("not a 32-byte hex hash: `{s}`")))
             })
             .collect()
+    }
+}
+
+/// Serde helpers for an optional hash written as lowercase hex or `null` (the record's body digests).
+pub(crate) mod opt_hex_hash {
+    use super::Hash;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(h: &Option<Hash>, s: S) -> Result<S::Ok, S::Error> {
+        match h {
+            Some(h) => s.serialize_some(super::HashHex::new(h).as_str()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Hash>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| {
+                super::parse_hex_hash(&s)
+                    .ok_or_else(|| D::Error::custom(format!("not a 32-byte hex hash: `{s}`")))
+            })
+            .transpose()
     }
 }
 

@@ -55,7 +55,9 @@ impl Pseudonymiser {
             return String::new();
         };
         mac.update(subject.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        crate::hash::HashHex::new(&mac.finalize().into_bytes().into())
+            .as_str()
+            .to_owned()
     }
 }
 

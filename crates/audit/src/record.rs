@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::AuditError;
+use crate::hash::Hash;
 use crate::index::key16;
 
 /// Largest encoded record: tlog-tiles entry bundles prefix each entry with a big-endian u16 length.
@@ -78,10 +79,12 @@ pub struct Record {
     pub policy_version: Option<String>,
     pub upstream_status: Option<u16>,
     pub latency_us: u64,
-    /// Hex SHA-256 of the request body as received.
-    pub request_sha256: Option<String>,
-    /// Hex SHA-256 of the response body as sent to the client (after minimisation).
-    pub response_sha256: Option<String>,
+    /// SHA-256 of the request body as received (written as 64 lowercase hex digits).
+    #[serde(default, with = "crate::hash::opt_hex_hash")]
+    pub request_sha256: Option<Hash>,
+    /// SHA-256 of the response body as sent to the client, after minimisation (written as hex).
+    #[serde(default, with = "crate::hash::opt_hex_hash")]
+    pub response_sha256: Option<Hash>,
     pub fields_released: Vec<String>,
 }
 
@@ -110,7 +113,7 @@ impl Record {
     }
 
     /// Checks what the log depends on: a parseable time (queries filter on it) and no clear-text
-    /// subject or malformed digest slipping into a permanent, signed record.
+    /// subject slipping into a permanent, signed record. (The body digests are 32 bytes by type.)
     pub fn validate(&self) -> Result<(), AuditError> {
         parse_time(&self.time)?;
         if let Some(s) = &self.subject
@@ -120,18 +123,6 @@ impl Record {
                 "`subject` must be a pseudonym (64 lowercase hex chars), never a clear identifier"
                     .into(),
             ));
-        }
-        for (name, v) in [
-            ("request_sha256", &self.request_sha256),
-            ("response_sha256", &self.response_sha256),
-        ] {
-            if let Some(v) = v
-                && !is_hex64(v)
-            {
-                return Err(AuditError::InvalidRecord(format!(
-                    "`{name}` must be 64 lowercase hex chars"
-                )));
-            }
         }
         Ok(())
     }

@@ -24,8 +24,8 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// How the body ended, as far as the gateway has read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyOutcome {
-    /// Read to the end within the limit: its hex SHA-256.
-    Complete(String),
+    /// Read to the end within the limit: its SHA-256.
+    Complete(tollbu_audit::Hash),
     /// More than the limit (413).
     TooLarge,
     /// The caller's stream failed or stalled (400).
@@ -57,7 +57,7 @@ impl Hashing {
 
     fn finish(&mut self) {
         if let Some(hasher) = self.hasher.take() {
-            self.outcome = Some(BodyOutcome::Complete(hex::encode(hasher.finalize())));
+            self.outcome = Some(BodyOutcome::Complete(hasher.finalize().into()));
         }
     }
 
@@ -234,10 +234,16 @@ mod tests {
         let (body, digest) = HashingBody::new(Full::new(Bytes::from_static(b"hello")), 10);
         let collected = body.collect().await.unwrap().to_bytes();
         assert_eq!(&collected[..], b"hello");
-        let expected = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        // SHA-256("hello"), a known answer.
+        let mut expected = [0u8; 32];
+        hex::decode_to_slice(
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+            &mut expected,
+        )
+        .unwrap();
         assert_eq!(
             digest.drain_rest(Duration::from_secs(1)).await,
-            BodyOutcome::Complete(expected.into())
+            BodyOutcome::Complete(expected)
         );
     }
 
@@ -263,7 +269,7 @@ mod tests {
         let (mut body, digest) = HashingBody::new(Chunks(2), 25);
         let _first = body.frame().await;
         drop(body);
-        let expected = hex::encode(Sha256::digest(b"01234567890123456789"));
+        let expected: tollbu_audit::Hash = Sha256::digest(b"01234567890123456789").into();
         assert_eq!(
             digest.drain_rest(Duration::from_secs(1)).await,
             BodyOutcome::Complete(expected)

@@ -180,7 +180,7 @@ fn finish(
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
-        settled.outcome.record.response_sha256 = Some(hex::encode(Sha256::digest(&body_bytes)));
+        settled.outcome.record.response_sha256 = Some(Sha256::digest(&body_bytes).into());
         settled.outcome.record.latency_us =
             u64::try_from(settled.outcome.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let audit_step = settled.trace.step("tollbu.audit");

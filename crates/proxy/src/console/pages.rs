@@ -439,11 +439,11 @@ pub async fn record(ctx: &Ctx, seq: u64, api: bool) -> Response<Body> {
         ("Latency", format!("{} µs", r.latency_us)),
         (
             "Request SHA-256",
-            r.request_sha256.clone().unwrap_or_default(),
+            r.request_sha256.map(hex::encode).unwrap_or_default(),
         ),
         (
             "Response SHA-256",
-            r.response_sha256.clone().unwrap_or_default(),
+            r.response_sha256.map(hex::encode).unwrap_or_default(),
         ),
         ("Fields released", r.fields_released.join(", ")),
     ];
