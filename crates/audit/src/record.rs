@@ -291,6 +291,22 @@ mod tests {
     }
 
     #[test]
+    fn body_digests_are_stored_as_lowercase_hex_and_read_back() {
+        let mut r = sample();
+        r.request_sha256 = Some([0xab; 32]);
+        r.response_sha256 = Some(crate::hash::empty_root());
+        let s = String::from_utf8(encode(3, &r).unwrap()).unwrap();
+        assert!(s.contains(&format!(r#""request_sha256":"{}""#, "ab".repeat(32))));
+        // SHA-256 of the empty string, a known answer.
+        assert!(s.contains(
+            r#""response_sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855""#
+        ));
+        assert_eq!(decode(s.as_bytes()).unwrap().record, r);
+        let bad = s.replace(&"ab".repeat(32), &"ab".repeat(31));
+        assert!(decode(bad.as_bytes()).is_err());
+    }
+
+    #[test]
     fn prepared_bytes_equal_the_derived_encoding_at_any_seq() {
         #[derive(Serialize)]
         struct Derived<'a> {
