@@ -230,18 +230,14 @@ fn prepare(c: &mut Criterion) {
         b.iter_batched(
             || base.clone(),
             |mut r| {
-                with_digests(&mut r, request_digest, response_digest);
+                r.request_sha256 = Some(request_digest);
+                r.response_sha256 = Some(response_digest);
                 Prepared::new(&r).unwrap()
             },
             BatchSize::SmallInput,
         )
     });
     g.finish();
-}
-
-fn with_digests(r: &mut Record, request: [u8; 32], response: [u8; 32]) {
-    r.request_sha256 = Some(request);
-    r.response_sha256 = Some(response);
 }
 
 criterion_group!(benches, appends, batched, proofs, prepare);

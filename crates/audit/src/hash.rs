@@ -45,31 +45,23 @@ impl HashHex {
     }
 }
 
-impl std::fmt::Display for HashHex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// Serde helpers writing hashes as lowercase hex.
 pub(crate) mod hex_hash {
     use super::Hash;
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(super::HashHex::new(h).as_str())
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_hex_hash(&s)
-            .ok_or_else(|| D::Error::custom(format!("not a 32-byte hex hash: `{s}`")))
+        super::parse_field(&String::deserialize(d)?)
     }
 }
 
 pub(crate) mod hex_hashes {
     use super::Hash;
-    use serde::{Deserialize, Deserializer, Serializer, de::Error, ser::SerializeSeq};
+    use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
 
     pub fn serialize<S: Serializer>(hs: &[Hash], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(hs.len()))?;
@@ -81,19 +73,14 @@ pub(crate) mod hex_hashes {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Hash>, D::Error> {
         let v = Vec::<String>::deserialize(d)?;
-        v.iter()
-            .map(|s| {
-                super::parse_hex_hash(s)
-                    .ok_or_else(|| D::Error::custom(format!("not a 32-byte hex hash: `{s}`")))
-            })
-            .collect()
+        v.iter().map(|s| super::parse_field(s)).collect()
     }
 }
 
 /// Serde helpers for an optional hash written as lowercase hex or `null` (the record's body digests).
 pub(crate) mod opt_hex_hash {
     use super::Hash;
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(h: &Option<Hash>, s: S) -> Result<S::Ok, S::Error> {
         match h {
@@ -104,12 +91,14 @@ pub(crate) mod opt_hex_hash {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Hash>, D::Error> {
         Option::<String>::deserialize(d)?
-            .map(|s| {
-                super::parse_hex_hash(&s)
-                    .ok_or_else(|| D::Error::custom(format!("not a 32-byte hex hash: `{s}`")))
-            })
+            .map(|s| super::parse_field(&s))
             .transpose()
     }
+}
+
+/// [`parse_hex_hash`] for the serde helpers above, with the error a reader of a bad file sees.
+fn parse_field<E: serde::de::Error>(s: &str) -> Result<Hash, E> {
+    parse_hex_hash(s).ok_or_else(|| E::custom(format!("not a 32-byte hex hash: `{s}`")))
 }
 
 /// Parses 64 hex characters into a hash.
