@@ -3,6 +3,9 @@
 #   BIN=... rss.sh              peak RSS (VmHWM), an smaps breakdown at the largest sample, CPU per request
 #   BIN=... HEAPTRACK=1 rss.sh  the same load under heaptrack (build BIN with the system allocator);
 #                               peak heap by allocation site into $WORK/bysite-$TAG.txt
+#   BIN=... PAGEMAP=1 rss.sh    then the binary's resident pages by section and its resident .text
+#                               runs (bench/results/2026-12-05/link-order/pagemap.py; HOT_KIB=N lists
+#                               the functions of runs beyond N KiB)
 set -euo pipefail
 WORK=${WORK:-/tmp/mem}; mkdir -p "$WORK"
 REL=/work/main/target/release
@@ -63,3 +66,6 @@ for line in open(sys.argv[1]):
 for k,v in agg.most_common(12): print(f'  {v/1024:7.1f} MiB {k}')
 PY
 cp $OUT/smaps.peak $WORK/last-smaps.peak
+if [[ -n ${PAGEMAP:-} ]]; then
+  python3 $ROOT/bench/results/2026-12-05/link-order/pagemap.py $G $BIN ${HOT_KIB:-99999}
+fi
