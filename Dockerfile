@@ -16,8 +16,9 @@ WORKDIR /src
 # The whole workspace (see .dockerignore for what is left out; policies/, docs/ and
 # certs-example/ are read by include_str!, so they stay in the context).
 COPY . .
+# The release build with the profile of a serving gateway (scripts/build-release; crates/proxy/pgo/).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    cargo build --release --locked -p tollbu-proxy
+    ./scripts/build-release
 
 FROM ${RUNTIME_IMAGE}
 LABEL org.opencontainers.image.title="tollbu" \

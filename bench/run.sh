@@ -54,10 +54,11 @@ if [[ -z ${SKIP_INSTALL:-} ]]; then
 fi
 if [[ -z ${SKIP_BUILD:-} ]]; then
   log "building (release)"
-  # The gateway as the container image builds it, then the bench helpers apart: built together,
-  # the examples' dev-dependencies would change the gateway's dependency features, hence its symbol
-  # names, and crates/proxy/link-order.txt would no longer match (docs/BENCHMARKS.md, "Code layout").
-  (cd "$ROOT" && cargo build --release -p tollbu-proxy && cargo build --release -p tollbu-proxy --examples) \
+  # The bench helpers, then the gateway as the container image builds it (scripts/build-release:
+  # with the profile in crates/proxy/pgo/). Apart: built together, the examples' dev-dependencies
+  # would change the gateway's dependency features, hence its symbol names, and neither the profile
+  # nor crates/proxy/link-order.txt would match (docs/BENCHMARKS.md, "Build profile").
+  (cd "$ROOT" && cargo build --release --locked -p tollbu-proxy --examples && scripts/build-release) \
     >"$OUT/logs/build.log" 2>&1
 fi
 REL=$ROOT/target/release

@@ -1,5 +1,5 @@
 //! Lays out the release `tollbu` binary's serving code together (`link-order.txt`, written by
-//! `bench/link-order/collect.sh`): the functions a serving gateway runs then share a few pages
+//! `bench/build-profile/collect.sh`): the functions a serving gateway runs then share a few pages
 //! instead of touching most of the binary, which keeps its resident code small.
 //!
 //! The file goes to lld (rustc's default linker on x86_64 Linux since 1.90) as

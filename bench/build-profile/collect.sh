@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Regenerates crates/proxy/link-order.txt: the functions of the release `tollbu` binary that a
-# serving gateway runs. crates/proxy/build.rs hands the file to the linker (lld's
-# --symbol-ordering-file), which lays those functions out together at the start of .text, so the
-# code the gateway touches shares few pages instead of being spread over the whole binary
-# (docs/BENCHMARKS.md, "Code layout").
+# Regenerates the shipped release build's two profiles of a serving gateway (scripts/build-release
+# uses both; docs/BENCHMARKS.md, "Build profile", has what they give):
+#   crates/proxy/pgo/tollbu.profdata  where the gateway spends its time, for profile-guided
+#                                     optimisation (rustc -Cprofile-use): an instrumented build
+#                                     serves the workload below and its counts are merged, sparse
+#                                     (functions never run are left out, so they are compiled as
+#                                     without a profile, not as cold code);
+#   crates/proxy/link-order.txt       the functions that run, for lld's --symbol-ordering-file
+#                                     (crates/proxy/build.rs): they are laid out together at the
+#                                     start of .text, so the code the gateway touches shares few
+#                                     pages instead of being spread over the whole binary.
 #
-# The bench gateway (bench/tollbu.toml.in) serves the requests a deployment serves -- allowed reads
-# over HTTP/1.1 at 50 and 1,000 connections and over HTTP/2, refused ones, the admin endpoints --
-# twice:
+# The workload is the bench gateway (bench/tollbu.toml.in plus a TLS listener) serving what a
+# deployment serves: allowed reads over HTTP/1.1 at 50 and 1,000 connections, over HTTP/2, over
+# TLS with both, refused ones, the admin endpoints. For the ordering it runs twice on the
+# profile-optimised binary:
 #   1. natively under `perf record`: the functions sampled, most samples first. This pass sees the
 #      code this CPU runs (SHA-NI, AVX2/AVX-512 variants) that valgrind cannot emulate. It also
 #      records page faults: a function whose first instruction fetch faulted lies outside the
@@ -15,32 +22,49 @@
 #      and follows the sampled ones, so each regeneration catches what the last one missed;
 #   2. under valgrind's callgrind, which records every function executed, however rarely: the ones
 #      pass 1 did not see follow, by instructions executed.
-# Needs perf, valgrind, wrk, h2load, curl (Debian: linux-perf valgrind wrk nghttp2-client curl).
+# Needs perf, valgrind, wrk, h2load, curl (Debian: linux-perf valgrind wrk nghttp2-client curl) and
+# llvm-profdata (rustup component add llvm-tools).
 #
-#   bench/link-order/collect.sh            # build, collect, write crates/proxy/link-order.txt
-#   SKIP_BUILD=1 bench/link-order/collect.sh
+#   bench/build-profile/collect.sh              # both profiles, then the release build with them
+#   SKIP_BUILD=1 bench/build-profile/collect.sh # the ordering only, from target/release/tollbu
 #
-# Re-run it after a change of toolchain, dependencies or build settings: symbol names carry a
-# hash of their crate's build. Names the linker does not find are skipped silently, so a stale
-# file costs layout, never the build.
+# Re-run it after a change of toolchain, dependencies or build settings, or of the request path:
+# symbol names carry a hash of their crate's build and the profile a hash of each function's
+# control flow. What no longer matches is skipped, so a stale profile costs speed, never the build.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH=$ROOT/bench
 REL=$ROOT/target/release
 ORDER=$ROOT/crates/proxy/link-order.txt
-# The gateway exactly as the container image builds it (examples built with it would change its
-# dependencies' features and so its symbol names), then the bench helpers.
-[[ -n ${SKIP_BUILD:-} ]] || (cd "$ROOT" && cargo build --release -p tollbu-proxy && cargo build --release -p tollbu-proxy --examples)
+PGO_PROFILE=$ROOT/crates/proxy/pgo/tollbu.profdata
 for tool in perf valgrind wrk h2load curl; do
   command -v $tool >/dev/null || { echo "needs $tool" >&2; exit 1; }
 done
+HOST=$(rustc -vV | sed -n 's/^host: //p')
+PROFDATA=$(rustc --print sysroot)/lib/rustlib/$HOST/bin/llvm-profdata
+[[ -n ${SKIP_BUILD:-} || -x $PROFDATA ]] || { echo "needs llvm-profdata: rustup component add llvm-tools" >&2; exit 1; }
 
-WORK=$(mktemp -d /tmp/link-order.XXXXXX)
+WORK=$(mktemp -d /tmp/build-profile.XXXXXX)
+PGO_GENERATE=$ROOT/target/pgo-generate
+if [[ -z ${SKIP_BUILD:-} ]]; then
+  # The bench helpers first: built with the gateway, the examples' dev-dependencies would change
+  # its dependencies' features and so its symbol names.
+  (cd "$ROOT" && cargo build --release --locked -p tollbu-proxy --examples)
+  (cd "$ROOT" && RUSTFLAGS="-Cprofile-generate=$WORK/pgo-raw" \
+    cargo build --release --locked -p tollbu-proxy --target-dir "$PGO_GENERATE")
+fi
 mkdir -p "$WORK/policies"
 ISSUER="http://127.0.0.1:18170/"
-PORT=18105 ADMIN_PORT=18195
+PORT=18105 ADMIN_PORT=18195 TLS_PORT=18106
 sed -e "s|@OUT@|$WORK|g" -e "s|@ROOT@|$ROOT|g" -e "s|@ISSUER@|$ISSUER|g" -e "s|@UPSTREAM_PORT@|18101|g" \
   -e "s|@TOLLBU_PORT@|$PORT|g" -e "s|@TOLLBU_ADMIN_PORT@|$ADMIN_PORT|g" "$BENCH/tollbu.toml.in" >"$WORK/tollbu.toml"
+cat >>"$WORK/tollbu.toml" <<TOML
+
+[gateway.tls]
+listen = "127.0.0.1:$TLS_PORT"
+cert = "$ROOT/certs-example/gateway.pem"
+key = "$ROOT/certs-example/gateway.key.pem"
+TOML
 sed -e 's/rate_limit = { requests = 600, per_seconds = 60 }/rate_limit = { requests = 1000000000, per_seconds = 60 }/' \
   "$ROOT/policies/population.toml" >"$WORK/policies/population.toml"
 ulimit -n "$(ulimit -Hn)"
@@ -49,11 +73,15 @@ G=
 "$REL/examples/bench_upstream" 127.0.0.1:18101 >"$WORK/upstream.log" 2>&1 & U=$!
 trap 'kill $I $U $G 2>/dev/null || true; rm -rf "$WORK"' EXIT
 sleep 0.5
-TOKEN=$("$REL/tollbu" token --issuer "$ISSUER" --client-id demo-welfare \
+# Any build of the gateway can fetch the token; an instrumented one keeps this run's counts apart.
+TOKEN_BIN=$REL/tollbu
+[[ -x $TOKEN_BIN ]] || TOKEN_BIN=$PGO_GENERATE/release/tollbu
+TOKEN=$(LLVM_PROFILE_FILE="$WORK/token.profraw" "$TOKEN_BIN" token --issuer "$ISSUER" --client-id demo-welfare \
   --key "$ROOT/certs-example/clients/demo-welfare.key.pem" --scope demo:population)
 PERSON=$("$REL/examples/bench_upstream" 127.0.0.1:0 --print-body)
 PID0=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$PERSON")
 URL=http://127.0.0.1:$PORT/population/persons/$PID0
+TLS_URL=https://127.0.0.1:$TLS_PORT/population/persons/$PID0
 export BENCH_TOKEN=$TOKEN BENCH_PURPOSE=benefit-assessment
 # The gateway runs with the container image's environment (Dockerfile `ENV`), as in bench/run.sh:
 # the allocator's option parsing is code the image runs.
@@ -66,6 +94,10 @@ serve_requests() { # seconds per load
   wrk -t2 -c1000 -d"$1s" --timeout 30s -s "$BENCH/wrk.lua" "$URL" | grep -E 'Requests/sec'
   h2load -t2 -c50 -m10 -D "$1" -H "tollbu-purpose: benefit-assessment" -H "accept: application/json" \
     -H "authorization: Bearer $TOKEN" "$URL" | grep -E '^requests:'
+  # Over TLS (wrk and h2load do not check the demo certificate; ALPN picks HTTP/1.1 or h2).
+  wrk -t2 -c50 -d"$1s" --timeout 30s -s "$BENCH/wrk.lua" "$TLS_URL" | grep -E 'Requests/sec'
+  h2load -t2 -c50 -m10 -D "$1" -H "tollbu-purpose: benefit-assessment" -H "accept: application/json" \
+    -H "authorization: Bearer $TOKEN" "$TLS_URL" | grep -E '^requests:'
   # Refused and failed requests: no token, a bad one, no purpose, an unknown service; the admin side.
   status "$URL"
   status -H "authorization: Bearer x.y.z" "$URL"
@@ -78,6 +110,17 @@ serve_requests() { # seconds per load
   kill -TERM $G
   wait $G || true
 }
+
+if [[ -z ${SKIP_BUILD:-} ]]; then
+  echo "pass 0: profile-guided optimisation, instrumented build"
+  env $IMAGE_ENV "$PGO_GENERATE/release/tollbu" serve --config "$WORK/tollbu.toml" >"$WORK/gateway-pgo.log" 2>&1 & G=$!
+  serve_requests 8
+  mkdir -p "$(dirname "$PGO_PROFILE")"
+  "$PROFDATA" merge --sparse -o "$PGO_PROFILE" "$WORK"/pgo-raw/*.profraw
+  rustc -V >"$(dirname "$PGO_PROFILE")/rustc-version"
+  rm -rf "$WORK/audit"
+  "$ROOT/scripts/build-release"
+fi
 
 echo "pass 1: perf"
 env $IMAGE_ENV perf record -q -d -e cpu-clock/freq=9999/ -e page-faults/period=1/ -o "$WORK/perf.data" -- \
@@ -148,3 +191,5 @@ for name in names:
 PY
 mv "$ORDER.tmp" "$ORDER"
 echo "$(wc -l <"$WORK/sampled.txt") functions sampled or faulted, $(wc -l <"$ORDER") in all written to $ORDER"
+# The shipped build with the new order.
+[[ -n ${SKIP_BUILD:-} ]] || "$ROOT/scripts/build-release"
