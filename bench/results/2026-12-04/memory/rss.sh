@@ -8,37 +8,15 @@
 #                               the functions of runs beyond N KiB)
 set -euo pipefail
 WORK=${WORK:-/tmp/mem}; mkdir -p "$WORK"
-REL=/work/main/target/release
-BIN=${BIN:-$REL/tollbu}
-ROOT=/work/main; BENCH=$ROOT/bench
-OUT=$WORK/run-$$; rm -rf $OUT; mkdir -p $OUT/policies
-ulimit -n "$(ulimit -Hn)"
-ISSUER="http://127.0.0.1:18070/"
-sed -e "s|@OUT@|$OUT|g" -e "s|@ROOT@|$ROOT|g" -e "s|@ISSUER@|$ISSUER|g" -e "s|@UPSTREAM_PORT@|18001|g" \
-  -e "s|@TOLLBU_PORT@|18005|g" -e "s|@TOLLBU_ADMIN_PORT@|18095|g" $BENCH/tollbu.toml.in > $OUT/tollbu.toml
-if [[ -n ${EXTRA_TOML:-} ]]; then printf '%b\n' "$EXTRA_TOML" >> $OUT/tollbu.toml; fi
-sed -e 's/rate_limit = { requests = 600, per_seconds = 60 }/rate_limit = { requests = 1000000000, per_seconds = 60 }/' \
-  $ROOT/policies/population.toml > $OUT/policies/population.toml
-$REL/examples/bench_issuer 127.0.0.1:18070 > $OUT/issuer.log 2>&1 & I=$!
-$REL/examples/bench_upstream 127.0.0.1:18001 > $OUT/up.log 2>&1 & U=$!
-sleep 0.5
-if [[ -n ${HEAPTRACK:-} ]]; then
-  heaptrack -o $OUT/ht $BIN serve --config $OUT/tollbu.toml > $OUT/gw.log 2>&1 & G=$!
-else
-  env ${GW_ENV:-X=1} $BIN serve --config $OUT/tollbu.toml > $OUT/gw.log 2>&1 & G=$!
-fi
-trap 'kill $I $U $G 2>/dev/null || true; rm -rf $OUT' EXIT
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/18005) 2>/dev/null && break; sleep 0.2; done
-TOKEN=$($REL/tollbu token --issuer "$ISSUER" --client-id demo-welfare --key $ROOT/certs-example/clients/demo-welfare.key.pem --scope demo:population)
-PERSON=$($REL/examples/bench_upstream 127.0.0.1:0 --print-body)
-PID0=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$PERSON")
+SCRATCH=$WORK/run HEAPTRACK_OUT=${HEAPTRACK:+$WORK/run-ht-$$}
+# shellcheck source=bench/one-gateway.sh
+source "$(dirname "$0")/../../../one-gateway.sh"
 echo "idle: $(grep -E 'VmRSS' /proc/$G/status | tr -s ' ')"
-export BENCH_TOKEN=$TOKEN BENCH_PURPOSE=benefit-assessment
-wrk -t2 -c50 -d2s -s $BENCH/wrk.lua http://127.0.0.1:18005/population/persons/$PID0 >/dev/null
+wrk -t2 -c50 -d2s -s $BENCH/wrk.lua $URL >/dev/null
 if [[ -n ${HEAPTRACK:-} ]]; then
-  wrk -t2 -c${CONNS:-1000} -d${DUR:-8}s -s $BENCH/wrk.lua http://127.0.0.1:18005/population/persons/$PID0 | grep -E "Requests/sec"
-  pkill -INT -f "$BIN serve" || true; wait $G || true
-  heaptrack_print -f "$(ls $OUT/ht*.zst | head -1)" --print-peaks 0 --print-allocators 0 --print-temporary 0 \
+  wrk -t2 -c${CONNS:-1000} -d${DUR:-8}s -s $BENCH/wrk.lua $URL | grep -E "Requests/sec"
+  kill -INT "$G" || true; wait "$HT" || true
+  heaptrack_print -f "$(ls "$HEAPTRACK_OUT"*.zst | head -1)" --print-peaks 0 --print-allocators 0 --print-temporary 0 \
     --print-leaks 0 --flamegraph-cost-type peak -F $OUT/peak.folded > /dev/null
   python3 $ROOT/bench/results/2026-11-27/detach-answers/bysite.py $OUT/peak.folded > $WORK/bysite-${TAG:-now}.txt
   head -1 $WORK/bysite-${TAG:-now}.txt
@@ -48,7 +26,7 @@ fi
 S=$!
 ( sleep 4; echo "upstream conns: $(ss -tnH state established "( dport = :18001 )" | wc -l)  client conns: $(ss -tnH state established "( sport = :18005 )" | wc -l)" ) &
 t0=$(awk '{print $14+$15}' /proc/$G/stat)
-out=$(wrk -t2 -c${CONNS:-1000} -d${DUR:-8}s -s $BENCH/wrk.lua http://127.0.0.1:18005/population/persons/$PID0 | grep BENCH_JSON)
+out=$(wrk -t2 -c${CONNS:-1000} -d${DUR:-8}s -s $BENCH/wrk.lua $URL | grep BENCH_JSON)
 wait $S || true
 t1=$(awk '{print $14+$15}' /proc/$G/stat)
 echo "$out" | python3 -c "import json,sys; d=json.loads(sys.stdin.read().split(' ',1)[1]); print('req/s', round(d['requests']/d['duration_us']*1e6), 'p99 ms', d['p99_us']/1000, 'errs', d['err_status']+d['err_read']+d['err_timeout'], 'cpu us/req', round($((t1-t0))*10000/d['requests'],1))"
