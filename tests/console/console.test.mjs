@@ -21,6 +21,7 @@ const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 let demo;
 let stateDir;
 let browser;
+let profileDir;
 let page;
 const env = {};
 
@@ -87,8 +88,9 @@ before(async () => {
   fs.mkdirSync(shots, { recursive: true });
   await startDemo();
   env.records = await traffic();
-  // A fresh profile directory per run (playwright passes it as --user-data-dir).
-  browser = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(os.tmpdir(), 'tollbu-chromium-')), {
+  // A fresh profile directory per run (playwright passes it as --user-data-dir), removed after.
+  profileDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollbu-chromium-'));
+  browser = await chromium.launchPersistentContext(profileDir, {
     executablePath: chromiumPath,
     headless: true,
     viewport: { width: 1280, height: 900 },
@@ -109,6 +111,7 @@ after(async () => {
   // The demo's state (its audit log reserves a whole segment) would otherwise stay in the
   // machine's temporary directory after every run; TOLLBU_KEEP_STATE=1 keeps it for a look.
   if (stateDir && !process.env.TOLLBU_KEEP_STATE) fs.rmSync(stateDir, { recursive: true, force: true });
+  if (profileDir) fs.rmSync(profileDir, { recursive: true, force: true });
 });
 
 test('the console is refused without a session, and absent from the gateway port', async () => {
