@@ -5,6 +5,12 @@
 #   bench/run.sh                 # install, build, 3 interleaved rounds of 10 s per server and scenario
 #   ROUNDS=5 DURATION=15 bench/run.sh
 #   SKIP_INSTALL=1 SKIP_BUILD=1 SCENARIOS="c50" bench/run.sh
+#   SKIP_INSTALL=1 SKIP_BUILD=1 SCENARIOS=rate RATE=20000 bench/run.sh
+#
+# Scenarios: c50 and c1000 (wrk, as many requests as each server answers), h2 (h2load over h2c,
+# 50 connections x 10 streams), rate (h2load over HTTP/1.1 at RATE requests/s in all, default
+# 10,000, spread over 50 connections: every server gets the same load, so latencies compare
+# servers rather than their throughput).
 #
 # Servers (every one started here is stopped on exit):
 #   upstream   crates/proxy/examples/bench_upstream.rs: a fixed ~1 KiB JSON person record
@@ -25,7 +31,8 @@ OUT=${OUT:-$BENCH/out/$STAMP}
 case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
-SCENARIOS=${SCENARIOS:-"c50 c1000 h2"}
+SCENARIOS=${SCENARIOS:-"c50 c1000 h2 rate"}
+RATE=${RATE:-10000}
 TARGETS=${TARGETS:-"upstream nginx haproxy plain tollbu relaxed"}
 H2_TARGETS=${H2_TARGETS:-"nginx plain tollbu"}
 WRK_THREADS=${WRK_THREADS:-2}
@@ -221,18 +228,28 @@ run_wrk() { # scenario target round conns seconds
   log "$1 $2 round $3: $(tail -1 "$OUT/results.jsonl" | python3 "$BENCH/summarise.py" brief)"
 }
 
-run_h2() { # scenario target round seconds
-  local raw="$OUT/raw/$1-$2-r$3.txt" reqlog="$OUT/raw/$1-$2-r$3.reqlog" before after
-  local args=(-t2 -c50 -m10 -D "$4" -H "tollbu-purpose: $PURPOSE" -H "accept: application/json")
+run_h2load() { # scenario target round url h2load-options...
+  local raw="$OUT/raw/$1-$2-r$3.txt" reqlog="$OUT/raw/$1-$2-r$3.reqlog" before after url=$4
+  local args=("${@:5}" -H "tollbu-purpose: $PURPOSE" -H "accept: application/json")
   needs_token "$2" && args+=(-H "authorization: Bearer $TOKEN")
   before=$(cpu_ticks "$2")
-  h2load "${args[@]}" --log-file="$reqlog" "${H2URL[$2]}" >"$raw" 2>&1 || true
+  h2load "${args[@]}" --log-file="$reqlog" "$url" >"$raw" 2>&1 || true
   after=$(cpu_ticks "$2")
   if [[ $3 == warmup ]]; then rm -f "$reqlog"; return 0; fi
   python3 "$BENCH/summarise.py" reqlog "$reqlog" >>"$raw"
   rm -f "$reqlog"
   record "$1" "$2" "$3" "$raw" h2load $((after - before))
   log "$1 $2 round $3: $(tail -1 "$OUT/results.jsonl" | python3 "$BENCH/summarise.py" brief)"
+}
+run_h2() { run_h2load "$1" "$2" "$3" "${H2URL[$2]}" -t2 -c50 -m10 -D "$4"; } # scenario target round seconds
+# HTTP/1.1 at a fixed rate (scenario target round seconds): each of the 50 connections sends RATE/50
+# requests a second, one at a time, RATE x seconds in all. The connections open 2 per millisecond,
+# so their timers do not all fire together: started at once, every connection sends in the same
+# instant and each round trip measures a burst of 50. h2load times a request from when it is sent;
+# one that the previous answer held back is sent late (at these rates, rarely).
+run_rate() {
+  run_h2load "$1" "$2" "$3" "${URL[$2]}" --h1 -t2 -c50 -r2 --rate-period=1ms \
+    --rps="$((RATE / 50))" -n "$((RATE * $4))"
 }
 
 rotate() { # round list... -> list rotated by round, so no server always runs first
@@ -277,7 +294,7 @@ fi
   wrk -v 2>&1 | head -1 || true
   h2load --version || true
   rustc --version
-  echo "rounds: $ROUNDS  duration: ${DURATION}s  scenarios: $SCENARIOS  targets: $TARGETS  h2: $H2_TARGETS"
+  echo "rounds: $ROUNDS  duration: ${DURATION}s  scenarios: $SCENARIOS  targets: $TARGETS  h2: $H2_TARGETS  rate: $RATE req/s"
   echo "tollbu commit: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null) $(cd "$ROOT" && git status --porcelain 2>/dev/null | wc -l) uncommitted paths"
   echo "gateway environment (from the Dockerfile): $IMAGE_ENV"
   echo "binaries built: $(date -u -r "$REL/tollbu" +%FT%TZ) (tollbu), $(date -u -r "$REL/examples/bench_plain_proxy" +%FT%TZ) (bench_plain_proxy)"
@@ -296,6 +313,7 @@ for scenario in $SCENARIOS; do
         if [[ $r == 1 ]]; then for t in $H2_TARGETS; do run_h2 warmup "$t" warmup 2; done; fi
         for t in $(rotate "$r" $H2_TARGETS); do run_h2 h2 "$t" "$r" "$DURATION"; done
         ;;
+      rate) for t in $(rotate "$r" $TARGETS); do run_rate rate "$t" "$r" "$DURATION"; done ;;
     esac
   done
   for t in $TARGETS; do

@@ -116,6 +116,7 @@ SCENARIOS = {
     "c50": "HTTP/1.1, wrk -t2 -c50",
     "c1000": "HTTP/1.1, wrk -t2 -c1000",
     "h2": "HTTP/2 (h2c), h2load -t2 -c50 -m10",
+    "rate": "HTTP/1.1 at a fixed request rate, h2load --h1 -t2 -c50 --rps (req/s: the rate reached)",
 }
 
 
