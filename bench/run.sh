@@ -33,6 +33,10 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 SCENARIOS=${SCENARIOS:-"c50 c1000 h2 rate"}
 RATE=${RATE:-10000}
+if ! [[ $RATE =~ ^[0-9]+$ ]] || ((RATE < 50)); then
+  echo "RATE=$RATE: requests per second in all, a whole number of at least 50 (one a second per connection)" >&2
+  exit 2
+fi
 TARGETS=${TARGETS:-"upstream nginx haproxy plain tollbu relaxed"}
 H2_TARGETS=${H2_TARGETS:-"nginx plain tollbu"}
 WRK_THREADS=${WRK_THREADS:-2}
