@@ -27,10 +27,12 @@ out=$(wrk -t2 -c"$C" -d"${DUR:-10}"s -s "$BENCH/wrk.lua" "$URL" | grep BENCH_JSO
 snap >"$WORK/after"
 reqs=$(echo "$out" | python3 -c "import json,sys; print(json.loads(sys.stdin.read().split(' ',1)[1])['requests'])")
 echo "c$C: $reqs requests in ${DUR:-10} s, load $(cut -d' ' -f1 /proc/loadavg)"
-join "$WORK/before" "$WORK/after" | awk -v r="$reqs" '{
+# CPU times in /proc are clock ticks: us_per_tick turns them into microseconds.
+join "$WORK/before" "$WORK/after" | awk -v r="$reqs" -v us_per_tick="$((1000000 / $(getconf CLK_TCK)))" '{
   printf "  %-16s switches/req vol %.3f invol %.3f   CPU us/req user %5.2f sys %5.2f\n",
-    $1, ($6-$2)/r, ($7-$3)/r, ($8-$4)*10000/r, ($9-$5)*10000/r
-  tu += $8-$4; ts += $9-$5 } END { printf "  %-16s CPU us/req user %5.2f sys %5.2f total %5.2f\n", "all", tu*10000/r, ts*10000/r, (tu+ts)*10000/r }'
+    $1, ($6-$2)/r, ($7-$3)/r, ($8-$4)*us_per_tick/r, ($9-$5)*us_per_tick/r
+  tu += $8-$4; ts += $9-$5 }
+  END { printf "  %-16s CPU us/req user %5.2f sys %5.2f total %5.2f\n", "all", tu*us_per_tick/r, ts*us_per_tick/r, (tu+ts)*us_per_tick/r }'
 if [[ -n ${STRACE:-} ]]; then
   wrk -t2 -c"$C" -d14s -s "$BENCH/wrk.lua" "$URL" >/dev/null &
   W=$!
