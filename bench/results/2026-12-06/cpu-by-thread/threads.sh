@@ -3,6 +3,8 @@
 # C connections (default 50) for DUR s (default 10). Prints, per thread name, the context switches
 # (voluntary, involuntary) and the user and system CPU per request, from /proc/<pid>/task/*/
 # before and after the measured run.
+#   RATE=10000 threads.sh: the measured run is HTTP/1.1 at that many requests a second instead, as
+#   bench/run.sh's `rate` scenario sends them (h2load, 50 connections opened 2 per millisecond).
 #   STRACE=1 threads.sh: also counts the system calls of the audit writer, the audit notary and
 #   request worker 0 for 4 s each during a second run (strace slows them, so only the counts and
 #   their ratios mean anything), into $WORK/strace-{writer,notary,worker0}.txt.
@@ -23,10 +25,19 @@ thread_id() {
 C=${C:-50}
 wrk -t2 -c50 -d2s -s "$BENCH/wrk.lua" "$URL" >/dev/null
 snap >"$WORK/before"
-out=$(wrk -t2 -c"$C" -d"${DUR:-10}"s -s "$BENCH/wrk.lua" "$URL" | grep BENCH_JSON)
-snap >"$WORK/after"
-reqs=$(echo "$out" | python3 -c "import json,sys; print(json.loads(sys.stdin.read().split(' ',1)[1])['requests'])")
-echo "c$C: $reqs requests in ${DUR:-10} s, load $(cut -d' ' -f1 /proc/loadavg)"
+if [[ -n ${RATE:-} ]]; then
+  out=$(h2load --h1 -t2 -c50 -r2 --rate-period=1ms --rps="$((RATE / 50))" -n "$((RATE * ${DUR:-10}))" \
+    -H "authorization: Bearer $BENCH_TOKEN" -H "tollbu-purpose: $BENCH_PURPOSE" "$URL")
+  snap >"$WORK/after"
+  reqs=$(echo "$out" | awk '/^requests:/ {print $8}')
+  label="$RATE req/s"
+else
+  out=$(wrk -t2 -c"$C" -d"${DUR:-10}"s -s "$BENCH/wrk.lua" "$URL" | grep BENCH_JSON)
+  snap >"$WORK/after"
+  reqs=$(echo "$out" | python3 -c "import json,sys; print(json.loads(sys.stdin.read().split(' ',1)[1])['requests'])")
+  label="c$C"
+fi
+echo "$label: $reqs requests in ${DUR:-10} s, load $(cut -d' ' -f1 /proc/loadavg)"
 # CPU times in /proc are clock ticks: us_per_tick turns them into microseconds.
 join "$WORK/before" "$WORK/after" | awk -v r="$reqs" -v us_per_tick="$((1000000 / $(getconf CLK_TCK)))" '{
   printf "  %-16s switches/req vol %.3f invol %.3f   CPU us/req user %5.2f sys %5.2f\n",
