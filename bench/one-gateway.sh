@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Sourced (not run) by the single-gateway probes: bench/results/2026-12-04/memory/rss.sh,
-# bench/results/2026-12-05/gateway-probe.sh, bench/results/2026-12-06/rss-rounds/rounds.sh and
-# bench/results/2026-12-06/cpu-by-thread/threads.sh.
+# bench/results/2026-12-05/gateway-probe.sh, bench/results/2026-12-06/rss-rounds/rounds.sh, and
+# threads.sh and commits.sh in bench/results/2026-12-06/cpu-by-thread/.
 # Starts the bench issuer, the bench upstream and one gateway with bench/tollbu.toml.in on
 # 127.0.0.1 (the ports bench/run.sh gives Tollbu), waits for the gateway, and leaves:
 #   G    the gateway's pid (under heaptrack: the gateway itself; HT is heaptrack's)
