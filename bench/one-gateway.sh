@@ -7,6 +7,7 @@
 #   G    the gateway's pid (under heaptrack: the gateway itself; HT is heaptrack's)
 #   OUT  its scratch directory (removed on exit)
 #   URL  a person record's address; BENCH_TOKEN and BENCH_PURPOSE exported for bench/wrk.lua
+#   fixed_rate RATE SECONDS, a function: that load at a fixed rate (h2load) against URL
 # Reads: BIN (default target/release/tollbu), GW_ENV (e.g. MIMALLOC_PURGE_DELAY=1), EXTRA_TOML
 # (appended to the config), HEAPTRACK=1 with HEAPTRACK_OUT (heaptrack's -o, default $OUT/ht),
 # SCRATCH (prefix of OUT, default /tmp/one-gateway).
@@ -47,3 +48,10 @@ PERSON=$("$REL/examples/bench_upstream" 127.0.0.1:0 --print-body)
 # shellcheck disable=SC2034 # read by the scripts that source this file
 URL=http://127.0.0.1:18005/population/persons/$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$PERSON")
 export BENCH_TOKEN BENCH_PURPOSE=benefit-assessment
+
+# HTTP/1.1 at RATE requests a second in all for SECONDS, sent as bench/run.sh's `rate` scenario
+# sends them (50 connections opened 2 per millisecond, so their requests do not leave in bursts).
+fixed_rate() { # rate seconds
+  h2load --h1 -t2 -c50 -r2 --rate-period=1ms --rps="$(($1 / 50))" -n "$(($1 * $2))" \
+    -H "authorization: Bearer $BENCH_TOKEN" -H "tollbu-purpose: $BENCH_PURPOSE" "$URL"
+}

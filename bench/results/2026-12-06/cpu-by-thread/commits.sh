@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One gateway (bench/one-gateway.sh): how many audit records one commit (one segment fdatasync)
 # carries, from the gateway's /metrics (tollbu_audit_records, tollbu_audit_fsync_seconds_count),
-# under wrk c50 for 10 s and at a fixed 10,000 and 20,000 requests/s for 10 s each (h2load, as
-# bench/run.sh's `rate` scenario sends them).
+# under wrk c50 for 10 s and at a fixed 10,000 and 20,000 requests/s for 10 s each (fixed_rate in
+# bench/one-gateway.sh).
 set -euo pipefail
 SCRATCH=${WORK:-/tmp/commits}/run
 # shellcheck source=bench/one-gateway.sh
@@ -17,8 +17,7 @@ for load in c50 10000 20000; do
   if [[ $load == c50 ]]; then
     wrk -t2 -c50 -d10s -s "$BENCH/wrk.lua" "$URL" >/dev/null
   else
-    h2load --h1 -t2 -c50 -r2 --rate-period=1ms --rps="$((load / 50))" -n "$((load * 10))" \
-      -H "authorization: Bearer $BENCH_TOKEN" -H "tollbu-purpose: $BENCH_PURPOSE" "$URL" >/dev/null
+    fixed_rate "$load" 10 >/dev/null
   fi
   read -r f1 r1 < <(counts)
   echo "$load: $((r1 - r0)) records, $((f1 - f0)) commits," \

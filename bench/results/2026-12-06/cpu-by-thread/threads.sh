@@ -4,7 +4,7 @@
 # (voluntary, involuntary) and the user and system CPU per request, from /proc/<pid>/task/*/
 # before and after the measured run.
 #   RATE=10000 threads.sh: the measured run is HTTP/1.1 at that many requests a second instead, as
-#   bench/run.sh's `rate` scenario sends them (h2load, 50 connections opened 2 per millisecond).
+#   bench/run.sh's `rate` scenario sends them (fixed_rate in bench/one-gateway.sh).
 #   STRACE=1 threads.sh: also counts the system calls of the audit writer, the audit notary and
 #   request worker 0 for 4 s each during a second run (strace slows them, so only the counts and
 #   their ratios mean anything), into $WORK/strace-{writer,notary,worker0}.txt.
@@ -26,8 +26,7 @@ C=${C:-50}
 wrk -t2 -c50 -d2s -s "$BENCH/wrk.lua" "$URL" >/dev/null
 snap >"$WORK/before"
 if [[ -n ${RATE:-} ]]; then
-  out=$(h2load --h1 -t2 -c50 -r2 --rate-period=1ms --rps="$((RATE / 50))" -n "$((RATE * ${DUR:-10}))" \
-    -H "authorization: Bearer $BENCH_TOKEN" -H "tollbu-purpose: $BENCH_PURPOSE" "$URL")
+  out=$(fixed_rate "$RATE" "${DUR:-10}")
   snap >"$WORK/after"
   reqs=$(echo "$out" | awk '/^requests:/ {print $8}')
   label="$RATE req/s"
