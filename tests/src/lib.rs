@@ -649,6 +649,11 @@ pub enum UpstreamBehaviour {
     Hold(std::time::Duration),
     /// A JSON body of about `bytes` bytes, with or without Content-Length.
     Large { bytes: usize, chunked: bool },
+    /// This body with this `Content-Type`.
+    Body {
+        content_type: &'static str,
+        body: &'static str,
+    },
 }
 
 /// A registry stand-in that records every request it parses (hyper, HTTP/1.1
@@ -719,6 +724,15 @@ impl RecordingUpstream {
                                             )),
                                             chunked,
                                         )
+                                    }
+                                    UpstreamBehaviour::Body { content_type, body } => {
+                                        let mut response =
+                                            stub_json(Bytes::from_static(body.as_bytes()), false);
+                                        response.headers_mut().insert(
+                                            http::header::CONTENT_TYPE,
+                                            http::HeaderValue::from_static(content_type),
+                                        );
+                                        response
                                     }
                                 };
                                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);

@@ -76,6 +76,8 @@ pub enum FilterError {
     InvalidJson { line: usize, column: usize },
     #[error("response body is a json {kind}, not an object or an array of objects")]
     NotAnObject { kind: &'static str },
+    #[error("response body names the released member `{name}` twice in one object")]
+    DuplicateMember { name: String },
 }
 
 /// Converts a byte offset in `text` into a 1-based line and a 1-based

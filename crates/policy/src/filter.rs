@@ -11,8 +11,6 @@ mod stream;
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use crate::error::FilterError;
 
 /// The set of JSON paths a caller may receive. Built only by the policy
@@ -82,9 +80,7 @@ impl FieldFilter {
         let Some(root) = &self.tree else {
             return Ok(body.to_vec());
         };
-        let filtered = stream::filter_body(root, body)?;
-        // Serialising a `Value` cannot fail (all keys are strings).
-        Ok(serde_json::to_vec(&filtered).unwrap_or_default())
+        stream::filter_body(root, body)
     }
 }
 
@@ -175,21 +171,13 @@ fn same_kind(child: &Child, array: bool, leaf: bool) -> bool {
     }
 }
 
-fn contains_object(value: &Value) -> bool {
-    match value {
-        Value::Object(_) => true,
-        Value::Array(items) => items.iter().any(contains_object),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     const PERSON_FIELDS: &[&str] = &[
         "pid",
@@ -357,6 +345,64 @@ mod tests {
         // `\u0069` is `i`: the key is `pid` to every client, so it is released.
         let out = f.filter_json(br#"{"p\u0069d":"1","pi\u0064x":2}"#).unwrap();
         assert_eq!(out, br#"{"pid":"1"}"#);
+    }
+
+    #[test]
+    fn released_values_pass_byte_for_byte_in_the_registrys_order() {
+        let f = filter(&["pid", "name.given", "citizenships[].country"]);
+        let body = br#"{"x":1,"pid":12345678901234567890123,"name":{"given":"K\u00e5ri","middle":"M"},"citizenships":[{"since":1e3,"country":"NOR"}, 7]}"#;
+        assert_eq!(
+            f.filter_json(body).unwrap(),
+            br#"{"pid":12345678901234567890123,"name":{"given":"K\u00e5ri"},"citizenships":[{"country":"NOR"}]}"#
+        );
+    }
+
+    #[test]
+    fn numbers_beyond_f64_pass_as_written_rather_than_being_refused() {
+        // RFC 8259 leaves number range to each parser; the caller's, not ours.
+        let f = filter(&["pid"]);
+        assert_eq!(
+            f.filter_json(br#"[{"pid":811e1111,"x":1}]"#).unwrap(),
+            br#"[{"pid":811e1111}]"#
+        );
+    }
+
+    #[test]
+    fn braces_inside_strings_do_not_make_a_leaf_an_object() {
+        let f = filter(&["marital_status", "pid"]);
+        let body = br#"{"marital_status":["{\"a\":1}","}{"],"pid":["x",{"secret":"s"}]}"#;
+        assert_eq!(
+            f.filter_json(body).unwrap(),
+            br#"{"marital_status":["{\"a\":1}","}{"]}"#
+        );
+    }
+
+    #[test]
+    fn a_released_member_named_twice_is_refused_and_unreleased_ones_are_skipped() {
+        let f = filter(&["pid", "name.given"]);
+        assert_eq!(
+            f.filter_json(br#"{"pid":"1","name":{"given":"A","given":"B"}}"#),
+            Err(FilterError::DuplicateMember {
+                name: "given".into()
+            })
+        );
+        // Escaped or not, it is the same name to every client.
+        assert_eq!(
+            f.filter_json(br#"{"pid":{"o":1},"p\u0069d":"2"}"#),
+            Err(FilterError::DuplicateMember { name: "pid".into() })
+        );
+        assert_eq!(
+            f.filter_json(br#"{"x":1,"pid":"1","x":2}"#).unwrap(),
+            br#"{"pid":"1"}"#
+        );
+    }
+
+    fn contains_object(value: &Value) -> bool {
+        match value {
+            Value::Object(_) => true,
+            Value::Array(items) => items.iter().any(contains_object),
+            _ => false,
+        }
     }
 
     /// The obvious implementation over a parsed `Value`, to check the

@@ -172,6 +172,31 @@ async fn upstream_faults_are_problem_json_and_audited() {
             StatusCode::BAD_GATEWAY,
             "upstream_too_large",
         ),
+        (
+            "not-json",
+            RecordingUpstream::start(UpstreamBehaviour::Body {
+                content_type: "text/plain",
+                body: "name: Ada Stub",
+            })
+            .await
+            .url,
+            "",
+            StatusCode::BAD_GATEWAY,
+            "upstream_unfilterable",
+        ),
+        (
+            // Parsers differ on which `given` counts: refused, not guessed.
+            "released-member-twice",
+            RecordingUpstream::start(UpstreamBehaviour::Body {
+                content_type: "application/json",
+                body: r#"{"name":{"given":"Ada","given":"Eve"},"pid":"x"}"#,
+            })
+            .await
+            .url,
+            "",
+            StatusCode::BAD_GATEWAY,
+            "upstream_unfilterable",
+        ),
     ];
     let runs = cases
         .into_iter()

@@ -1,4 +1,4 @@
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use http::StatusCode;
 use rustls::pki_types::pem::PemObject as _;
@@ -8,23 +8,13 @@ use tollbu_devkit::{certs, people, start_population};
 
 use crate::http::send_with_roots;
 
-/// One generated key set shared by the tests of this binary: RSA key
-/// generation is the slow part, and the tests only read the files. Kept
-/// under cargo's per-target temp dir (statics are never dropped, so a
-/// tempdir here would leak into /tmp).
-static GENERATED: LazyLock<Generated> = LazyLock::new(|| {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("devkit-certs");
-    let _ = std::fs::remove_dir_all(&dir);
-    certs::generate(&dir).unwrap();
-    Generated(dir)
-});
-
-struct Generated(std::path::PathBuf);
-
-impl Generated {
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
+/// A freshly generated key set in its own temporary directory. Not shared
+/// through a static: nextest runs every test in a process of its own, and
+/// processes sharing one directory removed each other's files mid-test.
+fn generated() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    certs::generate(dir.path()).unwrap();
+    dir
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -124,7 +114,7 @@ fn generate_writes_every_file() {
 
 #[tokio::test]
 async fn generated_keys_work_with_the_issuer() {
-    let dir = &*GENERATED;
+    let dir = &generated();
     let client_pem = read(dir.path(), "clients/demo-tax.key.pem");
     let config = tollbu_devkit::IssuerConfig::from_toml_str(
         r#"
@@ -160,7 +150,7 @@ keys = [{ kid = "k1", public_key_path = "clients/demo-tax.pub.pem" }]
 
 #[tokio::test]
 async fn tls_handshake_with_the_generated_ca() {
-    let dir = &*GENERATED;
+    let dir = &generated();
     let ca = read(dir.path(), "ca.pem");
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -208,7 +198,7 @@ async fn tls_handshake_with_the_generated_ca() {
 
 #[tokio::test]
 async fn mutual_tls_with_an_agency_certificate() {
-    let dir = &*GENERATED;
+    let dir = &generated();
     let ca = read(dir.path(), "ca.pem");
     let server = server_config(dir.path(), "gateway", Some(&ca));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
