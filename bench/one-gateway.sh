@@ -50,8 +50,10 @@ URL=http://127.0.0.1:18005/population/persons/$(python3 -c 'import json,sys; pri
 export BENCH_TOKEN BENCH_PURPOSE=benefit-assessment
 
 # HTTP/1.1 at RATE requests a second in all for SECONDS, sent as bench/run.sh's `rate` scenario
-# sends them (50 connections opened 2 per millisecond, so their requests do not leave in bursts).
+# sends them (bench/rate-options.sh).
+# shellcheck source=bench/rate-options.sh
+source "$BENCH/rate-options.sh"
 fixed_rate() { # rate seconds
-  h2load --h1 -t2 -c50 -r2 --rate-period=1ms --rps="$(($1 / 50))" -n "$(($1 * $2))" \
-    -H "authorization: Bearer $BENCH_TOKEN" -H "tollbu-purpose: $BENCH_PURPOSE" "$URL"
+  rate_options "$1" "$2"
+  h2load "${RATE_OPTIONS[@]}" -H "authorization: Bearer $BENCH_TOKEN" -H "tollbu-purpose: $BENCH_PURPOSE" "$URL"
 }

@@ -25,6 +25,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
+# shellcheck source=bench/rate-options.sh
+source "$BENCH/rate-options.sh"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=${OUT:-$BENCH/out/$STAMP}
 # Absolute, because nginx and HAProxy resolve paths from their own prefix.
@@ -246,14 +248,10 @@ run_h2load() { # scenario target round url h2load-options...
   log "$1 $2 round $3: $(tail -1 "$OUT/results.jsonl" | python3 "$BENCH/summarise.py" brief)"
 }
 run_h2() { run_h2load "$1" "$2" "$3" "${H2URL[$2]}" -t2 -c50 -m10 -D "$4"; } # scenario target round seconds
-# HTTP/1.1 at a fixed rate (scenario target round seconds): each of the 50 connections sends RATE/50
-# requests a second, one at a time, RATE x seconds in all. The connections open 2 per millisecond,
-# so their timers do not all fire together: started at once, every connection sends in the same
-# instant and each round trip measures a burst of 50. h2load times a request from when it is sent;
-# one that the previous answer held back is sent late (at these rates, rarely).
+# HTTP/1.1 at a fixed rate (scenario target round seconds); the load's shape: bench/rate-options.sh.
 run_rate() {
-  run_h2load "$1" "$2" "$3" "${URL[$2]}" --h1 -t2 -c50 -r2 --rate-period=1ms \
-    --rps="$((RATE / 50))" -n "$((RATE * $4))"
+  rate_options "$RATE" "$4"
+  run_h2load "$1" "$2" "$3" "${URL[$2]}" "${RATE_OPTIONS[@]}"
 }
 
 rotate() { # round list... -> list rotated by round, so no server always runs first
