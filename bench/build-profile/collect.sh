@@ -118,6 +118,7 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
   mkdir -p "$(dirname "$PGO_PROFILE")"
   "$PROFDATA" merge --sparse -o "$PGO_PROFILE" "$WORK"/pgo-raw/*.profraw
   rustc -V >"$(dirname "$PGO_PROFILE")/rustc-version"
+  "$ROOT/scripts/pgo-source-digest" >"$(dirname "$PGO_PROFILE")/source-digest"
   rm -rf "$WORK/audit"
   "$ROOT/scripts/build-release"
 fi
