@@ -12,6 +12,10 @@
 # (appended to the config), HEAPTRACK=1 with HEAPTRACK_OUT (heaptrack's -o, default $OUT/ht),
 # SCRATCH (prefix of OUT, default /tmp/one-gateway).
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# bench/run.sh installs the load generators; a probe run before it on a fresh machine says what is missing.
+for tool in wrk h2load python3 ${HEAPTRACK:+heaptrack}; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (Debian: wrk nghttp2-client heaptrack; or run bench/run.sh once)" >&2; exit 1; }
+done
 BENCH=$ROOT/bench
 REL=$ROOT/target/release
 BIN=${BIN:-$REL/tollbu}
