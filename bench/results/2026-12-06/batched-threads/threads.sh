@@ -7,7 +7,8 @@ set -euo pipefail
 BIN=${1:-$(ls -t "$(git rev-parse --show-toplevel)"/target/release/deps/append-* | grep -v '\.d$' | head -1)}
 for run in $(seq 1 "${RUNS:-3}"); do
   out=$(mktemp)
-  "$BIN" --bench batches_of_1000 --warm-up-time 2 --measurement-time 12 --noplot >"$out" 2>&1 &
+  # criterion writes target/criterion/ under the working directory: keep it out of the repository.
+  (cd "$(mktemp -d)" && exec "$BIN" --bench batches_of_1000 --warm-up-time 2 --measurement-time 12 --noplot >"$out" 2>&1) &
   sleep 6
   pid=$(pgrep -f "$(basename "$BIN") --bench batches_of_1000" | head -1)
   snap() { for t in /proc/"$pid"/task/*; do echo "$(cat "$t"/comm) $(awk '{print $14+$15}' "$t"/stat)"; done; }
