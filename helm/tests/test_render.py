@@ -240,6 +240,12 @@ def test_rendered_config_is_accepted_by_the_gateway(variant, tmp_path):
 # --- checksums roll the pods -----------------------------------------------------------------
 
 
+def test_audit_retention_is_rendered_only_when_set():
+    assert "retention_days" not in config_toml(render())["audit"]
+    config = config_toml(render("--set", "config.audit.retentionDays=400"))
+    assert config["audit"]["retention_days"] == 400
+
+
 def test_config_change_changes_the_config_checksum_only():
     base = pod_checksums(render(values="minimal-values.yaml"))
     changed = pod_checksums(render("--set", "config.limits.upstream_timeout_ms=9000", values="minimal-values.yaml"))
@@ -357,6 +363,7 @@ BAD_VALUES = [
     (["--set", "replicaCount=0"], "replicaCount"),
     (["--set", "config.audit.originPrefix=registry.example+x"], "originPrefix"),
     (["--set", "config.audit.durability=sometimes"], "durability"),
+    (["--set", "config.audit.retentionDays=-1"], "retentionDays"),
     (["--set", "config.limits.max_conections=5"], "max_conections"),
     (["--set", "config.issuers[0].leewaySecs=120"], "leewaySecs"),
     (["--set", "config.issuers[0].algorithms={HS256}"], "algorithms"),

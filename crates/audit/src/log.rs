@@ -4,6 +4,7 @@
 
 mod notary;
 mod recover;
+mod retention;
 mod spare;
 mod writer;
 
@@ -481,6 +482,21 @@ impl AuditLog {
             .send(Command::Prune { first_kept, tx })
             .map_err(|_| AuditError::Closed)?;
         rx.recv().map_err(|_| AuditError::Closed)?
+    }
+
+    /// Retention by age: removes the bodies of records older than `cutoff`, whole segments at a
+    /// time (a segment goes once its newest record is older), as [`AuditLog::prune_before`] does.
+    /// Reads the oldest sealed segments on the calling thread, so call it where blocking is
+    /// fine; the writer only does the removal.
+    pub fn prune_older_than(
+        &self,
+        cutoff: std::time::SystemTime,
+    ) -> Result<PruneReport, AuditError> {
+        let first_kept = retention::first_record_to_keep(
+            &self.inner.dir.join("segments"),
+            time::OffsetDateTime::from(cutoff),
+        )?;
+        self.prune_before(first_kept)
     }
 
     /// Flushes, signs a final checkpoint and stops the writer. Later appends fail with `Closed`.

@@ -322,7 +322,14 @@ pub struct AuditSection {
     pub checkpoint_every: u64,
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval_secs: u64,
+    /// Record bodies older than this many days are deleted, a whole segment at a time; their
+    /// hashes stay, so the log still verifies. Absent: kept for ever.
+    #[serde(default)]
+    pub retention_days: Option<Spanned<u64>>,
 }
+
+/// Longest retention accepted, a century: a larger figure is a typo, not a policy.
+pub const MAX_RETENTION_DAYS: u64 = 36_500;
 
 fn default_durability() -> String {
     "fsync".into()
@@ -431,6 +438,16 @@ impl Config {
             }
         }
         self.validate_console(&at)?;
+        if let Some(days) = &self.audit.retention_days
+            && !(1..=MAX_RETENTION_DAYS).contains(days.get_ref())
+        {
+            return Err(at(
+                days.span(),
+                format!(
+                    "`audit.retention_days` must be between 1 and {MAX_RETENTION_DAYS} (leave it out to keep every record)"
+                ),
+            ));
+        }
         if !matches!(self.audit.durability.as_str(), "fsync" | "relaxed") {
             return Err(at(
                 0..0,
@@ -702,6 +719,32 @@ pseudonym_key = "p.key"
             config.audit.checkpoint_interval_secs,
             default_checkpoint_interval()
         );
+    }
+
+    #[test]
+    fn audit_retention_is_optional_and_named_with_its_line_when_wrong() {
+        let config = Config::parse(MINIMAL, "t.toml", Path::new(".")).unwrap();
+        assert_eq!(config.audit.retention_days, None);
+        let kept = format!("{MINIMAL}retention_days = 400\n");
+        let config = Config::parse(&kept, "t.toml", Path::new(".")).unwrap();
+        assert_eq!(config.audit.retention_days.map(|d| *d.get_ref()), Some(400));
+        let line = MINIMAL.lines().count() + 1;
+        for wrong in ["0", "36501"] {
+            let text = format!("{MINIMAL}retention_days = {wrong}\n");
+            let error = Config::parse(&text, "t.toml", Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with(&format!("t.toml:{line}:"))
+                    && error.contains("`audit.retention_days` must be between 1 and 36500"),
+                "{error}"
+            );
+        }
+        let negative = format!("{MINIMAL}retention_days = -1\n");
+        let error = Config::parse(&negative, "t.toml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with(&format!("t.toml:{line}:")), "{error}");
     }
 
     #[test]

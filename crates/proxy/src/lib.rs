@@ -24,6 +24,7 @@ pub mod live;
 pub mod metrics;
 pub mod minimise;
 pub mod rate_limit;
+pub mod retention;
 pub mod route;
 pub mod server;
 pub mod stack;
@@ -140,6 +141,10 @@ async fn start_parts(
     tasks.push(tokio::spawn(
         Arc::clone(&live).watch_tls_files(stop_rx.clone()),
     ));
+    tasks.push(tokio::spawn(retention::sweep_audit_log(
+        Arc::clone(&live),
+        stop_rx.clone(),
+    )));
     let admin_listener = server::bind(config.admin.listen).await?;
     let admin_addr = admin_listener
         .local_addr()

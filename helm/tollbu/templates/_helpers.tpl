@@ -196,6 +196,9 @@ pseudonym_key = "/etc/tollbu/audit-keys/pseudonym.key"
 durability = {{ $c.audit.durability | toJson }}
 checkpoint_every = {{ int64 $c.audit.checkpointEvery }}
 checkpoint_interval_secs = {{ int64 $c.audit.checkpointIntervalSecs }}
+{{- if $c.audit.retentionDays }}
+retention_days = {{ int64 $c.audit.retentionDays }}
+{{- end }}
 {{- with $c.telemetry }}
 {{- if .otlpEndpoint }}
 

@@ -250,3 +250,113 @@ async fn an_outsider_verifies_a_record_from_the_admin_endpoints_alone() {
         &checkpoint.root
     ));
 }
+
+/// `[audit] retention_days`: a gateway that starts on a log holding year-old records removes their
+/// bodies at once (whole segments), keeps the records inside the period, and the log still verifies.
+#[tokio::test]
+async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_verifies() {
+    let mut env = Env::start(Options {
+        extra_config: "retention_days = 30\n".into(),
+        ..Options::default()
+    })
+    .await;
+    env.stop_gateway().await;
+    let audit_dir = env.audit_dir();
+
+    // 1,200 records a year old in small segments, then 10 from today, written by the library with
+    // the gateway's identity and keys.
+    let certs = certs_dir();
+    let mut cfg = tollbu_audit::AuditConfig::new(
+        audit_dir.clone(),
+        "tollbu.example/test/gateway-0",
+        certs.join("audit-signing.key.pem"),
+        certs.join("audit-pseudonym.key"),
+    );
+    cfg.segment_max_bytes = 16 * 1024;
+    let (log, _) = tollbu_audit::AuditLog::open(cfg).expect("open the gateway's log");
+    let now = time::OffsetDateTime::now_utc();
+    let record = |i: u64, age: time::Duration| tollbu_audit::Record {
+        time: tollbu_audit::Record::timestamp(now - age),
+        request_id: format!("old-{i}"),
+        service: "population".into(),
+        operation: "get-person".into(),
+        decision: tollbu_audit::Decision::Allow,
+        ..tollbu_audit::Record::default()
+    };
+    // In commits of 40, so that the 16 KiB segments rotate between them.
+    for first in (0..1_200).step_by(40) {
+        let batch = (first..first + 40)
+            .map(|i| record(i, time::Duration::days(365)))
+            .collect();
+        log.append_batch(batch).await.expect("append");
+    }
+    let today = (1_200..1_210)
+        .map(|i| record(i, time::Duration::hours(1)))
+        .collect();
+    log.append_batch(today).await.expect("append");
+    tokio::task::spawn_blocking(move || log.shutdown())
+        .await
+        .expect("join")
+        .expect("shutdown");
+    let segments = || {
+        std::fs::read_dir(audit_dir.join("segments"))
+            .expect("segments")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            })
+            .count()
+    };
+    let before = segments();
+    assert!(before > 10, "{before} segments");
+
+    env.restart_gateway().await;
+    let pruned = audit_dir.join("pruned");
+    for _ in 0..100 {
+        if pruned.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let first_retained: u64 = std::fs::read_to_string(&pruned)
+        .expect("the sweep at start writes `pruned`")
+        .trim()
+        .parse()
+        .expect("a record number");
+    // Old records go up to the last full tile the log had signed; today's stay.
+    assert!(
+        (768..=1_200).contains(&first_retained),
+        "first retained {first_retained}"
+    );
+    assert!(
+        segments() < before,
+        "{} of {before} segments left",
+        segments()
+    );
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    assert_eq!(env.read_person(&token, None).await.status, StatusCode::OK);
+    env.stop_gateway().await;
+
+    let report = tooling::verify(&audit_dir, &[], None);
+    assert!(report.ok, "{}", report.text);
+    assert!(
+        report
+            .text
+            .contains(&format!("pruned: records 0..{first_retained}")),
+        "{}",
+        report.text
+    );
+    let today = tooling::query(
+        &audit_dir,
+        &Query {
+            from: Some(tollbu_audit::Record::timestamp(
+                now - time::Duration::days(1),
+            )),
+            ..Query::default()
+        },
+        None,
+        true,
+    );
+    assert!(today.ok, "{}", today.text);
+    assert_eq!(today.text.lines().count(), 11, "{}", today.text);
+}

@@ -6,7 +6,7 @@ use tollbu_audit::tooling::{self, Query};
 use tollbu_audit::tree::{verify_consistency, verify_inclusion};
 use tollbu_audit::{
     AuditConfig, AuditError, AuditLog, Decision, Durability, MAX_BATCH_RECORDS, NoteVerifier,
-    Pseudonymiser, open_checkpoint,
+    Pseudonymiser, Record, open_checkpoint,
 };
 
 use crate::support::{Keys, ORIGIN, person, record, runtime};
@@ -213,6 +213,83 @@ fn rotation_queries_citizen_report_and_retention() {
         .filter(|i| i % 7 == 3)
         .collect();
     assert_eq!(got, want);
+}
+
+/// Retention by age keeps every record at or after the cutoff, including one timed late inside an
+/// otherwise old segment, and never the active segment or records no checkpoint covers yet.
+#[test]
+fn retention_by_age_keeps_every_record_at_or_after_the_cutoff() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let mut cfg = keys.config(dir.path());
+    cfg.segment_max_bytes = 16 * 1024;
+    cfg.checkpoint_every = 200;
+    let (log, _) = AuditLog::open(cfg).unwrap();
+    let start = time::macros::datetime!(2026-03-01 00:00:00 UTC);
+    let at = |seconds: i64| Record::timestamp(start + time::Duration::seconds(seconds));
+    // Record i is timed `i` seconds after `start`, except record 300, timed after every other.
+    let time_of = |i: u64| if i == 300 { 5_000 } else { i as i64 };
+    for i in 0..1_200 {
+        let mut r = record(i, &ps);
+        r.time = at(time_of(i));
+        log.append_blocking(r).unwrap();
+    }
+    let in_segments = |dir: &std::path::Path| {
+        std::fs::read_dir(dir.join("segments"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "seg")
+            })
+            .count()
+    };
+    let segments_before = in_segments(dir.path());
+    assert!(segments_before > 10, "{segments_before} segments");
+
+    let cutoff = std::time::SystemTime::from(start + time::Duration::seconds(600));
+    let report = log.prune_older_than(cutoff).unwrap();
+    assert!(report.segments_removed > 0, "{report:?}");
+    // The segment holding record 300 stays whole, and with it everything after.
+    assert!(report.first_retained <= 300, "{report:?}");
+    assert_eq!(
+        in_segments(dir.path()),
+        segments_before - report.segments_removed
+    );
+    // Every record timed at or after the cutoff is still there to read.
+    let q = Query {
+        from: Some(at(600)),
+        ..Query::default()
+    };
+    let r = tooling::query(dir.path(), &q, None, true);
+    assert!(r.ok, "{}", r.text);
+    let want = (0..1_200u64).filter(|&i| time_of(i) >= 600).count();
+    assert_eq!(r.text.lines().count(), want, "{}", r.text);
+    // A second sweep with the same cutoff removes nothing more.
+    let again = log.prune_older_than(cutoff).unwrap();
+    assert_eq!(
+        (again.segments_removed, again.first_retained),
+        (0, report.first_retained)
+    );
+
+    // A cutoff after every record: the active segment and the records after the last full
+    // level-0 tile (1,200 = 4 × 256 + 176) stay.
+    let late = std::time::SystemTime::from(start + time::Duration::days(1));
+    let all = log.prune_older_than(late).unwrap();
+    assert!(all.first_retained <= 1_024, "{all:?}");
+    assert!(in_segments(dir.path()) >= 1);
+    log.shutdown().unwrap();
+    let v = tooling::verify(dir.path(), &[], None);
+    assert!(v.ok, "{}", v.text);
+    assert!(
+        v.text
+            .contains(&format!("pruned: records 0..{}", all.first_retained)),
+        "{}",
+        v.text
+    );
 }
 
 #[test]
