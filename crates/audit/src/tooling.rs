@@ -43,6 +43,35 @@ fn checkpoint_size(dir: &Path) -> Result<u64, AuditError> {
     Ok(parse_checkpoint_body(&note[..body_end])?.size)
 }
 
+/// Records below this number were removed by retention (0: none); from the `pruned` marker.
+fn first_retained(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("pruned"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// What retention removed, for the people reading query answers: the records before the first
+/// one kept and, when it can be read, that record's time. Retention also removes the index entries
+/// of those records, so which of them concerned a given subject or consumer is no longer known.
+pub fn retention_boundary(dir: &Path) -> Option<(u64, Option<String>)> {
+    let first = first_retained(dir);
+    if first == 0 {
+        return None;
+    }
+    let segments = crate::segment::list_segments(&dir.join("segments")).ok()?;
+    let time = segments
+        .iter()
+        .find(|s| s.first_seq == first)
+        .and_then(|s| FrameReader::open(&s.path).ok())
+        .and_then(|mut r| match r.next_frame() {
+            Ok(FrameRead::Frame { payload, .. }) => crate::record::decode(&payload).ok(),
+            _ => None,
+        })
+        .map(|r| r.record.time);
+    Some((first, time))
+}
+
 /// Signed notes kept in `checkpoints.log`, oldest first; a torn last frame is ignored.
 pub fn checkpoint_history(dir: &Path) -> Vec<String> {
     let path = dir.join("checkpoints.log");

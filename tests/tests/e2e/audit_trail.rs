@@ -359,4 +359,15 @@ async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_ver
     );
     assert!(today.ok, "{}", today.text);
     assert_eq!(today.text.lines().count(), 11, "{}", today.text);
+    // An officer's table says where the kept records start.
+    let table = tooling::query(&audit_dir, &Query::default(), None, false);
+    // (Records below 1,200 all carry the same time, a year ago.)
+    assert!(
+        table.text.contains(&format!(
+            "Records 0..{first_retained} (before {}) were removed under the retention policy",
+            tollbu_audit::Record::timestamp(now - time::Duration::days(365))
+        )),
+        "{}",
+        table.text
+    );
 }

@@ -25,7 +25,7 @@ use super::spare::Spare;
 use super::{AuditConfig, Durability, PruneReport, Shared};
 use crate::error::AuditError;
 use crate::hash::leaf_hash;
-use crate::index::{Bucket, IndexKind, IndexWriter, Location, Watermark};
+use crate::index::{Bucket, IndexKind, IndexWriter, Location, Watermark, drop_entries_below};
 use crate::record::Prepared;
 use crate::segment::{SegmentFile, Storage, frame_with, list_segments, segment_name, write_atomic};
 use crate::tile::{TILE_WIDTH, stored_count};
@@ -155,6 +155,9 @@ pub(crate) struct Writer {
     next_seq: u64,
     index: IndexWriter,
     indexer: Indexer,
+    /// Index entries below this record are to be removed (their records were pruned); cleared
+    /// once the index thread has taken the job.
+    drop_index_below: Option<u64>,
     /// Position of the last index flush handed to the indexer.
     index_mark: Watermark,
     index_mark_at: Instant,
@@ -196,6 +199,7 @@ impl Writer {
             next_seq,
             index: o.index,
             indexer: Indexer::start(),
+            drop_index_below: None,
             // Records re-indexed on open are pending too, so count from the durable watermark.
             index_mark: Watermark {
                 seq: o.report.records - o.report.reindexed,
@@ -527,6 +531,24 @@ impl Writer {
         if self.last_checkpoint_at.elapsed() >= self.checkpoint_interval {
             let _ = self.checkpoint(false);
         }
+        self.drop_pruned_index_entries();
+    }
+
+    /// Hands the removal of pruned records' index entries to the index thread, after the entries
+    /// buffered so far (so none is written back behind it). While that thread is busy the job
+    /// waits here and is retried on the next pass; appends never wait for it.
+    fn drop_pruned_index_entries(&mut self) {
+        let Some(below) = self.drop_index_below else {
+            return;
+        };
+        let pending = std::mem::take(&mut self.index);
+        match self
+            .indexer
+            .submit(&self.dir, pending, None, Some(below), false)
+        {
+            Ok(()) => self.drop_index_below = None,
+            Err(pending) => self.index = pending,
+        }
     }
 
     fn rotate(&mut self) -> Result<(), AuditError> {
@@ -644,7 +666,10 @@ impl Writer {
             offset: self.seg_len,
         };
         let pending = std::mem::take(&mut self.index);
-        match self.indexer.submit(&self.dir, pending, Some(mark), force) {
+        match self
+            .indexer
+            .submit(&self.dir, pending, Some(mark), None, force)
+        {
             Ok(()) => {
                 self.index_mark = mark;
                 self.index_mark_at = Instant::now();
@@ -662,7 +687,7 @@ impl Writer {
             return;
         }
         let pending = std::mem::take(&mut self.index);
-        if let Err(pending) = self.indexer.submit(&self.dir, pending, None, false) {
+        if let Err(pending) = self.indexer.submit(&self.dir, pending, None, None, false) {
             self.index = pending;
         }
     }
@@ -672,6 +697,12 @@ impl Writer {
         let signed = self.checkpoint(true);
         if signed.is_ok() {
             self.flush_index(true);
+        }
+        if let Some(below) = self.drop_index_below.take() {
+            let pending = std::mem::take(&mut self.index);
+            let _ = self
+                .indexer
+                .submit(&self.dir, pending, None, Some(below), true);
         }
         // Wait for the last index flush so a clean shutdown leaves no re-indexing for the next open.
         self.indexer.finish();
@@ -716,6 +747,8 @@ impl Writer {
             std::fs::remove_file(p).map_err(AuditError::io(p))?;
         }
         crate::segment::sync_dir(&self.seg_dir).map_err(AuditError::io(&self.seg_dir))?;
+        self.drop_index_below = Some(first_retained);
+        self.drop_pruned_index_entries();
         Ok(PruneReport {
             segments_removed: removable.len(),
             first_retained,
@@ -757,10 +790,12 @@ struct Indexer {
     inline_unsynced: BTreeSet<Bucket>,
 }
 
-/// Entries for the index thread to write; with a watermark, also to make durable up to it.
+/// Entries for the index thread to write; with a watermark, also to make durable up to it; with
+/// `drop_below` (after retention), then to remove the entries of records below it.
 struct IndexJob {
     entries: IndexWriter,
     mark: Option<Watermark>,
+    drop_below: Option<u64>,
     dir: PathBuf,
 }
 
@@ -768,9 +803,13 @@ impl IndexJob {
     /// Writes the entries; with a watermark, fsyncs every bucket in `unsynced` and moves it.
     fn run(mut self, unsynced: &mut BTreeSet<Bucket>) -> Result<(), AuditError> {
         match self.mark {
-            Some(mark) => self.entries.flush_durably(&self.dir, unsynced, mark),
-            None => self.entries.write_out(&self.dir, unsynced),
+            Some(mark) => self.entries.flush_durably(&self.dir, unsynced, mark)?,
+            None => self.entries.write_out(&self.dir, unsynced)?,
         }
+        if let Some(below) = self.drop_below {
+            drop_entries_below(&self.dir, below)?;
+        }
+        Ok(())
     }
 }
 
@@ -812,11 +851,13 @@ impl Indexer {
         dir: &std::path::Path,
         entries: IndexWriter,
         mark: Option<Watermark>,
+        drop_below: Option<u64>,
         wait: bool,
     ) -> Result<(), IndexWriter> {
         let job = IndexJob {
             entries,
             mark,
+            drop_below,
             dir: dir.to_path_buf(),
         };
         let Some(tx) = &self.tx else {

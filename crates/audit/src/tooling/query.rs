@@ -217,6 +217,9 @@ pub fn query(dir: &Path, q: &Query, pseudonym_key: Option<&Path>, json_lines: bo
                 "{pruned} older matching records were removed by retention (hashes kept)"
             );
         }
+        if let Some(line) = retention_note(dir) {
+            let _ = writeln!(out, "{line}");
+        }
     }
     Report::ok(out)
 }
@@ -287,5 +290,17 @@ pub fn citizen(dir: &Path, subject: &str, pseudonym_key: &Path) -> Report {
             "\n{pruned} older requests were removed under the retention policy."
         );
     }
+    if let Some(line) = retention_note(dir) {
+        let _ = writeln!(out, "\n{line}");
+    }
     Report::ok(out)
+}
+
+/// One line on what retention removed, or `None` if it removed nothing.
+fn retention_note(dir: &Path) -> Option<String> {
+    let (first, time) = super::retention_boundary(dir)?;
+    let since = time.map_or_else(String::new, |t| format!(" (before {t})"));
+    Some(format!(
+        "Records 0..{first}{since} were removed under the retention policy; which of them matched is no longer recorded."
+    ))
 }

@@ -261,10 +261,7 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
     }
 
     // Pruned prefix: only leaf hashes remain, taken from the level-0 tiles.
-    let pruned: u64 = std::fs::read_to_string(dir.join("pruned"))
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0);
+    let pruned = super::first_retained(dir);
     let mut pos = 0u64;
     // Difference between stored sequence numbers and positions; reported only when it changes, so a
     // removed record yields one finding rather than one per later record.

@@ -693,13 +693,26 @@ pub async fn citizen(ctx: &Ctx, form: &Form, api: bool, clear_id: bool) -> Respo
         ..Filter::default()
     };
     let found = blocking(move || {
-        browse::page(&dir, &filter, None, 10_000, SCAN_BUDGET).map_err(|e| e.to_string())
+        let page =
+            browse::page(&dir, &filter, None, 10_000, SCAN_BUDGET).map_err(|e| e.to_string())?;
+        Ok((page, tollbu_audit::tooling::retention_boundary(&dir)))
     })
     .await;
-    let found = match found {
+    let (found, retention) = match found {
         Ok(p) => p,
         Err(e) => return failure(api, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
+    // Retention removed the records before `first` and their index entries with them: how many
+    // concerned this person is no longer known, only where the kept records start.
+    let retention = retention.map(|(first, time)| {
+        (
+            first,
+            format!(
+                "Requests recorded before {} were removed under the retention policy and can no longer be listed.",
+                time.unwrap_or_else(|| format!("record #{first}"))
+            ),
+        )
+    });
     // The officer's own reads about the person are part of what the citizen is owed too, but the
     // report lists the data requests first; console reads are marked as such.
     if api {
@@ -724,7 +737,12 @@ pub async fn citizen(ctx: &Ctx, form: &Form, api: bool, clear_id: bool) -> Respo
             .collect();
         return json_response(
             StatusCode::OK,
-            &json!({"subject_pseudonym": subject, "requests": entries, "removed_by_retention": found.pruned}),
+            &json!({
+                "subject_pseudonym": subject,
+                "requests": entries,
+                "removed_by_retention": found.pruned,
+                "retention_removed_records_before": retention.as_ref().map(|(first, _)| first),
+            }),
         );
     }
     let mut main = String::new();
@@ -786,6 +804,9 @@ pub async fn citizen(ctx: &Ctx, form: &Form, api: bool, clear_id: bool) -> Respo
                 found.pruned
             ),
         ));
+    }
+    if let Some((_, text)) = &retention {
+        main.push_str(&notice("info", &esc(text)));
     }
     html_response(
         StatusCode::OK,
