@@ -474,14 +474,15 @@ impl AuditLog {
 
     /// Retention: deletes whole segments whose records all lie below `first_kept`, keeping their
     /// leaf hashes in the tiles so every proof and checkpoint still verifies. The active segment and
-    /// records not yet covered by a full level-0 tile are always kept.
+    /// records not yet covered by a full level-0 tile are always kept. The writer only decides and
+    /// marks; the files are deleted on the calling thread, so call it where blocking is fine.
     pub fn prune_before(&self, first_kept: u64) -> Result<PruneReport, AuditError> {
         let (tx, rx) = mpsc::channel();
         self.inner
             .tx
             .send(Command::Prune { first_kept, tx })
             .map_err(|_| AuditError::Closed)?;
-        rx.recv().map_err(|_| AuditError::Closed)?
+        rx.recv().map_err(|_| AuditError::Closed)??.remove()
     }
 
     /// Retention by age: removes the bodies of records older than `cutoff`, whole segments at a

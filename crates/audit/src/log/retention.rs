@@ -15,29 +15,37 @@ use crate::error::AuditError;
 use crate::record::parse_time;
 use crate::segment::{FrameRead, FrameReader, SegmentInfo, list_segments};
 
-/// The time field of a stored record; the rest is skipped by the parser, not built.
-#[derive(Deserialize)]
-struct RecordTime<'a> {
-    #[serde(borrow)]
-    time: &'a str,
-}
+/// How far a record's time can trail the records committed before it: a record is timed when its
+/// request starts and committed when it ends, and requests last seconds, never a day.
+const DISORDER_SLACK: time::Duration = time::Duration::days(1);
 
 /// First sequence number whose segment must stay for records at or after `cutoff` to be kept.
 ///
-/// A segment goes only if its newest record is older than `cutoff`: record times follow the
-/// sequence only roughly (a record is timed before it waits for its commit), so the whole segment
-/// is read rather than trusting the next segment's first time. The last segment is the active one
-/// and is never a candidate.
+/// A segment goes only if its newest record is older than `cutoff`. Record times follow the
+/// sequence only roughly, so near the cutoff the whole segment is read; a segment whose successor
+/// starts more than [`DISORDER_SLACK`] before the cutoff is older throughout, which spares reading
+/// a long backlog when retention is first turned on. The last segment is the active one and is
+/// never a candidate.
 pub(crate) fn first_record_to_keep(
     seg_dir: &Path,
     cutoff: OffsetDateTime,
 ) -> Result<u64, AuditError> {
     let segments = list_segments(seg_dir)?;
-    let Some((active, sealed)) = segments.split_last() else {
+    let Some(active) = segments.last() else {
         return Ok(0);
     };
-    for seg in sealed {
-        match newest_time(seg)? {
+    for pair in segments.windows(2) {
+        let (seg, next) = (&pair[0], &pair[1]);
+        let next_starts = RecordTimes::open(next)?.next_time()?;
+        if next_starts.is_some_and(|first| first < cutoff - DISORDER_SLACK) {
+            continue;
+        }
+        let mut times = RecordTimes::open(seg)?;
+        let mut newest: Option<OffsetDateTime> = None;
+        while let Some(t) = times.next_time()? {
+            newest = Some(newest.map_or(t, |n| n.max(t)));
+        }
+        match newest {
             Some(newest) if newest < cutoff => continue,
             // An empty sealed segment cannot happen (rotation follows an append); keep it and
             // everything after it rather than guess.
@@ -47,23 +55,39 @@ pub(crate) fn first_record_to_keep(
     Ok(active.first_seq)
 }
 
-/// Newest record time in `seg`, or `None` if it holds no record.
-fn newest_time(seg: &SegmentInfo) -> Result<Option<OffsetDateTime>, AuditError> {
-    let corrupt = |what: String| AuditError::Corrupt(format!("`{}`: {what}", seg.path.display()));
-    // A sealed segment may end in the zeros of the spare it was written over.
-    let mut reader = FrameReader::open(&seg.path)?.zero_tail_unchecked();
-    let mut newest: Option<OffsetDateTime> = None;
-    loop {
-        match reader.next_frame().map_err(AuditError::io(&seg.path))? {
+/// The time field of a stored record; the rest is skipped by the parser, not built.
+#[derive(Deserialize)]
+struct RecordTime<'a> {
+    #[serde(borrow)]
+    time: &'a str,
+}
+
+/// The times of a segment's records, in order.
+struct RecordTimes<'a> {
+    seg: &'a SegmentInfo,
+    reader: FrameReader,
+}
+
+impl<'a> RecordTimes<'a> {
+    fn open(seg: &'a SegmentInfo) -> Result<Self, AuditError> {
+        // A sealed segment may end in the zeros of the spare it was written over.
+        let reader = FrameReader::open(&seg.path)?.zero_tail_unchecked();
+        Ok(Self { seg, reader })
+    }
+
+    /// The next record's time, or `None` at the segment's end.
+    fn next_time(&mut self) -> Result<Option<OffsetDateTime>, AuditError> {
+        let path = &self.seg.path;
+        let corrupt = |what: String| AuditError::Corrupt(format!("`{}`: {what}", path.display()));
+        match self.reader.next_frame().map_err(AuditError::io(path))? {
             FrameRead::Frame { offset, payload } => {
                 let stored: RecordTime<'_> = serde_json::from_slice(&payload)
                     .map_err(|e| corrupt(format!("record at offset {offset}: {e}")))?;
-                let time = parse_time(stored.time)?;
-                newest = Some(newest.map_or(time, |n| n.max(time)));
+                parse_time(stored.time).map(Some)
             }
-            FrameRead::End => return Ok(newest),
+            FrameRead::End => Ok(None),
             FrameRead::Bad { offset, reason, .. } => {
-                return Err(corrupt(format!("offset {offset}: {reason}")));
+                Err(corrupt(format!("offset {offset}: {reason}")))
             }
         }
     }

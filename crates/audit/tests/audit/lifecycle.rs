@@ -327,6 +327,47 @@ fn retention_by_age_keeps_every_record_at_or_after_the_cutoff() {
     );
 }
 
+/// A backlog far older than the cutoff (retention turned on for a long-kept log) is judged by the
+/// first record of each following segment, not read through: a damaged frame inside an old segment
+/// does not stop its removal, and the segments are deleted off the writer thread.
+#[test]
+fn retention_of_an_old_backlog_reads_only_where_each_segment_starts() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let mut cfg = keys.config(dir.path());
+    cfg.segment_max_bytes = 16 * 1024;
+    cfg.checkpoint_every = 200;
+    let (log, _) = AuditLog::open(cfg).unwrap();
+    let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    for i in 0..1_100 {
+        let mut r = record(i, &ps);
+        r.time = Record::timestamp(long_ago + time::Duration::seconds(i as i64));
+        log.append_blocking(r).unwrap();
+    }
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    // Damage a byte in the middle of the second segment: reading it through would fail.
+    let damaged = &segments[1];
+    let mut bytes = std::fs::read(damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(damaged, &bytes).unwrap();
+
+    let report = log
+        .prune_older_than(std::time::SystemTime::now() - std::time::Duration::from_secs(86_400))
+        .unwrap();
+    assert!(report.segments_removed >= 3, "{report:?}");
+    assert!(!damaged.exists(), "the damaged old segment is removed too");
+    // Up to the last full tile the checkpoint covers (1,100 = 4 × 256 + 76).
+    assert!(report.first_retained <= 1_024, "{report:?}");
+    log.shutdown().unwrap();
+}
+
 #[test]
 fn relaxed_durability_still_signs_only_synced_records() {
     let keys = Keys::new();
