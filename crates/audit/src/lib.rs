@@ -29,8 +29,8 @@ pub use error::AuditError;
 pub use hash::Hash;
 pub use log::{
     AuditConfig, AuditLog, AuditStats, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL,
-    Durability, FSYNC_BUCKETS_MICROS, FsyncHistogram, MAX_BATCH_RECORDS, PruneReport,
-    QUEUE_CAPACITY, RecoveryReport,
+    Durability, FSYNC_BUCKETS_MICROS, FsyncHistogram, MAX_BATCH_RECORDS, MAX_SEGMENTS_PER_PRUNE,
+    PruneReport, QUEUE_CAPACITY, RecoveryReport,
 };
 pub use pseudonym::Pseudonymiser;
 pub use record::{Decision, Record};

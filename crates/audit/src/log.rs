@@ -167,7 +167,14 @@ pub struct PruneReport {
     pub segments_removed: usize,
     /// Records below this index now exist only as leaf hashes in the tiles.
     pub first_retained: u64,
+    /// One call removes at most [`MAX_SEGMENTS_PER_PRUNE`] segments; when it stopped there with
+    /// more due, call again.
+    pub more_due: bool,
 }
+
+/// Most segments one prune call deletes (2 GiB at the default size, a few seconds of gentle
+/// deletes), so that a sweep over a long backlog comes back often, e.g. to let a shutdown through.
+pub const MAX_SEGMENTS_PER_PRUNE: usize = 32;
 
 /// State the writer publishes and readers consult.
 pub(crate) struct Shared {

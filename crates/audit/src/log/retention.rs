@@ -4,16 +4,19 @@
 //! it (and still keeps anything not yet covered by a full tile and a signed checkpoint).
 //!
 //! Runs on the caller's thread, never the writer's: it reads sealed segments, which no longer
-//! change, and decodes only each record's time.
+//! change, and decodes only each record's time; and it deletes the segments the writer gave up,
+//! gently, since a file system's delete can hold up the writer's fsyncs.
 
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::error::AuditError;
 use crate::record::parse_time;
-use crate::segment::{FrameRead, FrameReader, SegmentInfo, list_segments};
+use crate::segment::{FrameRead, FrameReader, SegmentInfo, list_segments, sync_dir};
 
 /// How far a record's time can trail the records committed before it: a record is timed when its
 /// request starts and committed when it ends, and requests last seconds, never a day.
@@ -90,5 +93,67 @@ impl<'a> RecordTimes<'a> {
                 Err(corrupt(format!("offset {offset}: {reason}")))
             }
         }
+    }
+}
+
+/// Suffix of a segment being deleted; [`list_segments`] no longer sees it.
+const DELETING: &str = "deleting";
+
+/// A deleted segment is shrunk by this much at a time…
+const SHRINK_STEP: u64 = 4 << 20;
+
+/// … with this pause after each step.
+const SHRINK_PAUSE: Duration = Duration::from_millis(5);
+
+/// Deletes `segments` (already below the `pruned` marker) and any left by an interrupted sweep.
+///
+/// Freeing a 64 MiB segment at once took 21–25 ms on a file system mounted with online discard,
+/// and the writer's `fdatasync` waited behind it (acknowledgement p99 13–17 ms during a sweep,
+/// 2.7–4.2 ms without the deletes). So each segment is first renamed out of the log (durably: a
+/// crash must not leave a shortened segment where recovery reads records), then shrunk in small
+/// steps with pauses, then unlinked.
+pub(crate) fn delete_segments(seg_dir: &Path, segments: &[PathBuf]) -> Result<(), AuditError> {
+    let mut doomed = Vec::new();
+    for seg in segments {
+        let to = seg.with_extension(format!("seg.{DELETING}"));
+        match std::fs::rename(seg, &to) {
+            Ok(()) => doomed.push(to),
+            // Another sweep got there first.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(AuditError::io(seg)(e)),
+        }
+    }
+    for entry in std::fs::read_dir(seg_dir).map_err(AuditError::io(seg_dir))? {
+        let path = entry.map_err(AuditError::io(seg_dir))?.path();
+        if path.extension().is_some_and(|e| e == DELETING) && !doomed.contains(&path) {
+            doomed.push(path);
+        }
+    }
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    sync_dir(seg_dir).map_err(AuditError::io(seg_dir))?;
+    for path in &doomed {
+        shrink_and_unlink(path).map_err(AuditError::io(path))?;
+    }
+    sync_dir(seg_dir).map_err(AuditError::io(seg_dir))
+}
+
+fn shrink_and_unlink(path: &Path) -> io::Result<()> {
+    let file = match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut len = file.metadata()?.len();
+    while len > SHRINK_STEP {
+        len -= SHRINK_STEP;
+        file.set_len(len)?;
+        std::thread::sleep(SHRINK_PAUSE);
+    }
+    drop(file);
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use super::notary::{NewTiles, Notary, Signing};
 use super::recover::Opened;
 use super::spare::Spare;
-use super::{AuditConfig, Durability, PruneReport, Shared};
+use super::{AuditConfig, Durability, MAX_SEGMENTS_PER_PRUNE, PruneReport, Shared};
 use crate::error::AuditError;
 use crate::hash::leaf_hash;
 use crate::index::{Bucket, IndexKind, IndexWriter, Location, Watermark, drop_entries_below};
@@ -717,23 +717,28 @@ impl Writer {
     /// deletes (tens of milliseconds per 64 MiB segment with online discard).
     fn prune(&mut self, first_kept: u64) -> Result<Pruning, AuditError> {
         // Only records whose leaf hashes sit in full, durable level-0 tiles may lose their bodies,
-        // and only after a checkpoint covers them (so `verify` can still prove the tree).
-        self.checkpoint(true)?;
+        // and only once a published checkpoint covers them (so `verify` can still prove the tree).
+        // The notary publishes a checkpoint only after its tiles are on disk. No checkpoint is
+        // forced here: waiting for the notary would hold every append for its fsyncs, and the
+        // next sweep takes what the latest checkpoint did not yet cover.
         let covered = stored_count(0, self.next_seq) / TILE_WIDTH * TILE_WIDTH;
-        let limit = first_kept
-            .min(covered)
-            .min(self.last_checkpoint.unwrap_or(0));
+        let published = self.shared.checkpoint_size.load(Ordering::Acquire);
+        let limit = first_kept.min(covered).min(published);
         let segments = list_segments(&self.seg_dir)?;
         let mut removable = Vec::new();
         let mut first_retained = segments.first().map_or(0, |s| s.first_seq);
+        let mut more_due = false;
         for pair in segments.windows(2) {
             let (seg, next) = (&pair[0], &pair[1]);
-            if next.first_seq <= limit && seg.first_seq != self.seg_first {
-                removable.push(seg.path.clone());
-                first_retained = next.first_seq;
-            } else {
+            if next.first_seq > limit || seg.first_seq == self.seg_first {
                 break;
             }
+            if removable.len() == MAX_SEGMENTS_PER_PRUNE {
+                more_due = true;
+                break;
+            }
+            removable.push(seg.path.clone());
+            first_retained = next.first_seq;
         }
         if !removable.is_empty() {
             // The marker goes first: a crash midway leaves extra segments, never a missing marker.
@@ -748,6 +753,7 @@ impl Writer {
             report: PruneReport {
                 segments_removed: removable.len(),
                 first_retained,
+                more_due,
             },
             seg_dir: self.seg_dir.clone(),
             removable,
@@ -763,34 +769,12 @@ pub(crate) struct Pruning {
 }
 
 impl Pruning {
-    /// Deletes the segments (oldest first, a short pause between them so that a backlog of
-    /// deletes does not crowd out the writer's fsyncs) and makes the deletions durable.
+    /// Deletes the segments gently ([`super::retention::delete_segments`]) and returns the report.
     pub fn remove(self) -> Result<PruneReport, AuditError> {
-        for (i, p) in self.removable.iter().enumerate() {
-            if i > 0 {
-                std::thread::sleep(PRUNE_PAUSE);
-            }
-            match std::fs::remove_file(p) {
-                Ok(()) => {}
-                // Another sweep got there first.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(AuditError::Io {
-                        path: p.clone(),
-                        source: e,
-                    });
-                }
-            }
-        }
-        if !self.removable.is_empty() {
-            crate::segment::sync_dir(&self.seg_dir).map_err(AuditError::io(&self.seg_dir))?;
-        }
+        super::retention::delete_segments(&self.seg_dir, &self.removable)?;
         Ok(self.report)
     }
 }
-
-/// Pause between two segment deletions of one retention sweep.
-const PRUNE_PAUSE: Duration = Duration::from_millis(20);
 
 /// Batches at least this large hash their leaves on two threads.
 const PARALLEL_LEAVES: usize = 2_048;

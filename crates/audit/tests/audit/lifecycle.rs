@@ -5,8 +5,8 @@ use std::sync::Arc;
 use tollbu_audit::tooling::{self, Query};
 use tollbu_audit::tree::{verify_consistency, verify_inclusion};
 use tollbu_audit::{
-    AuditConfig, AuditError, AuditLog, Decision, Durability, MAX_BATCH_RECORDS, NoteVerifier,
-    Pseudonymiser, Record, open_checkpoint,
+    AuditConfig, AuditError, AuditLog, Decision, Durability, MAX_BATCH_RECORDS,
+    MAX_SEGMENTS_PER_PRUNE, NoteVerifier, Pseudonymiser, Record, open_checkpoint,
 };
 
 use crate::support::{Keys, ORIGIN, person, record, runtime};
@@ -184,6 +184,8 @@ fn rotation_queries_citizen_report_and_retention() {
 
     // Retention drops old segments but keeps their hashes: proofs and verification still work.
     let before = log.inclusion_proof(5, 1_010).unwrap();
+    // Retention takes what the latest published checkpoint covers.
+    log.checkpoint_now().unwrap();
     let pruned = log.prune_before(600).unwrap();
     assert!(
         pruned.segments_removed > 0 && pruned.first_retained <= 600,
@@ -250,6 +252,7 @@ fn retention_by_age_keeps_every_record_at_or_after_the_cutoff() {
     let segments_before = in_segments(dir.path());
     assert!(segments_before > 10, "{segments_before} segments");
 
+    log.checkpoint_now().unwrap();
     let cutoff = std::time::SystemTime::from(start + time::Duration::seconds(600));
     let report = log.prune_older_than(cutoff).unwrap();
     assert!(report.segments_removed > 0, "{report:?}");
@@ -329,7 +332,8 @@ fn retention_by_age_keeps_every_record_at_or_after_the_cutoff() {
 
 /// A backlog far older than the cutoff (retention turned on for a long-kept log) is judged by the
 /// first record of each following segment, not read through: a damaged frame inside an old segment
-/// does not stop its removal, and the segments are deleted off the writer thread.
+/// does not stop its removal. The segments are deleted off the writer thread, and what an
+/// interrupted sweep left behind is deleted too.
 #[test]
 fn retention_of_an_old_backlog_reads_only_where_each_segment_starts() {
     let keys = Keys::new();
@@ -357,12 +361,38 @@ fn retention_of_an_old_backlog_reads_only_where_each_segment_starts() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x20;
     std::fs::write(damaged, &bytes).unwrap();
+    // What a sweep interrupted by a crash leaves: a segment renamed out of the log, half shrunk.
+    let leftover = dir
+        .path()
+        .join("segments")
+        .join("00000000000000000000.seg.deleting");
+    std::fs::write(&leftover, vec![7u8; 5 << 20]).unwrap();
+    log.checkpoint_now().unwrap();
 
-    let report = log
-        .prune_older_than(std::time::SystemTime::now() - std::time::Duration::from_secs(86_400))
-        .unwrap();
-    assert!(report.segments_removed >= 3, "{report:?}");
+    // One call removes at most MAX_SEGMENTS_PER_PRUNE segments and says when more are due.
+    let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    let first = log.prune_older_than(cutoff).unwrap();
+    assert_eq!(
+        (first.segments_removed, first.more_due),
+        (MAX_SEGMENTS_PER_PRUNE, true),
+        "{first:?}"
+    );
+    let report = log.prune_older_than(cutoff).unwrap();
+    assert!(
+        report.segments_removed > 0 && !report.more_due,
+        "{report:?}"
+    );
+    assert!(report.first_retained > first.first_retained, "{report:?}");
     assert!(!damaged.exists(), "the damaged old segment is removed too");
+    assert!(
+        !leftover.exists(),
+        "an interrupted sweep's leftover is finished"
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".deleting")), "{names:?}");
     // Up to the last full tile the checkpoint covers (1,100 = 4 × 256 + 76).
     assert!(report.first_retained <= 1_024, "{report:?}");
     log.shutdown().unwrap();
