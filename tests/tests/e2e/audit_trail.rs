@@ -255,8 +255,14 @@ async fn an_outsider_verifies_a_record_from_the_admin_endpoints_alone() {
 /// bodies at once (whole segments), keeps the records inside the period, and the log still verifies.
 #[tokio::test]
 async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_verifies() {
+    let password = "retention-officer-password";
+    let hash = tollbu_proxy::console::auth::PasswordHash::new(password, 100_000)
+        .expect("a salt")
+        .to_phc();
     let mut env = Env::start(Options {
-        extra_config: "retention_days = 30\n".into(),
+        extra_config: format!(
+            "retention_days = 30\n\n[console]\nenabled = true\nusers = [{{ name = \"officer\", password_hash = \"{hash}\" }}]\n"
+        ),
         ..Options::default()
     })
     .await;
@@ -333,6 +339,56 @@ async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_ver
         "{} of {before} segments left",
         segments()
     );
+    // The console's citizen view (here its JSON) says where the kept records start: which of the
+    // removed records concerned anyone is no longer recorded.
+    let admin = env.gateway().admin_addr;
+    let form = format!("user=officer&password={password}");
+    let login = raw_exchange(
+        admin,
+        format!(
+            "POST /console/login HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        )
+        .as_bytes(),
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .text();
+    let session = login
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("set-cookie").then(|| {
+                value
+                    .trim()
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+        })
+        .unwrap_or_else(|| panic!("no session cookie in {login}"));
+    let view = get(
+        &format!(
+            "{}/console/api/citizen?subject={}",
+            env.admin(),
+            "ab".repeat(32)
+        ),
+        &[("cookie", &session)],
+    )
+    .await;
+    assert_eq!(
+        view.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&view.body)
+    );
+    assert_eq!(
+        view.json()["retention_removed_records_before"],
+        first_retained,
+        "{}",
+        view.json()
+    );
     let token = env.token("demo-welfare", "demo:population", &[]).await;
     assert_eq!(env.read_person(&token, None).await.status, StatusCode::OK);
     env.stop_gateway().await;
@@ -352,6 +408,8 @@ async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_ver
             from: Some(tollbu_audit::Record::timestamp(
                 now - time::Duration::days(1),
             )),
+            // (The officer's console reads are recorded too, as service `console`.)
+            service: Some("population".into()),
             ..Query::default()
         },
         None,
