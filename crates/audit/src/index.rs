@@ -184,51 +184,59 @@ pub(crate) fn cut_torn_entries(dir: &Path) -> Result<Vec<String>, AuditError> {
     Ok(notes)
 }
 
-/// Retention: rewrites every bucket without the entries of records below `below`, whose bodies
-/// were removed, so the index neither keeps growing with them nor keeps saying which key a removed
-/// record had. Each changed bucket is replaced atomically (temporary file, fsync, rename), so a
-/// reader or a crash sees the old or the new bucket, and a bucket left uncompacted by a crash
-/// only holds entries that queries skip anyway. Returns how many entries were dropped. Must run
-/// where appends to the buckets run (the index thread), never beside them.
-pub(crate) fn drop_entries_below(dir: &Path, below: u64) -> Result<u64, AuditError> {
-    let mut dropped = 0u64;
-    for kind in INDEX_KINDS {
-        let kind_dir = dir.join("index").join(kind.dir());
-        let buckets = match std::fs::read_dir(&kind_dir) {
-            Ok(buckets) => buckets,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                return Err(AuditError::Io {
-                    path: kind_dir,
-                    source: e,
-                });
-            }
-        };
-        let mut changed = false;
-        for bucket in buckets {
-            let path = bucket.map_err(AuditError::io(&kind_dir))?.path();
-            if path.extension().is_none_or(|e| e != "idx") {
-                continue;
-            }
-            let bytes = std::fs::read(&path).map_err(AuditError::io(&path))?;
-            let kept: Vec<u8> = bytes
-                .chunks_exact(ENTRY_BYTES)
-                .filter(|entry| entry_seq(entry) >= below)
-                .flatten()
-                .copied()
-                .collect();
-            if kept.len() == bytes.len() {
-                continue;
-            }
-            dropped += ((bytes.len() - kept.len()) / ENTRY_BYTES) as u64;
-            replace_file(&path, &kept)?;
-            changed = true;
-        }
-        if changed {
-            sync_dir(&kind_dir).map_err(AuditError::io(&kind_dir))?;
-        }
+/// Buckets across both index kinds; compaction walks them by number, one at a time.
+pub(crate) const BUCKET_COUNT: usize = INDEX_KINDS.len() * 256;
+
+/// Retention: rewrites bucket number `n` (of [`BUCKET_COUNT`]) without the entries of records below
+/// `below`, whose bodies were removed, so the index neither keeps growing with them nor keeps
+/// saying which key a removed record had. A changed bucket is replaced atomically (temporary
+/// file, fsync, rename, directory fsync), so a reader or a crash sees the old or the new bucket,
+/// and a bucket not yet compacted only holds entries that queries skip anyway. Returns how many
+/// entries were dropped. Must run where appends to the buckets run (the index thread).
+pub(crate) fn drop_bucket_entries_below(
+    dir: &Path,
+    n: usize,
+    below: u64,
+) -> Result<u64, AuditError> {
+    let Some(kind) = INDEX_KINDS.get(n / 256) else {
+        return Ok(0);
+    };
+    let path = bucket_path(dir, (*kind, (n % 256) as u8));
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(AuditError::Io { path, source: e }),
+    };
+    let kept: Vec<u8> = bytes
+        .chunks_exact(ENTRY_BYTES)
+        .filter(|entry| entry_seq(entry) >= below)
+        .flatten()
+        .copied()
+        .collect();
+    if kept.len() == bytes.len() {
+        return Ok(0);
     }
-    Ok(dropped)
+    replace_file(&path, &kept)?;
+    let kind_dir = dir.join("index").join(kind.dir());
+    sync_dir(&kind_dir).map_err(AuditError::io(&kind_dir))?;
+    Ok(((bytes.len() - kept.len()) / ENTRY_BYTES) as u64)
+}
+
+/// Records every bucket's entries below `below` as dropped (`index/compacted`), once a compaction
+/// pass has been through all of them.
+pub(crate) fn write_compacted(dir: &Path, below: u64) -> Result<(), AuditError> {
+    write_atomic(
+        &dir.join("index").join("compacted"),
+        format!("{below}\n").as_bytes(),
+    )
+}
+
+/// No bucket holds entries below this record (0 when no compaction pass has finished).
+pub(crate) fn compacted_below(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("index").join("compacted"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The record number of a 40-byte entry.
@@ -379,8 +387,13 @@ mod tests {
                 .map(|e| e.unwrap().metadata().unwrap().len())
                 .sum()
         };
+        let pass = |below| -> u64 {
+            (0..BUCKET_COUNT)
+                .map(|n| drop_bucket_entries_below(dir.path(), n, below).unwrap())
+                .sum()
+        };
         assert_eq!(all_bytes(), 600 * ENTRY_BYTES as u64);
-        assert_eq!(drop_entries_below(dir.path(), 120).unwrap(), 240);
+        assert_eq!(pass(120), 240);
         assert_eq!(all_bytes(), 360 * ENTRY_BYTES as u64);
         let consumer = lookup(dir.path(), IndexKind::Consumer, "0192:1").unwrap();
         assert_eq!(
@@ -398,14 +411,16 @@ mod tests {
         );
         let person = lookup(dir.path(), IndexKind::Subject, "person-5").unwrap();
         assert!(!person.is_empty() && person.iter().all(|l| l.seq >= 120 && l.seq % 13 == 5));
-        // Nothing left to drop: no bucket is rewritten.
-        assert_eq!(drop_entries_below(dir.path(), 120).unwrap(), 0);
+        // Nothing left to drop: no bucket is rewritten, and no temporary file is left behind.
+        assert_eq!(pass(120), 0);
         assert!(
             INDEX_KINDS
                 .iter()
                 .flat_map(|k| std::fs::read_dir(dir.path().join("index").join(k.dir())).unwrap())
-                .all(|e| e.unwrap().path().extension().is_some_and(|x| x == "idx")),
-            "no temporary file is left behind"
+                .all(|e| e.unwrap().path().extension().is_some_and(|x| x == "idx"))
         );
+        assert_eq!(compacted_below(dir.path()), 0);
+        write_compacted(dir.path(), 120).unwrap();
+        assert_eq!(compacted_below(dir.path()), 120);
     }
 }

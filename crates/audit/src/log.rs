@@ -2,6 +2,7 @@
 //! (proofs, checkpoints, stats). Appends go to one writer thread ([`writer`]); opening and crash
 //! recovery live in [`recover`].
 
+mod indexer;
 mod notary;
 mod recover;
 mod retention;

@@ -9,23 +9,23 @@
 //! cannot be trusted) or any failure after the records became durable poisons the log: every later
 //! append fails until a restart re-reads the disk.
 
-use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::indexer::Indexer;
 use super::notary::{NewTiles, Notary, Signing};
 use super::recover::Opened;
 use super::spare::Spare;
 use super::{AuditConfig, Durability, MAX_SEGMENTS_PER_PRUNE, PruneReport, Shared};
 use crate::error::AuditError;
 use crate::hash::leaf_hash;
-use crate::index::{Bucket, IndexKind, IndexWriter, Location, Watermark, drop_entries_below};
+use crate::index::{IndexKind, IndexWriter, Location, Watermark, compacted_below};
 use crate::record::Prepared;
 use crate::segment::{SegmentFile, Storage, frame_with, list_segments, segment_name, write_atomic};
 use crate::tile::{TILE_WIDTH, stored_count};
@@ -155,9 +155,12 @@ pub(crate) struct Writer {
     next_seq: u64,
     index: IndexWriter,
     indexer: Indexer,
-    /// Index entries below this record are to be removed (their records were pruned); cleared
-    /// once the index thread has taken the job.
-    drop_index_below: Option<u64>,
+    /// A compaction pass dropping index entries below this record is to be handed to the index
+    /// thread (their records were pruned); cleared once it has taken the job.
+    compact_index_below: Option<u64>,
+    /// The last compaction pass asked for (or, after a restart, finished) dropped entries below
+    /// this record.
+    index_compacted_below: u64,
     /// Position of the last index flush handed to the indexer.
     index_mark: Watermark,
     index_mark_at: Instant,
@@ -199,7 +202,8 @@ impl Writer {
             next_seq,
             index: o.index,
             indexer: Indexer::start(),
-            drop_index_below: None,
+            compact_index_below: None,
+            index_compacted_below: compacted_below(&cfg.dir),
             // Records re-indexed on open are pending too, so count from the durable watermark.
             index_mark: Watermark {
                 seq: o.report.records - o.report.reindexed,
@@ -531,14 +535,14 @@ impl Writer {
         if self.last_checkpoint_at.elapsed() >= self.checkpoint_interval {
             let _ = self.checkpoint(false);
         }
-        self.drop_pruned_index_entries();
+        self.submit_index_compaction();
     }
 
-    /// Hands the removal of pruned records' index entries to the index thread, after the entries
-    /// buffered so far (so none is written back behind it). While that thread is busy the job
-    /// waits here and is retried on the next pass; appends never wait for it.
-    fn drop_pruned_index_entries(&mut self) {
-        let Some(below) = self.drop_index_below else {
+    /// Hands a pending compaction pass to the index thread, with the entries buffered so far (so
+    /// none is written back behind it). While that thread is busy the request waits here and is
+    /// retried on the next pass; appends never wait for it.
+    fn submit_index_compaction(&mut self) {
+        let Some(below) = self.compact_index_below else {
             return;
         };
         let pending = std::mem::take(&mut self.index);
@@ -546,7 +550,7 @@ impl Writer {
             .indexer
             .submit(&self.dir, pending, None, Some(below), false)
         {
-            Ok(()) => self.drop_index_below = None,
+            Ok(()) => self.compact_index_below = None,
             Err(pending) => self.index = pending,
         }
     }
@@ -698,12 +702,6 @@ impl Writer {
         if signed.is_ok() {
             self.flush_index(true);
         }
-        if let Some(below) = self.drop_index_below.take() {
-            let pending = std::mem::take(&mut self.index);
-            let _ = self
-                .indexer
-                .submit(&self.dir, pending, None, Some(below), true);
-        }
         // Wait for the last index flush so a clean shutdown leaves no re-indexing for the next open.
         self.indexer.finish();
         self.notary.finish();
@@ -746,8 +744,16 @@ impl Writer {
                 &self.dir.join("pruned"),
                 format!("{first_retained}\n").as_bytes(),
             )?;
-            self.drop_index_below = Some(first_retained);
-            self.drop_pruned_index_entries();
+            // A pass rewrites every bucket, so one starts only once the entries it would drop are
+            // a tenth of those it keeps reading through: the removed records' entries then linger
+            // for at most a tenth of the retention period beyond their records.
+            let droppable = first_retained.saturating_sub(self.index_compacted_below);
+            let indexed = self.next_seq.saturating_sub(self.index_compacted_below);
+            if droppable.saturating_mul(INDEX_COMPACT_SHARE) >= indexed {
+                self.index_compacted_below = first_retained;
+                self.compact_index_below = Some(first_retained);
+                self.submit_index_compaction();
+            }
         }
         Ok(Pruning {
             report: PruneReport {
@@ -776,6 +782,9 @@ impl Pruning {
     }
 }
 
+/// An index compaction pass starts once the entries it would drop are one in this many.
+const INDEX_COMPACT_SHARE: u64 = 10;
+
 /// Batches at least this large hash their leaves on two threads.
 const PARALLEL_LEAVES: usize = 2_048;
 
@@ -797,117 +806,4 @@ fn leaf_hashes(buf: &[u8]) -> Vec<crate::hash::Hash> {
         }
         out
     })
-}
-
-/// Index writes run on their own thread: durable flushes fsync up to 512 bucket files, which must
-/// not stall appends. The index is derived data (rebuilt from the watermark on open), so a failed
-/// write only stops the watermark from moving; it never fails an append. At most one job waits
-/// while another runs, so a slow disk makes jobs larger, not more numerous.
-struct Indexer {
-    tx: Option<mpsc::SyncSender<IndexJob>>,
-    join: Option<std::thread::JoinHandle<()>>,
-    /// Buckets written but not yet fsynced, when no thread could be started.
-    inline_unsynced: BTreeSet<Bucket>,
-}
-
-/// Entries for the index thread to write; with a watermark, also to make durable up to it; with
-/// `drop_below` (after retention), then to remove the entries of records below it.
-struct IndexJob {
-    entries: IndexWriter,
-    mark: Option<Watermark>,
-    drop_below: Option<u64>,
-    dir: PathBuf,
-}
-
-impl IndexJob {
-    /// Writes the entries; with a watermark, fsyncs every bucket in `unsynced` and moves it.
-    fn run(mut self, unsynced: &mut BTreeSet<Bucket>) -> Result<(), AuditError> {
-        match self.mark {
-            Some(mark) => self.entries.flush_durably(&self.dir, unsynced, mark)?,
-            None => self.entries.write_out(&self.dir, unsynced)?,
-        }
-        if let Some(below) = self.drop_below {
-            drop_entries_below(&self.dir, below)?;
-        }
-        Ok(())
-    }
-}
-
-impl Indexer {
-    fn start() -> Self {
-        let (tx, rx) = mpsc::sync_channel::<IndexJob>(1);
-        let join = std::thread::Builder::new()
-            .name("tollbu-audit-index".into())
-            .spawn(move || {
-                let mut failed = false;
-                let mut unsynced = BTreeSet::new();
-                for job in rx {
-                    // After one failure the watermark must stay put: moving it past entries that were
-                    // never written would hide those records from indexed queries for good.
-                    if !failed && job.run(&mut unsynced).is_err() {
-                        failed = true;
-                    }
-                }
-            });
-        match join {
-            Ok(join) => Self {
-                tx: Some(tx),
-                join: Some(join),
-                inline_unsynced: BTreeSet::new(),
-            },
-            Err(_) => Self {
-                tx: None,
-                join: None,
-                inline_unsynced: BTreeSet::new(),
-            },
-        }
-    }
-
-    /// Hands `entries` to the index thread (to be made durable up to `mark`, if given); gives
-    /// them back when a job is already waiting, unless `wait` (shutdown), which blocks until there
-    /// is room.
-    fn submit(
-        &mut self,
-        dir: &std::path::Path,
-        entries: IndexWriter,
-        mark: Option<Watermark>,
-        drop_below: Option<u64>,
-        wait: bool,
-    ) -> Result<(), IndexWriter> {
-        let job = IndexJob {
-            entries,
-            mark,
-            drop_below,
-            dir: dir.to_path_buf(),
-        };
-        let Some(tx) = &self.tx else {
-            // No thread could be started: write inline rather than not at all.
-            let _ = job.run(&mut self.inline_unsynced);
-            return Ok(());
-        };
-        let refused = if wait {
-            tx.send(job).map_err(|mpsc::SendError(job)| job)
-        } else {
-            match tx.try_send(job) {
-                Ok(()) => Ok(()),
-                Err(TrySendError::Full(job)) => return Err(job.entries),
-                Err(TrySendError::Disconnected(job)) => Err(job),
-            }
-        };
-        // The thread is gone, and with it its list of buckets written but not fsynced: write
-        // inline, and leave the watermark where it is rather than move it past entries that may
-        // not be durable (the next open indexes those records again).
-        if let Err(mut job) = refused {
-            job.mark = None;
-            let _ = job.run(&mut self.inline_unsynced);
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self) {
-        self.tx = None;
-        if let Some(j) = self.join.take() {
-            let _ = j.join();
-        }
-    }
 }

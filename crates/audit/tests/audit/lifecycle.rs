@@ -284,6 +284,19 @@ fn retention_by_age_keeps_every_record_at_or_after_the_cutoff() {
     let all = log.prune_older_than(late).unwrap();
     assert!(all.first_retained <= 1_024, "{all:?}");
     assert!(in_segments(dir.path()) >= 1);
+    // The index thread compacts the buckets one by one between its other jobs and records a
+    // finished pass in `index/compacted`.
+    let compacted = dir.path().join("index").join("compacted");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&compacted)
+        .map_or(true, |t| t.trim() != all.first_retained.to_string())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no compaction pass finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     log.shutdown().unwrap();
     // The index no longer holds entries of removed records (40 bytes each: key, seq, segment,
     // offset), yet still finds the kept ones.
