@@ -744,9 +744,9 @@ impl Writer {
                 &self.dir.join("pruned"),
                 format!("{first_retained}\n").as_bytes(),
             )?;
-            // A pass rewrites every bucket, so one starts only once the entries it would drop are
-            // a tenth of those it keeps reading through: the removed records' entries then linger
-            // for at most a tenth of the retention period beyond their records.
+            // A pass reads and rewrites every bucket, so one starts only once the entries it would
+            // drop are a tenth of those indexed since the last pass: the removed records' entries
+            // then outlive them by about a tenth of the retention period.
             let droppable = first_retained.saturating_sub(self.index_compacted_below);
             let indexed = self.next_seq.saturating_sub(self.index_compacted_below);
             if droppable.saturating_mul(INDEX_COMPACT_SHARE) >= indexed {
