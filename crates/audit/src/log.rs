@@ -160,6 +160,8 @@ pub struct AuditStats {
     pub checkpoint_size: u64,
     /// False after a storage failure; every append then fails until the process restarts.
     pub writable: bool,
+    /// Records below this were removed by retention (their hashes stay); 0 if none were.
+    pub first_retained: u64,
 }
 
 /// What [`AuditLog::prune_before`] removed.
@@ -192,6 +194,8 @@ pub(crate) struct Shared {
     pub tiles_on_disk: AtomicU64,
     pub writable: AtomicBool,
     pub failure: Mutex<Option<String>>,
+    /// The `pruned` marker: records below it exist only as hashes.
+    pub first_retained: AtomicU64,
 }
 
 impl Shared {
@@ -467,6 +471,7 @@ impl AuditLog {
             records: s.records.load(Ordering::Acquire),
             checkpoint_size: s.checkpoint_size.load(Ordering::Acquire),
             writable: s.writable.load(Ordering::Acquire),
+            first_retained: s.first_retained.load(Ordering::Acquire),
         }
     }
 

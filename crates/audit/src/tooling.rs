@@ -44,7 +44,7 @@ fn checkpoint_size(dir: &Path) -> Result<u64, AuditError> {
 }
 
 /// Records below this number were removed by retention (0: none); from the `pruned` marker.
-fn first_retained(dir: &Path) -> u64 {
+pub(crate) fn first_retained(dir: &Path) -> u64 {
     std::fs::read_to_string(dir.join("pruned"))
         .ok()
         .and_then(|t| t.trim().parse().ok())

@@ -227,6 +227,18 @@ fn metrics(live: &Live, state: &GatewayState) -> Response<Full<Bytes>> {
             if audit.writable { 1.0 } else { 0.0 },
         ),
         (
+            "tollbu_audit_first_retained_record",
+            "gauge",
+            "Audit records below this were removed by retention (their hashes stay).",
+            audit.first_retained as f64,
+        ),
+        (
+            "tollbu_audit_retention_failures_total",
+            "counter",
+            "Audit retention sweeps that failed; each is retried at the next sweep.",
+            live.retention_failures.load(Ordering::Relaxed) as f64,
+        ),
+        (
             "tollbu_open_connections",
             "gauge",
             "Client connections open on the gateway listeners.",

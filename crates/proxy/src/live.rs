@@ -24,6 +24,8 @@ pub struct Live {
     config_path: Option<PathBuf>,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
+    /// Audit retention sweeps that failed (each is retried at the next sweep).
+    pub retention_failures: AtomicU64,
     last_reload_error: RwLock<Option<String>>,
     /// Client connections currently open on the gateway listeners.
     pub open_connections: AtomicU64,
@@ -74,6 +76,7 @@ impl Live {
             config_path,
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
+            retention_failures: AtomicU64::new(0),
             last_reload_error: RwLock::new(None),
             open_connections: AtomicU64::new(0),
             workers,

@@ -5,6 +5,7 @@
 //! that changes the setting takes effect at the next one.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
@@ -65,6 +66,7 @@ async fn sweep_once(live: &Live, days: u64) -> bool {
             false
         }
         Ok(Err(error)) => {
+            live.retention_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 retention_days = days,
                 %error,
@@ -73,6 +75,7 @@ async fn sweep_once(live: &Live, days: u64) -> bool {
             false
         }
         Err(error) => {
+            live.retention_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%error, "audit retention sweep did not finish");
             false
         }

@@ -389,6 +389,15 @@ async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_ver
         "{}",
         view.json()
     );
+    // Platform teams see it in /metrics, and would see a failing sweep there too.
+    let metrics = get(&format!("{}/metrics", env.admin()), &[]).await;
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        metrics.contains(&format!(
+            "\ntollbu_audit_first_retained_record {first_retained}\n"
+        )) && metrics.contains("\ntollbu_audit_retention_failures_total 0\n"),
+        "{metrics}"
+    );
     let token = env.token("demo-welfare", "demo:population", &[]).await;
     assert_eq!(env.read_person(&token, None).await.status, StatusCode::OK);
     env.stop_gateway().await;

@@ -744,6 +744,9 @@ impl Writer {
                 &self.dir.join("pruned"),
                 format!("{first_retained}\n").as_bytes(),
             )?;
+            self.shared
+                .first_retained
+                .store(first_retained, Ordering::Release);
             // A pass reads and rewrites every bucket, so one starts only once the entries it would
             // drop are a tenth of those indexed since the last pass: the removed records' entries
             // then outlive them by about a tenth of the retention period.
