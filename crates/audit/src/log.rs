@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use recover::RecoveryReport;
+pub use retention::prune_closed_log;
 use writer::Command;
 
 use crate::error::AuditError;
@@ -220,7 +221,7 @@ struct Inner {
 }
 
 /// Takes the directory's writer lock, creating the directory if needed.
-fn lock_dir(dir: &Path) -> Result<std::fs::File, AuditError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, AuditError> {
     std::fs::create_dir_all(dir).map_err(AuditError::io(dir))?;
     let path = dir.join("LOCK");
     let file = std::fs::OpenOptions::new()

@@ -36,7 +36,7 @@ impl Report {
 }
 
 /// Size of the latest checkpoint in `dir` (the tree the tiles on disk describe completely).
-fn checkpoint_size(dir: &Path) -> Result<u64, AuditError> {
+pub(crate) fn checkpoint_size(dir: &Path) -> Result<u64, AuditError> {
     let note = std::fs::read_to_string(dir.join("checkpoint"))
         .map_err(AuditError::io(dir.join("checkpoint")))?;
     let body_end = note.find("\n\n").map_or(note.len(), |i| i + 1);

@@ -172,6 +172,13 @@ enum AuditCommand {
         #[arg(long)]
         pseudonym_key: PathBuf,
     },
+    /// Retention on a log no gateway has open (a serving gateway applies `retention_days` itself):
+    /// removes record bodies older than the given days, keeping their hashes.
+    Prune {
+        dir: PathBuf,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=36_500))]
+        older_than_days: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -355,6 +362,30 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             } => {
                 let r = audit_tools::citizen(&dir, &subject, &pseudonym_key);
                 report(r.ok, &r.text)
+            }
+            AuditCommand::Prune {
+                dir,
+                older_than_days,
+            } => {
+                let age = std::time::Duration::from_secs(older_than_days.saturating_mul(86_400));
+                let cutoff = std::time::SystemTime::now()
+                    .checked_sub(age)
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                match tollbu_audit::prune_closed_log(&dir, cutoff) {
+                    Ok(r) if r.segments_removed > 0 => report(
+                        true,
+                        &format!(
+                            "removed {} segments: records 0..{} are now kept as hashes only\n",
+                            r.segments_removed, r.first_retained
+                        ),
+                    ),
+                    Ok(_) => report(true, "nothing older than that to remove\n"),
+                    Err(tollbu_audit::AuditError::Locked(_)) => report(
+                        false,
+                        "the log is open (a gateway is serving it); its `retention_days` applies there\n",
+                    ),
+                    Err(e) => report(false, &format!("error: {e}\n")),
+                }
             }
         }),
         Command::Config(ConfigCommand::Check { file }) => match Config::load(&file) {

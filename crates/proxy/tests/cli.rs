@@ -393,3 +393,82 @@ fn wait_until(mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `tollbu audit prune` on a log no gateway has open (a scaled-away replica's kept volume):
+/// year-old record bodies go, the log still verifies, and an open log is refused.
+#[test]
+fn audit_prune_applies_retention_to_a_closed_log() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("audit");
+    let certs = repo().join("certs-example");
+    let mut cfg = tollbu_audit::AuditConfig::new(
+        &dir,
+        "tollbu.example/test/gateway-9",
+        certs.join("audit-signing.key.pem"),
+        certs.join("audit-pseudonym.key"),
+    );
+    cfg.segment_max_bytes = 16 * 1024;
+    let (log, _) = tollbu_audit::AuditLog::open(cfg.clone()).unwrap();
+    let year_ago = tollbu_audit::Record::timestamp(
+        time::OffsetDateTime::now_utc() - time::Duration::days(365),
+    );
+    for first in (0..1_000).step_by(50) {
+        let batch = (first..first + 50)
+            .map(|i| tollbu_audit::Record {
+                time: year_ago.clone(),
+                request_id: format!("old-{i}"),
+                service: "population".into(),
+                operation: "get-person".into(),
+                decision: tollbu_audit::Decision::Allow,
+                ..tollbu_audit::Record::default()
+            })
+            .collect();
+        log.append_batch_blocking(batch).unwrap();
+    }
+    let prune = || {
+        Command::new(TOLLBU)
+            .args(["audit", "prune"])
+            .arg(&dir)
+            .args(["--older-than-days", "30"])
+            .output()
+            .unwrap()
+    };
+    // While the log is open its own gateway's retention applies; the tool stays out.
+    let refused = prune();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("the log is open"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    log.shutdown().unwrap();
+
+    let out = prune();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("removed "), "{text}");
+    let verify = Command::new(TOLLBU)
+        .args(["audit", "verify"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{report}");
+    assert!(report.contains("pruned: records 0.."), "{report}");
+    // A zero-day period is refused before anything is touched.
+    let zero = Command::new(TOLLBU)
+        .args(["audit", "prune"])
+        .arg(&dir)
+        .args(["--older-than-days", "0"])
+        .output()
+        .unwrap();
+    assert!(!zero.status.success());
+    // The log opens again and continues.
+    let (log, report) = tollbu_audit::AuditLog::open(cfg).unwrap();
+    assert_eq!(report.records, 1_000);
+    log.shutdown().unwrap();
+}

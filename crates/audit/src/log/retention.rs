@@ -14,9 +14,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use super::PruneReport;
 use crate::error::AuditError;
+use crate::index::{BUCKET_COUNT, drop_bucket_entries_below, write_compacted};
 use crate::record::parse_time;
-use crate::segment::{FrameRead, FrameReader, SegmentInfo, list_segments, sync_dir};
+use crate::segment::{FrameRead, FrameReader, SegmentInfo, list_segments, sync_dir, write_atomic};
+use crate::tile::{TILE_WIDTH, stored_count};
 
 /// How far a record's time can trail the records committed before it: a record is timed when its
 /// request starts and committed when it ends, and requests last seconds, never a day.
@@ -156,4 +159,72 @@ fn shrink_and_unlink(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// Segments retention may remove when records below `limit` may go: whole segments from the
+/// oldest on, never the one starting at `active_first`, at most `max`. Returns them with the first
+/// record kept and whether `max` stopped the selection with more due.
+pub(crate) fn select_removable(
+    segments: &[SegmentInfo],
+    limit: u64,
+    active_first: u64,
+    max: usize,
+) -> (Vec<PathBuf>, u64, bool) {
+    let mut removable = Vec::new();
+    let mut first_retained = segments.first().map_or(0, |s| s.first_seq);
+    for pair in segments.windows(2) {
+        let (seg, next) = (&pair[0], &pair[1]);
+        if next.first_seq > limit || seg.first_seq == active_first {
+            break;
+        }
+        if removable.len() == max {
+            return (removable, first_retained, true);
+        }
+        removable.push(seg.path.clone());
+        first_retained = next.first_seq;
+    }
+    (removable, first_retained, false)
+}
+
+/// Highest record count retention may prune below in a tree whose latest published checkpoint
+/// has `published` records: only leaves in full level-0 tiles that checkpoint covers.
+pub(crate) fn prunable_limit(published: u64) -> u64 {
+    stored_count(0, published) / TILE_WIDTH * TILE_WIDTH
+}
+
+/// Retention on a log no gateway has open (e.g. the kept volume of a replica scaled away): removes
+/// the bodies of records older than `cutoff` as a sweep would, then compacts the whole index. Takes
+/// the directory's writer lock, so it refuses a log that is open. Needs no key: it signs nothing,
+/// and prunes only below the latest signed checkpoint.
+pub fn prune_closed_log(
+    dir: &Path,
+    cutoff: std::time::SystemTime,
+) -> Result<PruneReport, AuditError> {
+    let _lock = super::lock_dir(dir)?;
+    let seg_dir = dir.join("segments");
+    let first_kept = first_record_to_keep(&seg_dir, OffsetDateTime::from(cutoff))?;
+    let published = crate::tooling::checkpoint_size(dir).unwrap_or(0);
+    let limit = first_kept.min(prunable_limit(published));
+    let segments = list_segments(&seg_dir)?;
+    let active_first = segments.last().map_or(0, |s| s.first_seq);
+    let (removable, first_retained, _) =
+        select_removable(&segments, limit, active_first, usize::MAX);
+    if !removable.is_empty() {
+        write_atomic(
+            &dir.join("pruned"),
+            format!("{first_retained}\n").as_bytes(),
+        )?;
+    }
+    delete_segments(&seg_dir, &removable)?;
+    if !removable.is_empty() {
+        for n in 0..BUCKET_COUNT {
+            drop_bucket_entries_below(dir, n, first_retained)?;
+        }
+        write_compacted(dir, first_retained)?;
+    }
+    Ok(PruneReport {
+        segments_removed: removable.len(),
+        first_retained,
+        more_due: false,
+    })
 }

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use super::indexer::Indexer;
 use super::notary::{NewTiles, Notary, Signing};
 use super::recover::Opened;
+use super::retention::{prunable_limit, select_removable};
 use super::spare::Spare;
 use super::{AuditConfig, Durability, MAX_SEGMENTS_PER_PRUNE, PruneReport, Shared};
 use crate::error::AuditError;
@@ -28,7 +29,6 @@ use crate::hash::leaf_hash;
 use crate::index::{IndexKind, IndexWriter, Location, Watermark, compacted_below};
 use crate::record::Prepared;
 use crate::segment::{SegmentFile, Storage, frame_with, list_segments, segment_name, write_atomic};
-use crate::tile::{TILE_WIDTH, stored_count};
 use crate::tree;
 
 /// Most commands, and most records, one commit takes; bounds the memory of one write.
@@ -719,25 +719,11 @@ impl Writer {
         // The notary publishes a checkpoint only after its tiles are on disk. No checkpoint is
         // forced here: waiting for the notary would hold every append for its fsyncs, and the
         // next sweep takes what the latest checkpoint did not yet cover.
-        let covered = stored_count(0, self.next_seq) / TILE_WIDTH * TILE_WIDTH;
         let published = self.shared.checkpoint_size.load(Ordering::Acquire);
-        let limit = first_kept.min(covered).min(published);
+        let limit = first_kept.min(prunable_limit(published));
         let segments = list_segments(&self.seg_dir)?;
-        let mut removable = Vec::new();
-        let mut first_retained = segments.first().map_or(0, |s| s.first_seq);
-        let mut more_due = false;
-        for pair in segments.windows(2) {
-            let (seg, next) = (&pair[0], &pair[1]);
-            if next.first_seq > limit || seg.first_seq == self.seg_first {
-                break;
-            }
-            if removable.len() == MAX_SEGMENTS_PER_PRUNE {
-                more_due = true;
-                break;
-            }
-            removable.push(seg.path.clone());
-            first_retained = next.first_seq;
-        }
+        let (removable, first_retained, more_due) =
+            select_removable(&segments, limit, self.seg_first, MAX_SEGMENTS_PER_PRUNE);
         if !removable.is_empty() {
             // The marker goes first: a crash midway leaves extra segments, never a missing marker.
             write_atomic(

@@ -411,6 +411,54 @@ fn retention_of_an_old_backlog_reads_only_where_each_segment_starts() {
     log.shutdown().unwrap();
 }
 
+/// Retention on a closed log (`tollbu audit prune`): refused while the log is open; afterwards
+/// the old segments go, the whole index is compacted at once, and the log verifies and reopens.
+#[test]
+fn retention_on_a_closed_log_prunes_and_compacts_the_index() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let mut cfg = keys.config(dir.path());
+    cfg.segment_max_bytes = 16 * 1024;
+    let (log, _) = AuditLog::open(cfg.clone()).unwrap();
+    let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(400);
+    for i in 0..800 {
+        let mut r = record(i, &ps);
+        r.time = Record::timestamp(long_ago + time::Duration::seconds(i as i64));
+        log.append_blocking(r).unwrap();
+    }
+    let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
+    assert!(matches!(
+        tollbu_audit::prune_closed_log(dir.path(), cutoff),
+        Err(AuditError::Locked(_))
+    ));
+    log.shutdown().unwrap();
+
+    let report = tollbu_audit::prune_closed_log(dir.path(), cutoff).unwrap();
+    // Everything the final checkpoint (800) covers in full tiles: 3 × 256 = 768.
+    assert!(
+        report.segments_removed > 0 && report.first_retained <= 768 && report.first_retained > 600,
+        "{report:?}"
+    );
+    let compacted = std::fs::read_to_string(dir.path().join("index").join("compacted")).unwrap();
+    assert_eq!(compacted.trim(), report.first_retained.to_string());
+    for kind in ["subject", "consumer"] {
+        for bucket in std::fs::read_dir(dir.path().join("index").join(kind)).unwrap() {
+            let bytes = std::fs::read(bucket.unwrap().path()).unwrap();
+            assert!(bytes.chunks_exact(40).all(|e| {
+                u64::from_le_bytes(e[16..24].try_into().unwrap()) >= report.first_retained
+            }));
+        }
+    }
+    let v = tooling::verify(dir.path(), &[], None);
+    assert!(v.ok, "{}", v.text);
+    let (log, opened) = AuditLog::open(cfg).unwrap();
+    assert_eq!(opened.records, 800);
+    log.append_blocking(record(800, &ps)).unwrap();
+    log.shutdown().unwrap();
+    assert!(tooling::verify(dir.path(), &[], None).ok);
+}
+
 #[test]
 fn relaxed_durability_still_signs_only_synced_records() {
     let keys = Keys::new();
