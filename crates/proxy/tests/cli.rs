@@ -459,6 +459,21 @@ fn audit_prune_applies_retention_to_a_closed_log() {
     let report = String::from_utf8_lossy(&verify.stdout);
     assert!(verify.status.success(), "{report}");
     assert!(report.contains("pruned: records 0.."), "{report}");
+    // A mistyped directory is an error, and is not created.
+    let missing = state.path().join("no-such-log");
+    let typo = Command::new(TOLLBU)
+        .args(["audit", "prune"])
+        .arg(&missing)
+        .args(["--older-than-days", "30"])
+        .output()
+        .unwrap();
+    assert!(!typo.status.success());
+    assert!(
+        String::from_utf8_lossy(&typo.stderr).contains("holds no audit log"),
+        "{}",
+        String::from_utf8_lossy(&typo.stderr)
+    );
+    assert!(!missing.exists());
     // A zero-day period is refused before anything is touched.
     let zero = Command::new(TOLLBU)
         .args(["audit", "prune"])
