@@ -425,16 +425,16 @@ fn audit_prune_applies_retention_to_a_closed_log() {
             .collect();
         log.append_batch_blocking(batch).unwrap();
     }
-    let prune = || {
+    let prune = |dir: &Path, days: &str| {
         Command::new(TOLLBU)
             .args(["audit", "prune"])
-            .arg(&dir)
-            .args(["--older-than-days", "30"])
+            .arg(dir)
+            .args(["--older-than-days", days])
             .output()
             .unwrap()
     };
     // While the log is open its own gateway's retention applies; the tool stays out.
-    let refused = prune();
+    let refused = prune(&dir, "30");
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("the log is open"),
@@ -443,7 +443,7 @@ fn audit_prune_applies_retention_to_a_closed_log() {
     );
     log.shutdown().unwrap();
 
-    let out = prune();
+    let out = prune(&dir, "30");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -461,12 +461,7 @@ fn audit_prune_applies_retention_to_a_closed_log() {
     assert!(report.contains("pruned: records 0.."), "{report}");
     // A mistyped directory is an error, and is not created.
     let missing = state.path().join("no-such-log");
-    let typo = Command::new(TOLLBU)
-        .args(["audit", "prune"])
-        .arg(&missing)
-        .args(["--older-than-days", "30"])
-        .output()
-        .unwrap();
+    let typo = prune(&missing, "30");
     assert!(!typo.status.success());
     assert!(
         String::from_utf8_lossy(&typo.stderr).contains("holds no audit log"),
@@ -475,12 +470,7 @@ fn audit_prune_applies_retention_to_a_closed_log() {
     );
     assert!(!missing.exists());
     // A zero-day period is refused before anything is touched.
-    let zero = Command::new(TOLLBU)
-        .args(["audit", "prune"])
-        .arg(&dir)
-        .args(["--older-than-days", "0"])
-        .output()
-        .unwrap();
+    let zero = prune(&dir, "0");
     assert!(!zero.status.success());
     // The log opens again and continues.
     let (log, report) = tollbu_audit::AuditLog::open(cfg).unwrap();

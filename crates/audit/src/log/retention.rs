@@ -186,6 +186,15 @@ pub(crate) fn select_removable(
     (removable, first_retained, false)
 }
 
+/// Writes the `pruned` marker: records below `first_retained` exist only as hashes. It goes before
+/// any segment is deleted, so a crash midway leaves extra segments, never a missing marker.
+pub(crate) fn mark_pruned(dir: &Path, first_retained: u64) -> Result<(), AuditError> {
+    write_atomic(
+        &dir.join("pruned"),
+        format!("{first_retained}\n").as_bytes(),
+    )
+}
+
 /// Highest record count retention may prune below in a tree whose latest published checkpoint
 /// has `published` records: only leaves in full level-0 tiles that checkpoint covers.
 pub(crate) fn prunable_limit(published: u64) -> u64 {
@@ -217,10 +226,7 @@ pub fn prune_closed_log(
     let (removable, first_retained, _) =
         select_removable(&segments, limit, active_first, usize::MAX);
     if !removable.is_empty() {
-        write_atomic(
-            &dir.join("pruned"),
-            format!("{first_retained}\n").as_bytes(),
-        )?;
+        mark_pruned(dir, first_retained)?;
     }
     delete_segments(&seg_dir, &removable)?;
     if !removable.is_empty() {

@@ -21,14 +21,14 @@ use tokio::sync::oneshot;
 use super::indexer::Indexer;
 use super::notary::{NewTiles, Notary, Signing};
 use super::recover::Opened;
-use super::retention::{prunable_limit, select_removable};
+use super::retention::{mark_pruned, prunable_limit, select_removable};
 use super::spare::Spare;
 use super::{AuditConfig, Durability, MAX_SEGMENTS_PER_PRUNE, PruneReport, Shared};
 use crate::error::AuditError;
 use crate::hash::leaf_hash;
 use crate::index::{IndexKind, IndexWriter, Location, Watermark, compacted_below};
 use crate::record::Prepared;
-use crate::segment::{SegmentFile, Storage, frame_with, list_segments, segment_name, write_atomic};
+use crate::segment::{SegmentFile, Storage, frame_with, list_segments, segment_name};
 use crate::tree;
 
 /// Most commands, and most records, one commit takes; bounds the memory of one write.
@@ -725,11 +725,7 @@ impl Writer {
         let (removable, first_retained, more_due) =
             select_removable(&segments, limit, self.seg_first, MAX_SEGMENTS_PER_PRUNE);
         if !removable.is_empty() {
-            // The marker goes first: a crash midway leaves extra segments, never a missing marker.
-            write_atomic(
-                &self.dir.join("pruned"),
-                format!("{first_retained}\n").as_bytes(),
-            )?;
+            mark_pruned(&self.dir, first_retained)?;
             self.shared
                 .first_retained
                 .store(first_retained, Ordering::Release);
