@@ -240,6 +240,17 @@ def test_rendered_config_is_accepted_by_the_gateway(variant, tmp_path):
 # --- checksums roll the pods -----------------------------------------------------------------
 
 
+def test_retired_generations_are_swept_with_the_active_log():
+    assert "retired_dirs" not in config_toml(render())["audit"]
+    config = config_toml(render("--set", "config.audit.generation=g3", "--set", "config.audit.retiredGenerations={g1,g2}"))
+    assert config["audit"]["dir"] == "/var/lib/tollbu/audit/g3"
+    assert config["audit"]["retired_dirs"] == ["/var/lib/tollbu/audit/g1", "/var/lib/tollbu/audit/g2"]
+    # Retiring the generation still written is refused by the chart, not left to the pod's start.
+    result = helm_template("--set", "config.audit.retiredGenerations={g1}", check=False)
+    assert result.returncode != 0
+    assert "retiredGenerations lists g1, the current generation" in result.stderr, result.stderr
+
+
 def test_audit_retention_is_rendered_only_when_set():
     assert "retention_days" not in config_toml(render())["audit"]
     config = config_toml(render("--set", "config.audit.retentionDays=400"))
@@ -364,6 +375,7 @@ BAD_VALUES = [
     (["--set", "config.audit.originPrefix=registry.example+x"], "originPrefix"),
     (["--set", "config.audit.durability=sometimes"], "durability"),
     (["--set", "config.audit.retentionDays=-1"], "retentionDays"),
+    (["--set", "config.audit.retiredGenerations={g0,G1}"], "retiredGenerations"),
     (["--set", "config.limits.max_conections=5"], "max_conections"),
     (["--set", "config.issuers[0].leewaySecs=120"], "leewaySecs"),
     (["--set", "config.issuers[0].algorithms={HS256}"], "algorithms"),

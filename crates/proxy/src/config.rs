@@ -326,6 +326,11 @@ pub struct AuditSection {
     /// hashes stay, so the log still verifies. Absent: kept for ever.
     #[serde(default)]
     pub retention_days: Option<Spanned<u64>>,
+    /// Earlier logs on the same volume that nothing writes any more, such as the previous
+    /// generation's after a signing-key rotation. Their records are personal data with the same
+    /// retention period, so `retention_days` applies to them too.
+    #[serde(default)]
+    pub retired_dirs: Vec<Spanned<PathBuf>>,
 }
 
 /// Longest retention accepted, a century: a larger figure is a typo, not a policy.
@@ -448,6 +453,7 @@ impl Config {
                 ),
             ));
         }
+        self.validate_retired_dirs(&at)?;
         if !matches!(self.audit.durability.as_str(), "fsync" | "relaxed") {
             return Err(at(
                 0..0,
@@ -456,6 +462,38 @@ impl Config {
                     self.audit.durability
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// A retired log must be neither the log this gateway writes nor listed twice: the sweep takes
+    /// each one's writer lock, and the active log's is held by its writer.
+    fn validate_retired_dirs(
+        &self,
+        at: &impl Fn(std::ops::Range<usize>, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let active = self.resolve(&self.audit.dir);
+        let mut seen = std::collections::HashSet::new();
+        for retired in &self.audit.retired_dirs {
+            let path = self.resolve(retired.get_ref());
+            if path == active {
+                return Err(at(
+                    retired.span(),
+                    format!(
+                        "`audit.retired_dirs` names `{}`, the log this gateway writes (`audit.dir`)",
+                        retired.get_ref().display()
+                    ),
+                ));
+            }
+            if !seen.insert(path) {
+                return Err(at(
+                    retired.span(),
+                    format!(
+                        "`audit.retired_dirs` names `{}` twice",
+                        retired.get_ref().display()
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -745,6 +783,53 @@ pseudonym_key = "p.key"
             .unwrap_err()
             .to_string();
         assert!(error.starts_with(&format!("t.toml:{line}:")), "{error}");
+    }
+
+    #[test]
+    fn retired_audit_logs_must_differ_from_the_active_one_and_each_other() {
+        let config = Config::parse(MINIMAL, "t.toml", Path::new("/etc/tollbu")).unwrap();
+        assert!(config.audit.retired_dirs.is_empty());
+        let active = config.resolve(&config.audit.dir);
+        let line = MINIMAL.lines().count() + 1;
+        let listed =
+            format!("{MINIMAL}retired_dirs = [\"old/g0\", \"/var/lib/tollbu/audit/g1\"]\n");
+        let config = Config::parse(&listed, "t.toml", Path::new("/etc/tollbu")).unwrap();
+        let retired: Vec<PathBuf> = config
+            .audit
+            .retired_dirs
+            .iter()
+            .map(|d| config.resolve(d.get_ref()))
+            .collect();
+        assert_eq!(
+            retired,
+            [
+                PathBuf::from("/etc/tollbu/old/g0"),
+                PathBuf::from("/var/lib/tollbu/audit/g1")
+            ]
+        );
+        let cases = [
+            (
+                format!("retired_dirs = [{:?}]\n", active.display().to_string()),
+                "the log this gateway writes",
+            ),
+            (
+                "retired_dirs = [\"g0\", \"/etc/tollbu/g0\"]\n".to_owned(),
+                "names `/etc/tollbu/g0` twice",
+            ),
+        ];
+        for (wrong, why) in cases {
+            let error = Config::parse(
+                &format!("{MINIMAL}{wrong}"),
+                "t.toml",
+                Path::new("/etc/tollbu"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                error.starts_with(&format!("t.toml:{line}:")) && error.contains(why),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! Audit retention: applies `[audit] retention_days` at start and then every hour, so that record
 //! bodies (subject pseudonyms, purposes, who asked) are not kept longer than the registry's
 //! retention rules allow and the audit volume stops growing. The tree's hashes stay, so every
-//! checkpoint and proof still verifies. Reads the current configuration on each sweep: a reload
-//! that changes the setting takes effect at the next one.
+//! checkpoint and proof still verifies. The logs named in `retired_dirs` (earlier generations on
+//! the same volume) are swept too: their records have the same retention period. Reads the current
+//! configuration on each sweep: a reload that changes the settings takes effect at the next one.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
+use tollbu_audit::PruneReport;
 
 use crate::live::Live;
 
@@ -41,43 +44,79 @@ pub async fn sweep_audit_log(live: Arc<Live>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// One prune call; true when it stopped at its segment limit with more due.
+/// One prune call on the active log and one on each retired log; true when the active log's
+/// stopped at its segment limit with more due.
 async fn sweep_once(live: &Live, days: u64) -> bool {
     let max_age = Duration::from_secs(days.saturating_mul(SECONDS_PER_DAY));
     let Some(cutoff) = SystemTime::now().checked_sub(max_age) else {
         return false;
     };
+    let more_due = sweep_active_log(live, days, cutoff).await;
+    let config = live.config();
+    for dir in &config.audit.retired_dirs {
+        sweep_retired_log(live, days, cutoff, config.resolve(dir.get_ref())).await;
+    }
+    more_due
+}
+
+async fn sweep_active_log(live: &Live, days: u64, cutoff: SystemTime) -> bool {
     let audit = live.state().audit.clone();
+    let dir = audit.dir().to_path_buf();
+    run_prune(live, days, dir, move || audit.prune_older_than(cutoff))
+        .await
+        .is_some_and(|report| report.more_due)
+}
+
+/// Retention on a log this gateway no longer writes. A replica created after the rotation has no
+/// such log on its volume, which is not a failure. The whole backlog goes in one call (no writer
+/// shares the log), still deleted gently, since the active log's writer shares the disk.
+async fn sweep_retired_log(live: &Live, days: u64, cutoff: SystemTime, dir: PathBuf) {
+    if !dir.join("segments").is_dir() {
+        tracing::debug!(dir = %dir.display(), "audit retention: no retired log here");
+        return;
+    }
+    let target = dir.clone();
+    run_prune(live, days, dir, move || {
+        tollbu_audit::prune_closed_log(&target, cutoff)
+    })
+    .await;
+}
+
+/// Runs one prune call and reports it; a failure is logged and counted on `/metrics`, and the
+/// next sweep retries.
+async fn run_prune(
+    live: &Live,
+    days: u64,
+    dir: PathBuf,
+    prune: impl FnOnce() -> Result<PruneReport, tollbu_audit::AuditError> + Send + 'static,
+) -> Option<PruneReport> {
     // Reading the oldest segments and deleting them blocks; keep it off the runtime that accepts
     // connections. A shutdown waits for this call, a few seconds at most.
-    match tokio::task::spawn_blocking(move || audit.prune_older_than(cutoff)).await {
-        Ok(Ok(report)) if report.segments_removed > 0 => {
-            tracing::info!(
-                retention_days = days,
-                segments_removed = report.segments_removed,
-                first_retained = report.first_retained,
-                more_due = report.more_due,
-                "audit retention removed record bodies; their hashes stay in the tree"
-            );
-            report.more_due
+    let failure = match tokio::task::spawn_blocking(prune).await {
+        Ok(Ok(report)) => {
+            if report.segments_removed > 0 {
+                tracing::info!(
+                    dir = %dir.display(),
+                    retention_days = days,
+                    segments_removed = report.segments_removed,
+                    first_retained = report.first_retained,
+                    more_due = report.more_due,
+                    "audit retention removed record bodies; their hashes stay in the tree"
+                );
+            } else {
+                tracing::debug!(dir = %dir.display(), retention_days = days, "audit retention: nothing due");
+            }
+            return Some(report);
         }
-        Ok(Ok(_)) => {
-            tracing::debug!(retention_days = days, "audit retention: nothing due");
-            false
-        }
-        Ok(Err(error)) => {
-            live.retention_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                retention_days = days,
-                %error,
-                "audit retention sweep failed; retrying at the next sweep"
-            );
-            false
-        }
-        Err(error) => {
-            live.retention_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%error, "audit retention sweep did not finish");
-            false
-        }
-    }
+        Ok(Err(error)) => error.to_string(),
+        Err(error) => format!("the sweep did not finish: {error}"),
+    };
+    live.retention_failures.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(
+        dir = %dir.display(),
+        retention_days = days,
+        error = %failure,
+        "audit retention sweep failed; retrying at the next sweep"
+    );
+    None
 }

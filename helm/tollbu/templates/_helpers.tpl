@@ -199,6 +199,12 @@ checkpoint_interval_secs = {{ int64 $c.audit.checkpointIntervalSecs }}
 {{- if $c.audit.retentionDays }}
 retention_days = {{ int64 $c.audit.retentionDays }}
 {{- end }}
+{{- with $c.audit.retiredGenerations }}
+{{- if has $c.audit.generation . }}
+{{- fail (printf "config.audit.retiredGenerations lists %s, the current generation" $c.audit.generation) }}
+{{- end }}
+retired_dirs = [{{ range $i, $g := . }}{{ if $i }}, {{ end }}{{ printf "/var/lib/tollbu/audit/%s" $g | toJson }}{{ end }}]
+{{- end }}
 {{- with $c.telemetry }}
 {{- if .otlpEndpoint }}
 

@@ -268,67 +268,14 @@ async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_ver
     .await;
     env.stop_gateway().await;
     let audit_dir = env.audit_dir();
-
-    // 1,200 records a year old in small segments, then 10 from today, written by the library with
-    // the gateway's identity and keys.
-    let certs = certs_dir();
-    let mut cfg = tollbu_audit::AuditConfig::new(
-        audit_dir.clone(),
-        "tollbu.example/test/gateway-0",
-        certs.join("audit-signing.key.pem"),
-        certs.join("audit-pseudonym.key"),
-    );
-    cfg.segment_max_bytes = 16 * 1024;
-    let (log, _) = tollbu_audit::AuditLog::open(cfg).expect("open the gateway's log");
     let now = time::OffsetDateTime::now_utc();
-    let record = |i: u64, age: time::Duration| tollbu_audit::Record {
-        time: tollbu_audit::Record::timestamp(now - age),
-        request_id: format!("old-{i}"),
-        service: "population".into(),
-        operation: "get-person".into(),
-        decision: tollbu_audit::Decision::Allow,
-        ..tollbu_audit::Record::default()
-    };
-    // In commits of 40, so that the 16 KiB segments rotate between them.
-    for first in (0..1_200).step_by(40) {
-        let batch = (first..first + 40)
-            .map(|i| record(i, time::Duration::days(365)))
-            .collect();
-        log.append_batch(batch).await.expect("append");
-    }
-    let today = (1_200..1_210)
-        .map(|i| record(i, time::Duration::hours(1)))
-        .collect();
-    log.append_batch(today).await.expect("append");
-    tokio::task::spawn_blocking(move || log.shutdown())
-        .await
-        .expect("join")
-        .expect("shutdown");
-    let segments = || {
-        std::fs::read_dir(audit_dir.join("segments"))
-            .expect("segments")
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg"))
-            })
-            .count()
-    };
+    write_log_with_year_old_records(&audit_dir, "tollbu.example/test/gateway-0", now).await;
+    let segments = || count_segments(&audit_dir);
     let before = segments();
     assert!(before > 10, "{before} segments");
 
     env.restart_gateway().await;
-    let pruned = audit_dir.join("pruned");
-    for _ in 0..100 {
-        if pruned.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let first_retained: u64 = std::fs::read_to_string(&pruned)
-        .expect("the sweep at start writes `pruned`")
-        .trim()
-        .parse()
-        .expect("a record number");
+    let first_retained = wait_for_pruned(&audit_dir).await;
     // Old records go up to the last full tile the log had signed; today's stay.
     assert!(
         (768..=1_200).contains(&first_retained),
@@ -437,4 +384,132 @@ async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_ver
         "{}",
         table.text
     );
+}
+
+/// Writes a log at `dir` with the gateway's keys: 1,200 records a year old in 16 KiB segments
+/// (commits of 40, so that segments rotate between them), then 10 from an hour ago.
+async fn write_log_with_year_old_records(
+    dir: &std::path::Path,
+    origin: &str,
+    now: time::OffsetDateTime,
+) {
+    let certs = certs_dir();
+    let mut cfg = tollbu_audit::AuditConfig::new(
+        dir.to_path_buf(),
+        origin,
+        certs.join("audit-signing.key.pem"),
+        certs.join("audit-pseudonym.key"),
+    );
+    cfg.segment_max_bytes = 16 * 1024;
+    let (log, _) = tollbu_audit::AuditLog::open(cfg).expect("open the log");
+    let record = |i: u64, age: time::Duration| tollbu_audit::Record {
+        time: tollbu_audit::Record::timestamp(now - age),
+        request_id: format!("old-{i}"),
+        service: "population".into(),
+        operation: "get-person".into(),
+        decision: tollbu_audit::Decision::Allow,
+        ..tollbu_audit::Record::default()
+    };
+    for first in (0..1_200).step_by(40) {
+        let batch = (first..first + 40)
+            .map(|i| record(i, time::Duration::days(365)))
+            .collect();
+        log.append_batch(batch).await.expect("append");
+    }
+    let recent = (1_200..1_210)
+        .map(|i| record(i, time::Duration::hours(1)))
+        .collect();
+    log.append_batch(recent).await.expect("append");
+    tokio::task::spawn_blocking(move || log.shutdown())
+        .await
+        .expect("join")
+        .expect("shutdown");
+}
+
+fn count_segments(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("segments"))
+        .expect("segments")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        })
+        .count()
+}
+
+/// Waits for a sweep's `pruned` marker in `dir` and returns the first record it kept.
+async fn wait_for_pruned(dir: &std::path::Path) -> u64 {
+    let pruned = dir.join("pruned");
+    for _ in 0..100 {
+        if pruned.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    std::fs::read_to_string(&pruned)
+        .unwrap_or_else(|e| panic!("no `pruned` marker in {}: {e}", dir.display()))
+        .trim()
+        .parse()
+        .expect("a record number")
+}
+
+/// `retired_dirs`: after a signing-key rotation the previous generation's log stays on the volume
+/// and nothing writes it; its records have the same retention period, so the gateway sweeps it
+/// too. A retired log this replica never had is not a failure.
+#[tokio::test]
+async fn retention_days_applies_to_retired_logs_on_the_volume() {
+    let mut env = Env::start(Options {
+        extra_config:
+            "retention_days = 30\nretired_dirs = [\"audit-g0\", \"audit-never-written\"]\n".into(),
+        ..Options::default()
+    })
+    .await;
+    env.stop_gateway().await;
+    let retired = env.audit_dir().with_file_name("audit-g0");
+    let now = time::OffsetDateTime::now_utc();
+    write_log_with_year_old_records(&retired, "tollbu.example/test/gateway-0/g0", now).await;
+    let before = count_segments(&retired);
+    assert!(before > 10, "{before} segments");
+
+    env.restart_gateway().await;
+    let first_retained = wait_for_pruned(&retired).await;
+    assert!(
+        (768..=1_200).contains(&first_retained),
+        "first retained {first_retained}"
+    );
+    assert!(count_segments(&retired) < before);
+    let metrics = get(&format!("{}/metrics", env.admin()), &[]).await;
+    let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        metrics.contains("\ntollbu_audit_retention_failures_total 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        !env.audit_dir()
+            .with_file_name("audit-never-written")
+            .exists()
+    );
+    env.stop_gateway().await;
+
+    let report = tooling::verify(&retired, &[], None);
+    assert!(report.ok, "{}", report.text);
+    assert!(
+        report
+            .text
+            .contains(&format!("pruned: records 0..{first_retained}")),
+        "{}",
+        report.text
+    );
+    let recent = tooling::query(
+        &retired,
+        &Query {
+            from: Some(tollbu_audit::Record::timestamp(
+                now - time::Duration::days(1),
+            )),
+            ..Query::default()
+        },
+        None,
+        true,
+    );
+    assert!(recent.ok, "{}", recent.text);
+    assert_eq!(recent.text.lines().count(), 10, "{}", recent.text);
 }
