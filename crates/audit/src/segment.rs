@@ -530,10 +530,18 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), AuditError> {
 /// [`write_atomic`] without the directory fsync, for callers that write many files into the same
 /// directories and sync each directory once afterwards.
 pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), AuditError> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(AuditError::io(parent))?;
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(AuditError::io(&tmp))?;
+    // The directory usually exists (256 tiles share one): create it only when the file cannot be,
+    // rather than pay a failing `mkdir` and a `stat` for every tile.
+    let mut f = match File::create(&tmp) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = path.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(parent).map_err(AuditError::io(parent))?;
+            File::create(&tmp)
+        }
+        created => created,
+    }
+    .map_err(AuditError::io(&tmp))?;
     f.write_all(data).map_err(AuditError::io(&tmp))?;
     f.sync_all().map_err(AuditError::io(&tmp))?;
     drop(f);
