@@ -336,6 +336,25 @@ async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_ver
         "{}",
         view.json()
     );
+    // And so does the page an officer reads (records below 1,200 all carry the same time).
+    let page = get(
+        &format!(
+            "{}/console/citizen?subject={}",
+            env.admin(),
+            "ab".repeat(32)
+        ),
+        &[("cookie", &session)],
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(
+        html.contains(&format!(
+            "Requests recorded before {} were removed under the retention policy",
+            tollbu_audit::Record::timestamp(now - time::Duration::days(365))
+        )),
+        "{html}"
+    );
     // Platform teams see it in /metrics, and would see a failing sweep there too.
     let metrics = get(&format!("{}/metrics", env.admin()), &[]).await;
     let metrics = String::from_utf8_lossy(&metrics.body).into_owned();
