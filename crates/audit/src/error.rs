@@ -53,6 +53,9 @@ pub enum AuditError {
         "the log in `{0}` is already open in another process (or handle); one writer per log directory"
     )]
     Locked(PathBuf),
+    /// A reading or pruning tool was pointed at a directory without a log (a mistyped path).
+    #[error("`{0}` holds no audit log (no `segments` directory)")]
+    NoLog(PathBuf),
     #[error("index {index} is out of range for tree size {size}")]
     OutOfRange { index: u64, size: u64 },
     #[error("invalid proof request: {0}")]

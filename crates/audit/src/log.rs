@@ -220,6 +220,16 @@ struct Inner {
     lock: Mutex<Option<std::fs::File>>,
 }
 
+/// Refuses a directory that holds no log, for the tools that read or prune an existing one: a
+/// mistyped path must be an error, not "0 records" or a new, empty log.
+pub(crate) fn require_log(dir: &Path) -> Result<(), AuditError> {
+    if dir.join("segments").is_dir() {
+        Ok(())
+    } else {
+        Err(AuditError::NoLog(dir.to_path_buf()))
+    }
+}
+
 /// Takes the directory's writer lock, creating the directory if needed.
 pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, AuditError> {
     std::fs::create_dir_all(dir).map_err(AuditError::io(dir))?;

@@ -164,9 +164,11 @@ enum AuditCommand {
         #[arg(long)]
         to: u64,
     },
-    /// What a citizen is owed: who read what about them, when, why, on which legal basis.
+    /// What a citizen is owed: who read what about them, when, why, on which legal basis. Name
+    /// every log that may hold them (e.g. each generation a key rotation left): one report per log.
     Citizen {
-        dir: PathBuf,
+        #[arg(required = true, num_args = 1..)]
+        dirs: Vec<PathBuf>,
         #[arg(long)]
         subject: String,
         #[arg(long)]
@@ -356,12 +358,22 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 report(r.ok, &r.text)
             }
             AuditCommand::Citizen {
-                dir,
+                dirs,
                 subject,
                 pseudonym_key,
             } => {
-                let r = audit_tools::citizen(&dir, &subject, &pseudonym_key);
-                report(r.ok, &r.text)
+                // Each log's report as it comes, a failing one on stderr; fails if any did.
+                let mut status = ExitCode::SUCCESS;
+                for dir in &dirs {
+                    if dirs.len() > 1 {
+                        println!("== Log {}", dir.display());
+                    }
+                    let r = audit_tools::citizen(dir, &subject, &pseudonym_key);
+                    if report(r.ok, &r.text) != ExitCode::SUCCESS {
+                        status = ExitCode::FAILURE;
+                    }
+                }
+                status
             }
             AuditCommand::Prune {
                 dir,

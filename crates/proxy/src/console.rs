@@ -43,6 +43,8 @@ type Body = Full<Bytes>;
 /// What a console handler gets: the state in force and the officer.
 struct Ctx {
     state: Arc<GatewayState>,
+    /// Earlier logs on the volume (`[audit] retired_dirs`, resolved): the citizen view reads them too.
+    retired_logs: Vec<std::path::PathBuf>,
     session: Session,
     started: Instant,
 }
@@ -116,8 +118,15 @@ where
         }
     };
     let query = parse_form(request.uri().query().unwrap_or_default());
+    let gateway_config = live.config();
     let ctx = Ctx {
         state,
+        retired_logs: gateway_config
+            .audit
+            .retired_dirs
+            .iter()
+            .map(|d| gateway_config.resolve(d.get_ref()))
+            .collect(),
         session,
         started: Instant::now(),
     };

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -476,4 +476,80 @@ fn audit_prune_applies_retention_to_a_closed_log() {
     let (log, report) = tollbu_audit::AuditLog::open(cfg).unwrap();
     assert_eq!(report.records, 1_000);
     log.shutdown().unwrap();
+}
+
+/// `tollbu audit citizen` over every generation a key rotation left: the citizen is owed the
+/// requests before the rotation too, one report per log, and a missing log fails the command.
+#[test]
+fn audit_citizen_reports_every_log_it_is_given() {
+    let state = tempfile::tempdir().unwrap();
+    let certs = repo().join("certs-example");
+    let pid = "01017012345";
+    let mut dirs = Vec::new();
+    for (generation, consumer) in [("g1", "0192:111111111"), ("g2", "0192:222222222")] {
+        let dir = state.path().join(generation);
+        let cfg = tollbu_audit::AuditConfig::new(
+            &dir,
+            format!("tollbu.example/test/gateway-0/{generation}"),
+            certs.join("audit-signing.key.pem"),
+            certs.join("audit-pseudonym.key"),
+        );
+        let (log, _) = tollbu_audit::AuditLog::open(cfg).unwrap();
+        let about = |subject: &str| tollbu_audit::Record {
+            time: tollbu_audit::Record::timestamp(time::OffsetDateTime::now_utc()),
+            consumer: Some(consumer.into()),
+            service: "population".into(),
+            operation: "get-person".into(),
+            subject: Some(log.pseudonymise(subject)),
+            decision: tollbu_audit::Decision::Allow,
+            ..tollbu_audit::Record::default()
+        };
+        log.append_batch_blocking(vec![about(pid), about("01017054321")])
+            .unwrap();
+        log.shutdown().unwrap();
+        dirs.push(dir);
+    }
+    let citizen = |dirs: &[PathBuf]| {
+        Command::new(TOLLBU)
+            .args(["audit", "citizen"])
+            .args(dirs)
+            .args(["--subject", pid, "--pseudonym-key"])
+            .arg(certs.join("audit-pseudonym.key"))
+            .output()
+            .unwrap()
+    };
+    let both = citizen(&dirs);
+    let text = String::from_utf8_lossy(&both.stdout);
+    assert!(
+        both.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+    for (dir, consumer) in dirs.iter().zip(["0192:111111111", "0192:222222222"]) {
+        let part = text
+            .split(&format!("== Log {}\n", dir.display()))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no report for {}: {text}", dir.display()));
+        let part = part.split("== Log").next().unwrap_or_default();
+        assert!(
+            part.starts_with("Requests concerning this person: 1\n") && part.contains(consumer),
+            "{part}"
+        );
+    }
+    // A mistyped log is an error, never "0 requests"; the other logs' reports still print.
+    let with_missing = citizen(&[dirs[0].clone(), state.path().join("g9")]);
+    assert!(!with_missing.status.success());
+    assert!(String::from_utf8_lossy(&with_missing.stdout).contains("0192:111111111"));
+    assert!(
+        String::from_utf8_lossy(&with_missing.stderr).contains("holds no audit log"),
+        "{}",
+        String::from_utf8_lossy(&with_missing.stderr)
+    );
+    let query = Command::new(TOLLBU)
+        .args(["audit", "query"])
+        .arg(state.path().join("g9"))
+        .output()
+        .unwrap();
+    assert!(!query.status.success());
+    assert!(String::from_utf8_lossy(&query.stderr).contains("holds no audit log"));
 }

@@ -256,20 +256,15 @@ async fn an_outsider_verifies_a_record_from_the_admin_endpoints_alone() {
 #[tokio::test]
 async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_verifies() {
     let password = "retention-officer-password";
-    let hash = tollbu_proxy::console::auth::PasswordHash::new(password, 100_000)
-        .expect("a salt")
-        .to_phc();
     let mut env = Env::start(Options {
-        extra_config: format!(
-            "retention_days = 30\n\n[console]\nenabled = true\nusers = [{{ name = \"officer\", password_hash = \"{hash}\" }}]\n"
-        ),
+        extra_config: format!("retention_days = 30\n{}", console_section(password)),
         ..Options::default()
     })
     .await;
     env.stop_gateway().await;
     let audit_dir = env.audit_dir();
     let now = time::OffsetDateTime::now_utc();
-    write_log_with_year_old_records(&audit_dir, "tollbu.example/test/gateway-0", now).await;
+    write_log_with_year_old_records(&audit_dir, "tollbu.example/test/gateway-0", now, None).await;
     let segments = || count_segments(&audit_dir);
     let before = segments();
     assert!(before > 10, "{before} segments");
@@ -288,33 +283,7 @@ async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_ver
     );
     // The console's citizen view (here its JSON) says where the kept records start: which of the
     // removed records concerned anyone is no longer recorded.
-    let admin = env.gateway().admin_addr;
-    let form = format!("user=officer&password={password}");
-    let login = raw_exchange(
-        admin,
-        format!(
-            "POST /console/login HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
-            form.len()
-        )
-        .as_bytes(),
-        std::time::Duration::from_secs(30),
-    )
-    .await
-    .text();
-    let session = login
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("set-cookie").then(|| {
-                value
-                    .trim()
-                    .split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-        })
-        .unwrap_or_else(|| panic!("no session cookie in {login}"));
+    let session = console_login(&env, password).await;
     let view = get(
         &format!(
             "{}/console/api/citizen?subject={}",
@@ -406,11 +375,13 @@ async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_ver
 }
 
 /// Writes a log at `dir` with the gateway's keys: 1,200 records a year old in 16 KiB segments
-/// (commits of 40, so that segments rotate between them), then 10 from an hour ago.
+/// (commits of 40, so that segments rotate between them), then 10 from an hour ago, about
+/// `recent_subject` (a national id) when given.
 async fn write_log_with_year_old_records(
     dir: &std::path::Path,
     origin: &str,
     now: time::OffsetDateTime,
+    recent_subject: Option<&str>,
 ) {
     let certs = certs_dir();
     let mut cfg = tollbu_audit::AuditConfig::new(
@@ -435,14 +406,59 @@ async fn write_log_with_year_old_records(
             .collect();
         log.append_batch(batch).await.expect("append");
     }
+    let subject = recent_subject.map(|id| log.pseudonymise(id));
     let recent = (1_200..1_210)
-        .map(|i| record(i, time::Duration::hours(1)))
+        .map(|i| tollbu_audit::Record {
+            subject: subject.clone(),
+            ..record(i, time::Duration::hours(1))
+        })
         .collect();
     log.append_batch(recent).await.expect("append");
     tokio::task::spawn_blocking(move || log.shutdown())
         .await
         .expect("join")
         .expect("shutdown");
+}
+
+/// A `[console]` section with one officer, `officer`, whose password is `password`.
+fn console_section(password: &str) -> String {
+    let hash = tollbu_proxy::console::auth::PasswordHash::new(password, 100_000)
+        .expect("a salt")
+        .to_phc();
+    format!(
+        "\n[console]\nenabled = true\nusers = [{{ name = \"officer\", password_hash = \"{hash}\" }}]\n"
+    )
+}
+
+/// Logs `officer` into the console and returns the session cookie (`name=value`).
+async fn console_login(env: &Env, password: &str) -> String {
+    let admin = env.gateway().admin_addr;
+    let form = format!("user=officer&password={password}");
+    let login = raw_exchange(
+        admin,
+        format!(
+            "POST /console/login HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        )
+        .as_bytes(),
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .text();
+    login
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("set-cookie").then(|| {
+                value
+                    .trim()
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+        })
+        .unwrap_or_else(|| panic!("no session cookie in {login}"))
 }
 
 fn count_segments(dir: &std::path::Path) -> usize {
@@ -473,19 +489,30 @@ async fn wait_for_pruned(dir: &std::path::Path) -> u64 {
 
 /// `retired_dirs`: after a signing-key rotation the previous generation's log stays on the volume
 /// and nothing writes it; its records have the same retention period, so the gateway sweeps it
-/// too. A retired log this replica never had is not a failure.
+/// too, and the console's citizen view includes it (the answer must not start at the rotation).
+/// A retired log this replica never had is not a failure.
 #[tokio::test]
 async fn retention_days_applies_to_retired_logs_on_the_volume() {
+    let password = "retired-officer-password";
     let mut env = Env::start(Options {
-        extra_config:
-            "retention_days = 30\nretired_dirs = [\"audit-g0\", \"audit-never-written\"]\n".into(),
+        extra_config: format!(
+            "retention_days = 30\nretired_dirs = [\"audit-g0\", \"audit-never-written\"]\n{}",
+            console_section(password)
+        ),
         ..Options::default()
     })
     .await;
     env.stop_gateway().await;
     let retired = env.audit_dir().with_file_name("audit-g0");
     let now = time::OffsetDateTime::now_utc();
-    write_log_with_year_old_records(&retired, "tollbu.example/test/gateway-0/g0", now).await;
+    let person = example_pid(0);
+    write_log_with_year_old_records(
+        &retired,
+        "tollbu.example/test/gateway-0/g0",
+        now,
+        Some(&person),
+    )
+    .await;
     let before = count_segments(&retired);
     assert!(before > 10, "{before} segments");
 
@@ -506,6 +533,55 @@ async fn retention_days_applies_to_retired_logs_on_the_volume() {
         !env.audit_dir()
             .with_file_name("audit-never-written")
             .exists()
+    );
+
+    // The person's request today is in the active log, the ten before the rotation in the
+    // retired one; the citizen view shows both, and where the retired log's kept records start.
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    assert_eq!(env.read_person(&token, None).await.status, StatusCode::OK);
+    let session = console_login(&env, password).await;
+    let pseudonym =
+        tollbu_audit::Pseudonymiser::from_key_file(&certs_dir().join("audit-pseudonym.key"))
+            .expect("the pseudonym key")
+            .pseudonym(&person);
+    let view = get(
+        &format!("{}/console/api/citizen?subject={pseudonym}", env.admin()),
+        &[("cookie", &session)],
+    )
+    .await;
+    assert_eq!(view.status, StatusCode::OK);
+    let view = view.json();
+    // (The officer's own read of the view is recorded too, as service `console`.)
+    let requests = view["requests"].as_array().expect("requests");
+    let data_requests = requests
+        .iter()
+        .filter(|r| r["what"]["service"] == "population")
+        .count();
+    assert_eq!(data_requests, 1, "{view}");
+    let earlier = &view["earlier_logs"];
+    assert_eq!(earlier.as_array().map(Vec::len), Some(1), "{view}");
+    assert_eq!(earlier[0]["dir"], retired.display().to_string(), "{view}");
+    assert_eq!(
+        earlier[0]["requests"].as_array().map(Vec::len),
+        Some(10),
+        "{view}"
+    );
+    assert_eq!(
+        earlier[0]["retention_removed_records_before"], first_retained,
+        "{view}"
+    );
+    let page = get(
+        &format!("{}/console/citizen?subject={pseudonym}", env.admin()),
+        &[("cookie", &session)],
+    )
+    .await;
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(
+        html.contains(&format!(
+            "<h2>Earlier log <code>{}</code></h2>",
+            retired.display()
+        )),
+        "{html}"
     );
     env.stop_gateway().await;
 

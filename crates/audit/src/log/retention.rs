@@ -209,14 +209,9 @@ pub fn prune_closed_log(
     dir: &Path,
     cutoff: std::time::SystemTime,
 ) -> Result<PruneReport, AuditError> {
+    // Before the lock, which would create the directory.
+    super::require_log(dir)?;
     let seg_dir = dir.join("segments");
-    // Taking the lock would create the directory: a mistyped path is an error, not a new log.
-    if !seg_dir.is_dir() {
-        return Err(AuditError::BadRequest(format!(
-            "`{}` holds no audit log",
-            dir.display()
-        )));
-    }
     let _lock = super::lock_dir(dir)?;
     let first_kept = first_record_to_keep(&seg_dir, OffsetDateTime::from(cutoff))?;
     let published = crate::tooling::checkpoint_size(dir).unwrap_or(0);

@@ -68,6 +68,7 @@ type Found = Vec<(StoredRecord, Vec<u8>)>;
 
 /// Matching records, and how many index hits pointed at pruned records.
 fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u64), AuditError> {
+    crate::log::require_log(dir)?;
     let pseudonym = match &q.subject {
         Some(s) => {
             let key = pseudonym_key.ok_or_else(|| {

@@ -688,35 +688,98 @@ pub async fn citizen(ctx: &Ctx, form: &Form, api: bool, clear_id: bool) -> Respo
         return r;
     }
     let dir = ctx.state.audit.dir().to_path_buf();
+    let retired = ctx.retired_logs.clone();
     let filter = Filter {
         subject: Some(subject.clone()),
         ..Filter::default()
     };
     let found = blocking(move || {
-        let page =
-            browse::page(&dir, &filter, None, 10_000, SCAN_BUDGET).map_err(|e| e.to_string())?;
-        Ok((page, tollbu_audit::tooling::retention_boundary(&dir)))
+        let current = CitizenLog::read(dir, &filter)?;
+        // The logs a key rotation left behind hold this person's earlier requests: without them
+        // the answer would silently start at the rotation.
+        let earlier = retired
+            .into_iter()
+            .filter(|d| d.join("segments").is_dir())
+            .map(|d| CitizenLog::read(d, &filter))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((current, earlier))
     })
     .await;
-    let (found, retention) = match found {
-        Ok(p) => p,
+    let (current, earlier) = match found {
+        Ok(logs) => logs,
         Err(e) => return failure(api, StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
-    // Retention removed the records before `first` and their index entries with them: how many
-    // concerned this person is no longer known, only where the kept records start.
-    let retention = retention.map(|(first, time)| {
-        (
-            first,
-            format!(
-                "Requests recorded before {} were removed under the retention policy and can no longer be listed.",
-                time.unwrap_or_else(|| format!("record #{first}"))
-            ),
-        )
-    });
-    // The officer's own reads about the person are part of what the citizen is owed too, but the
-    // report lists the data requests first; console reads are marked as such.
     if api {
-        let entries: Vec<_> = found
+        let mut answer = current.json();
+        answer["subject_pseudonym"] = json!(subject);
+        answer["earlier_logs"] = earlier
+            .iter()
+            .map(|log| {
+                let mut part = log.json();
+                part["dir"] = json!(log.dir.display().to_string());
+                part
+            })
+            .collect();
+        return json_response(StatusCode::OK, &answer);
+    }
+    let count =
+        current.page.records.len() + earlier.iter().map(|l| l.page.records.len()).sum::<usize>();
+    let mut main = String::new();
+    let _ = write!(
+        main,
+        "<p>Subject pseudonym <code>{}</code>: {count} requests, newest first.</p>",
+        esc(&subject),
+    );
+    current.html(&mut main, true);
+    for log in &earlier {
+        let _ = write!(
+            main,
+            "<h2>Earlier log <code>{}</code></h2>\
+             <p>Written before a signing-key rotation; nothing writes it any more. Requests found with \
+             today's pseudonymisation key.</p>",
+            esc(&log.dir.display().to_string())
+        );
+        log.html(&mut main, false);
+    }
+    html_response(
+        StatusCode::OK,
+        page("Citizen view", Nav::Citizen, Some(&ctx.viewer()), &main),
+    )
+}
+
+/// One log's part of the citizen view.
+struct CitizenLog {
+    dir: PathBuf,
+    page: Page,
+    /// Retention removed the records before this one (and their index entries with them): how
+    /// many concerned this person is no longer known, only where the kept records start.
+    retention: Option<(u64, String)>,
+}
+
+impl CitizenLog {
+    fn read(dir: PathBuf, filter: &Filter) -> Result<Self, String> {
+        let page =
+            browse::page(&dir, filter, None, 10_000, SCAN_BUDGET).map_err(|e| e.to_string())?;
+        let retention =
+            tollbu_audit::tooling::retention_boundary(&dir).map(|(first, time)| {
+                (
+                    first,
+                    format!(
+                        "Requests recorded before {} were removed under the retention policy and can no longer be listed.",
+                        time.unwrap_or_else(|| format!("record #{first}"))
+                    ),
+                )
+            });
+        Ok(Self {
+            dir,
+            page,
+            retention,
+        })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let entries: Vec<_> = self
+            .page
             .records
             .iter()
             .map(|r| {
@@ -735,83 +798,78 @@ pub async fn citizen(ctx: &Ctx, form: &Form, api: bool, clear_id: bool) -> Respo
                 })
             })
             .collect();
-        return json_response(
-            StatusCode::OK,
-            &json!({
-                "subject_pseudonym": subject,
-                "requests": entries,
-                "removed_by_retention": found.pruned,
-                "retention_removed_records_before": retention.as_ref().map(|(first, _)| first),
-            }),
-        );
+        json!({
+            "requests": entries,
+            "removed_by_retention": self.page.pruned,
+            "retention_removed_records_before": self.retention.as_ref().map(|(first, _)| first),
+        })
     }
-    let mut main = String::new();
-    let _ = write!(
-        main,
-        "<p>Subject pseudonym <code>{}</code>: {} requests, newest first.</p>\
-         <table class=\"citizen\"><thead><tr><th>When (UTC)</th><th>Who</th><th>What</th><th>Why</th>\
-         <th>Legal basis</th><th>Outcome</th><th class=\"num\">Record</th></tr></thead><tbody>",
-        esc(&subject),
-        found.records.len()
-    );
-    for r in &found.records {
-        let rec = &r.record;
-        let outcome = match rec.decision {
-            Decision::Allow => "data released".to_owned(),
-            Decision::Deny => format!("refused ({})", rec.reason.as_deref().unwrap_or("-")),
-            Decision::Error => format!("failed ({})", rec.reason.as_deref().unwrap_or("-")),
-        };
-        let who = match (&rec.consumer, &rec.supplier) {
-            (Some(c), Some(s)) => format!("{} (by {})", esc(c), esc(s)),
-            (Some(c), None) => esc(c),
-            (None, _) => "unidentified caller".to_owned(),
-        };
-        let what = format!(
-            "{} {} {}{}",
-            esc(&rec.service),
-            esc(&rec.operation),
-            or_dash(rec.path_template.as_deref()),
-            if rec.fields_released.is_empty() {
-                String::new()
+
+    /// The table and its retention notices; `link`: the record pages are this gateway's log.
+    fn html(&self, main: &mut String, link: bool) {
+        main.push_str(
+            "<table class=\"citizen\"><thead><tr><th>When (UTC)</th><th>Who</th><th>What</th><th>Why</th>\
+             <th>Legal basis</th><th>Outcome</th><th class=\"num\">Record</th></tr></thead><tbody>",
+        );
+        for r in &self.page.records {
+            let rec = &r.record;
+            let outcome = match rec.decision {
+                Decision::Allow => "data released".to_owned(),
+                Decision::Deny => format!("refused ({})", rec.reason.as_deref().unwrap_or("-")),
+                Decision::Error => format!("failed ({})", rec.reason.as_deref().unwrap_or("-")),
+            };
+            let who = match (&rec.consumer, &rec.supplier) {
+                (Some(c), Some(s)) => format!("{} (by {})", esc(c), esc(s)),
+                (Some(c), None) => esc(c),
+                (None, _) => "unidentified caller".to_owned(),
+            };
+            let what = format!(
+                "{} {} {}{}",
+                esc(&rec.service),
+                esc(&rec.operation),
+                or_dash(rec.path_template.as_deref()),
+                if rec.fields_released.is_empty() {
+                    String::new()
+                } else {
+                    format!("<br>fields: {}", esc(&rec.fields_released.join(", ")))
+                }
+            );
+            let basis = match &rec.consent_id {
+                Some(c) => format!(
+                    "{}<br>consent {}",
+                    or_dash(rec.legal_basis.as_deref()),
+                    esc(c)
+                ),
+                None => or_dash(rec.legal_basis.as_deref()),
+            };
+            let seq = if link {
+                format!("<a href=\"/console/records/{0}\">{0}</a>", r.seq)
             } else {
-                format!("<br>fields: {}", esc(&rec.fields_released.join(", ")))
-            }
-        );
-        let basis = match &rec.consent_id {
-            Some(c) => format!(
-                "{}<br>consent {}",
-                or_dash(rec.legal_basis.as_deref()),
-                esc(c)
-            ),
-            None => or_dash(rec.legal_basis.as_deref()),
-        };
-        let _ = write!(
-            main,
-            "<tr><td>{}</td><td>{who}</td><td>{what}</td><td>{}</td><td>{basis}</td><td>{}</td>\
-             <td class=\"num\"><a href=\"/console/records/{seq}\">{seq}</a></td></tr>",
-            esc(&rec.time),
-            or_dash(rec.purpose.as_deref()),
-            esc(&outcome),
-            seq = r.seq
-        );
+                r.seq.to_string()
+            };
+            let _ = write!(
+                main,
+                "<tr><td>{}</td><td>{who}</td><td>{what}</td><td>{}</td><td>{basis}</td><td>{}</td>\
+                 <td class=\"num\">{seq}</td></tr>",
+                esc(&rec.time),
+                or_dash(rec.purpose.as_deref()),
+                esc(&outcome),
+            );
+        }
+        main.push_str("</tbody></table>");
+        if self.page.pruned > 0 {
+            main.push_str(&notice(
+                "info",
+                &format!(
+                    "{} older requests were removed under the retention policy.",
+                    self.page.pruned
+                ),
+            ));
+        }
+        if let Some((_, text)) = &self.retention {
+            main.push_str(&notice("info", &esc(text)));
+        }
     }
-    main.push_str("</tbody></table>");
-    if found.pruned > 0 {
-        main.push_str(&notice(
-            "info",
-            &format!(
-                "{} older requests were removed under the retention policy.",
-                found.pruned
-            ),
-        ));
-    }
-    if let Some((_, text)) = &retention {
-        main.push_str(&notice("info", &esc(text)));
-    }
-    html_response(
-        StatusCode::OK,
-        page("Citizen view", Nav::Citizen, Some(&ctx.viewer()), &main),
-    )
 }
 
 // ---------------------------------------------------------------- who can read what
