@@ -489,7 +489,9 @@ fn bearer_token(headers: &http::HeaderMap) -> Result<&str, Problem> {
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Problem::MissingToken);
     }
-    let token = token.trim();
+    // RFC 6750: `Bearer 1*SP b64token`. Only spaces separate the two (a tab or other whitespace
+    // is a malformed token, not the same one); the field's own edges were trimmed by the parser.
+    let token = token.trim_start_matches(' ');
     if token.is_empty() {
         return Err(Problem::MissingToken);
     }

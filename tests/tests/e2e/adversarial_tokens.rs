@@ -958,6 +958,15 @@ async fn odd_authorization_headers_are_refused() {
     );
     let empty = get(&url, &[("authorization", "Bearer "), purpose]).await;
     assert_eq!(empty.code(), "missing_token");
+    // RFC 6750 separates scheme and token by spaces only: more than one is fine, a tab is not
+    // (seed 1796599064179413153 of the mutation test found a tab accepted).
+    let two_spaces = format!("Bearer  {token}");
+    let answer = get(&url, &[("authorization", &two_spaces), purpose]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let tab = format!("Bearer \t{token}");
+    let answer = get(&url, &[("authorization", &tab), purpose]).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.json()["token_error"], "malformed");
     let spaced = format!("Bearer {} {}", token, token);
     let answer = get(&url, &[("authorization", &spaced), purpose]).await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
