@@ -56,6 +56,11 @@ pub enum AuditError {
     /// A reading or pruning tool was pointed at a directory without a log (a mistyped path).
     #[error("`{0}` holds no audit log (no `segments` directory)")]
     NoLog(PathBuf),
+    /// A subject search with a pseudonym key other than the log's would find nothing.
+    #[error(
+        "the pseudonym key given is not the one `{0}` was written with: a subject search with it would find nothing"
+    )]
+    PseudonymKeyMismatch(PathBuf),
     #[error("index {index} is out of range for tree size {size}")]
     OutOfRange { index: u64, size: u64 },
     #[error("invalid proof request: {0}")]

@@ -32,7 +32,7 @@ pub use log::{
     Durability, FSYNC_BUCKETS_MICROS, FsyncHistogram, MAX_BATCH_RECORDS, MAX_SEGMENTS_PER_PRUNE,
     PruneReport, QUEUE_CAPACITY, RecoveryReport, prune_closed_log,
 };
-pub use pseudonym::Pseudonymiser;
+pub use pseudonym::{KEY_CHECK_FILE, Pseudonymiser, ensure_key_matches_log};
 pub use record::{Decision, Record};
 pub use segment::{FsStorage, SegmentFile, Storage};
 pub use tree::{ConsistencyProof, InclusionProof};

@@ -428,6 +428,12 @@ impl AuditLog {
             .and_then(|c| c.clone())
     }
 
+    /// The [`Pseudonymiser::key_check`] of this log's key, to tell whether another log on the
+    /// volume can be searched with it.
+    pub fn pseudonym_key_check(&self) -> String {
+        self.inner.pseudonymiser.key_check()
+    }
+
     /// `<origin>+<key id>+<base64 key>`: give this to whoever verifies checkpoints.
     pub fn verifier_key(&self) -> String {
         self.inner.verifier_key.clone()

@@ -11,6 +11,25 @@ use sha2::Sha256;
 
 use crate::error::AuditError;
 
+/// File in a log directory holding the [`Pseudonymiser::key_check`] of the key its subjects were
+/// pseudonymised with.
+pub const KEY_CHECK_FILE: &str = "pseudonym-key-check";
+
+const KEY_CHECK_LABEL: &str = "tollbu-audit pseudonym key check v1";
+
+/// Refuses a subject search of the log in `dir` with a key (given by its
+/// [`Pseudonymiser::key_check`]) other than the one it was written with, which would find nothing.
+/// A log from before the check was recorded has none and passes.
+pub fn ensure_key_matches_log(dir: &Path, key_check: &str) -> Result<(), AuditError> {
+    let path = dir.join(KEY_CHECK_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(recorded) if recorded.trim_end() == key_check => Ok(()),
+        Ok(_) => Err(AuditError::PseudonymKeyMismatch(dir.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(AuditError::io(&path)(e)),
+    }
+}
+
 /// Computes subject pseudonyms. Cloning shares nothing mutable.
 #[derive(Clone)]
 pub struct Pseudonymiser {
@@ -48,6 +67,13 @@ impl Pseudonymiser {
         Self { key }
     }
 
+    /// Identifies the key without revealing it or any subject's pseudonym: the pseudonym of a fixed
+    /// label that no identity number equals. A log records it, so that a search with another key
+    /// is refused instead of answering "nobody read this person's data".
+    pub fn key_check(&self) -> String {
+        self.pseudonym(KEY_CHECK_LABEL)
+    }
+
     /// Lowercase hex HMAC-SHA-256 of the subject identifier.
     pub fn pseudonym(&self, subject: &str) -> String {
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
@@ -65,6 +91,30 @@ impl Pseudonymiser {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn a_log_refuses_searches_with_another_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let written_with = Pseudonymiser::from_key([7; 32]);
+        let other = Pseudonymiser::from_key([8; 32]);
+        // No check recorded (a log from before it existed): any key passes.
+        assert!(ensure_key_matches_log(dir.path(), &other.key_check()).is_ok());
+        std::fs::write(
+            dir.path().join(KEY_CHECK_FILE),
+            format!("{}\n", written_with.key_check()),
+        )
+        .unwrap();
+        assert!(ensure_key_matches_log(dir.path(), &written_with.key_check()).is_ok());
+        assert!(matches!(
+            ensure_key_matches_log(dir.path(), &other.key_check()),
+            Err(AuditError::PseudonymKeyMismatch(_))
+        ));
+        // The check is not any subject's pseudonym.
+        assert_ne!(
+            written_with.key_check(),
+            written_with.pseudonym("01017012345")
+        );
+    }
 
     #[test]
     fn key_file_format() {

@@ -496,7 +496,7 @@ async fn retention_days_applies_to_retired_logs_on_the_volume() {
     let password = "retired-officer-password";
     let mut env = Env::start(Options {
         extra_config: format!(
-            "retention_days = 30\nretired_dirs = [\"audit-g0\", \"audit-never-written\"]\n{}",
+            "retention_days = 30\nretired_dirs = [\"audit-g0\", \"audit-never-written\", \"audit-other-key\"]\n{}",
             console_section(password)
         ),
         ..Options::default()
@@ -513,6 +513,32 @@ async fn retention_days_applies_to_retired_logs_on_the_volume() {
         Some(&person),
     )
     .await;
+    // A log whose subjects were pseudonymised with another key cannot be searched for the person:
+    // the view must say so rather than show it as holding no requests.
+    let other_key_log = env.audit_dir().with_file_name("audit-other-key");
+    let other_key = env.audit_dir().with_file_name("other-pseudonym.key");
+    std::fs::write(&other_key, format!("{}\n", "6b".repeat(32))).expect("a key file");
+    let (log, _) = tollbu_audit::AuditLog::open(tollbu_audit::AuditConfig::new(
+        other_key_log.clone(),
+        "tollbu.example/test/gateway-0/other",
+        certs_dir().join("audit-signing.key.pem"),
+        other_key,
+    ))
+    .expect("open the log");
+    log.append(tollbu_audit::Record {
+        time: tollbu_audit::Record::timestamp(now),
+        service: "population".into(),
+        operation: "get-person".into(),
+        subject: Some(log.pseudonymise(&person)),
+        decision: tollbu_audit::Decision::Allow,
+        ..tollbu_audit::Record::default()
+    })
+    .await
+    .expect("append");
+    tokio::task::spawn_blocking(move || log.shutdown())
+        .await
+        .expect("join")
+        .expect("shutdown");
     let before = count_segments(&retired);
     assert!(before > 10, "{before} segments");
 
@@ -559,7 +585,7 @@ async fn retention_days_applies_to_retired_logs_on_the_volume() {
         .count();
     assert_eq!(data_requests, 1, "{view}");
     let earlier = &view["earlier_logs"];
-    assert_eq!(earlier.as_array().map(Vec::len), Some(1), "{view}");
+    assert_eq!(earlier.as_array().map(Vec::len), Some(2), "{view}");
     assert_eq!(earlier[0]["dir"], retired.display().to_string(), "{view}");
     assert_eq!(
         earlier[0]["requests"].as_array().map(Vec::len),
@@ -568,6 +594,18 @@ async fn retention_days_applies_to_retired_logs_on_the_volume() {
     );
     assert_eq!(
         earlier[0]["retention_removed_records_before"], first_retained,
+        "{view}"
+    );
+    assert!(earlier[0]["unsearchable"].is_null(), "{view}");
+    assert_eq!(
+        earlier[1]["dir"],
+        other_key_log.display().to_string(),
+        "{view}"
+    );
+    assert!(
+        earlier[1]["unsearchable"]
+            .as_str()
+            .is_some_and(|why| why.contains("not the one")),
         "{view}"
     );
     let page = get(

@@ -98,6 +98,19 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         reason: format!("this log was signed by `{found}`; a new key needs a new log origin"),
     })?;
 
+    // Subject searches need the key the subjects were pseudonymised with; a new key in the middle of
+    // a log would split every person's records in two.
+    pin_identity(
+        &dir.join(crate::pseudonym::KEY_CHECK_FILE),
+        &pseudonymiser.key_check(),
+        |_| {
+            AuditError::Key {
+            path: cfg.pseudonym_key.clone(),
+            reason: "this log's subjects were pseudonymised with another key; a new pseudonym key needs a new log".into(),
+        }
+        },
+    )?;
+
     let mut report = RecoveryReport::default();
     let mut segments = list_segments(&seg_dir)?;
     if segments.is_empty() {

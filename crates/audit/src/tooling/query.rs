@@ -74,7 +74,9 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
             let key = pseudonym_key.ok_or_else(|| {
                 AuditError::BadRequest("a subject query needs the pseudonym key file".into())
             })?;
-            Some(Pseudonymiser::from_key_file(key)?.pseudonym(s))
+            let pseudonymiser = Pseudonymiser::from_key_file(key)?;
+            crate::pseudonym::ensure_key_matches_log(dir, &pseudonymiser.key_check())?;
+            Some(pseudonymiser.pseudonym(s))
         }
         None => None,
     };

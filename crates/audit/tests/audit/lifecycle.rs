@@ -217,6 +217,48 @@ fn rotation_queries_citizen_report_and_retention() {
     assert_eq!(got, want);
 }
 
+/// A log is pinned to the pseudonym key its subjects were written with: the writer refuses another
+/// key (it would split every person's records in two), and a subject search with another key is an
+/// error, never "no requests concerning this person".
+#[test]
+fn a_log_is_searched_and_continued_only_with_its_own_pseudonym_key() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = AuditLog::open(keys.config(dir.path())).unwrap();
+    log.append_blocking(record(3, &keys.pseudonymiser()))
+        .unwrap();
+    log.shutdown().unwrap();
+    let other_key = keys.dir().join("other-pseudonym.key");
+    std::fs::write(&other_key, format!("{}\n", "6b".repeat(32))).unwrap();
+
+    let mut cfg = keys.config(dir.path());
+    cfg.pseudonym_key = other_key.clone();
+    let refused = AuditLog::open(cfg).map(|_| ()).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("pseudonymised with another key"),
+        "{refused}"
+    );
+    let c = tooling::citizen(dir.path(), &person(3), &other_key);
+    assert!(!c.ok);
+    assert!(c.text.contains("not the one"), "{}", c.text);
+    let q = Query {
+        subject: Some(person(3)),
+        ..Query::default()
+    };
+    assert!(!tooling::query(dir.path(), &q, Some(&other_key), true).ok);
+    // With its own key the person's request is found, and the log continues.
+    let c = tooling::citizen(dir.path(), &person(3), &keys.pseudonym());
+    assert!(
+        c.ok && c.text.starts_with("Requests concerning this person: 1"),
+        "{}",
+        c.text
+    );
+    let (log, _) = AuditLog::open(keys.config(dir.path())).unwrap();
+    log.shutdown().unwrap();
+}
+
 /// Retention by age keeps every record at or after the cutoff, including one timed late inside an
 /// otherwise old segment, and never the active segment or records no checkpoint covers yet.
 #[test]

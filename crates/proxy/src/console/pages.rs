@@ -689,18 +689,19 @@ pub async fn citizen(ctx: &Ctx, form: &Form, api: bool, clear_id: bool) -> Respo
     }
     let dir = ctx.state.audit.dir().to_path_buf();
     let retired = ctx.retired_logs.clone();
+    let key_check = ctx.state.audit.pseudonym_key_check();
     let filter = Filter {
         subject: Some(subject.clone()),
         ..Filter::default()
     };
     let found = blocking(move || {
-        let current = CitizenLog::read(dir, &filter)?;
+        let current = CitizenLog::read(dir, &filter, None)?;
         // The logs a key rotation left behind hold this person's earlier requests: without them
         // the answer would silently start at the rotation.
         let earlier = retired
             .into_iter()
             .filter(|d| d.join("segments").is_dir())
-            .map(|d| CitizenLog::read(d, &filter))
+            .map(|d| CitizenLog::read(d, &filter, Some(&key_check)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((current, earlier))
     })
@@ -754,10 +755,23 @@ struct CitizenLog {
     /// Retention removed the records before this one (and their index entries with them): how
     /// many concerned this person is no longer known, only where the kept records start.
     retention: Option<(u64, String)>,
+    /// Why the log could not be searched for the person (it was written with another key).
+    unsearchable: Option<String>,
 }
 
 impl CitizenLog {
-    fn read(dir: PathBuf, filter: &Filter) -> Result<Self, String> {
+    /// `key_check`: the pseudonym key's check, for a log this gateway did not write.
+    fn read(dir: PathBuf, filter: &Filter, key_check: Option<&str>) -> Result<Self, String> {
+        if let Some(check) = key_check
+            && let Err(e) = tollbu_audit::ensure_key_matches_log(&dir, check)
+        {
+            return Ok(Self {
+                dir,
+                page: Page::default(),
+                retention: None,
+                unsearchable: Some(e.to_string()),
+            });
+        }
         let page =
             browse::page(&dir, filter, None, 10_000, SCAN_BUDGET).map_err(|e| e.to_string())?;
         let retention =
@@ -774,6 +788,7 @@ impl CitizenLog {
             dir,
             page,
             retention,
+            unsearchable: None,
         })
     }
 
@@ -802,11 +817,16 @@ impl CitizenLog {
             "requests": entries,
             "removed_by_retention": self.page.pruned,
             "retention_removed_records_before": self.retention.as_ref().map(|(first, _)| first),
+            "unsearchable": self.unsearchable,
         })
     }
 
     /// The table and its retention notices; `link`: the record pages are this gateway's log.
     fn html(&self, main: &mut String, link: bool) {
+        if let Some(why) = &self.unsearchable {
+            main.push_str(&notice("fail", &esc(why)));
+            return;
+        }
         main.push_str(
             "<table class=\"citizen\"><thead><tr><th>When (UTC)</th><th>Who</th><th>What</th><th>Why</th>\
              <th>Legal basis</th><th>Outcome</th><th class=\"num\">Record</th></tr></thead><tbody>",
