@@ -646,3 +646,67 @@ async fn retention_days_applies_to_retired_logs_on_the_volume() {
     assert!(recent.ok, "{}", recent.text);
     assert_eq!(recent.text.lines().count(), 10, "{}", recent.text);
 }
+
+/// The console's citizen view lists at most 10,000 requests per log; beyond that it must say the
+/// list is not the whole answer rather than present it as complete.
+#[tokio::test]
+async fn the_citizen_view_says_when_it_shows_only_the_newest_requests() {
+    let password = "busy-person-officer-password";
+    let mut env = Env::start(Options {
+        extra_config: console_section(password),
+        ..Options::default()
+    })
+    .await;
+    env.stop_gateway().await;
+    let certs = certs_dir();
+    let (log, _) = tollbu_audit::AuditLog::open(tollbu_audit::AuditConfig::new(
+        env.audit_dir(),
+        "tollbu.example/test/gateway-0",
+        certs.join("audit-signing.key.pem"),
+        certs.join("audit-pseudonym.key"),
+    ))
+    .expect("open the gateway's log");
+    let person = example_pid(0);
+    let subject = log.pseudonymise(&person);
+    let now = tollbu_audit::Record::timestamp(time::OffsetDateTime::now_utc());
+    for _ in 0..11 {
+        let batch = (0..1_000)
+            .map(|_| tollbu_audit::Record {
+                time: now.clone(),
+                service: "population".into(),
+                operation: "get-person".into(),
+                subject: Some(subject.clone()),
+                decision: tollbu_audit::Decision::Allow,
+                ..tollbu_audit::Record::default()
+            })
+            .collect();
+        log.append_batch(batch).await.expect("append");
+    }
+    tokio::task::spawn_blocking(move || log.shutdown())
+        .await
+        .expect("join")
+        .expect("shutdown");
+
+    env.restart_gateway().await;
+    let session = console_login(&env, password).await;
+    let view = get(
+        &format!("{}/console/api/citizen?subject={subject}", env.admin()),
+        &[("cookie", &session)],
+    )
+    .await;
+    assert_eq!(view.status, StatusCode::OK);
+    let view = view.json();
+    assert_eq!(view["requests"].as_array().map(Vec::len), Some(10_000));
+    assert_eq!(view["truncated"], true);
+    let page = get(
+        &format!("{}/console/citizen?subject={subject}", env.admin()),
+        &[("cookie", &session)],
+    )
+    .await;
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(
+        html.contains("Only the newest 10000 requests of this log are shown"),
+        "{}",
+        &html[..html.len().min(2_000)]
+    );
+}

@@ -748,6 +748,9 @@ pub async fn citizen(ctx: &Ctx, form: &Form, api: bool, clear_id: bool) -> Respo
     )
 }
 
+/// Requests per log the citizen view shows; `tollbu audit citizen` lists them all.
+const CITIZEN_VIEW_LIMIT: usize = 10_000;
+
 /// One log's part of the citizen view.
 struct CitizenLog {
     dir: PathBuf,
@@ -772,8 +775,8 @@ impl CitizenLog {
                 unsearchable: Some(e.to_string()),
             });
         }
-        let page =
-            browse::page(&dir, filter, None, 10_000, SCAN_BUDGET).map_err(|e| e.to_string())?;
+        let page = browse::page(&dir, filter, None, CITIZEN_VIEW_LIMIT, SCAN_BUDGET)
+            .map_err(|e| e.to_string())?;
         let retention =
             tollbu_audit::tooling::retention_boundary(&dir).map(|(first, time)| {
                 (
@@ -818,6 +821,8 @@ impl CitizenLog {
             "removed_by_retention": self.page.pruned,
             "retention_removed_records_before": self.retention.as_ref().map(|(first, _)| first),
             "unsearchable": self.unsearchable,
+            // Older requests exist beyond the view's limit: the list is not the whole answer.
+            "truncated": self.page.next_before.is_some(),
         })
     }
 
@@ -877,6 +882,15 @@ impl CitizenLog {
             );
         }
         main.push_str("</tbody></table>");
+        if self.page.next_before.is_some() {
+            main.push_str(&notice(
+                "fail",
+                &format!(
+                    "Only the newest {CITIZEN_VIEW_LIMIT} requests of this log are shown; older ones exist. \
+                     <code>tollbu audit citizen</code> lists them all."
+                ),
+            ));
+        }
         if self.page.pruned > 0 {
             main.push_str(&notice(
                 "info",
