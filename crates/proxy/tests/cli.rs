@@ -479,7 +479,8 @@ fn audit_prune_applies_retention_to_a_closed_log() {
 }
 
 /// `tollbu audit citizen` over every generation a key rotation left: the citizen is owed the
-/// requests before the rotation too, one report per log, and a missing log fails the command.
+/// requests before the rotation too, one report per log. A mistyped directory fails `citizen`,
+/// `query` and `verify` rather than answering for an empty log.
 #[test]
 fn audit_citizen_reports_every_log_it_is_given() {
     let state = tempfile::tempdir().unwrap();
@@ -552,4 +553,19 @@ fn audit_citizen_reports_every_log_it_is_given() {
         .unwrap();
     assert!(!query.status.success());
     assert!(String::from_utf8_lossy(&query.stderr).contains("holds no audit log"));
+    // Verifying with the published key reads nothing else first: a mistyped directory must not
+    // pass as an empty, consistent log.
+    let key = std::fs::read_to_string(dirs[0].join("verifier-key")).unwrap();
+    let verify = Command::new(TOLLBU)
+        .args(["audit", "verify"])
+        .arg(state.path().join("g9"))
+        .args(["--key", key.trim()])
+        .output()
+        .unwrap();
+    assert!(
+        !verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    assert!(String::from_utf8_lossy(&verify.stderr).contains("holds no audit log"));
 }

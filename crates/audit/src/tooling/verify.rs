@@ -188,6 +188,9 @@ pub fn verify(dir: &Path, checkpoints: &[PathBuf], verifier_key: Option<&str>) -
 }
 
 fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Report, AuditError> {
+    // With `--key`, nothing else would be read before the segments: a mistyped directory would
+    // verify as an empty log.
+    crate::log::require_log(dir)?;
     let mut out = String::new();
     let (vkey, key_note) = match verifier_key {
         Some(k) => (k.to_string(), ""),
