@@ -61,6 +61,13 @@ pub enum AuditError {
         "the pseudonym key given is not the one `{0}` was written with: a subject search with it would find nothing"
     )]
     PseudonymKeyMismatch(PathBuf),
+    /// A proof asked for a tree larger than what is there to prove it from.
+    #[error("tree size {size} is larger than {of} ({available} records)")]
+    SizeBeyond {
+        size: u64,
+        available: u64,
+        of: &'static str,
+    },
     #[error("index {index} is out of range for tree size {size}")]
     OutOfRange { index: u64, size: u64 },
     #[error("invalid proof request: {0}")]

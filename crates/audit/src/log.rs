@@ -446,9 +446,10 @@ impl AuditLog {
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<InclusionProof, AuditError> {
         let tiles = self.tiles()?;
         if size > tiles.size() {
-            return Err(AuditError::OutOfRange {
-                index: size,
-                size: tiles.size(),
+            return Err(AuditError::SizeBeyond {
+                size: size,
+                available: tiles.size(),
+                of: "the log's tree",
             });
         }
         tree::inclusion_proof(&*tiles, index, size)
@@ -457,9 +458,10 @@ impl AuditLog {
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<ConsistencyProof, AuditError> {
         let tiles = self.tiles()?;
         if new > tiles.size() {
-            return Err(AuditError::OutOfRange {
-                index: new,
-                size: tiles.size(),
+            return Err(AuditError::SizeBeyond {
+                size: new,
+                available: tiles.size(),
+                of: "the log's tree",
             });
         }
         tree::consistency_proof(&*tiles, old, new)

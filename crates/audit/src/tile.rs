@@ -380,13 +380,19 @@ impl TileStore {
     /// A tile's bytes for serving (`tile/<L>/<N>[.p/<W>]`), for any tile of the current tree.
     pub fn tile_bytes(&self, level: u8, n: u64, width: u64) -> Result<Vec<u8>, AuditError> {
         let count = stored_count(level, self.size);
-        if width == 0 || width > TILE_WIDTH || n * TILE_WIDTH + width > count {
-            return Err(AuditError::OutOfRange {
-                index: n * TILE_WIDTH + width,
+        // `n` comes from a request path: an index near u64::MAX must be out of range, not wrap
+        // around to tile 0.
+        let start = n.checked_mul(TILE_WIDTH);
+        let end = start.and_then(|start| start.checked_add(width));
+        match (start, end) {
+            (Some(start), Some(end)) if width > 0 && width <= TILE_WIDTH && end <= count => {
+                Ok(encode_tile(&self.stored(level, start, width)?))
+            }
+            _ => Err(AuditError::OutOfRange {
+                index: end.unwrap_or(u64::MAX),
                 size: count,
-            });
+            }),
         }
-        Ok(encode_tile(&self.stored(level, n * TILE_WIDTH, width)?))
     }
 }
 
@@ -600,6 +606,16 @@ mod tests {
             encode_tile(&leaves[256..512])
         );
         assert!(s.take_unwritten().is_empty());
+        // An index from a request path that would overflow is out of range, never tile 0 again.
+        for (n, width) in [(u64::MAX, 5), (u64::MAX / TILE_WIDTH + 1, 256), (3, 1)] {
+            assert!(
+                matches!(
+                    s.tile_bytes(0, n, width),
+                    Err(AuditError::OutOfRange { .. })
+                ),
+                "tile {n} width {width}"
+            );
+        }
     }
 
     #[test]

@@ -87,14 +87,28 @@ pub fn checkpoint_history(dir: &Path) -> Vec<String> {
     out
 }
 
+/// The tiles of the tree of `size` on disk. The tiles of a tree beyond the latest signed checkpoint
+/// may not have been written yet: that is said as such, not as a missing (corrupt) tile.
+fn open_tiles_at(dir: &Path, size: u64) -> Result<TileStore, AuditError> {
+    TileStore::open_at(dir, size).map_err(|error| match checkpoint_size(dir) {
+        Ok(signed) if size > signed => AuditError::SizeBeyond {
+            size,
+            available: signed,
+            of: "the latest signed checkpoint",
+        },
+        _ => error,
+    })
+}
+
 /// Inclusion proof of record `index` in the tree of `size` (default: the latest checkpoint), as JSON.
 pub fn prove(dir: &Path, index: u64, size: Option<u64>) -> Report {
     let run = || -> Result<String, AuditError> {
+        crate::log::require_log(dir)?;
         let size = match size {
             Some(s) => s,
             None => checkpoint_size(dir)?,
         };
-        let tiles = TileStore::open_at(dir, size)?;
+        let tiles = open_tiles_at(dir, size)?;
         let p = tree::inclusion_proof(&tiles, index, size)?;
         serde_json::to_string_pretty(&p).map_err(|e| AuditError::Corrupt(e.to_string()))
     };
@@ -107,7 +121,8 @@ pub fn prove(dir: &Path, index: u64, size: Option<u64>) -> Report {
 /// Consistency proof between two tree sizes, as JSON.
 pub fn consistency(dir: &Path, from: u64, to: u64) -> Report {
     let run = || -> Result<String, AuditError> {
-        let tiles = TileStore::open_at(dir, to)?;
+        crate::log::require_log(dir)?;
+        let tiles = open_tiles_at(dir, to)?;
         let p = tree::consistency_proof(&tiles, from, to)?;
         serde_json::to_string_pretty(&p).map_err(|e| AuditError::Corrupt(e.to_string()))
     };

@@ -321,6 +321,10 @@ fn parse_tile_path(path: &str) -> Option<(u8, u64, u64)> {
         return None;
     }
     n = n.checked_mul(1000)?.checked_add(last.parse().ok()?)?;
+    // One spelling per tile: `x000/005` would be a second URL for tile 5.
+    if leading.first().is_some_and(|g| *g == "x000") {
+        return None;
+    }
     Some((level, n, width))
 }
 
@@ -394,6 +398,12 @@ mod tests {
         assert_eq!(parse_tile_path("0/5"), None);
         assert_eq!(parse_tile_path("0/x001"), None);
         assert_eq!(parse_tile_path("0/001/002"), None);
+        assert_eq!(parse_tile_path("0/x000/005"), None);
+        assert_eq!(parse_tile_path("0/x000/000.p/5"), None);
+        assert_eq!(
+            parse_tile_path("0/x018/x446/x744/x073/x709/x551/615"),
+            Some((0, u64::MAX, 256))
+        );
         assert_eq!(parse_tile_path("0/000.p/256"), None);
         assert_eq!(parse_tile_path("0/000.p/0"), None);
         assert_eq!(parse_tile_path("64/000"), None);

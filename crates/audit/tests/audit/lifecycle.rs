@@ -115,6 +115,21 @@ fn appends_are_proven_and_a_restart_continues_the_same_log() {
         &new_cp.root,
         &cons.path
     ));
+    // A tree beyond the last signed checkpoint has no tiles on disk: said as such, not as a
+    // corrupt log.
+    for report in [
+        tooling::prove(dir.path(), 1, Some(351)),
+        tooling::consistency(dir.path(), 300, 351),
+    ] {
+        assert!(!report.ok);
+        assert!(
+            report.text.contains(
+                "tree size 351 is larger than the latest signed checkpoint (350 records)"
+            ),
+            "{}",
+            report.text
+        );
+    }
 
     // Another origin for the same directory is refused.
     let mut other = cfg.clone();
