@@ -447,7 +447,7 @@ impl AuditLog {
         let tiles = self.tiles()?;
         if size > tiles.size() {
             return Err(AuditError::SizeBeyond {
-                size: size,
+                size,
                 available: tiles.size(),
                 of: "the log's tree",
             });
