@@ -70,7 +70,8 @@ pub enum AuditError {
     },
     #[error("index {index} is out of range for tree size {size}")]
     OutOfRange { index: u64, size: u64 },
-    #[error("invalid proof request: {0}")]
+    /// A caller's request the log cannot answer as asked (a bad filter, proof range or batch).
+    #[error("invalid request: {0}")]
     BadRequest(String),
 }
 

@@ -27,6 +27,16 @@ const BACKLOG_PAUSE: Duration = Duration::from_secs(1);
 
 /// Sweeps until `stop` flips.
 pub async fn sweep_audit_log(live: Arc<Live>, mut stop: watch::Receiver<bool>) {
+    let config = live.config();
+    for dir in &config.audit.retired_dirs {
+        let dir = config.resolve(dir.get_ref());
+        if !dir.join("segments").is_dir() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "`audit.retired_dirs` names a directory without an audit log on this volume: nothing there is swept or shown in the citizen view (a replica created after the rotation has none; otherwise the path is wrong)"
+            );
+        }
+    }
     loop {
         let more_due = match live.config().audit.retention_days.map(|d| *d.get_ref()) {
             Some(days) => sweep_once(&live, days).await,

@@ -585,7 +585,10 @@ async fn retention_days_applies_to_retired_logs_on_the_volume() {
         .count();
     assert_eq!(data_requests, 1, "{view}");
     let earlier = &view["earlier_logs"];
-    assert_eq!(earlier.as_array().map(Vec::len), Some(2), "{view}");
+    // In `retired_dirs` order: the log, the path this replica never had a log at, the other key.
+    assert_eq!(earlier.as_array().map(Vec::len), Some(3), "{view}");
+    assert_eq!(earlier[1]["absent"], true, "{view}");
+    assert_eq!(earlier[0]["absent"], false, "{view}");
     assert_eq!(earlier[0]["dir"], retired.display().to_string(), "{view}");
     assert_eq!(
         earlier[0]["requests"].as_array().map(Vec::len),
@@ -598,12 +601,12 @@ async fn retention_days_applies_to_retired_logs_on_the_volume() {
     );
     assert!(earlier[0]["unsearchable"].is_null(), "{view}");
     assert_eq!(
-        earlier[1]["dir"],
+        earlier[2]["dir"],
         other_key_log.display().to_string(),
         "{view}"
     );
     assert!(
-        earlier[1]["unsearchable"]
+        earlier[2]["unsearchable"]
             .as_str()
             .is_some_and(|why| why.contains("not the one")),
         "{view}"
@@ -709,4 +712,45 @@ async fn the_citizen_view_says_when_it_shows_only_the_newest_requests() {
         "{}",
         &html[..html.len().min(2_000)]
     );
+}
+
+/// The console's record list refuses a filter it cannot apply: ignoring it would answer a wider
+/// question than the officer asked, with nothing on the page to show it.
+#[tokio::test]
+async fn the_console_refuses_filters_it_cannot_apply() {
+    let password = "filter-officer-password";
+    let env = Env::start(Options {
+        extra_config: console_section(password),
+        ..Options::default()
+    })
+    .await;
+    let session = console_login(&env, password).await;
+    let records = |query: &'static str| {
+        let url = format!("{}/console/api/records?{query}", env.admin());
+        let session = session.clone();
+        async move { get(&url, &[("cookie", &session)]).await }
+    };
+    for (query, why) in [
+        ("decision=denied", "`decision` must be"),
+        ("subject=05885624741", "`subject` must be a pseudonym"),
+        ("before=abc", "`before` must be a record number"),
+        ("limit=many", "`limit` must be a number"),
+        (
+            "from=2026-12-07T00:00&to=2026-12-06T00:00",
+            "`from` must be before `to`",
+        ),
+    ] {
+        let answer = records(query).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(
+            answer.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(why)),
+            "{query}: {}",
+            answer.json()
+        );
+    }
+    let fine = records("decision=allow&limit=5").await;
+    assert_eq!(fine.status, StatusCode::OK);
+    assert_eq!(fine.json()["unreadable"], 0);
 }

@@ -48,6 +48,9 @@ pub struct Page {
     pub partial: bool,
     /// Index hits that pointed at records removed by retention.
     pub pruned: u64,
+    /// Records in the range read that could not be read (altered, damaged or missing below the
+    /// signed checkpoint) and are therefore not on the page; `verify` names them.
+    pub unreadable: u64,
 }
 
 /// Counts of one time bucket.
@@ -131,33 +134,41 @@ fn slim(bytes: &[u8]) -> Result<Slim<'_>, AuditError> {
         .map_err(|e| AuditError::Corrupt(format!("record is not valid json: {e}")))
 }
 
-/// Reads every readable frame of one segment in order, calling `f(seq, payload)`. Frames whose
-/// checksum fails are skipped; a short frame at the end of the last segment (a writer mid-append)
-/// ends the read; elsewhere it is an error.
+/// Reads every readable frame of one segment in order, calling `f(seq, payload)`, and returns how
+/// many records it could not read. A complete frame whose checksum fails is an altered record: it
+/// is skipped (verification names it) and counted, and the records around it stay readable. At the
+/// end of the active segment, a bad or missing frame beyond the `signed` checkpoint's records is a
+/// writer mid-append and ends the read; below it, the records up to `signed` are counted as
+/// unreadable. Elsewhere a short frame is an error.
 fn read_segment(
     seg: &SegmentInfo,
     last: bool,
+    signed: u64,
     mut f: impl FnMut(u64, &[u8]) -> Result<(), AuditError>,
-) -> Result<(), AuditError> {
+) -> Result<u64, AuditError> {
     let mut r = FrameReader::open(&seg.path)?;
     if last {
         // The active segment's zero tail is not read through on every page.
         r = r.zero_tail_unchecked();
     }
     let mut seq = seg.first_seq;
+    let mut unreadable = 0;
+    let missing_below_signed = |seq: u64| if last { signed.saturating_sub(seq) } else { 0 };
     loop {
         match r.next_frame().map_err(AuditError::io(&seg.path))? {
             FrameRead::Frame { payload, .. } => {
                 f(seq, &payload)?;
                 seq += 1;
             }
-            FrameRead::End => return Ok(()),
-            // A complete frame whose checksum fails is an altered record: skip it (verification
-            // reports it) and keep the records around it readable.
+            FrameRead::End => return Ok(unreadable + missing_below_signed(seq)),
+            FrameRead::Bad { .. } if last && seq >= signed => return Ok(unreadable),
             FrameRead::Bad {
                 payload: Some(_), ..
-            } => seq += 1,
-            FrameRead::Bad { .. } if last => return Ok(()),
+            } => {
+                unreadable += 1;
+                seq += 1;
+            }
+            FrameRead::Bad { .. } if last => return Ok(unreadable + missing_below_signed(seq)),
             FrameRead::Bad { offset, reason, .. } => {
                 return Err(AuditError::Corrupt(format!(
                     "`{}` at offset {offset}: {reason}",
@@ -180,16 +191,18 @@ pub fn page(
 ) -> Result<Page, AuditError> {
     let limit = limit.max(1);
     let segments = list_segments(&dir.join("segments"))?;
+    let signed = super::checkpoint_size(dir).unwrap_or(0);
     if filter.subject.is_some() || filter.consumer.is_some() {
-        indexed_page(dir, &segments, filter, before, limit)
+        indexed_page(dir, &segments, signed, filter, before, limit)
     } else {
-        scanned_page(&segments, filter, before, limit, scan_budget)
+        scanned_page(&segments, signed, filter, before, limit, scan_budget)
     }
 }
 
 fn indexed_page(
     dir: &Path,
     segments: &[SegmentInfo],
+    signed: u64,
     filter: &Filter,
     before: Option<u64>,
     limit: usize,
@@ -209,11 +222,13 @@ fn indexed_page(
         .saturating_sub(1);
     for (i, seg) in segments.iter().enumerate().skip(start) {
         let last = i + 1 == segments.len();
-        read_segment(seg, last, |seq, bytes| {
+        page.unreadable += read_segment(seg, last, signed, |seq, bytes| {
             if seq >= mark.seq && seq < before {
                 page.scanned += 1;
-                if slim(bytes).is_ok_and(|r| filter.matches(&r)) {
-                    tail.push((seq, bytes.to_vec()));
+                match slim(bytes) {
+                    Ok(r) if filter.matches(&r) => tail.push((seq, bytes.to_vec())),
+                    Ok(_) => {}
+                    Err(_) => page.unreadable += 1,
                 }
             }
             Ok(())
@@ -242,7 +257,10 @@ fn indexed_page(
                 continue;
             };
             page.scanned += 1;
-            let Ok(rec) = slim(&bytes) else { continue };
+            let Ok(rec) = slim(&bytes) else {
+                page.unreadable += 1;
+                continue;
+            };
             if rec.seq != loc.seq || !filter.matches(&rec) {
                 continue;
             }
@@ -258,13 +276,13 @@ fn indexed_page(
     } else {
         None
     };
-    // Records that do not decode canonically are left out here; verification reports them.
-    page.records = out.iter().filter_map(|(_, b)| decode(b).ok()).collect();
+    keep_decodable(&mut page, &out);
     Ok(page)
 }
 
 fn scanned_page(
     segments: &[SegmentInfo],
+    signed: u64,
     filter: &Filter,
     before: Option<u64>,
     limit: usize,
@@ -284,7 +302,8 @@ fn scanned_page(
         let want = limit + 1 - out.len();
         let mut ring: VecDeque<(u64, Vec<u8>)> = VecDeque::with_capacity(want.min(4096));
         let mut newest_time: Option<String> = None;
-        read_segment(seg, i == last_index, |seq, bytes| {
+        let mut unreadable_json = 0;
+        page.unreadable += read_segment(seg, i == last_index, signed, |seq, bytes| {
             if seq >= before {
                 return Ok(());
             }
@@ -293,6 +312,7 @@ fn scanned_page(
                 true
             } else {
                 let Ok(rec) = slim(bytes) else {
+                    unreadable_json += 1;
                     return Ok(());
                 };
                 if from_stop.is_some() && newest_time.as_deref() < Some(&*rec.time) {
@@ -308,6 +328,7 @@ fn scanned_page(
             }
             Ok(())
         })?;
+        page.unreadable += unreadable_json;
         for item in ring.into_iter().rev() {
             if out.len() == limit {
                 more = true;
@@ -334,9 +355,19 @@ fn scanned_page(
     if more {
         page.next_before = out.last().map(|(s, _)| *s);
     }
-    // Records that do not decode canonically are left out here; verification reports them.
-    page.records = out.iter().filter_map(|(_, b)| decode(b).ok()).collect();
+    keep_decodable(&mut page, &out);
     Ok(page)
+}
+
+/// Records that do not decode canonically are left out of the page and counted; verification
+/// reports them.
+fn keep_decodable(page: &mut Page, found: &[(u64, Vec<u8>)]) {
+    for (_, bytes) in found {
+        match decode(bytes) {
+            Ok(record) => page.records.push(record),
+            Err(_) => page.unreadable += 1,
+        }
+    }
 }
 
 /// Record `seq` and its stored bytes (the leaf of the Merkle tree), or `None` when the log does not
@@ -349,7 +380,8 @@ pub fn record_at(dir: &Path, seq: u64) -> Result<Option<(StoredRecord, Vec<u8>)>
     };
     let seg = &segments[index];
     let mut found = None;
-    read_segment(seg, i == segments.len(), |at, bytes| {
+    let signed = super::checkpoint_size(dir).unwrap_or(0);
+    read_segment(seg, i == segments.len(), signed, |at, bytes| {
         if at == seq && found.is_none() {
             found = Some(bytes.to_vec());
         }
@@ -382,10 +414,11 @@ pub fn histogram(
     };
     let stop = from - time::Duration::minutes(5);
     let segments = list_segments(&dir.join("segments"))?;
+    let signed = super::checkpoint_size(dir).unwrap_or(0);
     let last_index = segments.len().saturating_sub(1);
     for (i, seg) in segments.iter().enumerate().rev() {
         let mut newest: Option<OffsetDateTime> = None;
-        read_segment(seg, i == last_index, |_, bytes| {
+        read_segment(seg, i == last_index, signed, |_, bytes| {
             hist.scanned += 1;
             let Ok(rec) = slim(bytes) else {
                 return Ok(());

@@ -66,6 +66,20 @@ impl Filter {
 /// Matching records with their stored bytes, oldest first.
 type Found = Vec<(StoredRecord, Vec<u8>)>;
 
+/// A subject as the gateway pseudonymised it: a national identity (or D-) number of 11 digits or
+/// an organisation number of 9, spaces allowed. Anything else would be hashed into a pseudonym that
+/// matches nothing, and the answer would be "no requests".
+fn subject_id(given: &str) -> Result<String, AuditError> {
+    let digits: String = given.chars().filter(|c| !c.is_whitespace()).collect();
+    if matches!(digits.len(), 9 | 11) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(digits)
+    } else {
+        Err(AuditError::BadRequest(format!(
+            "subject `{given}` is not a national identity number (11 digits) or an organisation number (9 digits)"
+        )))
+    }
+}
+
 /// Matching records, and how many index hits pointed at pruned records.
 fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u64), AuditError> {
     crate::log::require_log(dir)?;
@@ -74,20 +88,44 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
             let key = pseudonym_key.ok_or_else(|| {
                 AuditError::BadRequest("a subject query needs the pseudonym key file".into())
             })?;
+            let subject = subject_id(s)?;
             let pseudonymiser = Pseudonymiser::from_key_file(key)?;
             crate::pseudonym::ensure_key_matches_log(dir, &pseudonymiser.key_check())?;
-            Some(pseudonymiser.pseudonym(s))
+            Some(pseudonymiser.pseudonym(&subject))
         }
         None => None,
     };
-    let parse = |t: &Option<String>| t.as_deref().map(parse_time).transpose();
+    if let Some(consumer) = &q.consumer
+        && !consumer.contains(':')
+    {
+        return Err(AuditError::BadRequest(format!(
+            "consumer `{consumer}` names no scheme: organisations are recorded as `0192:<organisation number>`, officers as `console:<name>`"
+        )));
+    }
+    let parse = |t: &Option<String>, what: &str| {
+        t.as_deref()
+            .map(|t| {
+                parse_time(t).map_err(|_| {
+                    AuditError::BadRequest(format!(
+                        "{what} `{t}` is not an RFC 3339 time such as 2026-06-01T00:00:00Z"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let (from, to) = (parse(&q.from, "from")?, parse(&q.to, "to")?);
+    if let (Some(from), Some(to)) = (from, to)
+        && from >= to
+    {
+        return Err(AuditError::BadRequest("`from` must be before `to`".into()));
+    }
     let filter = Filter {
         pseudonym,
         consumer: q.consumer.clone(),
         service: q.service.clone(),
         decision: q.decision,
-        from: parse(&q.from)?,
-        to: parse(&q.to)?,
+        from,
+        to,
     };
     let seg_dir = dir.join("segments");
     let segments = list_segments(&seg_dir)?;
@@ -118,7 +156,8 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
         }
         None => None,
     };
-    scan_tail(&segments, scan_from, |bytes| {
+    let signed = super::checkpoint_size(dir).unwrap_or(0);
+    scan_tail(&segments, scan_from, signed, |bytes| {
         let rec = decode(bytes)?;
         if filter.matches(&rec) {
             found.push((rec, bytes.to_vec()));
@@ -128,14 +167,23 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
     Ok((found, pruned))
 }
 
-/// Visits records from the watermark (or the start) to the end of the log. A partial frame at the
-/// very end is where a live writer is appending (or a crash left it), so it ends the scan instead
-/// of failing it.
+/// Visits records from the watermark (or the start) to the end of the log. A bad or missing frame
+/// at the end of the active segment beyond the `signed` checkpoint's records is where a live writer
+/// is appending (or a crash left it), so it ends the scan; anywhere else, and below `signed`, it is
+/// damage, and an answer that silently stopped there would leave out every record after it.
 fn scan_tail(
     segments: &[SegmentInfo],
     from: Option<Watermark>,
+    signed: u64,
     mut f: impl FnMut(&[u8]) -> Result<(), AuditError>,
 ) -> Result<(), AuditError> {
+    let damaged = |seq: u64, seg: &SegmentInfo, offset: u64, reason: &str| {
+        AuditError::Corrupt(format!(
+            "record {seq} (`{}` at offset {offset}) cannot be read: {reason}; the answer would leave \
+             it and what follows out (`tollbu audit verify` names what was changed)",
+            seg.path.display()
+        ))
+    };
     let from_seq = from.map_or(0, |w| w.seq);
     // Jump to the watermark's byte position when its segment is still there; otherwise count
     // frames from the start of the segment holding record `from_seq`.
@@ -169,13 +217,29 @@ fn scan_tail(
                     }
                     seq += 1;
                 }
-                FrameRead::End => break,
-                FrameRead::Bad { .. } if last => break,
-                FrameRead::Bad { offset, reason, .. } => {
+                FrameRead::End if last && seq < signed => {
                     return Err(AuditError::Corrupt(format!(
-                        "`{}` at offset {offset}: {reason}",
-                        seg.path.display()
+                        "the log ends at record {seq} but a signed checkpoint covers {signed} \
+                         (`tollbu audit verify` names what was removed)"
                     )));
+                }
+                FrameRead::End => {
+                    // A sealed segment holds exactly the records up to where the next one starts.
+                    if let Some(next) = segments.get(i + 1)
+                        && next.first_seq != seq
+                    {
+                        return Err(AuditError::Corrupt(format!(
+                            "`{}` ends at record {seq} but the next segment starts at {} \
+                             (`tollbu audit verify` names what was changed)",
+                            seg.path.display(),
+                            next.first_seq
+                        )));
+                    }
+                    break;
+                }
+                FrameRead::Bad { .. } if last && seq >= signed => break,
+                FrameRead::Bad { offset, reason, .. } => {
+                    return Err(damaged(seq, seg, offset, &reason));
                 }
             }
         }

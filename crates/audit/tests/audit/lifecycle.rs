@@ -274,6 +274,65 @@ fn a_log_is_searched_and_continued_only_with_its_own_pseudonym_key() {
     log.shutdown().unwrap();
 }
 
+/// A filter that could only match nothing is refused rather than answered with "no records": a
+/// subject that is not an identity or organisation number, a consumer without its scheme, a time
+/// that is not RFC 3339, a `from` after `to`. Spaces in an identity number are allowed.
+#[test]
+fn queries_refuse_filters_that_could_only_match_nothing() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = AuditLog::open(keys.config(dir.path())).unwrap();
+    for i in 0..10 {
+        log.append_blocking(record(i, &keys.pseudonymiser()))
+            .unwrap();
+    }
+    log.shutdown().unwrap();
+    let id = person(3);
+    let spaced = format!("{} {}", &id[..6], &id[6..]);
+    let plain = tooling::citizen(dir.path(), &id, &keys.pseudonym());
+    let with_space = tooling::citizen(dir.path(), &spaced, &keys.pseudonym());
+    assert!(
+        plain.ok && plain.text.starts_with("Requests concerning this person: 1"),
+        "{}",
+        plain.text
+    );
+    assert_eq!(with_space.text, plain.text);
+    let refused = |q: Query, why: &str| {
+        let r = tooling::query(dir.path(), &q, Some(&keys.pseudonym()), false);
+        assert!(!r.ok, "{q:?} was answered: {}", r.text);
+        assert!(r.text.contains(why), "{q:?}: {}", r.text);
+    };
+    refused(
+        Query {
+            subject: Some(id[..10].to_owned()),
+            ..Query::default()
+        },
+        "is not a national identity number (11 digits) or an organisation number (9 digits)",
+    );
+    refused(
+        Query {
+            consumer: Some("910000001".into()),
+            ..Query::default()
+        },
+        "names no scheme",
+    );
+    refused(
+        Query {
+            from: Some("yesterday".into()),
+            ..Query::default()
+        },
+        "from `yesterday` is not an RFC 3339 time",
+    );
+    refused(
+        Query {
+            from: Some("2026-03-02T00:00:00Z".into()),
+            to: Some("2026-03-01T00:00:00Z".into()),
+            ..Query::default()
+        },
+        "`from` must be before `to`",
+    );
+}
+
 /// Retention by age keeps every record at or after the cutoff, including one timed late inside an
 /// otherwise old segment, and never the active segment or records no checkpoint covers yet.
 #[test]

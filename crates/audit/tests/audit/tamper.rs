@@ -246,3 +246,71 @@ fn a_zero_tail_verifies_but_a_blanked_record_or_a_byte_hidden_in_it_is_found() {
     });
     assert_first_bad(&f.verify(), 300);
 }
+
+/// The officer's other tools meet a damaged record too. None may answer as if the records after it
+/// did not exist: `query` (and so `citizen`) fails naming the record, and a console page counts
+/// what it could not read. The fixture's only segment is the active one, where a bad frame beyond
+/// the signed checkpoint would be a writer mid-append; record 300 is well below it.
+#[test]
+fn queries_and_pages_do_not_stop_quietly_at_a_damaged_record() {
+    use tollbu_audit::tooling::Query;
+    use tollbu_audit::tooling::browse::{self, Filter};
+    let all = Query::default();
+    let flipped = Fixture::new();
+    flipped.rewrite(|b, frames| {
+        let (off, _) = frames[300];
+        b[off + 8 + 20] ^= 0x01;
+    });
+    let blanked = Fixture::new();
+    blanked.rewrite(|b, frames| {
+        let (off, len) = frames[300];
+        b[off..off + len].fill(0);
+    });
+    for (f, why) in [
+        (&flipped, "record 300 ("),
+        (
+            &blanked,
+            "the log ends at record 300 but a signed checkpoint covers 600",
+        ),
+    ] {
+        let r = tooling::query(f.dir.path(), &all, None, false);
+        assert!(!r.ok, "{}", r.text);
+        assert!(r.text.contains(why), "{}", r.text);
+    }
+    // The console's pages keep the records around an altered one readable, and say how many
+    // they left out.
+    let page = browse::page(
+        flipped.dir.path(),
+        &Filter::default(),
+        None,
+        1_000,
+        1_000_000,
+    )
+    .unwrap();
+    assert_eq!((page.records.len(), page.unreadable), (599, 1));
+    let page = browse::page(
+        blanked.dir.path(),
+        &Filter::default(),
+        None,
+        1_000,
+        1_000_000,
+    )
+    .unwrap();
+    assert_eq!((page.records.len(), page.unreadable), (300, 300));
+    // The healthy log reads whole, with nothing unreadable.
+    let healthy = Fixture::new();
+    assert!(
+        tooling::query(healthy.dir.path(), &all, None, false)
+            .text
+            .contains("600 records")
+    );
+    let page = browse::page(
+        healthy.dir.path(),
+        &Filter::default(),
+        None,
+        1_000,
+        1_000_000,
+    )
+    .unwrap();
+    assert_eq!((page.records.len(), page.unreadable), (600, 0));
+}

@@ -116,11 +116,11 @@ impl Params {
         Params {
             consumer: get("consumer"),
             service: get("service"),
-            decision: get("decision").filter(|d| matches!(d.as_str(), "allow" | "deny" | "error")),
+            decision: get("decision"),
             reason: get("reason"),
             from: get("from"),
             to: get("to"),
-            subject: get("subject").filter(|s| is_pseudonym(s)),
+            subject: get("subject"),
         }
     }
 
@@ -133,7 +133,9 @@ impl Params {
             ("reason", &self.reason),
             ("from", &self.from),
             ("to", &self.to),
-            ("subject", &self.subject),
+            // Only pseudonyms travel in URLs: a clear identity number given by mistake is refused
+            // by `filter`, and never copied into a link.
+            ("subject", &self.subject.clone().filter(|s| is_pseudonym(s))),
         ] {
             if let Some(v) = value {
                 let _ = write!(
@@ -154,17 +156,33 @@ impl Params {
                 .map(Some)
                 .ok_or_else(|| format!("`{what}` is not a time (use 2026-01-02T03:04, UTC)")),
         };
+        // A value the filter cannot use is refused: dropping it would answer a wider question
+        // than the one asked, with nothing to show it.
+        let decision = match self.decision.as_deref() {
+            None => None,
+            Some(d @ ("allow" | "deny" | "error")) => d.parse::<Decision>().ok(),
+            Some(_) => return Err("`decision` must be allow, deny or error".into()),
+        };
+        if self.subject.as_deref().is_some_and(|s| !is_pseudonym(s)) {
+            return Err(
+                "`subject` must be a pseudonym (64 hex characters); enter an identity number in the form, which hashes it"
+                    .into(),
+            );
+        }
+        let (from, to) = (time(&self.from, "from")?, time(&self.to, "to")?);
+        if let (Some(from), Some(to)) = (from, to)
+            && from >= to
+        {
+            return Err("`from` must be before `to`".into());
+        }
         Ok(Filter {
             subject: self.subject.clone(),
             consumer: self.consumer.clone(),
             service: self.service.clone(),
-            decision: self
-                .decision
-                .as_deref()
-                .and_then(|d| d.parse::<Decision>().ok()),
+            decision,
             reason: self.reason.clone(),
-            from: time(&self.from, "from")?,
-            to: time(&self.to, "to")?,
+            from,
+            to,
         })
     }
 }
@@ -194,11 +212,24 @@ pub async fn records(ctx: &Ctx, query: &Form, api: bool) -> Response<Body> {
         Ok(f) => f,
         Err(e) => return failure(api, StatusCode::BAD_REQUEST, &e),
     };
-    let before = field(query, "before").and_then(|b| b.parse::<u64>().ok());
-    let limit = field(query, "limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(PAGE_SIZE)
-        .clamp(1, 1000);
+    let before = match field(query, "before").map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(b)) => Some(b),
+        Some(Err(_)) => {
+            return failure(
+                api,
+                StatusCode::BAD_REQUEST,
+                "`before` must be a record number",
+            );
+        }
+    };
+    let limit = match field(query, "limit").map(str::parse::<usize>) {
+        None => PAGE_SIZE,
+        Some(Ok(l)) => l.clamp(1, 1000),
+        Some(Err(_)) => {
+            return failure(api, StatusCode::BAD_REQUEST, "`limit` must be a number");
+        }
+    };
     if let Err(r) = ctx
         .record_read("query", "/console/records", filter.subject.clone())
         .await
@@ -224,6 +255,7 @@ pub async fn records(ctx: &Ctx, query: &Form, api: bool) -> Response<Body> {
                 "scanned": found.scanned,
                 "partial": found.partial,
                 "pruned": found.pruned,
+                "unreadable": found.unreadable,
             }),
         );
     }
@@ -293,6 +325,9 @@ fn records_html(ctx: &Ctx, params: &Params, found: &Page, before: Option<u64>) -
             "info",
             "The scan stopped after reading many records; follow “Older” to continue.",
         ));
+    }
+    if found.unreadable > 0 {
+        main.push_str(&notice("fail", &unreadable_notice(found.unreadable)));
     }
     let _ = write!(
         main,
@@ -700,7 +735,6 @@ pub async fn citizen(ctx: &Ctx, form: &Form, api: bool, clear_id: bool) -> Respo
         // the answer would silently start at the rotation.
         let earlier = retired
             .into_iter()
-            .filter(|d| d.join("segments").is_dir())
             .map(|d| CitizenLog::read(d, &filter, Some(&key_check)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((current, earlier))
@@ -748,6 +782,15 @@ pub async fn citizen(ctx: &Ctx, form: &Form, api: bool, clear_id: bool) -> Respo
     )
 }
 
+/// The records a page could not show because they could not be read: the list is not the whole
+/// answer, and the log needs verifying.
+fn unreadable_notice(count: u64) -> String {
+    format!(
+        "{count} records in the range read could not be read (altered, damaged or missing) and are not listed: \
+         the answer is incomplete. <a href=\"/console/verify\">Verify the log</a> to see what was changed."
+    )
+}
+
 /// Requests per log the citizen view shows; `tollbu audit citizen` lists them all.
 const CITIZEN_VIEW_LIMIT: usize = 10_000;
 
@@ -760,11 +803,22 @@ struct CitizenLog {
     retention: Option<(u64, String)>,
     /// Why the log could not be searched for the person (it was written with another key).
     unsearchable: Option<String>,
+    /// No log at this path: a replica created after the rotation has none, or the path is wrong.
+    absent: bool,
 }
 
 impl CitizenLog {
     /// `key_check`: the pseudonym key's check, for a log this gateway did not write.
     fn read(dir: PathBuf, filter: &Filter, key_check: Option<&str>) -> Result<Self, String> {
+        if !dir.join("segments").is_dir() {
+            return Ok(Self {
+                dir,
+                page: Page::default(),
+                retention: None,
+                unsearchable: None,
+                absent: true,
+            });
+        }
         if let Some(check) = key_check
             && let Err(e) = tollbu_audit::ensure_key_matches_log(&dir, check)
         {
@@ -773,6 +827,7 @@ impl CitizenLog {
                 page: Page::default(),
                 retention: None,
                 unsearchable: Some(e.to_string()),
+                absent: false,
             });
         }
         let page = browse::page(&dir, filter, None, CITIZEN_VIEW_LIMIT, SCAN_BUDGET)
@@ -792,6 +847,7 @@ impl CitizenLog {
             page,
             retention,
             unsearchable: None,
+            absent: false,
         })
     }
 
@@ -821,8 +877,10 @@ impl CitizenLog {
             "removed_by_retention": self.page.pruned,
             "retention_removed_records_before": self.retention.as_ref().map(|(first, _)| first),
             "unsearchable": self.unsearchable,
+            "absent": self.absent,
             // Older requests exist beyond the view's limit: the list is not the whole answer.
             "truncated": self.page.next_before.is_some(),
+            "unreadable": self.page.unreadable,
         })
     }
 
@@ -830,6 +888,14 @@ impl CitizenLog {
     fn html(&self, main: &mut String, link: bool) {
         if let Some(why) = &self.unsearchable {
             main.push_str(&notice("fail", &esc(why)));
+            return;
+        }
+        if self.absent {
+            main.push_str(&notice(
+                "info",
+                "No audit log at this path on this replica's volume: a replica created after the rotation has none; \
+                 otherwise check <code>[audit] retired_dirs</code>.",
+            ));
             return;
         }
         main.push_str(
@@ -882,6 +948,9 @@ impl CitizenLog {
             );
         }
         main.push_str("</tbody></table>");
+        if self.page.unreadable > 0 {
+            main.push_str(&notice("fail", &unreadable_notice(self.page.unreadable)));
+        }
         if self.page.next_before.is_some() {
             main.push_str(&notice(
                 "fail",
@@ -1226,8 +1295,22 @@ mod tests {
         form.insert("decision".into(), "deny".into());
         form.insert("subject".into(), "not-a-pseudonym".into());
         let p = Params::read(&form);
-        assert_eq!(p.query(), "consumer=0192%3A310000019&decision=deny");
-        assert!(p.subject.is_none(), "only pseudonyms travel in URLs");
+        assert_eq!(
+            p.query(),
+            "consumer=0192%3A310000019&decision=deny",
+            "only pseudonyms travel in URLs"
+        );
+        assert!(
+            p.filter()
+                .unwrap_err()
+                .contains("`subject` must be a pseudonym")
+        );
+        form.insert("subject".into(), "ab".repeat(32));
+        let p = Params::read(&form);
+        assert!(
+            p.query()
+                .ends_with(&format!("&subject={}", "ab".repeat(32)))
+        );
         let f = p.filter().unwrap();
         assert_eq!(f.decision, Some(Decision::Deny));
     }
