@@ -184,6 +184,15 @@ pub(crate) fn cut_torn_entries(dir: &Path) -> Result<Vec<String>, AuditError> {
     Ok(notes)
 }
 
+/// Removes the whole index (buckets, watermark, compaction record) before a rebuild.
+pub(crate) fn remove_index(dir: &Path) -> Result<(), AuditError> {
+    let index_dir = dir.join("index");
+    match std::fs::remove_dir_all(&index_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(AuditError::io(&index_dir)(e)),
+        _ => sync_dir(dir).map_err(AuditError::io(dir)),
+    }
+}
+
 /// Buckets across both index kinds; compaction walks them by number, one at a time.
 pub(crate) const BUCKET_COUNT: usize = INDEX_KINDS.len() * 256;
 

@@ -5,6 +5,7 @@
 mod indexer;
 mod notary;
 mod recover;
+mod reindex;
 mod retention;
 mod spare;
 mod writer;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use recover::RecoveryReport;
+pub use reindex::{ReindexReport, reindex_closed_log};
 pub use retention::prune_closed_log;
 use writer::Command;
 

@@ -174,6 +174,9 @@ enum AuditCommand {
         #[arg(long)]
         pseudonym_key: PathBuf,
     },
+    /// Rebuild the subject and consumer index of a log no gateway has open, from its records (when
+    /// `verify` says the index does not match them).
+    Reindex { dir: PathBuf },
     /// Retention on a log no gateway has open (a serving gateway applies `retention_days` itself):
     /// removes record bodies older than the given days, keeping their hashes.
     Prune {
@@ -375,6 +378,20 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 status
             }
+            AuditCommand::Reindex { dir } => match tollbu_audit::reindex_closed_log(&dir) {
+                Ok(r) => report(
+                    true,
+                    &format!(
+                        "indexed {} records; subject and consumer queries use the new index\n",
+                        r.records
+                    ),
+                ),
+                Err(tollbu_audit::AuditError::Locked(_)) => report(
+                    false,
+                    "the log is open (a gateway is serving it): stop it, or remove the log's `index` directory and restart the gateway, which rebuilds it\n",
+                ),
+                Err(e) => report(false, &format!("error: {e}\n")),
+            },
             AuditCommand::Prune {
                 dir,
                 older_than_days,

@@ -537,6 +537,16 @@ fn audit_citizen_reports_every_log_it_is_given() {
             "{part}"
         );
     }
+    // An index rebuilt from the records answers the same.
+    std::fs::remove_dir_all(dirs[0].join("index")).unwrap();
+    let reindex = Command::new(TOLLBU)
+        .args(["audit", "reindex"])
+        .arg(&dirs[0])
+        .output()
+        .unwrap();
+    assert!(reindex.status.success());
+    assert!(String::from_utf8_lossy(&reindex.stdout).starts_with("indexed 2 records"));
+    assert_eq!(citizen(&dirs).stdout, both.stdout);
     // A mistyped log is an error, never "0 requests"; the other logs' reports still print.
     let with_missing = citizen(&[dirs[0].clone(), state.path().join("g9")]);
     assert!(!with_missing.status.success());

@@ -1,15 +1,17 @@
 //! Opening a log directory: identity checks, torn-tail repair, tree and index catch-up, and the
 //! refusal to continue a log that is shorter than, or disagrees with, what it already signed.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::reindex::index_records;
 use super::{AuditConfig, Durability, Shared};
 use crate::checkpoint::{CheckpointSigner, NoteVerifier, open_checkpoint};
 use crate::error::AuditError;
 use crate::hash::{Hash, leaf_hash};
-use crate::index::{IndexKind, IndexWriter, Location, cut_torn_entries, watermark};
+use crate::index::{IndexWriter, Watermark, cut_torn_entries, watermark};
 use crate::pseudonym::Pseudonymiser;
 use crate::record::decode;
 use crate::segment::{
@@ -212,21 +214,21 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
     report.notes.extend(cut_torn_entries(dir)?);
     let mut index = IndexWriter::default();
     let from = watermark(dir).seq.min(size);
-    for_each_in_range(&segments, from, size, |seq, offset, seg, bytes| {
-        let rec = decode(bytes)?.record;
-        let loc = Location {
-            seq,
-            segment: seg.first_seq,
-            offset,
-        };
-        if let Some(s) = &rec.subject {
-            index.add(IndexKind::Subject, s, loc);
-        }
-        if let Some(c) = &rec.consumer {
-            index.add(IndexKind::Consumer, c, loc);
-        }
-        Ok(())
-    })?;
+    let mut unsynced = BTreeSet::new();
+    index_records(dir, &segments, from, size, &mut index, &mut unsynced)?;
+    if !unsynced.is_empty() {
+        // A long rebuild (the index was removed) wrote buckets the index thread does not know
+        // about: make them and the watermark durable here, before the writer moves it on.
+        index.flush_durably(
+            dir,
+            &mut unsynced,
+            Watermark {
+                seq: size,
+                segment: last.first_seq,
+                offset: good_len,
+            },
+        )?;
+    }
     report.reindexed = size - from;
     cut_torn_history(dir, &mut report)?;
 
@@ -263,7 +265,7 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
 /// A frame is good when it is whole, its checksum holds, and it is the canonical record with the
 /// expected sequence number; the first frame that is not ends the log. A clean end before the
 /// file's end (no reason given) is a zero tail.
-fn scan_tail(seg: &SegmentInfo) -> Result<(u64, u64, u64, Option<String>), AuditError> {
+pub(super) fn scan_tail(seg: &SegmentInfo) -> Result<(u64, u64, u64, Option<String>), AuditError> {
     let file_len = std::fs::metadata(&seg.path)
         .map_err(AuditError::io(&seg.path))?
         .len();
