@@ -82,6 +82,19 @@ fn encode_tile(hashes: &[Hash]) -> Vec<u8> {
 
 /// Reads a tile of `width` hashes: the exact file, else a prefix of the full tile or of a wider partial.
 pub fn read_tile(root: &Path, level: u8, n: u64, width: u64) -> Result<Vec<Hash>, AuditError> {
+    find_tile(root, level, n, width)?.ok_or_else(|| {
+        AuditError::Corrupt(format!("tile `{}` is missing", tile_path(level, n, width)))
+    })
+}
+
+/// [`read_tile`], with `Ok(None)` when no file holds the tile: `verify` reports a missing tile
+/// (derived data, rebuilt from the records) apart from a damaged one (someone altered it).
+pub fn find_tile(
+    root: &Path,
+    level: u8,
+    n: u64,
+    width: u64,
+) -> Result<Option<Vec<Hash>>, AuditError> {
     let full = root.join(tile_path(level, n, TILE_WIDTH));
     let mut candidates = vec![root.join(tile_path(level, n, width)), full];
     if width < TILE_WIDTH {
@@ -100,7 +113,7 @@ pub fn read_tile(root: &Path, level: u8, n: u64, width: u64) -> Result<Vec<Hash>
             Ok(bytes) if bytes.len() as u64 >= width * 32 && bytes.len() % 32 == 0 => {
                 let mut h = decode_tile(&bytes);
                 h.truncate(width as usize);
-                return Ok(h);
+                return Ok(Some(h));
             }
             Ok(_) => {
                 return Err(AuditError::Corrupt(format!(
@@ -112,10 +125,7 @@ pub fn read_tile(root: &Path, level: u8, n: u64, width: u64) -> Result<Vec<Hash>
             Err(e) => return Err(AuditError::Io { path: c, source: e }),
         }
     }
-    Err(AuditError::Corrupt(format!(
-        "tile `{}` is missing",
-        tile_path(level, n, width)
-    )))
+    Ok(None)
 }
 
 type TileCache = Mutex<HashMap<(u8, u64), Arc<Vec<Hash>>>>;

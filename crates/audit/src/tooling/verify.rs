@@ -5,7 +5,9 @@
 //! recomputed leaf hashes against the stored tiles, higher tiles against the lower ones, and finally
 //! every signed checkpoint (latest, history, and any kept by the caller) against the recomputed
 //! roots. A checkpoint larger than the log is a rollback; one whose root disagrees is a fork, and
-//! the checkpoints around it bound where the first altered record lies.
+//! the checkpoints around it bound where the first altered record lies. Records no signed checkpoint
+//! covers fail too (they could have been rewritten wholesale), and so does any tile reaching past
+//! the last record (records were removed). Missing tiles are derived data: noted, not failed.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,7 +19,10 @@ use crate::error::AuditError;
 use crate::hash::{Hash, leaf_hash, node_hash};
 use crate::record::decode;
 use crate::segment::{FrameRead, FrameReader, list_segments};
-use crate::tile::{TILE_WIDTH, leaves_below_tile_end, read_tile, tile_index_path, tile_path};
+use crate::tile::{
+    TILE_HEIGHT, TILE_WIDTH, find_tile, leaves_below_tile_end, read_tile, stored_count,
+    tile_index_path, tile_path,
+};
 use crate::tree::CompactRange;
 
 struct Problem {
@@ -37,7 +42,16 @@ struct Stream<'a> {
     tiles_done: Vec<u64>,
     wanted: BTreeMap<u64, Option<Hash>>,
     problems: Vec<Problem>,
-    missing_tiles: u64,
+    /// Full tiles a signed checkpoint covers that have no file.
+    missing_full_tiles: u64,
+    /// Of those, the ones followed by a present tile of the same level below `recovery_trusted`:
+    /// recovery rebuilds only the missing tiles at the end of each level, so it leaves these.
+    missing_full_tiles_in_gaps: u64,
+    /// Per level, missing full tiles since the last present one that recovery trusts.
+    missing_since_trusted_tile: Vec<u64>,
+    /// Size of the checkpoint in the `checkpoint` file (0 without one): on open, recovery trusts
+    /// the tiles below it and recomputes those after it.
+    recovery_trusted: u64,
 }
 
 impl Stream<'_> {
@@ -69,6 +83,7 @@ impl Stream<'_> {
             if self.levels.len() <= level {
                 self.levels.push(Vec::new());
                 self.tiles_done.push(0);
+                self.missing_since_trusted_tile.push(0);
             }
             self.levels[level].push(carry);
             if self.levels[level].len() as u64 != TILE_WIDTH {
@@ -95,11 +110,25 @@ impl Stream<'_> {
 
     fn compare(&mut self, level: u8, n: u64, hashes: &[Hash], full: bool) {
         if full {
-            match read_tile(self.dir, level, n, TILE_WIDTH) {
-                Ok(stored) => self.diff(level, n, hashes, &stored, "tile"),
+            let covers_up_to = leaves_below_tile_end(level, n);
+            match find_tile(self.dir, level, n, TILE_WIDTH) {
+                Ok(Some(stored)) => {
+                    if covers_up_to <= self.recovery_trusted {
+                        self.missing_full_tiles_in_gaps +=
+                            std::mem::take(&mut self.missing_since_trusted_tile[level as usize]);
+                    }
+                    self.diff(level, n, hashes, &stored, "tile");
+                }
                 // A live log may hold full tiles no checkpoint covers yet in memory only.
-                Err(_) if leaves_below_tile_end(level, n) > self.latest_signed() => {}
-                Err(_) => self.missing_tiles += 1,
+                Ok(None) if covers_up_to > self.latest_signed() => {}
+                Ok(None) => {
+                    self.missing_full_tiles += 1;
+                    self.missing_since_trusted_tile[level as usize] += 1;
+                }
+                Err(e) => self.problem(
+                    None,
+                    format!("tile `{}` is damaged: {e}", tile_path(level, n, TILE_WIDTH)),
+                ),
             }
         }
         // Partial tiles kept from checkpoints must be prefixes of what the records give.
@@ -115,25 +144,37 @@ impl Stream<'_> {
                 let Ok(stored) = read_tile(self.dir, level, n, w) else {
                     continue;
                 };
-                if w as usize > hashes.len() {
-                    let first_missing =
-                        Self::first_leaf(level, n * TILE_WIDTH + hashes.len() as u64);
-                    let text = format!(
-                        "partial tile `{}` holds {w} hashes but the records give {}: records from index {first_missing} on were removed",
-                        tile_path(level, n, w),
-                        hashes.len()
-                    );
-                    if level == 0 {
-                        self.problem(Some(first_missing), text);
-                    } else {
-                        self.bound(first_missing, text);
-                    }
-                    self.diff(level, n, hashes, &stored[..hashes.len()], "partial tile");
-                } else {
-                    self.diff(level, n, &hashes[..w as usize], &stored, "partial tile");
-                }
+                // Only the common prefix: a partial wider than the records is reported from the
+                // tiles listed before the records were read (`furthest_tiles`), since a live
+                // writer may add a wider one meanwhile.
+                self.diff(level, n, hashes, &stored, "partial tile");
             }
         }
+    }
+
+    /// Partial tiles of the tree at `size` that no file holds (a wider partial or the full tile
+    /// serves as well). `size` is the latest signed checkpoint: the notary wrote its tiles before
+    /// signing it, and later ones may still be in a live writer's memory.
+    fn missing_partial_tiles(&mut self, size: u64) -> u64 {
+        let mut missing = 0;
+        let mut level = 0u8;
+        while stored_count(level, size) > 0 {
+            let count = stored_count(level, size);
+            let width = count % TILE_WIDTH;
+            let n = count / TILE_WIDTH;
+            if width > 0 {
+                match find_tile(self.dir, level, n, width) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => missing += 1,
+                    Err(e) => self.problem(
+                        None,
+                        format!("tile `{}` is damaged: {e}", tile_path(level, n, width)),
+                    ),
+                }
+            }
+            level += 1;
+        }
+        missing
     }
 
     fn diff(&mut self, level: u8, n: u64, computed: &[Hash], stored: &[Hash], what: &str) {
@@ -177,6 +218,135 @@ fn fold(hashes: &[Hash]) -> Hash {
     cur[0]
 }
 
+/// A tile file found under `tile/`.
+struct TileName {
+    level: u8,
+    index: u64,
+    /// Hashes it holds: [`TILE_WIDTH`] for a full tile.
+    width: u64,
+}
+
+impl TileName {
+    fn path(&self) -> String {
+        tile_path(self.level, self.index, self.width)
+    }
+
+    /// Records the tree held when this tile was written (saturating: a name too large for any
+    /// tree counts as beyond every log).
+    fn records_covered(&self) -> u64 {
+        let hashes = u128::from(self.index) * u128::from(TILE_WIDTH) + u128::from(self.width);
+        1u128
+            .checked_shl(u32::from(self.level) * u32::from(TILE_HEIGHT))
+            .and_then(|records_per_hash| hashes.checked_mul(records_per_hash))
+            .and_then(|records| u64::try_from(records).ok())
+            .unwrap_or(u64::MAX)
+    }
+}
+
+/// The tile reaching furthest at each level under `tile/` (by index, then width), full or
+/// partial, wherever the log ends.
+fn furthest_tiles(dir: &Path) -> Vec<TileName> {
+    let Ok(levels) = std::fs::read_dir(dir.join("tile")) else {
+        return Vec::new();
+    };
+    levels
+        .flatten()
+        .filter_map(|entry| {
+            let level = entry.file_name().to_str()?.parse().ok()?;
+            let (index, width) = furthest_in_group(&entry.path(), 0, 0)?;
+            Some(TileName {
+                level,
+                index,
+                width,
+            })
+        })
+        .collect()
+}
+
+/// Deepest nesting of `x` directories searched: a 64-bit tile index needs 6 (`x018/x446/…/615`).
+const MAX_X_DEPTH: usize = 6;
+
+/// The furthest (index, width) in a directory of `tile/<L>/` whose `x` groups so far spell
+/// `prefix`. A name with more groups has the larger index, so `x` directories are searched first,
+/// highest first, stopping at the first that holds a tile: a few directories are read, not every
+/// tile of a large log.
+fn furthest_in_group(group_dir: &Path, prefix: u64, depth: usize) -> Option<(u64, u64)> {
+    let entries = std::fs::read_dir(group_dir).ok()?;
+    let index = |digits: &str| prefix.checked_mul(1000)?.checked_add(index_group(digits)?);
+    let mut subgroups: Vec<(u64, PathBuf)> = Vec::new();
+    let mut furthest: Option<(u64, u64)> = None;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if let Some(sub) = name.strip_prefix('x').and_then(index) {
+            subgroups.push((sub, entry.path()));
+        } else if let Some(i) = name.strip_suffix(".p").and_then(index) {
+            if let Some(width) = widest_partial(&entry.path()) {
+                furthest = furthest.max(Some((i, width)));
+            }
+        } else if let Some(i) = index(name) {
+            furthest = furthest.max(Some((i, TILE_WIDTH)));
+        }
+    }
+    if depth < MAX_X_DEPTH {
+        subgroups.sort_unstable_by_key(|(sub, _)| std::cmp::Reverse(*sub));
+        for (sub, sub_dir) in subgroups {
+            if let Some(found) = furthest_in_group(&sub_dir, sub, depth + 1) {
+                return furthest.max(Some(found));
+            }
+        }
+    }
+    furthest
+}
+
+/// One 3-digit group of a tile index (`067`); anything else, such as a temporary file, is no tile.
+fn index_group(name: &str) -> Option<u64> {
+    if name.len() == 3 && name.bytes().all(|b| b.is_ascii_digit()) {
+        name.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Widest partial tile in a `<N>.p` directory.
+fn widest_partial(partial_dir: &Path) -> Option<u64> {
+    std::fs::read_dir(partial_dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|width| (1..TILE_WIDTH).contains(width))
+        .max()
+}
+
+/// Why no signed checkpoint covers the `records` of the log in `dir`, naming the files that
+/// should hold one.
+fn uncovered_records(dir: &Path, records: u64, no_kept_checkpoints: bool) -> String {
+    let none_valid = "no valid checkpoint of a non-empty tree";
+    let files = match (
+        dir.join("checkpoint").exists(),
+        dir.join("checkpoints.log").exists(),
+    ) {
+        (false, false) => "`checkpoint` and `checkpoints.log` are missing".to_string(),
+        (false, true) => {
+            format!("`checkpoint` is missing and `checkpoints.log` holds {none_valid}")
+        }
+        (true, false) => {
+            format!("`checkpoints.log` is missing and `checkpoint` holds {none_valid}")
+        }
+        (true, true) => format!("`checkpoint` and `checkpoints.log` hold {none_valid}"),
+    };
+    let kept = if no_kept_checkpoints {
+        "no kept checkpoint was given (--checkpoint)"
+    } else {
+        "no kept checkpoint covers a record"
+    };
+    format!(
+        "no signed checkpoint covers the {records} records, so nothing proves they were not rewritten: {files}, and {kept}. A gateway signs one at most its checkpoint interval (`checkpoint_interval_secs`, 1 s by default) after its first records arrive, so only a log younger than that may rightly have none yet"
+    )
+}
+
 /// Verifies the log in `dir`. `checkpoints` are notes kept elsewhere (by auditors, witnesses, other
 /// systems); they matter most, because an attacker with write access to `dir` can rewrite what is in
 /// it. `verifier_key` should come from outside `dir` too; without it the key stored in the log is used.
@@ -215,7 +385,10 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
         tiles_done: Vec::new(),
         wanted: BTreeMap::new(),
         problems: Vec::new(),
-        missing_tiles: 0,
+        missing_full_tiles: 0,
+        missing_full_tiles_in_gaps: 0,
+        missing_since_trusted_tile: Vec::new(),
+        recovery_trusted: 0,
     };
 
     // Gather checkpoints: the latest, the history, and the caller's.
@@ -240,6 +413,9 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
         match open_checkpoint(&note, &verifier) {
             Ok(cp) => {
                 s.wanted.insert(cp.size, None);
+                if label == "checkpoint" {
+                    s.recovery_trusted = cp.size;
+                }
                 cps.push((label, cp));
             }
             Err(e) => s.problem(None, format!("checkpoint `{label}` rejected: {e}")),
@@ -262,6 +438,9 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
     if s.wanted.contains_key(&0) {
         s.wanted.insert(0, Some(crate::hash::empty_root()));
     }
+
+    // Listed before the records are read: every tile listed now hashes records already durable.
+    let furthest = furthest_tiles(dir);
 
     // Pruned prefix: only leaf hashes remain, taken from the level-0 tiles.
     let pruned = super::first_retained(dir);
@@ -355,27 +534,27 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
     }
     let n = pos;
 
-    // The right edge: partial tiles may not extend past the records, no full tile may exist beyond.
+    // The right edge: partial tiles must be prefixes of what the records give.
     for level in 0..s.levels.len() {
         let hashes = s.levels[level].clone();
         let idx = s.tiles_done[level];
         s.compare(level as u8, idx, &hashes, false);
-        if dir.join(tile_path(level as u8, idx, TILE_WIDTH)).exists() {
+    }
+    // Tiles are written only after the records they hash are durable: one reaching past the last
+    // record (at any level, full or partial) is left over from records that were removed.
+    for tile in furthest {
+        let covers = tile.records_covered();
+        if covers > n {
             s.problem(
                 Some(n),
                 format!(
-                    "tile `{}` exists beyond the last record: records from index {n} were removed",
-                    tile_path(level as u8, idx, TILE_WIDTH)
+                    "tile `{}` covers {covers} records but the log holds {n}: records from index {n} on were removed",
+                    tile.path()
                 ),
             );
         }
     }
-    if s.levels.is_empty() && dir.join(tile_path(0, 0, TILE_WIDTH)).exists() {
-        s.problem(
-            Some(0),
-            "tiles exist but no records do: records were removed".into(),
-        );
-    }
+    let missing_partial_tiles = s.missing_partial_tiles(s.latest_signed());
 
     // Checkpoints against recomputed roots.
     let mut verdicts: BTreeMap<u64, bool> = BTreeMap::new();
@@ -404,11 +583,35 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
             );
         }
     }
-    if s.missing_tiles > 0 {
+    // Records no checkpoint covers could have been rewritten wholesale, tiles and all: checking
+    // against the published key proves nothing until one does.
+    if n > 0 && cps.iter().all(|(_, cp)| cp.size == 0) {
+        s.problem(None, uncovered_records(dir, n, kept.is_empty()));
+    }
+    // Tiles are derived from the records, so missing ones do not fail the check; but proofs need them.
+    if s.missing_full_tiles > 0 {
         let _ = writeln!(
             out,
-            "note: {} full tiles are missing (derived data; the log rebuilds trailing ones on open)",
-            s.missing_tiles
+            "note: {} missing; the records they hash verify, but proofs for those records cannot be served until the gateway rebuilds the tiles from them at its next start",
+            tiles_are(s.missing_full_tiles, "full")
+        );
+    }
+    // Recovery walks back from the end of each level only (`TileStore::rebuild`).
+    if s.missing_full_tiles_in_gaps > 0 {
+        let (count, they, them) = match s.missing_full_tiles_in_gaps {
+            1 => ("1 of them lies".to_string(), "it stays", "it"),
+            k => (format!("{k} of them lie"), "they stay", "them"),
+        };
+        let _ = writeln!(
+            out,
+            "note: {count} before a tile that is present, and the gateway rebuilds only the missing tiles at the end of each level: {they} missing, proofs through {them} fail, and the gateway refuses to open the log while its newest tiles are computed from {them}"
+        );
+    }
+    if missing_partial_tiles > 0 {
+        let _ = writeln!(
+            out,
+            "note: {} missing at the right edge of the latest checkpoint; a running gateway serves that edge from memory and writes it again with the next checkpoint it signs, until then proofs from the files (`tollbu audit prove`) fail",
+            tiles_are(missing_partial_tiles, "partial")
         );
     }
     let root = s.range.root();
@@ -449,6 +652,15 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
         ok: false,
         text: out,
     })
+}
+
+/// "1 full tile is", "2 full tiles are".
+fn tiles_are(count: u64, kind: &str) -> String {
+    if count == 1 {
+        format!("1 {kind} tile is")
+    } else {
+        format!("{count} {kind} tiles are")
+    }
 }
 
 /// Largest checkpoint size below `size` whose root matches the records (0 if none).

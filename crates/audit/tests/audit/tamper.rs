@@ -69,6 +69,40 @@ impl Fixture {
         tooling::verify(self.dir.path(), &self.kept, Some(&self.vkey))
     }
 
+    /// What an officer holding only the published key gets: nothing kept outside the log.
+    fn verify_with_key_only(&self) -> Report {
+        tooling::verify(self.dir.path(), &[], Some(&self.vkey))
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// Deletes a file or a whole directory of the log, as an attacker would.
+    fn remove(&self, relative: &str) {
+        let path = self.path(relative);
+        if path.is_dir() {
+            std::fs::remove_dir_all(path).unwrap();
+        } else {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+
+    /// Changes record `i` in place and recomputes its frame checksum, so only hashes can tell.
+    fn alter_keeping_the_checksum(&self, i: usize) {
+        self.rewrite(|b, frames| {
+            let (off, len) = frames[i];
+            let payload = &mut b[off + 8..off + len];
+            let s = String::from_utf8(payload.to_vec()).unwrap().replace(
+                &format!("\"latency_us\":{}", 1000 + i),
+                &format!("\"latency_us\":{}", 1001 + i),
+            );
+            payload.copy_from_slice(s.as_bytes());
+            let crc = crc32fast::hash(&b[off + 8..off + len]);
+            b[off + 4..off + 8].copy_from_slice(&crc.to_le_bytes());
+        });
+    }
+
     fn rewrite(&self, f: impl FnOnce(&mut Vec<u8>, &[(usize, usize)])) {
         let frames = self.frames();
         let mut bytes = std::fs::read(self.segment()).unwrap();
@@ -108,16 +142,7 @@ fn a_flipped_byte_is_found() {
 #[test]
 fn a_flipped_byte_with_a_recomputed_checksum_is_found() {
     let f = Fixture::new();
-    f.rewrite(|b, frames| {
-        let (off, len) = frames[300];
-        let payload = &mut b[off + 8..off + len];
-        let s = String::from_utf8(payload.to_vec())
-            .unwrap()
-            .replace("\"latency_us\":1300", "\"latency_us\":1301");
-        payload.copy_from_slice(s.as_bytes());
-        let crc = crc32fast::hash(&b[off + 8..off + len]);
-        b[off + 4..off + 8].copy_from_slice(&crc.to_le_bytes());
-    });
+    f.alter_keeping_the_checksum(300);
     assert_first_bad(&f.verify(), 300);
 }
 
@@ -194,12 +219,7 @@ fn rewriting_records_and_tiles_together_is_still_caught_by_kept_checkpoints() {
     });
     // The attacker also deletes every derived file that would give the change away.
     for p in ["tile", "checkpoint", "checkpoints.log"] {
-        let path = f.dir.path().join(p);
-        if path.is_dir() {
-            std::fs::remove_dir_all(path).unwrap();
-        } else {
-            std::fs::remove_file(path).unwrap();
-        }
+        f.remove(p);
     }
     let r = f.verify();
     assert!(!r.ok);
@@ -313,4 +333,194 @@ fn queries_and_pages_do_not_stop_quietly_at_a_damaged_record() {
     )
     .unwrap();
     assert_eq!((page.records.len(), page.unreadable), (600, 0));
+}
+
+/// The reviewer's case: a record altered (checksum fixed), the tiles, `checkpoint` and
+/// `checkpoints.log` deleted. Records and tiles are consistent with each other and the published
+/// key checks nothing, so nothing proves the records are the ones signed: verify must fail.
+#[test]
+fn with_every_checkpoint_deleted_the_published_key_alone_does_not_pass_the_log() {
+    let f = Fixture::new();
+    f.alter_keeping_the_checksum(300);
+    for p in ["tile", "checkpoint", "checkpoints.log"] {
+        f.remove(p);
+    }
+    let r = f.verify_with_key_only();
+    assert!(!r.ok, "a log no checkpoint covers passed:\n{}", r.text);
+    for says in [
+        "checkpoints checked: 0\n",
+        "no signed checkpoint covers the 600 records, so nothing proves they were not rewritten",
+        "`checkpoint` and `checkpoints.log` are missing",
+        "only a log younger than that may rightly have none yet",
+    ] {
+        assert!(r.text.contains(says), "expected `{says}`:\n{}", r.text);
+    }
+
+    // A brand-new log has neither records nor a checkpoint, and is sound.
+    let empty = tempfile::tempdir().unwrap();
+    let (log, _) = AuditLog::open(f.keys.config(empty.path())).unwrap();
+    log.shutdown().unwrap();
+    let empty_tree_note = std::fs::read_to_string(empty.path().join("checkpoint")).unwrap();
+    for p in ["checkpoint", "checkpoints.log"] {
+        std::fs::remove_file(empty.path().join(p)).unwrap();
+    }
+    let r = tooling::verify(empty.path(), &[], Some(&f.vkey));
+    assert!(r.ok, "{}", r.text);
+    assert!(r.text.contains("records: 0\n"), "{}", r.text);
+
+    // A genuine checkpoint of an empty tree, signed with the same key, covers no record either.
+    std::fs::write(f.path("checkpoint"), empty_tree_note).unwrap();
+    let r = f.verify_with_key_only();
+    assert!(!r.ok, "{}", r.text);
+    assert!(
+        r.text.contains(
+            "`checkpoints.log` is missing and `checkpoint` holds no valid checkpoint of a non-empty tree"
+        ),
+        "{}",
+        r.text
+    );
+}
+
+/// The reviewer's case: every segment, `checkpoint` and `checkpoints.log` deleted, one partial
+/// tile left. The tile shows that 600 records existed.
+#[test]
+fn a_partial_tile_left_behind_by_deleted_records_is_found() {
+    let f = Fixture::new();
+    for seg in list_segments(&f.path("segments")).unwrap() {
+        std::fs::remove_file(seg.path).unwrap();
+    }
+    f.remove("checkpoint");
+    f.remove("checkpoints.log");
+    let kept = f.path("kept-tile");
+    std::fs::rename(f.path("tile/0/002.p/88"), &kept).unwrap();
+    f.remove("tile");
+    std::fs::create_dir_all(f.path("tile/0/002.p")).unwrap();
+    std::fs::rename(&kept, f.path("tile/0/002.p/88")).unwrap();
+
+    let r = f.verify_with_key_only();
+    assert_first_bad(&r, 0);
+    assert!(
+        r.text
+            .contains("tile `tile/0/002.p/88` covers 600 records but the log holds 0"),
+        "{}",
+        r.text
+    );
+}
+
+/// Records 100..600 cut off, the checkpoints that covered them deleted, and the tiles at the new
+/// end removed: the tiles further on, of any level, still show what was there.
+#[test]
+fn tiles_beyond_a_truncated_log_are_found_at_every_level() {
+    let f = Fixture::new();
+    f.rewrite(|b, frames| b.truncate(frames[100].0));
+    f.remove("checkpoint");
+    f.remove("checkpoints.log");
+    f.remove("tile/0/000");
+    f.remove("tile/0/000.p");
+    // An auditor's checkpoints up to 100 still verify: only the tiles give the removal away.
+    let r = tooling::verify(f.dir.path(), &f.kept[..2], Some(&f.vkey));
+    assert_first_bad(&r, 100);
+    for tile in ["tile/0/002.p/88` covers 600", "tile/1/000.p/2` covers 512"] {
+        assert!(r.text.contains(tile), "expected `{tile}`:\n{}", r.text);
+    }
+}
+
+/// Tiles are derived from the records: without them the log still verifies, and the report says
+/// what is missing and when it comes back, which reopening the log then confirms.
+#[test]
+fn missing_tiles_are_noted_and_come_back_as_the_note_says() {
+    let f = Fixture::new();
+    f.remove("tile");
+    let r = f.verify();
+    assert!(r.ok, "{}", r.text);
+    for says in [
+        "note: 2 full tiles are missing; the records they hash verify, but proofs for those records cannot be served until the gateway rebuilds the tiles from them at its next start",
+        "note: 2 partial tiles are missing at the right edge of the latest checkpoint",
+    ] {
+        assert!(r.text.contains(says), "expected `{says}`:\n{}", r.text);
+    }
+    assert!(!r.text.contains("lie before"), "{}", r.text);
+
+    // The next start rebuilds the full tiles; the partial ones wait for a new checkpoint.
+    let (log, opened) = AuditLog::open(f.keys.config(f.dir.path())).unwrap();
+    assert_eq!(opened.tiles_rebuilt, 2, "{opened:?}");
+    log.shutdown().unwrap();
+    let r = f.verify();
+    assert!(r.ok, "{}", r.text);
+    assert!(!r.text.contains("full tiles"), "{}", r.text);
+    assert!(r.text.contains("2 partial tiles"), "{}", r.text);
+
+    let (log, _) = AuditLog::open(f.keys.config(f.dir.path())).unwrap();
+    log.append_blocking(make_record(N, &f.keys.pseudonymiser()))
+        .unwrap();
+    log.shutdown().unwrap();
+    let r = f.verify();
+    assert!(r.ok && !r.text.contains("missing"), "{}", r.text);
+}
+
+/// The reviewer's case: a log too small for a full tile has only partial ones; `rm -r tile` must
+/// not pass without a word.
+#[test]
+fn missing_partial_tiles_of_a_small_log_are_noted() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = AuditLog::open(keys.config(dir.path())).unwrap();
+    for i in 0..46 {
+        log.append_blocking(make_record(i, &keys.pseudonymiser()))
+            .unwrap();
+    }
+    let vkey = log.verifier_key();
+    log.shutdown().unwrap();
+    std::fs::remove_dir_all(dir.path().join("tile")).unwrap();
+    let r = tooling::verify(dir.path(), &[], Some(&vkey));
+    assert!(r.ok, "{}", r.text);
+    assert!(
+        r.text
+            .contains("note: 1 partial tile is missing at the right edge of the latest checkpoint"),
+        "{}",
+        r.text
+    );
+}
+
+/// Recovery rebuilds only the missing tiles at the end of a level: one missing before a present
+/// tile stays missing (here the level-1 edge is computed from it, so the log does not even open),
+/// and the report says so rather than promising it back.
+#[test]
+fn a_missing_tile_before_a_present_one_is_noted_as_staying_missing() {
+    let f = Fixture::new();
+    f.remove("tile/0/000");
+    let r = f.verify();
+    assert!(r.ok, "{}", r.text);
+    assert!(
+        r.text.contains("note: 1 full tile is missing")
+            && r.text.contains(
+                "note: 1 of them lies before a tile that is present, and the gateway rebuilds only the missing tiles at the end of each level: it stays missing"
+            ),
+        "{}",
+        r.text
+    );
+    assert!(
+        matches!(
+            AuditLog::open(f.keys.config(f.dir.path())),
+            Err(tollbu_audit::AuditError::Corrupt(m)) if m.contains("tile/0/000")
+        ),
+        "the gateway rebuilt a tile the note says it leaves missing"
+    );
+    assert!(!f.path("tile/0/000").exists());
+}
+
+/// A tile whose file is there but cut short was altered, not lost: it is no "missing" tile.
+#[test]
+fn a_cut_short_tile_is_reported_as_damaged() {
+    let f = Fixture::new();
+    let tile = f.path("tile/0/001");
+    let bytes = std::fs::read(&tile).unwrap();
+    std::fs::write(&tile, &bytes[..100]).unwrap();
+    let r = f.verify();
+    assert!(!r.ok, "{}", r.text);
+    assert!(
+        r.text.contains("tile `tile/0/001` is damaged"),
+        "{}",
+        r.text
+    );
 }
