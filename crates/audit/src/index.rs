@@ -79,10 +79,7 @@ impl IndexWriter {
     /// [`IndexWriter::add`] with the key already reduced by `key16` (done on the caller's thread).
     pub(crate) fn add_key(&mut self, kind: IndexKind, k: &[u8; 16], loc: Location) {
         let buf = self.pending.entry((kind, k[0])).or_default();
-        buf.extend_from_slice(k);
-        buf.extend_from_slice(&loc.seq.to_le_bytes());
-        buf.extend_from_slice(&loc.segment.to_le_bytes());
-        buf.extend_from_slice(&loc.offset.to_le_bytes());
+        buf.extend_from_slice(&encode_entry(k, loc));
         self.pending_bytes += ENTRY_BYTES;
     }
 
@@ -182,6 +179,70 @@ pub(crate) fn cut_torn_entries(dir: &Path) -> Result<Vec<String>, AuditError> {
         }
     }
     Ok(notes)
+}
+
+/// The 40 bytes of an entry.
+fn encode_entry(k: &[u8; 16], loc: Location) -> [u8; ENTRY_BYTES] {
+    let mut entry = [0u8; ENTRY_BYTES];
+    entry[..16].copy_from_slice(k);
+    entry[16..24].copy_from_slice(&loc.seq.to_le_bytes());
+    entry[24..32].copy_from_slice(&loc.segment.to_le_bytes());
+    entry[32..].copy_from_slice(&loc.offset.to_le_bytes());
+    entry
+}
+
+/// The number of the bucket (of [`BUCKET_COUNT`]) and the entry a record at `seq` (at `offset` in
+/// the segment starting at `segment`) has for `key`, exactly as the writer stores it.
+pub(crate) fn entry_bytes(
+    kind: IndexKind,
+    key: &str,
+    seq: u64,
+    segment: u64,
+    offset: u64,
+) -> (usize, [u8; ENTRY_BYTES]) {
+    let k = key16(key);
+    let kind_number = INDEX_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+    let entry = encode_entry(
+        &k,
+        Location {
+            seq,
+            segment,
+            offset,
+        },
+    );
+    (kind_number * 256 + usize::from(k[0]), entry)
+}
+
+/// Bucket number `n`'s path relative to the log and its whole entries with their record numbers
+/// (a missing bucket holds none).
+pub(crate) fn bucket_entries(
+    dir: &Path,
+    n: usize,
+) -> Result<(String, Vec<(u64, [u8; ENTRY_BYTES])>), AuditError> {
+    let kind = INDEX_KINDS
+        .get(n / 256)
+        .copied()
+        .unwrap_or(IndexKind::Subject);
+    let path = bucket_path(dir, (kind, (n % 256) as u8));
+    let name = path
+        .strip_prefix(dir)
+        .unwrap_or(&path)
+        .display()
+        .to_string();
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(AuditError::Io { path, source: e }),
+    };
+    let entries = bytes
+        .chunks_exact(ENTRY_BYTES)
+        .map(|c| {
+            let mut entry = [0u8; ENTRY_BYTES];
+            entry.copy_from_slice(c);
+            (entry_seq(c), entry)
+        })
+        .collect();
+    Ok((name, entries))
 }
 
 /// Removes the whole index (buckets, watermark, compaction record) before a rebuild.

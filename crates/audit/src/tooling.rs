@@ -2,6 +2,7 @@
 //! Each function returns text and a verdict; the binary only prints and picks the exit code.
 
 pub mod browse;
+mod index_check;
 mod query;
 mod verify;
 

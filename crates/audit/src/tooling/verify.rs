@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use super::index_check::IndexCheck;
 use super::{Report, checkpoint_history};
 use crate::checkpoint::{Checkpoint, NoteVerifier, open_checkpoint};
 use crate::error::AuditError;
@@ -471,6 +472,7 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
         let _ = writeln!(out, "pruned: records 0..{pruned} kept as hashes only");
     }
 
+    let mut index_check = IndexCheck::new(dir, pruned);
     for seg in list_segments(&dir.join("segments"))? {
         if seg.first_seq < pruned {
             continue;
@@ -491,9 +493,10 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
         loop {
             match r.next_frame().map_err(AuditError::io(&seg.path))? {
                 FrameRead::End => break,
-                FrameRead::Frame { payload, .. } => {
+                FrameRead::Frame { offset, payload } => {
                     match decode(&payload) {
                         Ok(rec) => {
+                            index_check.expect(pos, seg.first_seq, offset, &rec.record);
                             let shift = i128::from(rec.seq) - i128::from(pos);
                             if shift != seq_shift && shift != 0 {
                                 s.problem(
@@ -587,6 +590,19 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
     // against the published key proves nothing until one does.
     if n > 0 && cps.iter().all(|(_, cp)| cp.size == 0) {
         s.problem(None, uncovered_records(dir, n, kept.is_empty()));
+    }
+    // Queries, the citizen report and the console answer from the index, which the tree does not
+    // cover: entries lost or rewritten there would leave requests out of those answers.
+    let mismatched = index_check.mismatched_buckets(dir)?;
+    if let Some(first) = mismatched.first() {
+        s.problem(
+            None,
+            format!(
+                "the index does not match the records in {} of its buckets (first `{first}`): entries are missing, altered or added, so subject and consumer queries and the citizen report can leave requests out; rebuild it with `tollbu audit reindex {}` while no gateway serves the log, or remove its `index` directory and restart the gateway",
+                mismatched.len(),
+                dir.display()
+            ),
+        );
     }
     // Tiles are derived from the records, so missing ones do not fail the check; but proofs need them.
     if s.missing_full_tiles > 0 {

@@ -349,12 +349,45 @@ fn a_lost_index_is_rebuilt_and_queries_find_every_record_again() {
     let want: Vec<u64> = (0..1_010).filter(|i| i % 7 == 3).collect();
     assert_eq!(seqs_about(dir.path(), &person(3), &keys), want);
 
+    assert!(tooling::verify(dir.path(), &[], None).ok);
+
     std::fs::remove_dir_all(dir.path().join("index").join("subject")).unwrap();
     let missed = seqs_about(dir.path(), &person(3), &keys);
     assert!(missed.len() < want.len(), "{} found", missed.len());
+    // The tree says nothing about the index; verify compares it with the records.
+    let v = tooling::verify(dir.path(), &[], None);
+    assert!(!v.ok, "{}", v.text);
+    // (The subjects of these records fall into 7 of the 256 subject buckets.)
+    assert!(
+        v.text.contains(
+            "the index does not match the records in 7 of its buckets (first `index/subject/"
+        ),
+        "{}",
+        v.text
+    );
     let rebuilt = tollbu_audit::reindex_closed_log(dir.path()).unwrap();
     assert_eq!(rebuilt.records, 1_010);
     assert_eq!(seqs_about(dir.path(), &person(3), &keys), want);
+    assert!(tooling::verify(dir.path(), &[], None).ok);
+
+    // An entry rewritten in place (same length, another record number) is found too.
+    let bucket = std::fs::read_dir(dir.path().join("index").join("consumer"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::metadata(p).unwrap().len() > 0)
+        .unwrap();
+    let mut bytes = std::fs::read(&bucket).unwrap();
+    bytes[16] ^= 0x01;
+    std::fs::write(&bucket, &bytes).unwrap();
+    let v = tooling::verify(dir.path(), &[], None);
+    assert!(
+        !v.ok
+            && v.text
+                .contains("the index does not match the records in 1 of its buckets"),
+        "{}",
+        v.text
+    );
+    tollbu_audit::reindex_closed_log(dir.path()).unwrap();
     assert_eq!(tollbu_audit::index::watermark(dir.path()).seq, 1_010);
 
     std::fs::remove_dir_all(dir.path().join("index")).unwrap();
