@@ -213,12 +213,15 @@ pub(crate) fn entry_bytes(
     (kind_number * 256 + usize::from(k[0]), entry)
 }
 
+/// An entry's record number and its 40 bytes.
+pub(crate) type NumberedEntry = (u64, [u8; ENTRY_BYTES]);
+
 /// Bucket number `n`'s path relative to the log and its whole entries with their record numbers
 /// (a missing bucket holds none).
 pub(crate) fn bucket_entries(
     dir: &Path,
     n: usize,
-) -> Result<(String, Vec<(u64, [u8; ENTRY_BYTES])>), AuditError> {
+) -> Result<(String, Vec<NumberedEntry>), AuditError> {
     let kind = INDEX_KINDS
         .get(n / 256)
         .copied()
