@@ -203,14 +203,15 @@ impl TileStore {
             let full = count / TILE_WIDTH;
             // Trailing full tiles that are missing: find the first present one going backwards.
             let mut first_missing = full.min(stored_count(level, trusted) / TILE_WIDTH);
-            while first_missing > 0
-                && !root
-                    .join(tile_path(level, first_missing - 1, TILE_WIDTH))
-                    .exists()
-            {
+            let present = |n: u64| root.join(tile_path(level, n, TILE_WIDTH)).exists();
+            while first_missing > 0 && !present(first_missing - 1) {
                 first_missing -= 1;
             }
-            for n in first_missing..full {
+            // A tile missing before a present one (lost, or removed by hand) is rebuilt too: the
+            // levels above are computed from it. Its records must still be stored; the root is
+            // checked against the latest checkpoint afterwards.
+            let gaps: Vec<u64> = (0..first_missing).filter(|n| !present(*n)).collect();
+            for n in gaps.into_iter().chain(first_missing..full) {
                 let hashes = Self::hashes_from_below(
                     root,
                     level,

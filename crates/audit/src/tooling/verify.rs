@@ -45,14 +45,6 @@ struct Stream<'a> {
     problems: Vec<Problem>,
     /// Full tiles a signed checkpoint covers that have no file.
     missing_full_tiles: u64,
-    /// Of those, the ones followed by a present tile of the same level below `recovery_trusted`:
-    /// recovery rebuilds only the missing tiles at the end of each level, so it leaves these.
-    missing_full_tiles_in_gaps: u64,
-    /// Per level, missing full tiles since the last present one that recovery trusts.
-    missing_since_trusted_tile: Vec<u64>,
-    /// Size of the checkpoint in the `checkpoint` file (0 without one): on open, recovery trusts
-    /// the tiles below it and recomputes those after it.
-    recovery_trusted: u64,
 }
 
 impl Stream<'_> {
@@ -84,7 +76,6 @@ impl Stream<'_> {
             if self.levels.len() <= level {
                 self.levels.push(Vec::new());
                 self.tiles_done.push(0);
-                self.missing_since_trusted_tile.push(0);
             }
             self.levels[level].push(carry);
             if self.levels[level].len() as u64 != TILE_WIDTH {
@@ -113,19 +104,10 @@ impl Stream<'_> {
         if full {
             let covers_up_to = leaves_below_tile_end(level, n);
             match find_tile(self.dir, level, n, TILE_WIDTH) {
-                Ok(Some(stored)) => {
-                    if covers_up_to <= self.recovery_trusted {
-                        self.missing_full_tiles_in_gaps +=
-                            std::mem::take(&mut self.missing_since_trusted_tile[level as usize]);
-                    }
-                    self.diff(level, n, hashes, &stored, "tile");
-                }
+                Ok(Some(stored)) => self.diff(level, n, hashes, &stored, "tile"),
                 // A live log may hold full tiles no checkpoint covers yet in memory only.
                 Ok(None) if covers_up_to > self.latest_signed() => {}
-                Ok(None) => {
-                    self.missing_full_tiles += 1;
-                    self.missing_since_trusted_tile[level as usize] += 1;
-                }
+                Ok(None) => self.missing_full_tiles += 1,
                 Err(e) => self.problem(
                     None,
                     format!("tile `{}` is damaged: {e}", tile_path(level, n, TILE_WIDTH)),
@@ -387,9 +369,6 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
         wanted: BTreeMap::new(),
         problems: Vec::new(),
         missing_full_tiles: 0,
-        missing_full_tiles_in_gaps: 0,
-        missing_since_trusted_tile: Vec::new(),
-        recovery_trusted: 0,
     };
 
     // Gather checkpoints: the latest, the history, and the caller's.
@@ -414,9 +393,6 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
         match open_checkpoint(&note, &verifier) {
             Ok(cp) => {
                 s.wanted.insert(cp.size, None);
-                if label == "checkpoint" {
-                    s.recovery_trusted = cp.size;
-                }
                 cps.push((label, cp));
             }
             Err(e) => s.problem(None, format!("checkpoint `{label}` rejected: {e}")),
@@ -610,17 +586,6 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
             out,
             "note: {} missing; the records they hash verify, but proofs for those records cannot be served until the gateway rebuilds the tiles from them at its next start",
             tiles_are(s.missing_full_tiles, "full")
-        );
-    }
-    // Recovery walks back from the end of each level only (`TileStore::rebuild`).
-    if s.missing_full_tiles_in_gaps > 0 {
-        let (count, they, them) = match s.missing_full_tiles_in_gaps {
-            1 => ("1 of them lies".to_string(), "it stays", "it"),
-            k => (format!("{k} of them lie"), "they stay", "them"),
-        };
-        let _ = writeln!(
-            out,
-            "note: {count} before a tile that is present, and the gateway rebuilds only the missing tiles at the end of each level: {they} missing, proofs through {them} fail, and the gateway refuses to open the log while its newest tiles are computed from {them}"
         );
     }
     if missing_partial_tiles > 0 {
