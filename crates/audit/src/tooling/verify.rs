@@ -595,6 +595,15 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
             tiles_are(missing_partial_tiles, "partial")
         );
     }
+    let signed = s.latest_signed();
+    if n > signed && signed > 0 {
+        // Only a checkpoint kept elsewhere shows whether these were once covered and the log's
+        // own checkpoint files were rolled back.
+        let _ = writeln!(
+            out,
+            "note: records {signed}..{n} are covered by no signed checkpoint found; on a live log these are the newest (one is signed within `checkpoint_interval_secs`), otherwise compare with a checkpoint kept elsewhere (`--checkpoint`)"
+        );
+    }
     let root = s.range.root();
     let _ = writeln!(out, "records: {n}\nroot: {}", hex::encode(root));
     let _ = writeln!(out, "checkpoints checked: {}", cps.len());

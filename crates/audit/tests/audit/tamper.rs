@@ -520,3 +520,23 @@ fn a_cut_short_tile_is_reported_as_damaged() {
         r.text
     );
 }
+
+/// `checkpoint` and `checkpoints.log` rolled back to an early checkpoint: the records after it still
+/// verify (they were never altered), but the report must say no signed checkpoint covers them, so
+/// that the officer compares with a checkpoint kept elsewhere, which catches the rollback.
+#[test]
+fn records_beyond_the_latest_checkpoint_found_are_named() {
+    let f = Fixture::new();
+    let early = std::fs::read_to_string(&f.kept[5]).unwrap();
+    f.remove("checkpoints.log");
+    std::fs::write(f.path("checkpoint"), &early).unwrap();
+    let r = tooling::verify(f.dir.path(), &[], Some(&f.vkey));
+    assert!(r.ok, "{}", r.text);
+    assert!(
+        r.text
+            .contains("note: records 300..600 are covered by no signed checkpoint found"),
+        "{}",
+        r.text
+    );
+    assert!(!f.verify().text.contains("covered by no signed checkpoint"));
+}
