@@ -164,6 +164,10 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
         }
         Ok(())
     })?;
+    // The index and the tail scan meet at the watermark; a watermark that does not match the log
+    // (damaged, or ahead of it) must not list a record twice.
+    found.sort_by_key(|(rec, _)| rec.seq);
+    found.dedup_by_key(|(rec, _)| rec.seq);
     Ok((found, pruned))
 }
 

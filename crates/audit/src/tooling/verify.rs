@@ -333,6 +333,14 @@ fn uncovered_records(dir: &Path, records: u64, no_kept_checkpoints: bool) -> Str
 /// Verifies the log in `dir`. `checkpoints` are notes kept elsewhere (by auditors, witnesses, other
 /// systems); they matter most, because an attacker with write access to `dir` can rewrite what is in
 /// it. `verifier_key` should come from outside `dir` too; without it the key stored in the log is used.
+/// How an officer or operator gets an index that matches the records again.
+fn rebuild_index_advice(dir: &Path) -> String {
+    format!(
+        "rebuild it with `tollbu audit reindex {}` while no gateway serves the log, or remove its `index` directory and restart the gateway",
+        dir.display()
+    )
+}
+
 pub fn verify(dir: &Path, checkpoints: &[PathBuf], verifier_key: Option<&str>) -> Report {
     match run(dir, checkpoints, verifier_key) {
         Ok(r) => r,
@@ -569,14 +577,24 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
     }
     // Queries, the citizen report and the console answer from the index, which the tree does not
     // cover: entries lost or rewritten there would leave requests out of those answers.
+    let claimed = crate::index::watermark(dir).seq;
+    if claimed > n {
+        s.problem(
+            None,
+            format!(
+                "`index/watermark` says {claimed} records are indexed but the log holds {n}: the index does not belong to these records; {}",
+                rebuild_index_advice(dir)
+            ),
+        );
+    }
     let mismatched = index_check.mismatched_buckets(dir)?;
     if let Some(first) = mismatched.first() {
         s.problem(
             None,
             format!(
-                "the index does not match the records in {} of its buckets (first `{first}`): entries are missing, altered or added, so subject and consumer queries and the citizen report can leave requests out; rebuild it with `tollbu audit reindex {}` while no gateway serves the log, or remove its `index` directory and restart the gateway",
+                "the index does not match the records in {} of its buckets (first `{first}`): entries are missing, altered or added, so subject and consumer queries and the citizen report can leave requests out; {}",
                 mismatched.len(),
-                dir.display()
+                rebuild_index_advice(dir)
             ),
         );
     }

@@ -390,6 +390,23 @@ fn a_lost_index_is_rebuilt_and_queries_find_every_record_again() {
     tollbu_audit::reindex_closed_log(dir.path()).unwrap();
     assert_eq!(tollbu_audit::index::watermark(dir.path()).seq, 1_010);
 
+    // A watermark ahead of the log (another log's index, say) must not make records count twice,
+    // and verify says the index does not belong to these records.
+    let watermark = dir.path().join("index").join("watermark");
+    let kept = std::fs::read(&watermark).unwrap();
+    std::fs::write(&watermark, "999999 0 0\n").unwrap();
+    assert_eq!(seqs_about(dir.path(), &person(3), &keys), want);
+    let v = tooling::verify(dir.path(), &[], None);
+    assert!(
+        !v.ok
+            && v.text.contains(
+                "`index/watermark` says 999999 records are indexed but the log holds 1010"
+            ),
+        "{}",
+        v.text
+    );
+    std::fs::write(&watermark, kept).unwrap();
+
     std::fs::remove_dir_all(dir.path().join("index")).unwrap();
     let (log, report) = AuditLog::open(keys.config(dir.path())).unwrap();
     assert_eq!(report.reindexed, 1_010);
