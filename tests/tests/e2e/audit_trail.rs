@@ -337,30 +337,8 @@ async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_ver
     assert_eq!(env.read_person(&token, None).await.status, StatusCode::OK);
     env.stop_gateway().await;
 
-    let report = tooling::verify(&audit_dir, &[], None);
-    assert!(report.ok, "{}", report.text);
-    assert!(
-        report
-            .text
-            .contains(&format!("pruned: records 0..{first_retained}")),
-        "{}",
-        report.text
-    );
-    let today = tooling::query(
-        &audit_dir,
-        &Query {
-            from: Some(tollbu_audit::Record::timestamp(
-                now - time::Duration::days(1),
-            )),
-            // (The officer's console reads are recorded too, as service `console`.)
-            service: Some("population".into()),
-            ..Query::default()
-        },
-        None,
-        true,
-    );
-    assert!(today.ok, "{}", today.text);
-    assert_eq!(today.text.lines().count(), 11, "{}", today.text);
+    // (The officer's console reads are recorded too, as service `console`.)
+    assert_pruned_yet_verified(&audit_dir, first_retained, now, Some("population"), 11);
     // An officer's table says where the kept records start.
     let table = tooling::query(&audit_dir, &Query::default(), None, false);
     // (Records below 1,200 all carry the same time, a year ago.)
@@ -414,10 +392,7 @@ async fn write_log_with_year_old_records(
         })
         .collect();
     log.append_batch(recent).await.expect("append");
-    tokio::task::spawn_blocking(move || log.shutdown())
-        .await
-        .expect("join")
-        .expect("shutdown");
+    close(log).await;
 }
 
 /// A `[console]` section with one officer, `officer`, whose password is `password`.
@@ -459,6 +434,48 @@ async fn console_login(env: &Env, password: &str) -> String {
             })
         })
         .unwrap_or_else(|| panic!("no session cookie in {login}"))
+}
+
+/// Closes a log the test wrote (its shutdown blocks).
+async fn close(log: tollbu_audit::AuditLog) {
+    tokio::task::spawn_blocking(move || log.shutdown())
+        .await
+        .expect("join")
+        .expect("shutdown");
+}
+
+/// The log at `dir` verifies with records below `first_retained` kept as hashes only, and holds
+/// `recent` records of the last day (of `service`, when given).
+fn assert_pruned_yet_verified(
+    dir: &std::path::Path,
+    first_retained: u64,
+    now: time::OffsetDateTime,
+    service: Option<&str>,
+    recent: usize,
+) {
+    let report = tooling::verify(dir, &[], None);
+    assert!(report.ok, "{}", report.text);
+    assert!(
+        report
+            .text
+            .contains(&format!("pruned: records 0..{first_retained}")),
+        "{}",
+        report.text
+    );
+    let found = tooling::query(
+        dir,
+        &Query {
+            from: Some(tollbu_audit::Record::timestamp(
+                now - time::Duration::days(1),
+            )),
+            service: service.map(str::to_owned),
+            ..Query::default()
+        },
+        None,
+        true,
+    );
+    assert!(found.ok, "{}", found.text);
+    assert_eq!(found.text.lines().count(), recent, "{}", found.text);
 }
 
 fn count_segments(dir: &std::path::Path) -> usize {
@@ -535,10 +552,7 @@ async fn retention_days_applies_to_retired_logs_on_the_volume() {
     })
     .await
     .expect("append");
-    tokio::task::spawn_blocking(move || log.shutdown())
-        .await
-        .expect("join")
-        .expect("shutdown");
+    close(log).await;
     let before = count_segments(&retired);
     assert!(before > 10, "{before} segments");
 
@@ -626,28 +640,7 @@ async fn retention_days_applies_to_retired_logs_on_the_volume() {
     );
     env.stop_gateway().await;
 
-    let report = tooling::verify(&retired, &[], None);
-    assert!(report.ok, "{}", report.text);
-    assert!(
-        report
-            .text
-            .contains(&format!("pruned: records 0..{first_retained}")),
-        "{}",
-        report.text
-    );
-    let recent = tooling::query(
-        &retired,
-        &Query {
-            from: Some(tollbu_audit::Record::timestamp(
-                now - time::Duration::days(1),
-            )),
-            ..Query::default()
-        },
-        None,
-        true,
-    );
-    assert!(recent.ok, "{}", recent.text);
-    assert_eq!(recent.text.lines().count(), 10, "{}", recent.text);
+    assert_pruned_yet_verified(&retired, first_retained, now, None, 10);
 }
 
 /// The console's citizen view lists at most 10,000 requests per log; beyond that it must say the
@@ -685,10 +678,7 @@ async fn the_citizen_view_says_when_it_shows_only_the_newest_requests() {
             .collect();
         log.append_batch(batch).await.expect("append");
     }
-    tokio::task::spawn_blocking(move || log.shutdown())
-        .await
-        .expect("join")
-        .expect("shutdown");
+    close(log).await;
 
     env.restart_gateway().await;
     let session = console_login(&env, password).await;

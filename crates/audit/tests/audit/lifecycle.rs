@@ -9,7 +9,7 @@ use tollbu_audit::{
     MAX_SEGMENTS_PER_PRUNE, NoteVerifier, Pseudonymiser, Record, open_checkpoint,
 };
 
-use crate::support::{Keys, ORIGIN, person, record, runtime};
+use crate::support::{Keys, ORIGIN, closed_log, person, record, runtime};
 
 #[test]
 fn appends_are_proven_and_a_restart_continues_the_same_log() {
@@ -238,11 +238,7 @@ fn rotation_queries_citizen_report_and_retention() {
 #[test]
 fn a_log_is_searched_and_continued_only_with_its_own_pseudonym_key() {
     let keys = Keys::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (log, _) = AuditLog::open(keys.config(dir.path())).unwrap();
-    log.append_blocking(record(3, &keys.pseudonymiser()))
-        .unwrap();
-    log.shutdown().unwrap();
+    let (dir, _) = closed_log(&keys, 4);
     let other_key = keys.dir().join("other-pseudonym.key");
     std::fs::write(&other_key, format!("{}\n", "6b".repeat(32))).unwrap();
 
@@ -280,13 +276,7 @@ fn a_log_is_searched_and_continued_only_with_its_own_pseudonym_key() {
 #[test]
 fn queries_refuse_filters_that_could_only_match_nothing() {
     let keys = Keys::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (log, _) = AuditLog::open(keys.config(dir.path())).unwrap();
-    for i in 0..10 {
-        log.append_blocking(record(i, &keys.pseudonymiser()))
-            .unwrap();
-    }
-    log.shutdown().unwrap();
+    let (dir, _) = closed_log(&keys, 10);
     let id = person(3);
     let spaced = format!("{} {}", &id[..6], &id[6..]);
     let plain = tooling::citizen(dir.path(), &id, &keys.pseudonym());
@@ -339,13 +329,7 @@ fn queries_refuse_filters_that_could_only_match_nothing() {
 #[test]
 fn a_lost_index_is_rebuilt_and_queries_find_every_record_again() {
     let keys = Keys::new();
-    let dir = tempfile::tempdir().unwrap();
-    let ps = keys.pseudonymiser();
-    let (log, _) = AuditLog::open(keys.config(dir.path())).unwrap();
-    for i in 0..1_010 {
-        log.append_blocking(record(i, &ps)).unwrap();
-    }
-    log.shutdown().unwrap();
+    let (dir, _) = closed_log(&keys, 1_010);
     let want: Vec<u64> = (0..1_010).filter(|i| i % 7 == 3).collect();
     assert_eq!(seqs_about(dir.path(), &person(3), &keys), want);
 

@@ -63,6 +63,20 @@ impl Keys {
     }
 }
 
+/// A closed log in a new temporary directory holding records `0..n` of [`record`], and its
+/// verifier key.
+pub fn closed_log(keys: &Keys, n: u64) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = tollbu_audit::AuditLog::open(keys.config(dir.path())).unwrap();
+    let ps = keys.pseudonymiser();
+    for i in 0..n {
+        log.append_blocking(record(i, &ps)).unwrap();
+    }
+    let vkey = log.verifier_key();
+    log.shutdown().unwrap();
+    (dir, vkey)
+}
+
 /// Synthetic national id for person `p` (not a real number; check digits are irrelevant here).
 pub fn person(p: u64) -> String {
     format!("{:011}", 10_000_000_000 + p)

@@ -6,7 +6,7 @@ use tollbu_audit::segment::{FrameRead, FrameReader, frame, list_segments};
 use tollbu_audit::tooling::{self, Report};
 use tollbu_audit::{AuditLog, record};
 
-use crate::support::{Keys, record as make_record};
+use crate::support::{Keys, closed_log, record as make_record};
 
 const N: u64 = 600;
 
@@ -462,15 +462,7 @@ fn missing_tiles_are_noted_and_come_back_as_the_note_says() {
 /// not pass without a word.
 #[test]
 fn missing_partial_tiles_of_a_small_log_are_noted() {
-    let keys = Keys::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (log, _) = AuditLog::open(keys.config(dir.path())).unwrap();
-    for i in 0..46 {
-        log.append_blocking(make_record(i, &keys.pseudonymiser()))
-            .unwrap();
-    }
-    let vkey = log.verifier_key();
-    log.shutdown().unwrap();
+    let (dir, vkey) = closed_log(&Keys::new(), 46);
     std::fs::remove_dir_all(dir.path().join("tile")).unwrap();
     let r = tooling::verify(dir.path(), &[], Some(&vkey));
     assert!(r.ok, "{}", r.text);
