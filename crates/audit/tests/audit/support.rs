@@ -63,6 +63,16 @@ impl Keys {
     }
 }
 
+/// A tool's report that fails and says `needle`.
+pub fn assert_fails_saying(r: &tollbu_audit::tooling::Report, needle: &str) {
+    assert!(!r.ok, "passed:\n{}", r.text);
+    assert!(
+        r.text.contains(needle),
+        "expected `{needle}` in:\n{}",
+        r.text
+    );
+}
+
 /// A closed log in a new temporary directory holding records `0..n` of [`record`], and its
 /// verifier key.
 pub fn closed_log(keys: &Keys, n: u64) -> (tempfile::TempDir, String) {
