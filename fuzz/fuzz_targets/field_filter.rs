@@ -45,6 +45,7 @@ fn filter() -> &'static FieldFilter {
             supplier: None,
             scopes: vec!["s".into()],
             consents: Vec::new(),
+            person: None,
         };
         let tollbu_policy::OperationMatch::Matched(matched) =
             set.match_operation("population", "GET", "/persons/05885624741", None)

@@ -61,6 +61,7 @@ fn bench(c: &mut Criterion) {
         supplier: None,
         scopes: vec!["demo:s42".into()],
         consents: Vec::new(),
+        person: None,
     };
     let with_consent = Caller {
         consumer: orgno(999),
@@ -78,6 +79,7 @@ fn bench(c: &mut Criterion) {
                 metadata: Default::default(),
             }],
         }],
+        person: None,
     };
     let req = |caller, purpose| DecisionRequest {
         caller,

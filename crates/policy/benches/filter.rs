@@ -80,6 +80,7 @@ fn filter(policy: &str, ask: &Ask<'_>) -> FieldFilter {
         supplier: None,
         scopes: vec![ask.scope.into()],
         consents: vec![],
+        person: None,
     };
     let params = vec![("pid".to_string(), ask.pid.to_string())];
     let d = set.decide(&DecisionRequest {

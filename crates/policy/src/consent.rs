@@ -15,6 +15,9 @@ pub struct Caller {
     pub supplier: Option<String>,
     pub scopes: Vec<String>,
     pub consents: Vec<Consent>,
+    /// The person an end-user-restricted token (`pid`) may be used for: every request with it must
+    /// concern that person, whatever the grants allow.
+    pub person: Option<String>,
 }
 
 /// One `urn:altinn:consent` entry. `from` is the 11-digit national identity

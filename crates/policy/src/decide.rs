@@ -132,6 +132,16 @@ pub(crate) fn evaluate<T: Trace>(
     }
 
     let subject = subject_check(&svc.service, op, req);
+    // An end-user-restricted token may only be used about its own person: no grant widens that.
+    // (An invalid subject is left to the grants, which say so.)
+    if let Some(person) = caller.person.as_deref()
+        && matches!(subject, Ok(s) if s != Some(person))
+    {
+        return deny(
+            DenyReason::TokenPersonMismatch,
+            "the token is restricted to one person (`pid`) and this request concerns another person, or none".into(),
+        );
+    }
     let named = op_index
         .by_consumer
         .get(caller.consumer.as_str())
@@ -345,10 +355,12 @@ pub(crate) fn failure_message(
         }
         DenyReason::ConsentExpired => "the consent presented has expired".to_string(),
         DenyReason::ConsentNotYetValid => "the consent presented is not yet valid".to_string(),
-        DenyReason::NoGrant | DenyReason::ExplicitlyDenied => format!(
-            "consumer `{}` has no grant for operation `{}` of service `{}`",
-            caller.consumer, op.id, grant.service
-        ),
+        DenyReason::NoGrant | DenyReason::ExplicitlyDenied | DenyReason::TokenPersonMismatch => {
+            format!(
+                "consumer `{}` has no grant for operation `{}` of service `{}`",
+                caller.consumer, op.id, grant.service
+            )
+        }
     }
 }
 

@@ -40,6 +40,8 @@ pub enum DenyReason {
     ConsentExpired,
     /// A consent exists, but its `consented` time lies in the future.
     ConsentNotYetValid,
+    /// The token is restricted to one person (`pid`) and the request concerns another, or none.
+    TokenPersonMismatch,
 }
 
 impl DenyReason {
@@ -61,6 +63,7 @@ impl DenyReason {
         DenyReason::ConsentNotCovering,
         DenyReason::ConsentExpired,
         DenyReason::ConsentNotYetValid,
+        DenyReason::TokenPersonMismatch,
     ];
 
     /// The stable snake_case code.
@@ -82,6 +85,7 @@ impl DenyReason {
             DenyReason::ConsentNotCovering => "consent_not_covering",
             DenyReason::ConsentExpired => "consent_expired",
             DenyReason::ConsentNotYetValid => "consent_not_yet_valid",
+            DenyReason::TokenPersonMismatch => "token_person_mismatch",
         }
     }
 
@@ -105,6 +109,8 @@ impl DenyReason {
             DenyReason::ConsentWrongConsumer => 8,
             DenyReason::ConsentNotCovering => 9,
             DenyReason::ConsentExpired | DenyReason::ConsentNotYetValid => 10,
+            // Decided before any grant.
+            DenyReason::TokenPersonMismatch => 11,
         }
     }
 }

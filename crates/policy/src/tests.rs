@@ -113,6 +113,8 @@ struct Req {
     query: Option<&'static str>,
     purpose: Option<&'static str>,
     now: i64,
+    /// `pid` of an end-user-restricted token.
+    person: Option<&'static str>,
 }
 
 fn welfare(path: &'static str) -> Req {
@@ -125,6 +127,7 @@ fn welfare(path: &'static str) -> Req {
         query: None,
         purpose: Some("benefit-assessment"),
         now: NOW,
+        person: None,
     }
 }
 
@@ -166,6 +169,7 @@ fn run(set: &PolicySet, r: &Req) -> Decision {
         supplier: r.supplier.map(Into::into),
         scopes: r.scopes.iter().map(|s| s.to_string()).collect(),
         consents: r.consents.clone(),
+        person: r.person.map(Into::into),
     };
     set.decide(&DecisionRequest {
         caller: &caller,
@@ -380,6 +384,22 @@ fn table() -> Vec<(&'static str, Req, Option<DenyReason>)> {
                 good_consent(),
             ]),
             None,
+        ),
+        (
+            "a token restricted to one person (pid) reads that person",
+            Req {
+                person: Some(KARI),
+                ..welfare("/persons/01819010001")
+            },
+            None,
+        ),
+        (
+            "a token restricted to one person (pid) reads no other, whatever the grants allow",
+            Req {
+                person: Some(OLA),
+                ..welfare("/persons/01819010001")
+            },
+            Some(TokenPersonMismatch),
         ),
     ]
 }

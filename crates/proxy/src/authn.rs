@@ -28,8 +28,9 @@ use crate::error::TokenFault;
 use crate::http_client::HttpClient;
 pub use jwks::{IssuerKeys, JwksError, RefreshReason, parse_jwks};
 
-/// Header parameters that let a token name or carry its own key (RFC 8725 §3.10).
-const KEY_HEADERS: [&str; 5] = ["jwk", "jku", "x5u", "x5c", "x5t#S256-url"];
+/// Header parameters that let a token name or carry its own key (RFC 7515 §4.1.2–4.1.8; RFC 8725
+/// §3.10). The key comes from the issuer's key set by `kid`, never from the token.
+const KEY_HEADERS: [&str; 6] = ["jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256"];
 const MAX_KID_CHARS: usize = 128;
 
 /// Settings for one trusted issuer.
@@ -287,13 +288,9 @@ impl TokenVerifier {
             facts: Caller {
                 consumer: checked.consumer,
                 supplier: checked.supplier,
-                scopes: checked
-                    .claims
-                    .scope
-                    .split_ascii_whitespace()
-                    .map(str::to_owned)
-                    .collect(),
+                scopes: checked.scopes,
                 consents: checked.details.consents,
+                person: checked.person,
             },
             delegation_source: checked.claims.delegation_source,
             client_id: checked.claims.client_id,
@@ -381,6 +378,9 @@ struct CheckedClaims {
     consumer: String,
     supplier: Option<String>,
     details: claims::AuthorizationDetails,
+    scopes: Vec<String>,
+    /// `pid` of an end-user-restricted token, checked.
+    person: Option<String>,
 }
 
 /// Types, times, audience, `jti`, `token_type`, organisations and
@@ -399,6 +399,9 @@ fn check_claims(
         return Err(TokenFault::WrongAudience);
     }
     claims::check_jti(&claims.jti)?;
+    claims::check_client_id(&claims.client_id)?;
+    let scopes = claims::scopes(&claims.scope)?;
+    let person = claims::person(claims.pid.as_deref())?;
     if claims
         .token_type
         .as_deref()
@@ -420,6 +423,8 @@ fn check_claims(
         consumer,
         supplier,
         details,
+        scopes,
+        person,
     })
 }
 
@@ -544,6 +549,11 @@ fn check_times(
         return Err(TokenFault::TooOld);
     }
     if claims.exp.saturating_sub(now) > settings.max_token_age_secs.saturating_add(leeway) {
+        return Err(TokenFault::BadClaims);
+    }
+    // A token that expires before it was issued, or becomes valid only after it expires, was not
+    // made by a working issuer.
+    if claims.exp <= claims.iat || claims.nbf.is_some_and(|nbf| nbf >= claims.exp) {
         return Err(TokenFault::BadClaims);
     }
     Ok(())

@@ -304,6 +304,13 @@ fn cases(env: &Env, second: &IssuerHandle) -> Vec<Case> {
         ),
         Expect::Invalid("forbidden_header"),
     );
+    for name in ["x5t", "x5t#S256"] {
+        add(
+            &format!("{name} header (a key reference, RFC 7515 4.1.7-8)"),
+            forge(json!({name: "bWFkZS11cC10aHVtYnByaW50"}), claims()),
+            Expect::Invalid("forbidden_header"),
+        );
+    }
     add(
         "x5c header",
         forge(json!({"x5c": ["MIIBszCCAVmgAwIBAgIUEj"]}), claims()),
@@ -458,6 +465,65 @@ fn cases(env: &Env, second: &IssuerHandle) -> Vec<Case> {
             &issuer_key(),
         ),
         Expect::Invalid("malformed"),
+    );
+
+    // Claims a working issuer never makes.
+    add(
+        "exp before iat",
+        forge(
+            json!({}),
+            with(with(claims(), "iat", json!(now + 5)), "exp", json!(now + 1)),
+        ),
+        Expect::Invalid("bad_claims"),
+    );
+    add(
+        "nbf after exp, both within the leeway of now",
+        forge(
+            json!({}),
+            with(with(claims(), "nbf", json!(now + 5)), "exp", json!(now + 3)),
+        ),
+        Expect::Invalid("bad_claims"),
+    );
+    add(
+        "scope separated by a tab (RFC 6749 3.3: single spaces)",
+        forge(
+            json!({}),
+            with(claims(), "scope", json!("x\tdemo:population")),
+        ),
+        Expect::Invalid("bad_claims"),
+    );
+    add(
+        "scope with a doubled space",
+        forge(
+            json!({}),
+            with(claims(), "scope", json!("x  demo:population")),
+        ),
+        Expect::Invalid("bad_claims"),
+    );
+    add(
+        "client_id with CR LF (it goes into the audit record and a registry header)",
+        forge(
+            json!({}),
+            with(claims(), "client_id", json!("demo-welfare\r\nx: y")),
+        ),
+        Expect::Invalid("bad_claims"),
+    );
+
+    // An end-user-restricted token (`pid`) may only be used about its own person.
+    add(
+        "pid of the person read",
+        forge(json!({}), with(claims(), "pid", json!(example_pid(0)))),
+        Expect::Accepted,
+    );
+    add(
+        "pid of another person",
+        forge(json!({}), with(claims(), "pid", json!(example_pid(1)))),
+        Expect::Forbidden("token_person_mismatch"),
+    );
+    add(
+        "pid with wrong check digits",
+        forge(json!({}), with(claims(), "pid", json!("01819010002"))),
+        Expect::Invalid("bad_claims"),
     );
 
     // Time claims of wrong types or absurd values.

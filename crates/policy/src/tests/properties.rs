@@ -59,6 +59,7 @@ fn arb_request() -> impl Strategy<Value = Req> {
                 query: None,
                 purpose,
                 now: NOW + days * DAY,
+                person: None,
             },
         )
 }

@@ -56,6 +56,8 @@ struct CallerDecl {
     scopes: Vec<String>,
     #[serde(default)]
     consent: Vec<ConsentDecl>,
+    /// An end-user-restricted token's person (`pid`).
+    pid: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,6 +364,7 @@ fn prepare(set: &PolicySet, c: &CaseDecl, file_now: Option<&Datetime>) -> Result
         supplier: c.caller.supplier.clone(),
         scopes: c.caller.scopes.clone(),
         consents,
+        person: c.caller.pid.clone(),
     };
     Ok(Prepared::Ready(caller, now, m))
 }

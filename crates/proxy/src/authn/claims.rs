@@ -41,6 +41,9 @@ pub struct RawClaims {
     pub token_type: Option<String>,
     #[serde(default)]
     pub authorization_details: Option<Vec<Value>>,
+    /// Present only in end-user-restricted tokens: the call must concern this person.
+    #[serde(default)]
+    pub pid: Option<String>,
 }
 
 /// `aud` may be one string or a list (RFC 7519 §4.1.3).
@@ -188,6 +191,44 @@ fn rfc3339_seconds(text: &str) -> Result<i64, TokenFault> {
     OffsetDateTime::parse(text, &Rfc3339)
         .map(OffsetDateTime::unix_timestamp)
         .map_err(|_| TokenFault::BadAuthorizationDetails)
+}
+
+/// Longest `client_id` accepted; Maskinporten's are UUIDs or short names.
+const MAX_CLIENT_ID_CHARS: usize = 256;
+
+/// `client_id` is recorded and passed to the registry in a header: printable ASCII only, so that
+/// neither the audit record nor the header the registry relies on can be bent by control
+/// characters (a header that cannot carry the value would silently go missing).
+pub fn check_client_id(client_id: &str) -> Result<(), TokenFault> {
+    let printable = client_id.bytes().all(|b| b.is_ascii_graphic());
+    if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_CHARS || !printable {
+        return Err(TokenFault::BadClaims);
+    }
+    Ok(())
+}
+
+/// `scope` is scope tokens separated by single spaces (RFC 6749 §3.3); each token printable
+/// ASCII other than `"` and `\`. Any other whitespace is not a separator but a malformed token.
+pub fn scopes(scope: &str) -> Result<Vec<String>, TokenFault> {
+    let valid = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    };
+    let tokens: Vec<&str> = scope.split(' ').collect();
+    if !tokens.iter().all(|t| valid(t)) {
+        return Err(TokenFault::BadClaims);
+    }
+    Ok(tokens.into_iter().map(str::to_owned).collect())
+}
+
+/// `pid` of an end-user-restricted token: a national identity number with valid check digits.
+pub fn person(pid: Option<&str>) -> Result<Option<String>, TokenFault> {
+    match pid {
+        None => Ok(None),
+        Some(p) if ids::is_valid_pid(p) => Ok(Some(p.to_owned())),
+        Some(_) => Err(TokenFault::BadClaims),
+    }
 }
 
 /// `jti` must be present, non-empty and of sane length.
