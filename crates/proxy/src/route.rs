@@ -79,7 +79,14 @@ pub fn check_query(query: &str) -> Result<(), PathError> {
     if query.len() > MAX_PATH_BYTES {
         return Err(PathError::TooLong);
     }
+    if !well_formed_percent(query) {
+        return Err(PathError::InvalidEncoding);
+    }
     let once = percent_decode_str(query).collect::<Vec<u8>>();
+    // Parameters are read as UTF-8 (the subject among them): bytes that are not cannot be decided on.
+    if std::str::from_utf8(&once).is_err() {
+        return Err(PathError::InvalidEncoding);
+    }
     let twice = percent_decode_str(&String::from_utf8_lossy(&once)).collect::<Vec<u8>>();
     if once.iter().chain(&twice).any(|b| b.is_ascii_control()) {
         return Err(PathError::ControlCharacter);
@@ -90,6 +97,9 @@ pub fn check_query(query: &str) -> Result<(), PathError> {
 fn check_segment(raw: &str) -> Result<(), PathError> {
     if raw.bytes().any(|b| b.is_ascii_control() || b == b'\\') {
         return Err(PathError::ControlCharacter);
+    }
+    if !well_formed_percent(raw) {
+        return Err(PathError::InvalidEncoding);
     }
     // Decode twice: a registry that decodes once more than we do must not
     // see a dot segment or a separator either.
@@ -107,6 +117,21 @@ fn check_segment(raw: &str) -> Result<(), PathError> {
         }
     }
     Ok(())
+}
+
+/// Every `%` starts a `%XX` escape (RFC 3986 §2.1). A lone `%` is passed on as it is by lenient
+/// decoders and read differently by strict ones; the registry must see what was decided on.
+fn well_formed_percent(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(offset) = bytes[i..].iter().position(|b| *b == b'%') {
+        let at = i + offset;
+        match bytes.get(at + 1..at + 3) {
+            Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => i = at + 3,
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn decode(text: &str) -> Result<String, PathError> {

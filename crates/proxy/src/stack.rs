@@ -262,6 +262,7 @@ where
     if request.version() < http::Version::HTTP_2 && request.uri().authority().is_some() {
         return Err(Problem::BadPath);
     }
+    check_host(&request)?;
     let routed = route::route_path(request.uri().path()).map_err(|_| Problem::BadPath)?;
     let query = request.uri().query().map(str::to_owned);
     if let Some(q) = &query {
@@ -498,16 +499,43 @@ fn bearer_token(headers: &http::HeaderMap) -> Result<&str, Problem> {
     Ok(token)
 }
 
+/// `Host` as RFC 9112 §3.2 and RFC 9113 §8.3.1 require: exactly one in an HTTP/1.1 request (at most
+/// one in HTTP/1.0), and over HTTP/2 none, or one that agrees with `:authority`. A request whose
+/// target host is ambiguous may be routed differently by whatever sits behind the registry.
+fn check_host<B>(request: &Request<B>) -> Result<(), Problem> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err(Problem::BadRequest("send one `Host` header"));
+    }
+    match request.version() {
+        http::Version::HTTP_11 if first.is_none() => Err(Problem::BadRequest(
+            "an HTTP/1.1 request needs a `Host` header",
+        )),
+        http::Version::HTTP_2 => match (first, request.uri().authority()) {
+            (Some(host), Some(authority)) if host.as_bytes() != authority.as_str().as_bytes() => {
+                Err(Problem::BadRequest("`Host` and `:authority` disagree"))
+            }
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
 /// The `Tollbu-Purpose` header: absent is allowed here (the policy answers
-/// `purpose_missing`); present must be a short token.
+/// `purpose_missing`); present must be one short token, exactly as sent (the decision and the
+/// registry must read the same value).
 fn declared_purpose(headers: &http::HeaderMap) -> Result<Option<String>, Problem> {
-    let Some(value) = headers.get(headers::PURPOSE) else {
+    let mut values = headers.get_all(headers::PURPOSE).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(Problem::BadRequest("send one `Tollbu-Purpose` header"));
+    }
     let text = value
         .to_str()
-        .map_err(|_| Problem::BadRequest("the purpose header must be ASCII"))?
-        .trim();
+        .map_err(|_| Problem::BadRequest("the purpose header must be ASCII"))?;
     let valid = !text.is_empty()
         && text.len() <= 64
         && text
@@ -545,4 +573,63 @@ fn check_declared_length(headers: &http::HeaderMap, limit: usize) -> Result<(), 
         return Err(Problem::PayloadTooLarge);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn purpose_of(values: &[&str]) -> Result<Option<String>, Problem> {
+        let mut headers = http::HeaderMap::new();
+        for v in values {
+            headers.append(headers::PURPOSE, http::HeaderValue::from_str(v).unwrap());
+        }
+        declared_purpose(&headers)
+    }
+
+    /// The value decided on is the value sent: over HTTP/2 nothing trims it (HTTP/1's parser
+    /// drops the spaces around a field), so spaces or a tab make it malformed, not equal.
+    #[test]
+    fn the_purpose_is_one_header_taken_exactly_as_sent() {
+        assert_eq!(purpose_of(&[]).unwrap(), None);
+        assert_eq!(
+            purpose_of(&["benefit-assessment"]).unwrap().as_deref(),
+            Some("benefit-assessment")
+        );
+        for bad in [
+            &[" benefit-assessment"][..],
+            &["benefit-assessment\t"],
+            &["benefit-assessment", "marketing"],
+            &[""],
+        ] {
+            assert!(
+                matches!(purpose_of(bad), Err(Problem::BadRequest(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_must_be_unambiguous() {
+        let request = |version: http::Version, uri: &str, hosts: &[&str]| {
+            let mut r = Request::builder().version(version).uri(uri);
+            for h in hosts {
+                r = r.header(header::HOST, *h);
+            }
+            r.body(()).unwrap()
+        };
+        let ok = |r: &Request<()>| check_host(r).is_ok();
+        assert!(ok(&request(http::Version::HTTP_11, "/p", &["gw"])));
+        assert!(!ok(&request(http::Version::HTTP_11, "/p", &[])));
+        assert!(!ok(&request(http::Version::HTTP_11, "/p", &["a", "b"])));
+        assert!(ok(&request(http::Version::HTTP_10, "/p", &[])));
+        assert!(ok(&request(http::Version::HTTP_2, "https://gw/p", &[])));
+        assert!(ok(&request(http::Version::HTTP_2, "https://gw/p", &["gw"])));
+        assert!(!ok(&request(
+            http::Version::HTTP_2,
+            "https://gw/p",
+            &["evil"]
+        )));
+    }
 }

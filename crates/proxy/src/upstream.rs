@@ -319,8 +319,10 @@ fn outbound_headers(incoming: &HeaderMap, a: &Assertions<'_>) -> HeaderMap {
 
 /// Caller headers never forwarded: credentials, framing we recompute, and
 /// forwarding and tracing headers the gateway sets itself.
-const DROPPED_INBOUND: [&str; 11] = [
+const DROPPED_INBOUND: [&str; 12] = [
     "authorization",
+    // The caller's claim; the registry gets the purpose the decision accepted instead.
+    "tollbu-purpose",
     "host",
     "content-length",
     "cookie",

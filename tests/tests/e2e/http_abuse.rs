@@ -369,7 +369,6 @@ async fn absolute_form_targets_and_host_tricks_are_harmless() {
     // Host is ours to set: whatever the client says, the registry sees its own.
     for host in [
         "host: evil.example\r\n",
-        "host: a\r\nhost: b\r\n",
         "host: gateway\r\nx-forwarded-host: evil.example\r\n",
     ] {
         let request = format!(
@@ -383,6 +382,22 @@ async fn absolute_form_targets_and_host_tricks_are_harmless() {
             outcome.text()
         );
     }
+    // No Host, or two (RFC 9112 §3.2), and two purposes: refused, never decided on one of them.
+    for (head, code) in [
+        ("", "bad_request"),
+        ("host: a\r\nhost: b\r\n", "bad_request"),
+        (
+            "host: gateway\r\ntollbu-purpose: marketing\r\n",
+            "bad_request",
+        ),
+    ] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\n{head}authorization: Bearer {token}\r\ntollbu-purpose: benefit-assessment\r\nconnection: close\r\n\r\n"
+        );
+        let outcome = raw_exchange(addr, request.as_bytes(), WAIT).await;
+        assert_eq!(outcome.statuses(), [400], "{head:?}: {}", outcome.text());
+        assert!(outcome.text().contains(code), "{}", outcome.text());
+    }
     let registry_host = upstream.url.trim_start_matches("http://").to_owned();
     for request in upstream.seen() {
         assert_eq!(
@@ -392,7 +407,27 @@ async fn absolute_form_targets_and_host_tricks_are_harmless() {
             request.headers
         );
         assert!(!request.headers.contains_key("x-forwarded-host"));
+        // The registry reads the purpose the decision accepted, not the caller's header.
+        assert!(!request.headers.contains_key("tollbu-purpose"));
+        assert!(request.headers.contains_key("tollbu-verified-purpose"));
     }
+    // A `%` that starts no escape, or escapes that decode to no UTF-8, are read differently by
+    // different decoders (RFC 3986 §2.1): refused in the path and in the query.
+    let seen_before = upstream.seen().len();
+    for target in [
+        format!("{path}?x=%ZZ"),
+        format!("{path}?x=%FF"),
+        format!("{path}?x=50%"),
+        "/population/persons/%ZZ".to_owned(),
+    ] {
+        let request = format!(
+            "GET {target} HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer {token}\r\ntollbu-purpose: benefit-assessment\r\nconnection: close\r\n\r\n"
+        );
+        let outcome = raw_exchange(addr, request.as_bytes(), WAIT).await;
+        assert_eq!(outcome.statuses(), [400], "{target}: {}", outcome.text());
+        assert!(outcome.text().contains("bad_path"), "{}", outcome.text());
+    }
+    assert_eq!(upstream.seen().len(), seen_before);
 }
 
 #[tokio::test]
