@@ -654,6 +654,12 @@ pub enum UpstreamBehaviour {
         content_type: &'static str,
         body: &'static str,
     },
+    /// This status, these headers and this body.
+    Answer {
+        status: u16,
+        headers: &'static [(&'static str, &'static str)],
+        body: &'static str,
+    },
 }
 
 /// A registry stand-in that records every request it parses (hyper, HTTP/1.1
@@ -732,6 +738,23 @@ impl RecordingUpstream {
                                             http::header::CONTENT_TYPE,
                                             http::HeaderValue::from_static(content_type),
                                         );
+                                        response
+                                    }
+                                    UpstreamBehaviour::Answer {
+                                        status,
+                                        headers,
+                                        body,
+                                    } => {
+                                        let mut response =
+                                            stub_json(Bytes::from_static(body.as_bytes()), false);
+                                        *response.status_mut() = StatusCode::from_u16(status)
+                                            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                                        for (name, value) in headers {
+                                            response.headers_mut().append(
+                                                http::HeaderName::from_static(name),
+                                                http::HeaderValue::from_static(value),
+                                            );
+                                        }
                                         response
                                     }
                                 };

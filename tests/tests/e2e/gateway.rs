@@ -535,3 +535,72 @@ async fn upstream_over_tls_with_private_ca_and_client_certificate() {
     let answer = env.read_person(&token, None).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
 }
+
+/// What a registry says beyond the data stays behind the gateway: its error text (which can name a
+/// person or its internals) and its own headers; a redirect to its internal address is refused.
+#[tokio::test]
+async fn registry_internals_do_not_reach_the_caller() {
+    for (behaviour, status, code) in [
+        (
+            UpstreamBehaviour::Answer {
+                status: 404,
+                headers: &[
+                    ("content-type", "application/problem+json"),
+                    ("server", "registry-db/1.2"),
+                    ("set-cookie", "session=abc"),
+                    ("x-backend", "10.9.8.7"),
+                ],
+                body: r#"{"type":"https://registry.example/problems/unknown-person","title":"no 05885624741","detail":"person 05885624741 at /srv/registry/db.rs:42","code":"x"}"#,
+            },
+            StatusCode::NOT_FOUND,
+            "upstream_error",
+        ),
+        (
+            UpstreamBehaviour::Answer {
+                status: 302,
+                headers: &[(
+                    "location",
+                    "http://10.9.8.7:8080/internal/persons/05885624741?token=abc",
+                )],
+                body: "",
+            },
+            StatusCode::BAD_GATEWAY,
+            "upstream_unfilterable",
+        ),
+    ] {
+        let registry = RecordingUpstream::start(behaviour).await;
+        let env = Env::start(Options {
+            population_upstream: Some(registry.url.clone()),
+            ..Options::default()
+        })
+        .await;
+        let token = env.token("demo-welfare", "demo:population", &[]).await;
+        let answer = env.read_person(&token, None).await;
+        assert_eq!(answer.status, status);
+        assert_eq!(answer.code(), code);
+        assert_eq!(answer.header("content-type"), "application/problem+json");
+        let text = format!(
+            "{:?} {}",
+            answer.headers,
+            String::from_utf8_lossy(&answer.body)
+        );
+        for secret in [
+            "05885624741",
+            "10.9.8.7",
+            "registry-db",
+            "session=abc",
+            "db.rs",
+        ] {
+            assert!(
+                !text.contains(secret),
+                "`{secret}` reached the caller: {text}"
+            );
+        }
+        if status == StatusCode::NOT_FOUND {
+            assert_eq!(
+                answer.json()["upstream_type"],
+                "https://registry.example/problems/unknown-person"
+            );
+        }
+    }
+}
