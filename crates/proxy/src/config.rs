@@ -399,12 +399,35 @@ impl Config {
         if self.gateway.listen.is_none() && self.gateway.tls.is_none() {
             return Err(at(0..0, "`gateway` needs `listen`, `tls`, or both".into()));
         }
+        let mut issuers_seen = std::collections::HashSet::new();
         for issuer in &self.issuers {
             parse_uri(&issuer.jwks_url).map_err(|m| at(issuer.jwks_url.span(), m))?;
-            if issuer.issuer.get_ref().is_empty() {
+            let name = issuer.issuer.get_ref();
+            if name.is_empty() {
                 return Err(at(
                     issuer.issuer.span(),
                     "`issuer` must not be empty".into(),
+                ));
+            }
+            // Tokens are matched to an issuer by `iss`: a second entry would silently replace the
+            // first one's key set and algorithms.
+            if !issuers_seen.insert(name.clone()) {
+                return Err(at(
+                    issuer.issuer.span(),
+                    format!("issuer `{name}` is defined twice"),
+                ));
+            }
+            let in_issuer =
+                |what: &str| at(issuer.issuer.span(), format!("issuer `{name}`: {what}"));
+            if issuer.max_token_age_secs <= 0 {
+                return Err(in_issuer("`max_token_age_secs` must be positive"));
+            }
+            if issuer.jwks_refresh_secs == 0 {
+                return Err(in_issuer("`jwks_refresh_secs` must be at least 1"));
+            }
+            if issuer.audience.as_deref().is_some_and(str::is_empty) {
+                return Err(in_issuer(
+                    "`audience` must not be empty (leave it out to accept tokens without `aud`)",
                 ));
             }
             parse_algorithms(issuer.algorithms.get_ref())
@@ -418,6 +441,16 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         for service in &self.services {
+            // The first path segment names the service: an id no path can spell is never routed.
+            if !crate::route::is_service_id(service.id.get_ref()) {
+                return Err(at(
+                    service.id.span(),
+                    format!(
+                        "service id `{}` must be 1-64 lowercase letters, digits, `-` or `_` (it is the first path segment)",
+                        service.id.get_ref()
+                    ),
+                ));
+            }
             if !seen.insert(service.id.get_ref().clone()) {
                 return Err(at(
                     service.id.span(),
@@ -452,6 +485,23 @@ impl Config {
                     "`audit.retention_days` must be between 1 and {MAX_RETENTION_DAYS} (leave it out to keep every record)"
                 ),
             ));
+        }
+        // A limit of 0 would read as "unlimited" to the rate limiter; a policy's own `requests = 0`
+        // is refused too.
+        for (key, value) in [
+            ("default_rate_requests", self.limits.default_rate_requests),
+            (
+                "default_rate_per_seconds",
+                self.limits.default_rate_per_seconds,
+            ),
+        ] {
+            if value == 0 {
+                let start = key_offset(text, key).unwrap_or(0);
+                return Err(at(
+                    start..start,
+                    format!("`limits.{key}` must be at least 1"),
+                ));
+            }
         }
         self.validate_retired_dirs(&at)?;
         if !matches!(self.audit.durability.as_str(), "fsync" | "relaxed") {
@@ -548,6 +598,23 @@ impl Config {
             self.base_dir.join(path)
         }
     }
+}
+
+/// Byte offset of `key = …` at the start of a line of `text`, for errors about values that carry
+/// no position of their own.
+fn key_offset(text: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return Some(offset + line.len() - trimmed.len());
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// Replaces each `${NAME}` in `text` with `lookup(NAME)`; an unset variable
@@ -825,6 +892,68 @@ pseudonym_key = "p.key"
             )
             .unwrap_err()
             .to_string();
+            assert!(
+                error.starts_with(&format!("t.toml:{line}:")) && error.contains(why),
+                "{error}"
+            );
+        }
+    }
+
+    /// Settings that parse but would run unsafely are refused, naming the line: a second issuer
+    /// with the same `iss` (it replaced the first silently), a rate of 0 (read as unlimited), a
+    /// service id no path can spell, an issuer's nonsense lifetimes or empty audience.
+    #[test]
+    fn unsafe_settings_are_refused_with_their_line() {
+        let line_of = |text: &str, needle: &str| {
+            text.lines()
+                .position(|l| l.contains(needle))
+                .map(|i| i + 1)
+                .unwrap()
+        };
+        let issuer_block = "\n[[issuer]]\nissuer = \"https://test.maskinporten.no/\"\njwks_url = \"https://other.example/jwk\"\n";
+        let cases = [
+            (
+                format!("{MINIMAL}{issuer_block}"),
+                "issuer `https://test.maskinporten.no/` is defined twice",
+                "jwks_url = \"https://other.example/jwk\"",
+            ),
+            (
+                MINIMAL.replace("[audit]", "[limits]\ndefault_rate_requests = 0\n\n[audit]"),
+                "`limits.default_rate_requests` must be at least 1",
+                "default_rate_requests = 0",
+            ),
+            (
+                MINIMAL.replace("id = \"population\"", "id = \"Pop/ulation\""),
+                "service id `Pop/ulation` must be",
+                "id = \"Pop/ulation\"",
+            ),
+            (
+                MINIMAL.replace(
+                    "jwks_url = \"https://test.maskinporten.no/jwk\"",
+                    "jwks_url = \"https://test.maskinporten.no/jwk\"\nmax_token_age_secs = -5",
+                ),
+                "`max_token_age_secs` must be positive",
+                "issuer = \"https://test.maskinporten.no/\"",
+            ),
+            (
+                MINIMAL.replace(
+                    "jwks_url = \"https://test.maskinporten.no/jwk\"",
+                    "jwks_url = \"https://test.maskinporten.no/jwk\"\naudience = \"\"",
+                ),
+                "`audience` must not be empty",
+                "issuer = \"https://test.maskinporten.no/\"",
+            ),
+        ];
+        for (text, why, at) in cases {
+            let error = Config::parse(&text, "t.toml", Path::new("."))
+                .unwrap_err()
+                .to_string();
+            // The duplicate issuer is named at its own `issuer` line, the one before `at`.
+            let line = if why.contains("defined twice") {
+                line_of(&text, at) - 1
+            } else {
+                line_of(&text, at)
+            };
             assert!(
                 error.starts_with(&format!("t.toml:{line}:")) && error.contains(why),
                 "{error}"

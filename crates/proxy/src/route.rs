@@ -141,7 +141,8 @@ fn decode(text: &str) -> Result<String, PathError> {
         .map_err(|_| PathError::InvalidEncoding)
 }
 
-fn is_service_id(candidate: &str) -> bool {
+/// Whether `candidate` can be a service id: the first path segment as routed.
+pub fn is_service_id(candidate: &str) -> bool {
     !candidate.is_empty()
         && candidate.len() <= 64
         && candidate
