@@ -84,6 +84,16 @@ pub(super) fn compile_denial(
         }
     };
     let reason = d.reason.get_ref().trim();
+    // The reason is sent to the refused caller and shown in the console: text, one line.
+    if reason.chars().any(char::is_control) {
+        diags.error(
+            src,
+            &d.reason.span(),
+            "`reason` holds a control character (a line break, tab or escape)",
+            None,
+        );
+        ok = false;
+    }
     if reason.is_empty() {
         diags.error(
             src,

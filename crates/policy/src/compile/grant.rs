@@ -216,9 +216,33 @@ fn compile_consent(
         );
         ok = false;
     }
+    if let Some(action) = &c.action
+        && action.get_ref().trim().is_empty()
+    {
+        diags.error(
+            src,
+            &action.span(),
+            "consent `action` is empty",
+            Some(
+                "leave it out for Altinn's `consent`, or name the action the consent must grant"
+                    .into(),
+            ),
+        );
+        ok = false;
+    }
     let mut metadata = Vec::new();
     for (key, value) in &c.metadata {
         let text = value.get_ref();
+        if text.trim().is_empty() {
+            diags.error(
+                src,
+                &value.span(),
+                format!("metadata `{key}` is empty"),
+                Some("write the value the consent must carry, or `{param}` for the request parameter's".into()),
+            );
+            ok = false;
+            continue;
+        }
         let expected = if let Some(name) = text.strip_prefix('{').and_then(|t| t.strip_suffix('}'))
         {
             for op in ops.iter().filter(|o| !o.has_param(name)) {

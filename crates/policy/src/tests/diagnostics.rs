@@ -165,6 +165,34 @@ fn open_grants_need_consent_and_consent_needs_a_subject() {
     );
 }
 
+/// An empty consent action or metadata value would match no consent, or one the author did not
+/// mean; a denial's reason goes to the caller and the console as one line of text.
+#[test]
+fn empty_consent_terms_and_control_characters_in_a_reason_are_refused() {
+    let text = edit(8, r#"consent = { resource = "r", action = "" }"#);
+    assert!(
+        one(&text).starts_with("g.toml:8:38: error: consent `action` is empty"),
+        "{}",
+        one(&text)
+    );
+    let text = edit(
+        8,
+        r#"consent = { resource = "r", metadata = { inntektsaar = "" } }"#,
+    );
+    assert!(
+        one(&text).starts_with("g.toml:8:56: error: metadata `inntektsaar` is empty"),
+        "{}",
+        one(&text)
+    );
+    let denial = "[[denial]]\nid = \"d\"\nservice = \"population\"\noperations = [\"get-person\"]\nconsumer = [\"310000019\"]\nreason = \"suspended\\r\\nx: y\"\n";
+    let d = diags(&format!("{GRANT}{denial}"));
+    assert!(
+        d.iter()
+            .any(|e| e.contains("error: `reason` holds a control character")),
+        "{d:#?}"
+    );
+}
+
 #[test]
 fn unknown_service() {
     assert_eq!(
