@@ -31,7 +31,7 @@ pub use log::{
     AuditConfig, AuditLog, AuditStats, DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL,
     Durability, FSYNC_BUCKETS_MICROS, FsyncHistogram, MAX_BATCH_RECORDS, MAX_SEGMENTS_PER_PRUNE,
     PruneReport, QUEUE_CAPACITY, RecoveryReport, ReindexReport, prune_closed_log,
-    reindex_closed_log,
+    prune_closed_log_in_steps, reindex_closed_log,
 };
 pub use pseudonym::{KEY_CHECK_FILE, Pseudonymiser, ensure_key_matches_log};
 pub use record::{Decision, Record};

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 pub use recover::RecoveryReport;
 pub use reindex::{ReindexReport, reindex_closed_log};
-pub use retention::prune_closed_log;
+pub use retention::{prune_closed_log, prune_closed_log_in_steps};
 use writer::Command;
 
 use crate::error::AuditError;

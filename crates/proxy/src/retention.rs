@@ -54,17 +54,17 @@ pub async fn sweep_audit_log(live: Arc<Live>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// One prune call on the active log and one on each retired log; true when the active log's
-/// stopped at its segment limit with more due.
+/// One prune call on the active log and one on each retired log; true when any stopped at its
+/// segment limit with more due.
 async fn sweep_once(live: &Live, days: u64) -> bool {
     let max_age = Duration::from_secs(days.saturating_mul(SECONDS_PER_DAY));
     let Some(cutoff) = SystemTime::now().checked_sub(max_age) else {
         return false;
     };
-    let more_due = sweep_active_log(live, days, cutoff).await;
+    let mut more_due = sweep_active_log(live, days, cutoff).await;
     let config = live.config();
     for dir in &config.audit.retired_dirs {
-        sweep_retired_log(live, days, cutoff, config.resolve(dir.get_ref())).await;
+        more_due |= sweep_retired_log(live, days, cutoff, config.resolve(dir.get_ref())).await;
     }
     more_due
 }
@@ -77,19 +77,25 @@ async fn sweep_active_log(live: &Live, days: u64, cutoff: SystemTime) -> bool {
         .is_some_and(|report| report.more_due)
 }
 
-/// Retention on a log this gateway no longer writes. A replica created after the rotation has no
-/// such log on its volume, which is not a failure. The whole backlog goes in one call (no writer
-/// shares the log), still deleted gently, since the active log's writer shares the disk.
-async fn sweep_retired_log(live: &Live, days: u64, cutoff: SystemTime, dir: PathBuf) {
+/// Retention on a log this gateway no longer writes; true when more is due. A replica created
+/// after the rotation has no such log on its volume, which is not a failure. As on the active log,
+/// at most [`tollbu_audit::MAX_SEGMENTS_PER_PRUNE`] segments go per call, deleted gently (the
+/// active log's writer shares the disk), so a long backlog never holds a shutdown for long.
+async fn sweep_retired_log(live: &Live, days: u64, cutoff: SystemTime, dir: PathBuf) -> bool {
     if !dir.join("segments").is_dir() {
         tracing::debug!(dir = %dir.display(), "audit retention: no retired log here");
-        return;
+        return false;
     }
     let target = dir.clone();
     run_prune(live, days, dir, move || {
-        tollbu_audit::prune_closed_log(&target, cutoff)
+        tollbu_audit::prune_closed_log_in_steps(
+            &target,
+            cutoff,
+            tollbu_audit::MAX_SEGMENTS_PER_PRUNE,
+        )
     })
-    .await;
+    .await
+    .is_some_and(|report| report.more_due)
 }
 
 /// Runs one prune call and reports it; a failure is logged and counted on `/metrics`, and the

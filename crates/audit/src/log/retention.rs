@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use super::PruneReport;
 use crate::error::AuditError;
-use crate::index::{BUCKET_COUNT, drop_bucket_entries_below, write_compacted};
+use crate::index::{BUCKET_COUNT, compacted_below, drop_bucket_entries_below, write_compacted};
 use crate::record::parse_time;
 use crate::segment::{FrameRead, FrameReader, SegmentInfo, list_segments, sync_dir, write_atomic};
 use crate::tile::{TILE_WIDTH, stored_count};
@@ -209,6 +209,18 @@ pub fn prune_closed_log(
     dir: &Path,
     cutoff: std::time::SystemTime,
 ) -> Result<PruneReport, AuditError> {
+    prune_closed_log_in_steps(dir, cutoff, usize::MAX)
+}
+
+/// [`prune_closed_log`] removing at most `max_segments` per call (`more_due` says when more are),
+/// for a gateway sweeping a retired log beside the one it writes: a long backlog must not hold its
+/// shutdown for minutes. The index is compacted once nothing more is due (and again by a later
+/// call if a shutdown cut that short).
+pub fn prune_closed_log_in_steps(
+    dir: &Path,
+    cutoff: std::time::SystemTime,
+    max_segments: usize,
+) -> Result<PruneReport, AuditError> {
     // Before the lock, which would create the directory.
     super::require_log(dir)?;
     let seg_dir = dir.join("segments");
@@ -218,13 +230,13 @@ pub fn prune_closed_log(
     let limit = first_kept.min(prunable_limit(published));
     let segments = list_segments(&seg_dir)?;
     let active_first = segments.last().map_or(0, |s| s.first_seq);
-    let (removable, first_retained, _) =
-        select_removable(&segments, limit, active_first, usize::MAX);
+    let (removable, first_retained, more_due) =
+        select_removable(&segments, limit, active_first, max_segments);
     if !removable.is_empty() {
         mark_pruned(dir, first_retained)?;
     }
     delete_segments(&seg_dir, &removable)?;
-    if !removable.is_empty() {
+    if !more_due && compacted_below(dir) < first_retained {
         for n in 0..BUCKET_COUNT {
             drop_bucket_entries_below(dir, n, first_retained)?;
         }
@@ -233,6 +245,6 @@ pub fn prune_closed_log(
     Ok(PruneReport {
         segments_removed: removable.len(),
         first_retained,
-        more_due: false,
+        more_due,
     })
 }
