@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -12,30 +13,57 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::gateway::GatewayState;
 use crate::live::Live;
 
-/// Serves the admin endpoints until `stop` flips.
+/// Connections the admin listener serves at once; more wait in the backlog. Probes, scrapes and a
+/// few officers need far fewer, and every connection holds a file descriptor the gateway's own
+/// listener needs too.
+const ADMIN_MAX_CONNECTIONS: usize = 256;
+
+/// Pause after a failed accept (out of file descriptors, say) rather than spinning on it.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves the admin endpoints until `stop` flips. Connections are bounded in number and, like the
+/// gateway's, in how long a request head may take, so a client that opens many and sends little
+/// can neither starve the gateway of file descriptors nor hold the listener.
 pub async fn serve(
     listener: TcpListener,
     live: Arc<Live>,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let permits = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = stop.changed() => break,
+        };
         let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted { Ok(pair) => pair, Err(_) => continue },
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "admin listener: accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
             _ = stop.changed() => break,
         };
         let live = Arc::clone(&live);
         let watcher = graceful.watcher();
+        let builder = admin_connection_builder(&live.config().limits);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |request: Request<Incoming>| {
                 let live = Arc::clone(&live);
                 async move {
@@ -45,11 +73,28 @@ pub async fn serve(
                     Ok::<_, Infallible>(route(&live, &request).await)
                 }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             let _ = watcher.watch(connection.into_owned()).await;
         });
     }
+}
+
+/// The gateway's header timeout and head limits, and few HTTP/2 streams per connection.
+fn admin_connection_builder(
+    limits: &crate::config::LimitsSection,
+) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout())
+        .max_headers(limits.max_header_count)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(16);
+    builder
 }
 
 async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>> {

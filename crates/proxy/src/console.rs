@@ -34,9 +34,6 @@ use auth::{Gate, Lifetimes, PasswordHash, Session};
 const MAX_FORM_BYTES: usize = 16 * 1024;
 /// PBKDF2 runs at once; further logins get 429 rather than queueing CPU work.
 static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-/// Compared against when the user name is unknown, so timing does not reveal valid names.
-static DUMMY_HASH: std::sync::LazyLock<Option<PasswordHash>> =
-    std::sync::LazyLock::new(|| PasswordHash::new("", auth::DEFAULT_ITERATIONS));
 
 type Body = Full<Bytes>;
 
@@ -90,10 +87,15 @@ where
         }
         _ => {}
     }
-    let users: Vec<&str> = config
+    let users: Vec<(&str, [u8; 32])> = config
         .users
         .iter()
-        .map(|u| u.name.get_ref().as_str())
+        .map(|u| {
+            (
+                u.name.get_ref().as_str(),
+                auth::credential_id(u.password_hash.get_ref()),
+            )
+        })
         .collect();
     let life = lifetimes(config);
     let gate = auth::with_sessions(|s| {
@@ -231,6 +233,15 @@ where
     }
     let user = config.users.iter().find(|u| u.name.get_ref() == &name);
     let hash = user.and_then(|u| PasswordHash::parse(u.password_hash.get_ref()).ok());
+    let credential = user.map(|u| auth::credential_id(u.password_hash.get_ref()));
+    // Every attempt costs what the dearest configured hash does (see `spend_iterations`).
+    let dearest = config
+        .users
+        .iter()
+        .filter_map(|u| PasswordHash::parse(u.password_hash.get_ref()).ok())
+        .map(|h| h.iterations)
+        .max()
+        .unwrap_or(auth::DEFAULT_ITERATIONS);
     let Ok(_permit) = HASHING.try_acquire() else {
         return html_response(
             StatusCode::TOO_MANY_REQUESTS,
@@ -239,15 +250,13 @@ where
             )),
         );
     };
-    let checked = tokio::task::spawn_blocking(move || match hash {
-        Some(hash) => hash.verify(&password),
-        None => {
-            // Spend the same time on unknown names.
-            if let Some(dummy) = DUMMY_HASH.as_ref() {
-                let _ = dummy.verify(&password);
-            }
-            false
-        }
+    let checked = tokio::task::spawn_blocking(move || {
+        let (matches, spent) = match hash {
+            Some(hash) => (hash.verify(&password), hash.iterations),
+            None => (false, 0),
+        };
+        auth::spend_iterations(dearest.saturating_sub(spent));
+        matches
     })
     .await
     .unwrap_or(false);
@@ -275,9 +284,9 @@ where
             "the audit log is not accepting records; the console is closed until it does",
         );
     }
-    let Some((token, _)) =
-        auth::with_sessions(|s| s.create(&name, state.audit.dir().to_path_buf(), now))
-    else {
+    let Some((token, _)) = credential.and_then(|credential| {
+        auth::with_sessions(|s| s.create(&name, credential, state.audit.dir().to_path_buf(), now))
+    }) else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "no randomness available");
     };
     let cookie = auth::session_cookie(
@@ -347,16 +356,24 @@ impl Ctx {
 }
 
 /// Reads an `application/x-www-form-urlencoded` body of at most [`MAX_FORM_BYTES`].
+/// Longest a form's body may take to arrive.
+const FORM_READ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn read_form<B>(request: Request<B>) -> Option<HashMap<String, String>>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let body = Limited::new(request.into_body(), MAX_FORM_BYTES)
-        .collect()
-        .await
-        .ok()?
-        .to_bytes();
+    // The header timeout does not cover the body: a form trickled byte by byte must not hold the
+    // connection for minutes.
+    let body = tokio::time::timeout(
+        FORM_READ_DEADLINE,
+        Limited::new(request.into_body(), MAX_FORM_BYTES).collect(),
+    )
+    .await
+    .ok()?
+    .ok()?
+    .to_bytes();
     Some(parse_form(std::str::from_utf8(&body).ok()?))
 }
 

@@ -757,3 +757,31 @@ async fn chunked_request_body_over_the_limit_is_413_even_if_the_registry_answers
         "no more than the limit was forwarded"
     );
 }
+
+/// The admin listener (health, metrics, proofs, the officer console) has the gateway's header
+/// timeout too: a client sending half a request head is cut off, and the listener keeps serving.
+/// Without it one client could hold connections until the process ran out of file descriptors,
+/// taking the gateway's own port down with it.
+#[tokio::test]
+async fn a_half_sent_request_head_on_the_admin_port_is_cut_off_at_the_header_read_timeout() {
+    let env = Env::start(short_header_read_timeout()).await;
+    let admin = env.gateway().admin_addr;
+    let mut stream = TcpStream::connect(admin).await.unwrap();
+    stream
+        .write_all(b"GET /console/login HTTP/1.1\r\nhost: admin\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the admin listener held a half-sent head for 10 s"
+    );
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "closed, or 408: {text}"
+    );
+    let health = get(&format!("{}/healthz", env.admin()), &[]).await;
+    assert_eq!(health.status, StatusCode::OK);
+}

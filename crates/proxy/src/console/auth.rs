@@ -107,6 +107,21 @@ impl PasswordHash {
     }
 }
 
+/// Identifies the password hash a session was opened with (its PHC string, hashed), so that
+/// changing an officer's password ends the sessions opened with the old one.
+pub fn credential_id(password_hash: &str) -> [u8; 32] {
+    Sha256::digest(password_hash.as_bytes()).into()
+}
+
+/// Runs PBKDF2 for `iterations` and discards the result: a login with an unknown name, or with a
+/// hash of fewer iterations than another user's, takes as long as the dearest one, so the time
+/// does not tell which names exist.
+pub fn spend_iterations(iterations: u32) {
+    if iterations > 0 {
+        let _ = pbkdf2_sha256(b"", b"tollbu-console-padding", iterations);
+    }
+}
+
 /// HMAC-SHA-256 keyed state with the inner and outer pads absorbed once (RFC 2104).
 struct HmacSha256 {
     inner: Sha256,
@@ -189,6 +204,9 @@ pub struct Session {
     pub csrf: String,
     /// The audit directory of the gateway that issued it (one process may run several).
     pub scope: PathBuf,
+    /// [`credential_id`] of the password hash the officer logged in with: a new password (or the
+    /// name given to someone else) ends the session at its next request.
+    credential: [u8; 32],
     created: Instant,
     last_seen: Instant,
 }
@@ -216,6 +234,7 @@ impl Sessions {
     pub fn create(
         &mut self,
         user: &str,
+        credential: [u8; 32],
         scope: PathBuf,
         now: Instant,
     ) -> Option<(String, Session)> {
@@ -224,6 +243,7 @@ impl Sessions {
             user: user.to_owned(),
             csrf: random_token()?,
             scope,
+            credential,
             created: now,
             last_seen: now,
         };
@@ -341,7 +361,7 @@ pub fn gate(
     headers: &http::HeaderMap,
     path: &str,
     life: Lifetimes,
-    users: &[&str],
+    users: &[(&str, [u8; 32])],
     scope: &std::path::Path,
     now: Instant,
 ) -> Gate {
@@ -354,8 +374,11 @@ pub fn gate(
         return refuse;
     };
     match sessions.get(token, life, now) {
-        // A user removed from the config (and reloaded) loses its sessions at once.
-        Some(s) if users.contains(&s.user.as_str()) && s.scope == scope => Gate::Pass(s),
+        // A user removed from the config (and reloaded), or given a new password, loses its
+        // sessions at their next request.
+        Some(s) if users.contains(&(s.user.as_str(), s.credential)) && s.scope == scope => {
+            Gate::Pass(s)
+        }
         Some(_) => {
             sessions.remove(token);
             refuse
@@ -455,7 +478,7 @@ mod tests {
         let mut s = Sessions::default();
         let t0 = Instant::now();
         let scope = PathBuf::from("/a");
-        let (token, session) = s.create("so", scope.clone(), t0).unwrap();
+        let (token, session) = s.create("so", [1; 32], scope.clone(), t0).unwrap();
         assert_eq!(token.len(), 64);
         assert_ne!(token, session.csrf);
         // Active use keeps it alive until the absolute limit.
@@ -468,7 +491,7 @@ mod tests {
         assert!(s.get(&token, LIFE, t).is_none(), "past the absolute ttl");
         assert!(s.get(&token, LIFE, t0).is_none(), "removed once expired");
         // Idle expiry.
-        let (token, _) = s.create("so", scope, t0).unwrap();
+        let (token, _) = s.create("so", [1; 32], scope, t0).unwrap();
         assert!(s.get(&token, LIFE, t0 + Duration::from_secs(599)).is_some());
         assert!(
             s.get(&token, LIFE, t0 + Duration::from_secs(1199))
@@ -481,26 +504,25 @@ mod tests {
         let mut s = Sessions::default();
         let now = Instant::now();
         let scope = PathBuf::from("/a");
-        let gate_for = |s: &mut Sessions, cookie: Option<&str>, path: &str, users: &[&str]| {
-            gate(s, &headers(cookie), path, LIFE, users, &scope, now)
-        };
+        let gate_for =
+            |s: &mut Sessions, cookie: Option<&str>, path: &str, users: &[(&str, [u8; 32])]| {
+                gate(s, &headers(cookie), path, LIFE, users, &scope, now)
+            };
+        let so = [("so", [1u8; 32])];
+        assert_eq!(gate_for(&mut s, None, "/console/records", &so), Gate::Login);
         assert_eq!(
-            gate_for(&mut s, None, "/console/records", &["so"]),
-            Gate::Login
-        );
-        assert_eq!(
-            gate_for(&mut s, None, "/console/api/records", &["so"]),
+            gate_for(&mut s, None, "/console/api/records", &so),
             Gate::Unauthorized
         );
         let forged = format!("{COOKIE}={}", "0".repeat(64));
         assert_eq!(
-            gate_for(&mut s, Some(&forged), "/console/verify", &["so"]),
+            gate_for(&mut s, Some(&forged), "/console/verify", &so),
             Gate::Login
         );
-        let (token, _) = s.create("so", scope.clone(), now).unwrap();
+        let (token, _) = s.create("so", [1; 32], scope.clone(), now).unwrap();
         let good = format!("other=1; {COOKIE}={token}");
         assert!(matches!(
-            gate_for(&mut s, Some(&good), "/console/api/verify", &["so"]),
+            gate_for(&mut s, Some(&good), "/console/api/verify", &so),
             Gate::Pass(ref session) if session.user == "so"
         ));
         // Another gateway in the same process does not accept it.
@@ -510,17 +532,29 @@ mod tests {
                 &headers(Some(&good)),
                 "/console/x",
                 LIFE,
-                &["so"],
+                &so,
                 std::path::Path::new("/b"),
                 now
             ),
             Gate::Login
         );
         // A user removed from the config loses the session.
-        let (token, _) = s.create("gone", scope.clone(), now).unwrap();
+        let (token, _) = s.create("gone", [1; 32], scope.clone(), now).unwrap();
         let cookie = format!("{COOKIE}={token}");
         assert_eq!(
-            gate_for(&mut s, Some(&cookie), "/console/api/x", &["so"]),
+            gate_for(&mut s, Some(&cookie), "/console/api/x", &so),
+            Gate::Unauthorized
+        );
+        // So does one whose password was changed: the session was opened with the old one, and it
+        // does not come back when the old password does.
+        let (token, _) = s.create("so", [1; 32], scope.clone(), now).unwrap();
+        let cookie = format!("{COOKIE}={token}");
+        assert_eq!(
+            gate_for(&mut s, Some(&cookie), "/console/api/x", &[("so", [2; 32])]),
+            Gate::Unauthorized
+        );
+        assert_eq!(
+            gate_for(&mut s, Some(&cookie), "/console/api/x", &so),
             Gate::Unauthorized
         );
     }
