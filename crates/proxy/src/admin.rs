@@ -126,6 +126,14 @@ async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>
                 state.audit.consistency_proof(from, to)
             })
         }
+        // Operators reload with curl or a probe, which send no `Origin`; a browser always does on a
+        // POST, so a page an officer happens to open cannot make the gateway reload.
+        (&Method::POST, "/admin/reload") if request.headers().contains_key(header::ORIGIN) => {
+            json_response(
+                StatusCode::FORBIDDEN,
+                &json!({"reloaded": false, "error": "reload is not accepted from a browser page (it sent `Origin`)"}),
+            )
+        }
         (&Method::POST, "/admin/reload") => match live.reload().await {
             Ok(report) => {
                 json_response(StatusCode::OK, &json!({"reloaded": true, "report": report}))

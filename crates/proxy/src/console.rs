@@ -224,6 +224,18 @@ where
     let password = form.get("password").cloned().unwrap_or_default();
     let now = Instant::now();
     if auth::with_sessions(|s| s.locked(&name, now)) {
+        // Attempts on a locked name are recorded too: an officer reviewing logins sees the attack
+        // go on, not stop at the fifth try.
+        let mut record = console_record(
+            &login_consumer(config, &name),
+            "login",
+            "/console/login",
+            None,
+            now,
+        );
+        record.decision = Decision::Deny;
+        record.reason = Some("locked_out".into());
+        let _ = state.audit.append(record).await;
         return html_response(
             StatusCode::TOO_MANY_REQUESTS,
             pages::login(Some(
@@ -260,12 +272,7 @@ where
     })
     .await
     .unwrap_or(false);
-    let known = user.is_some();
-    let consumer = if known {
-        format!("console:{name}")
-    } else {
-        "console:unknown".to_owned()
-    };
+    let consumer = login_consumer(config, &name);
     if !checked {
         auth::with_sessions(|s| s.failed(&name, now));
         let mut record = console_record(&consumer, "login", "/console/login", None, now);
@@ -295,6 +302,16 @@ where
         config.cookie_secure,
     );
     redirect("/console/records", Some(cookie))
+}
+
+/// Who a login attempt is recorded as: the officer named, or `console:unknown` for a name that is
+/// not configured (a mistyped or guessed name is not written into the log).
+fn login_consumer(config: &ConsoleSection, name: &str) -> String {
+    if config.users.iter().any(|u| u.name.get_ref() == name) {
+        format!("console:{name}")
+    } else {
+        "console:unknown".to_owned()
+    }
 }
 
 /// A record of a console action.

@@ -744,3 +744,60 @@ async fn the_console_refuses_filters_it_cannot_apply() {
     assert_eq!(fine.status, StatusCode::OK);
     assert_eq!(fine.json()["unreadable"], 0);
 }
+
+/// Logins are audited, and so are attempts on a name locked after five failures: an officer
+/// reviewing the log sees a guessing attack go on, not stop at the fifth try.
+#[tokio::test]
+async fn attempts_on_a_locked_console_name_are_recorded() {
+    let mut env = Env::start(Options {
+        extra_config: console_section("the-right-password"),
+        ..Options::default()
+    })
+    .await;
+    let admin = env.gateway().admin_addr;
+    let attempt = |password: &'static str| async move {
+        let form = format!("user=officer&password={password}");
+        raw_exchange(
+            admin,
+            format!(
+                "POST /console/login HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+                form.len()
+            )
+            .as_bytes(),
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .statuses()
+    };
+    for _ in 0..5 {
+        assert_eq!(attempt("guess").await, [401]);
+    }
+    assert_eq!(attempt("guess").await, [429]);
+    assert_eq!(attempt("the-right-password").await, [429]);
+    env.stop_gateway().await;
+    let logins = tooling::query(
+        &env.audit_dir(),
+        &Query {
+            service: Some("console".into()),
+            ..Query::default()
+        },
+        None,
+        true,
+    );
+    assert!(logins.ok, "{}", logins.text);
+    let reasons: Vec<String> = logins
+        .text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("a record")["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "bad_credentials").count(),
+        5
+    );
+    assert_eq!(reasons.iter().filter(|r| *r == "locked_out").count(), 2);
+}

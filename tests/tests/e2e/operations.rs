@@ -134,6 +134,16 @@ async fn broken_policy_reload_is_refused_and_the_old_set_keeps_serving() {
         good.replace("\"benefit-assessment\"", "\"benefit-review\""),
     )
     .unwrap();
+    // A page in an officer's browser cannot make the gateway reload: browsers send `Origin`.
+    let from_a_page = raw_exchange(
+        env.gateway().admin_addr,
+        b"POST /admin/reload HTTP/1.1\r\nhost: admin\r\norigin: https://elsewhere.example\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(from_a_page.statuses(), [403], "{}", from_a_page.text());
+    let old_purpose_still = get(&url, &auth(&token, Some("benefit-assessment"), &mut s)).await;
+    assert_eq!(old_purpose_still.status, StatusCode::OK, "not reloaded");
     let applied = post(&format!("{}/admin/reload", env.admin())).await;
     assert_eq!(
         applied.status,
