@@ -397,11 +397,17 @@ async fn write_log_with_year_old_records(
 
 /// A `[console]` section with one officer, `officer`, whose password is `password`.
 fn console_section(password: &str) -> String {
+    console_section_for("officer", password)
+}
+
+/// A `[console]` section with one officer `user`. (Sessions and failed logins are kept per
+/// process: a test that counts failures needs a name no other test logs in with.)
+fn console_section_for(user: &str, password: &str) -> String {
     let hash = tollbu_proxy::console::auth::PasswordHash::new(password, 100_000)
         .expect("a salt")
         .to_phc();
     format!(
-        "\n[console]\nenabled = true\nusers = [{{ name = \"officer\", password_hash = \"{hash}\" }}]\n"
+        "\n[console]\nenabled = true\nusers = [{{ name = \"{user}\", password_hash = \"{hash}\" }}]\n"
     )
 }
 
@@ -750,13 +756,13 @@ async fn the_console_refuses_filters_it_cannot_apply() {
 #[tokio::test]
 async fn attempts_on_a_locked_console_name_are_recorded() {
     let mut env = Env::start(Options {
-        extra_config: console_section("the-right-password"),
+        extra_config: console_section_for("locked-officer", "the-right-password"),
         ..Options::default()
     })
     .await;
     let admin = env.gateway().admin_addr;
     let attempt = |password: &'static str| async move {
-        let form = format!("user=officer&password={password}");
+        let form = format!("user=locked-officer&password={password}");
         raw_exchange(
             admin,
             format!(
