@@ -92,6 +92,26 @@ impl Diags {
         });
     }
 
+    /// A one-line text shown to people (a title, an agreement): its value, with an error when it
+    /// holds a control character (a line break, tab or escape would reach pages and answers).
+    pub(crate) fn plain_text(
+        &mut self,
+        src: Src<'_>,
+        field: Option<&syntax::S<String>>,
+        name: &str,
+    ) -> Option<String> {
+        let field = field?;
+        if field.get_ref().chars().any(char::is_control) {
+            self.error(
+                src,
+                &field.span(),
+                format!("`{name}` holds a control character (a line break, tab or escape)"),
+                None,
+            );
+        }
+        Some(field.get_ref().clone())
+    }
+
     /// Reports `op` as an operation `service` does not have, listing those it has.
     pub(crate) fn unknown_operation(
         &mut self,

@@ -200,7 +200,28 @@ pub(crate) fn read_policy_sources(dir: &Path) -> Result<Vec<(String, String)>, P
     paths
         .into_iter()
         .map(|p| {
-            let text = std::fs::read_to_string(&p).map_err(|e| io_error(&p, e))?;
+            let bytes = std::fs::read(&p).map_err(|e| io_error(&p, e))?;
+            let text = String::from_utf8(bytes).map_err(|e| {
+                // Name where the first byte that is not UTF-8 is, as every other error does.
+                let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+                let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+                let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                let column = String::from_utf8_lossy(&valid[line_start..])
+                    .chars()
+                    .count()
+                    + 1;
+                PolicyLoadError {
+                    errors: vec![Diagnostic {
+                        file: p.display().to_string(),
+                        line,
+                        column,
+                        severity: Severity::Error,
+                        message: "the file is not UTF-8 text".into(),
+                        help: Some("save it as UTF-8".into()),
+                    }],
+                    warnings: Vec::new(),
+                }
+            })?;
             Ok((p.display().to_string(), text))
         })
         .collect()

@@ -124,3 +124,22 @@ fn who_can_and_catalog_report_from_the_repository_policies() {
             .contains("metadata `inntektsaar` covers the request's `year`")
     );
 }
+
+/// A policy file that is not UTF-8 is named at the first byte that is not, like every other error.
+#[test]
+fn a_file_that_is_not_utf8_is_named_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        b"[[service]]\nid = \"population\"\ntitle = \"Folkeregister \xff\"\n",
+    )
+    .unwrap();
+    let Err(e) = PolicySet::load_dir(dir.path()) else {
+        panic!("a file that is not UTF-8 loaded");
+    };
+    let shown = e.errors[0].to_string();
+    assert!(
+        shown.contains("broken.toml:3:24: error: the file is not UTF-8 text"),
+        "{shown}"
+    );
+}

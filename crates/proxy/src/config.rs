@@ -350,9 +350,20 @@ fn default_checkpoint_interval() -> u64 {
 impl Config {
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid =
+                String::from_utf8_lossy(&e.as_bytes()[..e.utf8_error().valid_up_to()]).into_owned();
+            let (line, column) = line_col(&valid, valid.len());
+            ConfigError::Invalid {
+                path: path.display().to_string(),
+                line,
+                column,
+                message: "the file is not UTF-8 text".into(),
+            }
         })?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Config::parse(&text, &path.display().to_string(), &base_dir)
@@ -959,6 +970,22 @@ pseudonym_key = "p.key"
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn a_config_file_that_is_not_utf8_is_named_with_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        let mut bytes = MINIMAL.replace("[audit]", "[audit]\n# \u{0}").into_bytes();
+        let at = bytes.iter().position(|b| *b == 0).unwrap();
+        bytes[at] = 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let error = Config::load(&path).unwrap_err().to_string();
+        let line = MINIMAL.lines().position(|l| l == "[audit]").unwrap() + 2;
+        assert!(
+            error.contains(&format!("t.toml:{line}:3:")) && error.contains("not UTF-8"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -177,8 +177,8 @@ pub(super) fn compile_grant(
     };
     let grant = Grant {
         id: id.clone(),
-        title: d.title.as_ref().map(|t| t.get_ref().clone()),
-        agreement: d.agreement.as_ref().map(|t| t.get_ref().clone()),
+        title: diags.plain_text(src, d.title.as_ref(), "title"),
+        agreement: diags.plain_text(src, d.agreement.as_ref(), "agreement"),
         service: service.id.clone(),
         consumers,
         suppliers,

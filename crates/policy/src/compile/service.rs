@@ -76,7 +76,7 @@ pub(super) fn compile_service(
 
     let service = Service {
         id: id.clone(),
-        title: decl.title.as_ref().map(|t| t.get_ref().clone()),
+        title: diags.plain_text(src, decl.title.as_ref(), "title"),
         subject,
         fields,
         operations,
@@ -248,7 +248,7 @@ fn compile_operation(
     }
     let mut op = Operation {
         id: id.clone(),
-        title: decl.title.as_ref().map(|t| t.get_ref().clone()),
+        title: diags.plain_text(src, decl.title.as_ref(), "title"),
         method: method.clone(),
         template,
         query,

@@ -168,7 +168,7 @@ fn open_grants_need_consent_and_consent_needs_a_subject() {
 /// An empty consent action or metadata value would match no consent, or one the author did not
 /// mean; a denial's reason goes to the caller and the console as one line of text.
 #[test]
-fn empty_consent_terms_and_control_characters_in_a_reason_are_refused() {
+fn empty_consent_terms_and_control_characters_in_shown_texts_are_refused() {
     let text = edit(8, r#"consent = { resource = "r", action = "" }"#);
     assert!(
         one(&text).starts_with("g.toml:8:38: error: consent `action` is empty"),
@@ -183,6 +183,15 @@ fn empty_consent_terms_and_control_characters_in_a_reason_are_refused() {
         one(&text).starts_with("g.toml:8:56: error: metadata `inntektsaar` is empty"),
         "{}",
         one(&text)
+    );
+    let titled = GRANT.replace(
+        "service = \"population\"",
+        "service = \"population\"\ntitle = \"Welfare \\u001b[31mred\"",
+    );
+    assert!(
+        one(&titled).starts_with("g.toml:4:9: error: `title` holds a control character"),
+        "{}",
+        one(&titled)
     );
     let denial = "[[denial]]\nid = \"d\"\nservice = \"population\"\noperations = [\"get-person\"]\nconsumer = [\"310000019\"]\nreason = \"suspended\\r\\nx: y\"\n";
     let d = diags(&format!("{GRANT}{denial}"));
