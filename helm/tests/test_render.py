@@ -251,6 +251,36 @@ def test_retired_generations_are_swept_with_the_active_log():
     assert "retiredGenerations lists g1, the current generation" in result.stderr, result.stderr
 
 
+# Settings the schema accepts one by one but that, together, would crash-loop the pod or fail its
+# probes: the chart refuses them at render time, naming the values.
+CRASH_LOOP_VALUES = [
+    (["--set", "admin.port=8080"], "must differ"),
+    (["--set", "gateway.bindAddress=127.0.0.1"], "loopback"),
+    (["--set", "terminationGracePeriodSeconds=5"], "must exceed config.limits.shutdown_grace_ms"),
+    (["--set", "config.limits.shutdown_grace_ms=60000"], "must exceed config.limits.shutdown_grace_ms"),
+    (["--set", "config.services[0].id=population", "--set", "config.services[0].upstream=https://r.example",
+      "--set", "config.services[0].mtls=true"], "mtls needs tlsSecret"),
+    (["--set", "config.services[0].id=population", "--set", "config.services[0].upstream=https://r.example",
+      "--set", "config.services[0].issuers={https://maskinporten.no/}"], "is not one of config.issuers"),
+    (["--set", "commonLabels.app\\.kubernetes\\.io/name=other"], "may not set app.kubernetes.io/name"),
+    (["--set", "gateway.tls.enabled=true", "--set", "certManager.enabled=true",
+      "--set", "certManager.issuerRef.name=ca", "--set", "certManager.privateKey.algorithm=RSA"], "an RSA key is"),
+]
+
+
+@pytest.mark.parametrize("args,needle", CRASH_LOOP_VALUES, ids=[" ".join(a) for a, _ in CRASH_LOOP_VALUES])
+def test_settings_that_would_crash_loop_the_pod_are_refused(args, needle):
+    result = helm_template(*args, check=False)
+    assert result.returncode != 0, f"rendered: {args}"
+    assert needle in result.stderr, result.stderr
+
+
+def test_a_longer_shutdown_grace_renders_with_a_longer_termination_grace_and_upstream_connections_are_settable():
+    docs = render("--set", "config.limits.shutdown_grace_ms=60000", "--set", "terminationGracePeriodSeconds=70",
+                  "--set", "config.limits.upstream_max_connections=512")
+    assert config_toml(docs)["limits"]["upstream_max_connections"] == 512
+
+
 def test_audit_retention_is_rendered_only_when_set():
     assert "retention_days" not in config_toml(render())["audit"]
     config = config_toml(render("--set", "config.audit.retentionDays=400"))
