@@ -284,13 +284,10 @@ async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_ver
     // The console's citizen view (here its JSON) says where the kept records start: which of the
     // removed records concerned anyone is no longer recorded.
     let session = console_login(&env, password).await;
-    let view = get(
-        &format!(
-            "{}/console/api/citizen?subject={}",
-            env.admin(),
-            "ab".repeat(32)
-        ),
-        &[("cookie", &session)],
+    let view = console_get(
+        &env,
+        &session,
+        &format!("/console/api/citizen?subject={}", "ab".repeat(32)),
     )
     .await;
     assert_eq!(
@@ -306,13 +303,10 @@ async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_ver
         view.json()
     );
     // And so does the page an officer reads (records below 1,200 all carry the same time).
-    let page = get(
-        &format!(
-            "{}/console/citizen?subject={}",
-            env.admin(),
-            "ab".repeat(32)
-        ),
-        &[("cookie", &session)],
+    let page = console_get(
+        &env,
+        &session,
+        &format!("/console/citizen?subject={}", "ab".repeat(32)),
     )
     .await;
     assert_eq!(page.status, StatusCode::OK);
@@ -411,11 +405,15 @@ fn console_section_for(user: &str, password: &str) -> String {
     )
 }
 
-/// Logs `officer` into the console and returns the session cookie (`name=value`).
-async fn console_login(env: &Env, password: &str) -> String {
-    let admin = env.gateway().admin_addr;
-    let form = format!("user=officer&password={password}");
-    let login = raw_exchange(
+/// `GET` of a console path (`/console/…`) with the session cookie.
+async fn console_get(env: &Env, session: &str, path: &str) -> Answer {
+    get(&format!("{}{path}", env.admin()), &[("cookie", session)]).await
+}
+
+/// A login form posted to the console at `admin`.
+async fn post_login(admin: std::net::SocketAddr, user: &str, password: &str) -> RawOutcome {
+    let form = format!("user={user}&password={password}");
+    raw_exchange(
         admin,
         format!(
             "POST /console/login HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
@@ -425,7 +423,13 @@ async fn console_login(env: &Env, password: &str) -> String {
         std::time::Duration::from_secs(30),
     )
     .await
-    .text();
+}
+
+/// Logs `officer` into the console and returns the session cookie (`name=value`).
+async fn console_login(env: &Env, password: &str) -> String {
+    let login = post_login(env.gateway().admin_addr, "officer", password)
+        .await
+        .text();
     login
         .lines()
         .find_map(|l| {
@@ -590,9 +594,10 @@ async fn retention_days_applies_to_retired_logs_on_the_volume() {
         tollbu_audit::Pseudonymiser::from_key_file(&certs_dir().join("audit-pseudonym.key"))
             .expect("the pseudonym key")
             .pseudonym(&person);
-    let view = get(
-        &format!("{}/console/api/citizen?subject={pseudonym}", env.admin()),
-        &[("cookie", &session)],
+    let view = console_get(
+        &env,
+        &session,
+        &format!("/console/api/citizen?subject={pseudonym}"),
     )
     .await;
     assert_eq!(view.status, StatusCode::OK);
@@ -631,9 +636,10 @@ async fn retention_days_applies_to_retired_logs_on_the_volume() {
             .is_some_and(|why| why.contains("not the one")),
         "{view}"
     );
-    let page = get(
-        &format!("{}/console/citizen?subject={pseudonym}", env.admin()),
-        &[("cookie", &session)],
+    let page = console_get(
+        &env,
+        &session,
+        &format!("/console/citizen?subject={pseudonym}"),
     )
     .await;
     let html = String::from_utf8_lossy(&page.body);
@@ -688,18 +694,20 @@ async fn the_citizen_view_says_when_it_shows_only_the_newest_requests() {
 
     env.restart_gateway().await;
     let session = console_login(&env, password).await;
-    let view = get(
-        &format!("{}/console/api/citizen?subject={subject}", env.admin()),
-        &[("cookie", &session)],
+    let view = console_get(
+        &env,
+        &session,
+        &format!("/console/api/citizen?subject={subject}"),
     )
     .await;
     assert_eq!(view.status, StatusCode::OK);
     let view = view.json();
     assert_eq!(view["requests"].as_array().map(Vec::len), Some(10_000));
     assert_eq!(view["truncated"], true);
-    let page = get(
-        &format!("{}/console/citizen?subject={subject}", env.admin()),
-        &[("cookie", &session)],
+    let page = console_get(
+        &env,
+        &session,
+        &format!("/console/citizen?subject={subject}"),
     )
     .await;
     let html = String::from_utf8_lossy(&page.body);
@@ -762,18 +770,9 @@ async fn attempts_on_a_locked_console_name_are_recorded() {
     .await;
     let admin = env.gateway().admin_addr;
     let attempt = |password: &'static str| async move {
-        let form = format!("user=locked-officer&password={password}");
-        raw_exchange(
-            admin,
-            format!(
-                "POST /console/login HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
-                form.len()
-            )
-            .as_bytes(),
-            std::time::Duration::from_secs(30),
-        )
-        .await
-        .statuses()
+        post_login(admin, "locked-officer", password)
+            .await
+            .statuses()
     };
     for _ in 0..5 {
         assert_eq!(attempt("guess").await, [401]);
