@@ -34,7 +34,7 @@ impl IndexCheck {
     }
 
     /// Notes the entries record `seq` (at `offset` in the segment starting at `segment`) implies.
-    pub(crate) fn expect(&mut self, seq: u64, segment: u64, offset: u64, record: &Record) {
+    pub(crate) fn note_record(&mut self, seq: u64, segment: u64, offset: u64, record: &Record) {
         if !self.covered.contains(&seq) {
             return;
         }

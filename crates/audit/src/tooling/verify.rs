@@ -480,7 +480,7 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
                 FrameRead::Frame { offset, payload } => {
                     match decode(&payload) {
                         Ok(rec) => {
-                            index_check.expect(pos, seg.first_seq, offset, &rec.record);
+                            index_check.note_record(pos, seg.first_seq, offset, &rec.record);
                             let shift = i128::from(rec.seq) - i128::from(pos);
                             if shift != seq_shift && shift != 0 {
                                 s.problem(
