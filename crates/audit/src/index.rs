@@ -201,7 +201,6 @@ pub(crate) fn entry_bytes(
     offset: u64,
 ) -> (usize, [u8; ENTRY_BYTES]) {
     let k = key16(key);
-    let kind_number = INDEX_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
     let entry = encode_entry(
         &k,
         Location {
@@ -210,7 +209,28 @@ pub(crate) fn entry_bytes(
             offset,
         },
     );
-    (kind_number * 256 + usize::from(k[0]), entry)
+    (bucket_number((kind, k[0])), entry)
+}
+
+/// A bucket's number, of [`BUCKET_COUNT`] (the order compaction and `verify` walk them in).
+fn bucket_number((kind, first_byte): Bucket) -> usize {
+    let kind_number = INDEX_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+    kind_number * 256 + usize::from(first_byte)
+}
+
+/// The bucket numbered `n` by [`bucket_number`], if there is one.
+fn numbered_bucket(n: usize) -> Option<Bucket> {
+    let kind = INDEX_KINDS.get(n / 256)?;
+    Some((*kind, (n % 256) as u8))
+}
+
+/// A bucket's bytes; a bucket never written holds none.
+fn read_bucket(path: PathBuf) -> Result<Vec<u8>, AuditError> {
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(AuditError::Io { path, source: e }),
+    }
 }
 
 /// An entry's record number and its 40 bytes.
@@ -222,22 +242,16 @@ pub(crate) fn bucket_entries(
     dir: &Path,
     n: usize,
 ) -> Result<(String, Vec<NumberedEntry>), AuditError> {
-    let kind = INDEX_KINDS
-        .get(n / 256)
-        .copied()
-        .unwrap_or(IndexKind::Subject);
-    let path = bucket_path(dir, (kind, (n % 256) as u8));
+    let Some(bucket) = numbered_bucket(n) else {
+        return Ok((format!("bucket {n}"), Vec::new()));
+    };
+    let path = bucket_path(dir, bucket);
     let name = path
         .strip_prefix(dir)
         .unwrap_or(&path)
         .display()
         .to_string();
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(AuditError::Io { path, source: e }),
-    };
-    let entries = bytes
+    let entries = read_bucket(path)?
         .chunks_exact(ENTRY_BYTES)
         .map(|c| {
             let mut entry = [0u8; ENTRY_BYTES];
@@ -271,15 +285,11 @@ pub(crate) fn drop_bucket_entries_below(
     n: usize,
     below: u64,
 ) -> Result<u64, AuditError> {
-    let Some(kind) = INDEX_KINDS.get(n / 256) else {
+    let Some(bucket) = numbered_bucket(n) else {
         return Ok(0);
     };
-    let path = bucket_path(dir, (*kind, (n % 256) as u8));
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(AuditError::Io { path, source: e }),
-    };
+    let path = bucket_path(dir, bucket);
+    let bytes = read_bucket(path.clone())?;
     let kept: Vec<u8> = bytes
         .chunks_exact(ENTRY_BYTES)
         .filter(|entry| entry_seq(entry) >= below)
@@ -290,7 +300,7 @@ pub(crate) fn drop_bucket_entries_below(
         return Ok(0);
     }
     replace_file(&path, &kept)?;
-    let kind_dir = dir.join("index").join(kind.dir());
+    let kind_dir = dir.join("index").join(bucket.0.dir());
     sync_dir(&kind_dir).map_err(AuditError::io(&kind_dir))?;
     Ok(((bytes.len() - kept.len()) / ENTRY_BYTES) as u64)
 }
@@ -354,12 +364,7 @@ pub fn watermark(dir: &Path) -> Watermark {
 /// Locations of records whose `kind` key equals `key`, sorted and without duplicates.
 pub fn lookup(dir: &Path, kind: IndexKind, key: &str) -> Result<Vec<Location>, AuditError> {
     let k = key16(key);
-    let path = bucket_path(dir, (kind, k[0]));
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(AuditError::Io { path, source: e }),
-    };
+    let bytes = read_bucket(bucket_path(dir, (kind, k[0])))?;
     let mut out: Vec<Location> = bytes
         .chunks_exact(ENTRY_BYTES)
         .filter(|c| c[..16] == k)
