@@ -654,6 +654,9 @@ pub enum UpstreamBehaviour {
         content_type: &'static str,
         body: &'static str,
     },
+    /// The person record as soon as the head is in, leaving the request body unread
+    /// (RFC 9112 allows a server to answer before reading it).
+    PersonBodyUnread,
     /// This status, these headers and this body.
     Answer {
         status: u16,
@@ -700,11 +703,15 @@ impl RecordingUpstream {
                                 let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                                 shared.peak.fetch_max(now, Ordering::SeqCst);
                                 let (parts, body) = req.into_parts();
-                                let body = body
-                                    .collect()
-                                    .await
-                                    .map(|c| c.to_bytes())
-                                    .unwrap_or_default();
+                                let body =
+                                    if matches!(behaviour, UpstreamBehaviour::PersonBodyUnread) {
+                                        Bytes::new()
+                                    } else {
+                                        body.collect()
+                                            .await
+                                            .map(|c| c.to_bytes())
+                                            .unwrap_or_default()
+                                    };
                                 if let Ok(mut seen) = shared.seen.lock() {
                                     seen.push(SeenRequest {
                                         peer,
@@ -715,7 +722,8 @@ impl RecordingUpstream {
                                     });
                                 }
                                 let response = match behaviour {
-                                    UpstreamBehaviour::Person => {
+                                    UpstreamBehaviour::Person
+                                    | UpstreamBehaviour::PersonBodyUnread => {
                                         stub_json(Bytes::from_static(STUB_PERSON.as_bytes()), false)
                                     }
                                     UpstreamBehaviour::Hold(d) => {
@@ -1004,6 +1012,12 @@ impl JwksStub {
     pub fn fetches(&self) -> usize {
         self.fetches.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// Lowercase hex SHA-256, as the audit record spells body digests.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Every record of the audit log under `dir`, as the JSON lines of

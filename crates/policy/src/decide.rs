@@ -133,9 +133,11 @@ pub(crate) fn evaluate<T: Trace>(
 
     let subject = subject_check(&svc.service, op, req);
     // An end-user-restricted token may only be used about its own person: no grant widens that.
+    // A request about nobody (no subject, or a person operation naming none) is not about it.
     // (An invalid subject is left to the grants, which say so.)
     if let Some(person) = caller.person.as_deref()
-        && matches!(subject, Ok(s) if s != Some(person))
+        && (matches!(subject, Ok(s) if s != Some(person))
+            || subject == Err(DenyReason::SubjectMissing))
     {
         return deny(
             DenyReason::TokenPersonMismatch,

@@ -169,6 +169,14 @@ pub enum OperationMatch {
     UnknownService,
     /// The service exists but no operation matches this method and path.
     UnknownOperation,
+    /// The operation matches, but the query names a parameter it does not
+    /// declare. Such a parameter was never part of the decision, yet a
+    /// registry may act on it (`?ssn=…` serving another person), so it is
+    /// refused rather than forwarded.
+    UndeclaredQueryParameter {
+        operation_id: String,
+        parameter: String,
+    },
     Matched(MatchedOperation),
 }
 
@@ -217,7 +225,22 @@ impl crate::PolicySet {
             return OperationMatch::UnknownOperation;
         };
         if let Some(q) = query {
+            let path_params = params.len();
             params.extend(query_params(q));
+            // On an operation about a person, the subject parameter is left
+            // to the subject check, which names a second person in the query
+            // more precisely. Elsewhere it is as undeclared as any other.
+            let undeclared = params[path_params..].iter().find(|(name, _)| {
+                let subject_checked =
+                    op.has_subject && svc.subject.as_ref().is_some_and(|s| s.param == *name);
+                !op.query.iter().any(|q| q == name) && !subject_checked
+            });
+            if let Some((name, _)) = undeclared {
+                return OperationMatch::UndeclaredQueryParameter {
+                    operation_id: op.id.clone(),
+                    parameter: name.clone(),
+                };
+            }
         }
         let subject = svc.subject.as_ref().and_then(|s| {
             let mut values = params.iter().filter(|(k, _)| *k == s.param).map(|(_, v)| v);

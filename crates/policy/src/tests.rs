@@ -401,6 +401,22 @@ fn table() -> Vec<(&'static str, Req, Option<DenyReason>)> {
             },
             Some(TokenPersonMismatch),
         ),
+        (
+            "a token restricted to one person (pid) on a person operation naming none",
+            Req {
+                person: Some(KARI),
+                ..welfare("/persons/search")
+            },
+            Some(TokenPersonMismatch),
+        ),
+        (
+            "a token restricted to one person (pid) on an operation about no person",
+            Req {
+                person: Some(KARI),
+                ..welfare("/stats")
+            },
+            Some(TokenPersonMismatch),
+        ),
     ]
 }
 

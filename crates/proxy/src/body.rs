@@ -72,6 +72,9 @@ pub struct BodyDigest<B> {
     hashing: Mutex<Hashing>,
     /// The unread remainder, handed back if the sender dropped the body early.
     rest: Mutex<Option<B>>,
+    /// Signalled when the body ends or the sender lets go of it: a registry
+    /// can answer while its client connection is still sending the body.
+    settled: tokio::sync::Notify,
 }
 
 /// Wraps a body, hashing and counting every data frame.
@@ -109,6 +112,7 @@ impl<B: Body> HashingBody<B> {
         let digest = Arc::new(BodyDigest {
             hashing: Mutex::new(hashing),
             rest: Mutex::new(None),
+            settled: tokio::sync::Notify::new(),
         });
         (
             HashingBody {
@@ -126,6 +130,7 @@ impl<B> Drop for HashingBody<B> {
         if unfinished && let Some(inner) = self.inner.take() {
             *lock(&self.digest.rest) = Some(inner);
         }
+        self.digest.settled.notify_one();
     }
 }
 
@@ -145,19 +150,20 @@ where
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Some(Err(Box::new(Consumed))));
         };
-        match Pin::new(&mut *inner).poll_frame(cx) {
+        let polled = match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let mut hashing = lock(&this.digest.hashing);
                 if let Some(data) = frame.data_ref()
                     && !hashing.take(data)
                 {
-                    return Poll::Ready(Some(Err(Box::new(TooLarge(hashing.limit)))));
+                    Poll::Ready(Some(Err(Box::new(TooLarge(hashing.limit)) as BodyError)))
+                } else {
+                    // Senders stop polling once the body says it has ended.
+                    if inner.is_end_stream() {
+                        hashing.finish();
+                    }
+                    Poll::Ready(Some(Ok(frame)))
                 }
-                // Senders stop polling once the body says it has ended.
-                if inner.is_end_stream() {
-                    hashing.finish();
-                }
-                Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => {
                 lock(&this.digest.hashing).fail();
@@ -167,8 +173,12 @@ where
                 lock(&this.digest.hashing).finish();
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => return Poll::Pending,
+        };
+        if lock(&this.digest.hashing).outcome.is_some() {
+            this.digest.settled.notify_one();
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -189,36 +199,46 @@ where
         lock(&self.hashing).outcome.clone()
     }
 
-    /// Reads whatever the sender left unread (within the limit and `timeout`)
-    /// and returns how the body ended.
+    /// Waits until the sender has read the body to its end or let go of it,
+    /// reads whatever it left unread (within the limit), all within
+    /// `timeout`, and returns how the body ended.
     pub async fn drain_rest(&self, timeout: Duration) -> BodyOutcome {
-        let rest = lock(&self.rest).take();
-        if let Some(mut rest) = rest {
-            let drained = tokio::time::timeout(timeout, async {
-                while let Some(frame) = rest.frame().await {
-                    let Ok(frame) = frame else {
-                        lock(&self.hashing).fail();
-                        return;
-                    };
-                    let mut hashing = lock(&self.hashing);
-                    if let Some(data) = frame.data_ref()
-                        && !hashing.take(data)
-                    {
-                        return;
-                    }
+        let settled = tokio::time::timeout(timeout, async {
+            loop {
+                let rest = lock(&self.rest).take();
+                if let Some(rest) = rest {
+                    return self.read_rest(rest).await;
                 }
-                lock(&self.hashing).finish();
-            })
-            .await;
-            if drained.is_err() {
-                lock(&self.hashing).fail();
+                if lock(&self.hashing).outcome.is_some() {
+                    return;
+                }
+                // Still held by the sender, which may go on sending it after
+                // the registry has answered.
+                self.settled.notified().await;
             }
-        }
+        })
+        .await;
         let mut hashing = lock(&self.hashing);
-        if hashing.outcome.is_none() {
+        if settled.is_err() || hashing.outcome.is_none() {
             hashing.fail();
         }
         hashing.outcome.clone().unwrap_or(BodyOutcome::Unreadable)
+    }
+
+    async fn read_rest(&self, mut rest: B) {
+        while let Some(frame) = rest.frame().await {
+            let Ok(frame) = frame else {
+                lock(&self.hashing).fail();
+                return;
+            };
+            let mut hashing = lock(&self.hashing);
+            if let Some(data) = frame.data_ref()
+                && !hashing.take(data)
+            {
+                return;
+            }
+        }
+        lock(&self.hashing).finish();
     }
 }
 
@@ -274,6 +294,51 @@ mod tests {
             digest.drain_rest(Duration::from_secs(1)).await,
             BodyOutcome::Complete(expected)
         );
+    }
+
+    #[tokio::test]
+    async fn a_body_the_sender_still_holds_is_waited_for() {
+        // The registry answered while its connection was still sending the
+        // body: the sender finishes it after `drain_rest` has begun.
+        let (mut body, digest) = HashingBody::new(Chunks(2), 25);
+        let _first = body.frame().await;
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            while body.frame().await.is_some() {}
+            // Held on, as hyper's connection task does, after the end.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(body);
+        });
+        let expected: tollbu_audit::Hash = Sha256::digest(b"01234567890123456789").into();
+        assert_eq!(
+            digest.drain_rest(Duration::from_secs(5)).await,
+            BodyOutcome::Complete(expected)
+        );
+        sender.await.unwrap();
+
+        // A sender that lets go later, without reading on: the rest is read here.
+        let (mut body, digest) = HashingBody::new(Chunks(2), 25);
+        let _first = body.frame().await;
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(body);
+        });
+        assert_eq!(
+            digest.drain_rest(Duration::from_secs(5)).await,
+            BodyOutcome::Complete(expected)
+        );
+        sender.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_body_held_past_the_timeout_is_unreadable() {
+        let (mut body, digest) = HashingBody::new(Chunks(2), 25);
+        let _first = body.frame().await;
+        assert_eq!(
+            digest.drain_rest(Duration::from_millis(50)).await,
+            BodyOutcome::Unreadable
+        );
+        drop(body);
     }
 
     /// Yields `n` chunks of ten bytes.

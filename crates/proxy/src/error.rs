@@ -21,14 +21,18 @@ pub enum Problem {
     MissingToken,
     /// Token failed validation; the sub-reason is a stable code.
     InvalidToken(TokenFault),
-    /// Token lacks a scope the operation needs.
-    InsufficientScope,
+    /// Token lacks a scope the grant needs: the policy's `scope_missing`,
+    /// with RFC 6750's `insufficient_scope` in `WWW-Authenticate`.
+    InsufficientScope { message: String },
     /// The policy engine said no; code and sentence come from the policy.
     Denied { code: &'static str, message: String },
     /// Service not configured.
     UnknownService,
     /// Service known, but no operation matches this method and path.
     UnknownOperation,
+    /// The query names a parameter the operation does not declare: it was
+    /// not part of the decision, so it is not forwarded either.
+    UndeclaredQueryParameter,
     /// Request or response body larger than allowed.
     PayloadTooLarge,
     /// Request head (request line and headers) larger than `max_header_bytes`.
@@ -161,8 +165,8 @@ impl Problem {
                 StatusCode::UNAUTHORIZED,
                 "The bearer token is not valid",
             ),
-            Problem::InsufficientScope => (
-                "insufficient_scope",
+            Problem::InsufficientScope { .. } => (
+                "scope_missing",
                 StatusCode::FORBIDDEN,
                 "The token lacks a scope this operation requires",
             ),
@@ -178,6 +182,11 @@ impl Problem {
                 "unknown_operation",
                 StatusCode::NOT_FOUND,
                 "The service has no such operation",
+            ),
+            Problem::UndeclaredQueryParameter => (
+                "undeclared_query_parameter",
+                StatusCode::BAD_REQUEST,
+                "The query names a parameter this operation does not take",
             ),
             Problem::PayloadTooLarge => (
                 "payload_too_large",
@@ -240,7 +249,9 @@ impl Problem {
     fn detail(&self) -> Option<String> {
         match self {
             Problem::InvalidToken(fault) => Some(fault.description().to_owned()),
-            Problem::Denied { message, .. } => Some(message.clone()),
+            Problem::Denied { message, .. } | Problem::InsufficientScope { message } => {
+                Some(message.clone())
+            }
             Problem::BadRequest(why) => Some((*why).to_owned()),
             Problem::RateLimited {
                 retry_after_secs, ..
@@ -287,7 +298,7 @@ impl Problem {
                     HeaderValue::from_static("Bearer realm=\"tollbu\", error=\"invalid_token\""),
                 );
             }
-            Problem::InsufficientScope => {
+            Problem::InsufficientScope { .. } => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(

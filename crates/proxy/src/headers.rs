@@ -22,8 +22,6 @@ pub const VERIFIED_CLIENT_ID: HeaderName = HeaderName::from_static("tollbu-verif
 pub const VERIFIED_GRANT: HeaderName = HeaderName::from_static("tollbu-verified-grant");
 /// The purpose the request was allowed for.
 pub const VERIFIED_PURPOSE: HeaderName = HeaderName::from_static("tollbu-verified-purpose");
-/// Prefix shared by every header the gateway asserts to the upstream.
-pub const VERIFIED_PREFIX: &str = "tollbu-verified-";
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the de-facto ones; removed in
 /// both directions, together with any header named in `Connection`.

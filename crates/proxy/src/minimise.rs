@@ -2,8 +2,9 @@
 //! fields the grant allows. An answer that cannot be filtered (not JSON)
 //! under a restricting grant is refused, never passed through. A registry's
 //! error answer becomes the gateway's own problem document with the registry's
-//! status and problem `type`, never its free text; a redirect is refused. Of the
-//! registry's headers only those describing the released body pass.
+//! status and problem `type`, never its free text; a redirect, a byte range and an
+//! encoded body are refused. Of the registry's headers only the media type and
+//! `Retry-After` pass.
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -13,25 +14,42 @@ use tollbu_policy::FieldFilter;
 
 use crate::error::Problem;
 
-/// Registry headers a caller may see: they describe the body released. Everything else
-/// (`Server`, `Set-Cookie`, `Location`, a registry's own diagnostics) stays behind the gateway.
-const ANSWER_HEADERS: [header::HeaderName; 5] = [
-    header::CONTENT_TYPE,
-    header::CONTENT_LANGUAGE,
-    header::ETAG,
-    header::LAST_MODIFIED,
-    header::RETRY_AFTER,
-];
+/// Registry headers a caller may see besides `Content-Type`. Everything else stays behind the
+/// gateway: `Server`, `Set-Cookie`, `Location`, a registry's own diagnostics, and the validators
+/// (`ETag`, `Last-Modified`), which describe the registry's whole record rather than the fields
+/// released (an ETag that hashes the record lets a caller test guesses at the withheld fields).
+const ANSWER_HEADERS: [header::HeaderName; 1] = [header::RETRY_AFTER];
 
-/// The registry's headers the caller gets.
+/// The registry's headers the caller gets. `Content-Type` keeps only its media type: its
+/// parameters are free text, and the filter's output is UTF-8 JSON in any case.
 pub fn answer_headers(registry: &HeaderMap) -> HeaderMap {
     let mut kept = HeaderMap::new();
+    if let Some(media_type) = registry
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(media_type)
+        .and_then(|m| header::HeaderValue::from_str(&m).ok())
+    {
+        kept.insert(header::CONTENT_TYPE, media_type);
+    }
     for name in ANSWER_HEADERS {
         for value in registry.get_all(&name) {
             kept.append(name.clone(), value.clone());
         }
     }
     kept
+}
+
+/// `type/subtype` of a `Content-Type` value, lowercased; `None` unless both are RFC 9110 tokens.
+fn media_type(content_type: &str) -> Option<String> {
+    let essence = content_type.split(';').next()?.trim();
+    let (kind, subtype) = essence.split_once('/')?;
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    (token(kind) && token(subtype)).then(|| essence.to_ascii_lowercase())
 }
 
 /// Filters `body` for the caller; may rewrite `Content-Type`.
@@ -48,6 +66,15 @@ pub fn minimise(
     if !status.is_success() {
         return Ok(reduce_error_body(status, &body));
     }
+    // A byte range is a fragment, not the record the filter's paths describe; an encoded body
+    // is not the JSON the filter reads (and its encoding is not passed on). The gateway asks for
+    // neither, so either means a registry the filter cannot be trusted with.
+    if status == StatusCode::PARTIAL_CONTENT
+        || headers.contains_key(header::CONTENT_RANGE)
+        || !identity_encoded(headers)
+    {
+        return Err(Problem::UpstreamUnfilterable);
+    }
     if filter.is_unrestricted() {
         return Ok(body);
     }
@@ -61,6 +88,16 @@ pub fn minimise(
         .filter_json(&body)
         .map(Bytes::from)
         .map_err(|_| Problem::UpstreamUnfilterable)
+}
+
+/// No `Content-Encoding`, or only `identity`.
+fn identity_encoded(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_ENCODING).iter().all(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .all(|coding| coding.trim().eq_ignore_ascii_case("identity"))
+        })
+    })
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -112,4 +149,79 @@ fn is_plain_problem_type(t: &str) -> bool {
             digits = if b.is_ascii_digit() { digits + 1 } else { 0 };
             b.is_ascii_graphic() && digits < 6
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn fragments_and_encoded_answers_are_refused_even_when_everything_is_released() {
+        let body = Bytes::from_static(br#"{"name":"Ola"}"#);
+        let json = ("content-type", "application/json");
+        let refused = [
+            (StatusCode::PARTIAL_CONTENT, headers(&[json])),
+            (
+                StatusCode::OK,
+                headers(&[json, ("content-range", "bytes 0-13/200")]),
+            ),
+            (
+                StatusCode::OK,
+                headers(&[json, ("content-encoding", "gzip")]),
+            ),
+            (
+                StatusCode::OK,
+                headers(&[json, ("content-encoding", "identity, br")]),
+            ),
+        ];
+        for (status, headers) in refused {
+            assert_eq!(
+                minimise(&FieldFilter::allow_all(), status, &headers, body.clone()),
+                Err(Problem::UpstreamUnfilterable),
+                "{status} {headers:?}"
+            );
+        }
+        let identity = headers(&[json, ("content-encoding", "Identity")]);
+        assert_eq!(
+            minimise(
+                &FieldFilter::allow_all(),
+                StatusCode::OK,
+                &identity,
+                body.clone()
+            ),
+            Ok(body)
+        );
+    }
+
+    #[test]
+    fn validators_and_content_type_parameters_stay_behind() {
+        let registry = headers(&[
+            (
+                "content-type",
+                "Application/JSON; charset=utf-8; x-pid=05885624741",
+            ),
+            ("etag", "\"07c3ffcd1b2fd5b8979a91fd8c489830\""),
+            ("last-modified", "Tue, 17 Mar 2015 09:00:00 GMT"),
+            ("content-language", "nb"),
+            ("retry-after", "30"),
+            ("server", "registry/1.0"),
+        ]);
+        let kept = answer_headers(&registry);
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(kept[header::CONTENT_TYPE], "application/json");
+        assert_eq!(kept[header::RETRY_AFTER], "30");
+        let odd = headers(&[("content-type", "json")]);
+        assert!(answer_headers(&odd).is_empty());
+    }
 }

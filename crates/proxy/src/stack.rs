@@ -45,6 +45,11 @@ struct Outcome {
     started: Instant,
     /// Time spent waiting for the registry, when it was called.
     upstream_time: Option<std::time::Duration>,
+    /// The request went to the registry, which may have acted on it: a
+    /// failure from then on is an error, not a refusal.
+    forwarded: bool,
+    /// A `HEAD` request: the caller gets the head without the body.
+    head: bool,
 }
 
 /// A request decided and, when allowed, answered by the registry: what is
@@ -118,6 +123,8 @@ where
         },
         started,
         upstream_time: None,
+        forwarded: false,
+        head: request.method() == http::Method::HEAD,
     };
     let response = match serve(
         &state,
@@ -133,6 +140,7 @@ where
         Ok(response) => response,
         Err(problem) => {
             outcome.record.decision = match problem {
+                _ if outcome.forwarded => AuditDecision::Error,
                 Problem::UpstreamUnreachable
                 | Problem::UpstreamTimeout
                 | Problem::UpstreamUnfilterable
@@ -180,7 +188,13 @@ fn finish(
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
-        settled.outcome.record.response_sha256 = Some(Sha256::digest(&body_bytes).into());
+        // The hash of what the caller got: no body at all for `HEAD`.
+        let sent: &[u8] = if settled.outcome.head {
+            &[]
+        } else {
+            &body_bytes
+        };
+        settled.outcome.record.response_sha256 = Some(Sha256::digest(sent).into());
         settled.outcome.record.latency_us =
             u64::try_from(settled.outcome.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let audit_step = settled.trace.step("tollbu.audit");
@@ -304,6 +318,10 @@ where
         OperationMatch::Matched(matched) => matched,
         OperationMatch::UnknownService => return Err(Problem::UnknownService),
         OperationMatch::UnknownOperation => return Err(Problem::UnknownOperation),
+        OperationMatch::UndeclaredQueryParameter { operation_id, .. } => {
+            outcome.record.operation = operation_id;
+            return Err(Problem::UndeclaredQueryParameter);
+        }
     };
     outcome.record.operation = matched.operation_id.clone();
     outcome.record.path_template = Some(matched.path_template.clone());
@@ -330,7 +348,9 @@ where
         Decision::Allow(allow) => allow,
         Decision::Deny(deny) => {
             return Err(match deny.reason.code() {
-                "scope_missing" => Problem::InsufficientScope,
+                "scope_missing" => Problem::InsufficientScope {
+                    message: deny.message,
+                },
                 code => Problem::Denied {
                     code,
                     message: deny.message,
@@ -366,6 +386,7 @@ where
     let body = body.boxed();
     let upstream_step = trace.step("tollbu.upstream");
     let upstream_started = Instant::now();
+    outcome.forwarded = true;
     let traceparent = trace.traceparent_for(&upstream_step);
     let assertions = Assertions {
         request_id,
@@ -412,6 +433,7 @@ where
         })?;
     drop(upstream_step);
     outcome.upstream_time = Some(upstream_started.elapsed());
+    outcome.record.upstream_status = Some(answer.status.as_u16());
     // The registry may answer before reading the whole body: read what it
     // left, so the record has the real hash and an answer to an oversized or
     // broken body is never released.
@@ -425,7 +447,6 @@ where
             return Err(Problem::BadRequest("the request body could not be read"));
         }
     }
-    outcome.record.upstream_status = Some(answer.status.as_u16());
 
     // 8. minimise
     let body =

@@ -14,7 +14,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 
-use crate::headers::{self as names, HOP_BY_HOP, VERIFIED_PREFIX};
+use crate::headers::{self as names, HOP_BY_HOP};
 use crate::http_client::{HttpClient, OutboundBody};
 
 /// One configured registry.
@@ -266,20 +266,18 @@ fn detached_headers(headers: HeaderMap) -> HeaderMap {
     detached
 }
 
-/// The caller's headers minus hop-by-hop ones, credentials, anything that
-/// pretends to be ours, and forwarding headers we set fresh; plus our own.
+/// The few caller headers a registry needs to shape its answer or read a
+/// body, plus our own assertions and forwarding headers.
+///
+/// An allow-list: any other caller header could change what the registry
+/// does after the decision (`Range` serves a fragment the filter cannot
+/// minimise, `X-Original-URL` or a method override re-target the request,
+/// `Accept-Encoding` makes the answer unreadable to the filter).
 fn outbound_headers(incoming: &HeaderMap, a: &Assertions<'_>) -> HeaderMap {
-    // One pass over the caller's headers, keeping only what may go on:
-    // cheaper than cloning the map and deleting from it.
     let named_by_connection = connection_named(incoming);
-    let mut headers = HeaderMap::with_capacity(incoming.len() + 10);
+    let mut headers = HeaderMap::with_capacity(FORWARDED_FROM_CALLER.len() + 10);
     for (name, value) in incoming {
-        let text = name.as_str();
-        let dropped = HOP_BY_HOP.contains(&text)
-            || DROPPED_INBOUND.contains(&text)
-            || text.starts_with(VERIFIED_PREFIX)
-            || named_by_connection.contains(name);
-        if !dropped {
+        if FORWARDED_FROM_CALLER.contains(&name.as_str()) && !named_by_connection.contains(name) {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -317,22 +315,14 @@ fn outbound_headers(incoming: &HeaderMap, a: &Assertions<'_>) -> HeaderMap {
     headers
 }
 
-/// Caller headers never forwarded: credentials, framing we recompute, and
-/// forwarding and tracing headers the gateway sets itself.
-const DROPPED_INBOUND: [&str; 12] = [
-    "authorization",
-    // The caller's claim; the registry gets the purpose the decision accepted instead.
-    "tollbu-purpose",
-    "host",
-    "content-length",
-    "cookie",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-request-id",
-    "traceparent",
-    "tracestate",
+/// Caller headers forwarded to the registry: what it may answer in, and
+/// how the request body is encoded. Everything else stays at the gateway.
+pub const FORWARDED_FROM_CALLER: [&str; 5] = [
+    "accept",
+    "accept-language",
+    "content-type",
+    "content-encoding",
+    "content-language",
 ];
 
 /// Header names listed in `Connection` (they are hop-by-hop too).
@@ -417,6 +407,24 @@ mod tests {
         incoming.insert("tollbu-verified-anything", HeaderValue::from_static("x"));
         incoming.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         incoming.insert("accept", HeaderValue::from_static("application/json"));
+        // Headers that would change what the registry does after the decision.
+        for (name, value) in [
+            ("range", "bytes=54-157"),
+            ("if-range", "\"x\""),
+            ("if-none-match", "\"x\""),
+            ("accept-encoding", "gzip, br"),
+            ("x-original-url", "/persons/17912099997"),
+            ("x-http-method-override", "DELETE"),
+            ("x-real-ip", "6.6.6.6"),
+            ("tollbu-purpose", "anything"),
+            ("cookie", "a=b"),
+        ] {
+            incoming.insert(name, HeaderValue::from_static(value));
+        }
+        incoming.insert(
+            "content-type",
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
         let a = Assertions {
             request_id: "r1",
             traceparent: None,
@@ -440,6 +448,50 @@ mod tests {
             "for=127.0.0.1;proto=https"
         );
         assert_eq!(out.get("accept").unwrap(), "application/json");
+        assert_eq!(
+            out.get("content-type").unwrap(),
+            "application/json; charset=utf-8"
+        );
         assert_eq!(out.get("x-request-id").unwrap(), "r1");
+        for name in [
+            "range",
+            "if-range",
+            "if-none-match",
+            "accept-encoding",
+            "x-original-url",
+            "x-http-method-override",
+            "x-real-ip",
+            "tollbu-purpose",
+            "cookie",
+        ] {
+            assert!(out.get(name).is_none(), "{name} was forwarded");
+        }
+        assert_eq!(
+            out.get("tollbu-verified-purpose").unwrap(),
+            "p",
+            "the purpose the decision accepted, not the caller's"
+        );
+    }
+
+    #[test]
+    fn a_caller_header_named_in_connection_is_not_forwarded_even_if_allowed() {
+        let mut incoming = HeaderMap::new();
+        incoming.insert(header::CONNECTION, HeaderValue::from_static("accept"));
+        incoming.insert("accept", HeaderValue::from_static("application/json"));
+        incoming.insert("accept-language", HeaderValue::from_static("nb"));
+        let a = Assertions {
+            request_id: "r1",
+            traceparent: None,
+            consumer: "310000019",
+            supplier: None,
+            client_id: "c",
+            grant_id: "g",
+            purpose: "p",
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            scheme: "http",
+        };
+        let out = outbound_headers(&incoming, &a);
+        assert!(out.get("accept").is_none());
+        assert_eq!(out.get("accept-language").unwrap(), "nb");
     }
 }

@@ -164,11 +164,6 @@ async fn a_restarted_gateway_continues_the_same_verifiable_log() {
     );
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
 #[tokio::test]
 async fn an_outsider_verifies_a_record_from_the_admin_endpoints_alone() {
     use tollbu_audit::checkpoint::{parse_checkpoint_body, verify_note};

@@ -83,11 +83,27 @@ async fn upstream_sees_verified_identity_and_never_the_token() {
         "traceparent",
         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     ));
-    let answer = get(
-        &format!("{}/population/persons/{}?q=1", env.base(), example_pid(2)),
-        &headers,
-    )
-    .await;
+    // Caller headers that would change what the registry does after the
+    // decision: a byte range of the record, another target, another method,
+    // an encoding the filter cannot read.
+    let retargeting = [
+        ("range", "bytes=54-157"),
+        ("if-none-match", "\"abc\""),
+        ("x-original-url", "/persons/17912099997"),
+        ("x-http-method-override", "DELETE"),
+        ("accept-encoding", "gzip, br"),
+        ("x-real-ip", "6.6.6.6"),
+    ];
+    headers.extend(retargeting);
+    headers.push(("accept-language", "nb"));
+    // A query parameter the operation does not declare was never decided on.
+    let person = format!("{}/population/persons/{}", env.base(), example_pid(2));
+    let answer = get(&format!("{person}?ssn=17912099997"), &headers).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{:?}", answer.body);
+    assert_eq!(answer.code(), "undeclared_query_parameter");
+    assert!(registry.seen().is_empty(), "forwarded");
+
+    let answer = get(&person, &headers).await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
     let seen = registry.seen();
     assert_eq!(seen.len(), 1);
@@ -99,7 +115,14 @@ async fn upstream_sees_verified_identity_and_never_the_token() {
             .unwrap_or_default()
             .to_owned()
     };
-    assert_eq!(uri, &format!("/persons/{}?q=1", example_pid(2)));
+    assert_eq!(uri, &format!("/persons/{}", example_pid(2)));
+    for (name, _) in retargeting {
+        assert!(
+            forwarded.get(name).is_none(),
+            "{name} forwarded: {forwarded:?}"
+        );
+    }
+    assert_eq!(header("accept-language"), "nb");
     assert!(
         forwarded.get("authorization").is_none(),
         "token forwarded: {forwarded:?}"
@@ -603,4 +626,105 @@ async fn registry_internals_do_not_reach_the_caller() {
             );
         }
     }
+}
+
+/// What the filter cannot vouch for never reaches the caller: a byte range of the record (its
+/// paths describe the whole record, so a fragment starting inside `spouse` would pass as the
+/// subject's own `name`), an encoded body, and validators computed over the whole record (an
+/// ETag hashing it lets a caller test guesses at the withheld fields offline).
+#[tokio::test]
+async fn fragments_encodings_and_validators_of_the_whole_record_stay_behind() {
+    let fragment = r#"{"name":{"given":"Ola","family":"Hemmelig"},"marital_status":"secret"}"#;
+    for (behaviour, status) in [
+        (
+            UpstreamBehaviour::Answer {
+                status: 206,
+                headers: &[("content-range", "bytes 54-125/300")],
+                body: fragment,
+            },
+            StatusCode::BAD_GATEWAY,
+        ),
+        (
+            UpstreamBehaviour::Answer {
+                status: 200,
+                headers: &[("content-range", "bytes 54-125/300")],
+                body: fragment,
+            },
+            StatusCode::BAD_GATEWAY,
+        ),
+        (
+            UpstreamBehaviour::Answer {
+                status: 200,
+                headers: &[("content-encoding", "gzip")],
+                body: fragment,
+            },
+            StatusCode::BAD_GATEWAY,
+        ),
+        (
+            UpstreamBehaviour::Answer {
+                status: 200,
+                headers: &[
+                    ("etag", "\"07c3ffcd1b2fd5b8979a91fd8c489830\""),
+                    ("last-modified", "Tue, 17 Mar 2015 09:00:00 GMT"),
+                    ("content-language", "nb"),
+                ],
+                body: STUB_PERSON,
+            },
+            StatusCode::OK,
+        ),
+    ] {
+        let registry = RecordingUpstream::start(behaviour).await;
+        let env = Env::start(Options {
+            population_upstream: Some(registry.url.clone()),
+            ..Options::default()
+        })
+        .await;
+        let token = env.token("demo-welfare", "demo:population", &[]).await;
+        let answer = env.read_person(&token, None).await;
+        assert_eq!(answer.status, status, "{:?}", answer.body);
+        if status == StatusCode::BAD_GATEWAY {
+            assert_eq!(answer.code(), "upstream_unfilterable");
+            assert!(!String::from_utf8_lossy(&answer.body).contains("Hemmelig"));
+        } else {
+            for name in ["etag", "last-modified", "content-language", "content-range"] {
+                assert!(
+                    answer.headers.get(name).is_none(),
+                    "{name} passed: {:?}",
+                    answer.headers
+                );
+            }
+            assert_eq!(answer.header("content-type"), "application/json");
+        }
+    }
+}
+
+/// The audit record's response digest is of the body the caller got: none at all for `HEAD`.
+#[tokio::test]
+async fn a_head_answer_is_recorded_with_the_digest_of_the_empty_body_it_had() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start(Options::default()).await;
+    let mut stream = tokio::net::TcpStream::connect(addr_of(&env.base()))
+        .await
+        .unwrap();
+    let head = format!(
+        "HEAD /population/persons/{} HTTP/1.1\r\nhost: gateway\r\nx-request-id: head-1\r\nconnection: close\r\n\r\n",
+        example_pid(0)
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.ends_with("\r\n\r\n"), "a head without a body: {text}");
+    let records = audit_records(&env.audit_dir());
+    let record = records
+        .iter()
+        .find(|r| r["request_id"] == "head-1")
+        .expect("record of the HEAD request");
+    assert_eq!(record["response_sha256"], sha256_hex(b"").as_str());
 }

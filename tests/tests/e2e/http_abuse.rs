@@ -785,3 +785,71 @@ async fn a_half_sent_request_head_on_the_admin_port_is_cut_off_at_the_header_rea
     let health = get(&format!("{}/healthz", env.admin()), &[]).await;
     assert_eq!(health.status, StatusCode::OK);
 }
+
+/// A registry may answer as soon as it has the head, while the gateway's connection to it is
+/// still sending the body. A caller whose body is complete but arrives in parts is then served,
+/// and its record has the digest of the whole body; it used to get 400 and a `deny` record for
+/// a request the registry had executed.
+#[tokio::test]
+async fn a_body_still_arriving_when_the_registry_answers_is_read_to_its_end() {
+    let upstream = RecordingUpstream::start(UpstreamBehaviour::PersonBodyUnread).await;
+    let env = Env::start(Options {
+        population_upstream: Some(upstream.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let path = format!("/population/persons/{}", example_pid(0));
+    let body = vec![b'a'; 3000];
+    let mut stream = TcpStream::connect(addr_of(&env.base())).await.unwrap();
+    let head = format!(
+        "{}x-request-id: early-1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        request_head(&path, &token, ""),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..1000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(&body[1000..]).await.unwrap();
+    let outcome = read_until_close(&mut stream, WAIT).await;
+    assert_eq!(outcome.statuses(), [200], "{}", outcome.text());
+    let records = audit_records(&env.audit_dir());
+    let record = records
+        .iter()
+        .find(|r| r["request_id"] == "early-1")
+        .expect("record");
+    assert_eq!(record["decision"], "allow");
+    assert_eq!(record["request_sha256"], sha256_hex(&body).as_str());
+}
+
+/// A body that fails after the registry was called: the record says the request was forwarded
+/// (`error`, with the registry's status), not that the policy refused it.
+#[tokio::test]
+async fn a_body_that_breaks_after_forwarding_is_recorded_as_an_error_with_the_registry_status() {
+    let upstream = RecordingUpstream::start(UpstreamBehaviour::PersonBodyUnread).await;
+    let env = Env::start(Options {
+        population_upstream: Some(upstream.url.clone()),
+        ..short_header_read_timeout()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let path = format!("/population/persons/{}", example_pid(0));
+    let mut stream = TcpStream::connect(addr_of(&env.base())).await.unwrap();
+    let head = format!(
+        "{}x-request-id: broken-1\r\ncontent-length: 3000\r\n\r\n",
+        request_head(&path, &token, "")
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[b'a'; 1000]).await.unwrap();
+    // The rest never comes.
+    let outcome = read_until_close(&mut stream, WAIT).await;
+    assert_eq!(outcome.statuses(), [400], "{}", outcome.text());
+    let records = audit_records(&env.audit_dir());
+    let record = records
+        .iter()
+        .find(|r| r["request_id"] == "broken-1")
+        .expect("record");
+    assert_eq!(record["decision"], "error");
+    assert_eq!(record["reason"], "bad_request");
+    assert_eq!(record["upstream_status"], 200);
+}

@@ -190,13 +190,15 @@ async fn genuine_token_is_accepted_and_forged_ones_are_refused() {
 }
 
 #[tokio::test]
-async fn missing_scope_is_403_insufficient_scope() {
+async fn missing_scope_is_403_scope_missing_with_rfc_6750_insufficient_scope() {
     let env = Env::start(Options::default()).await;
     let mut other_scope = claims(&env);
     other_scope["scope"] = json!("demo:income");
     let answer = call(&env, &forge(&env, json!({}), other_scope)).await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
-    assert_eq!(answer.code(), "insufficient_scope");
+    // The policy's stable code (as `policy explain` and the audit record say it), and
+    // RFC 6750's error in the challenge.
+    assert_eq!(answer.code(), "scope_missing");
     assert_eq!(
         answer.header("www-authenticate"),
         "Bearer realm=\"tollbu\", error=\"insufficient_scope\""

@@ -9,17 +9,47 @@ fn routing_prefers_literals_decodes_params_and_refuses_unknowns() {
         "population",
         "GET",
         "/persons/search",
-        Some("pid=0181901000%31&x=a+b"),
+        Some("pid=0181901000%31"),
     ) else {
         panic!()
     };
     assert_eq!(m.operation_id, "search");
     assert_eq!(m.path_template, "/persons/search");
     assert_eq!(m.subject.as_deref(), Some(KARI));
+    assert_eq!(m.params, vec![("pid".into(), KARI.into())]);
+
+    // A parameter the operation does not declare was never decided on.
     assert_eq!(
-        m.params,
-        vec![("pid".into(), KARI.into()), ("x".into(), "a b".into())]
+        set.match_operation(
+            "population",
+            "GET",
+            "/persons/search",
+            Some("pid=0181901000%31&ss%6E=15898510015"),
+        ),
+        OperationMatch::UndeclaredQueryParameter {
+            operation_id: "search".into(),
+            parameter: "ssn".into(),
+        }
     );
+    // An operation not about a person never checks the subject parameter:
+    // a registry acting on it would serve a person nobody decided on.
+    assert_eq!(
+        set.match_operation("population", "GET", "/stats", Some("pid=15898510015")),
+        OperationMatch::UndeclaredQueryParameter {
+            operation_id: "stats".into(),
+            parameter: "pid".into(),
+        }
+    );
+    // The subject parameter is left to the subject check (a second person).
+    let OperationMatch::Matched(m) = set.match_operation(
+        "population",
+        "GET",
+        "/persons/0181901000%31",
+        Some("pid=15898510015"),
+    ) else {
+        panic!()
+    };
+    assert_eq!(m.operation_id, "get-person");
 
     let OperationMatch::Matched(m) =
         set.match_operation("population", "GET", "/persons/0181901000%31", None)

@@ -91,7 +91,8 @@ fn default_actions() -> Vec<String> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExpectDecl {
-    /// `allow`, `deny`, `unknown-service` or `unknown-operation`.
+    /// `allow`, `deny`, `unknown-service`, `unknown-operation` or
+    /// `undeclared-query-parameter`.
     decision: String,
     reason: Option<String>,
     grant: Option<String>,
@@ -110,6 +111,7 @@ struct FilterDecl {
 enum Outcome {
     UnknownService,
     UnknownOperation,
+    UndeclaredQueryParameter(String),
     Decided(Decision),
 }
 
@@ -118,6 +120,9 @@ impl Outcome {
         match self {
             Outcome::UnknownService => "unknown-service".to_string(),
             Outcome::UnknownOperation => "unknown-operation".to_string(),
+            Outcome::UndeclaredQueryParameter(name) => {
+                format!("undeclared-query-parameter (`{name}`)")
+            }
             Outcome::Decided(Decision::Allow(a)) => format!("allow by grant `{}`", a.grant_id),
             Outcome::Decided(Decision::Deny(d)) => {
                 format!("deny ({}): {}", d.reason.code(), d.message)
@@ -225,7 +230,10 @@ fn run_case(set: &PolicySet, c: &CaseDecl, file_now: Option<&Datetime>) -> Resul
                 "    error: `expect.reason` is required when a denial is expected".to_string(),
             );
         }
-        ("allow" | "unknown-service" | "unknown-operation", None) => None,
+        (
+            "allow" | "unknown-service" | "unknown-operation" | "undeclared-query-parameter",
+            None,
+        ) => None,
         (_, Some(_)) => {
             return Err(
                 "    error: `expect.reason` only goes with `decision = \"deny\"`".to_string(),
@@ -233,14 +241,15 @@ fn run_case(set: &PolicySet, c: &CaseDecl, file_now: Option<&Datetime>) -> Resul
         }
         (other, None) => {
             return Err(format!(
-                "    error: unknown expected decision `{other}`; use `allow`, `deny`, `unknown-service` or `unknown-operation`"
+                "    error: unknown expected decision `{other}`; use `allow`, `deny`, `unknown-service`, `unknown-operation` or `undeclared-query-parameter`"
             ));
         }
     };
     let outcome = evaluate(set, c, file_now)?;
     let matches = match (&outcome, &*expect.decision) {
         (Outcome::UnknownService, "unknown-service")
-        | (Outcome::UnknownOperation, "unknown-operation") => true,
+        | (Outcome::UnknownOperation, "unknown-operation")
+        | (Outcome::UndeclaredQueryParameter(_), "undeclared-query-parameter") => true,
         (Outcome::Decided(Decision::Deny(d)), "deny") => Some(d.reason) == expected_reason,
         (Outcome::Decided(Decision::Allow(a)), "allow") => {
             let grant_ok = expect.grant.as_ref().is_none_or(|g| *g == a.grant_id);
@@ -329,6 +338,11 @@ fn prepare(set: &PolicySet, c: &CaseDecl, file_now: Option<&Datetime>) -> Result
     let m = match set.match_operation(&c.service, &c.method, &c.path, c.query.as_deref()) {
         OperationMatch::UnknownService => return Ok(Prepared::Route(Outcome::UnknownService)),
         OperationMatch::UnknownOperation => return Ok(Prepared::Route(Outcome::UnknownOperation)),
+        OperationMatch::UndeclaredQueryParameter { parameter, .. } => {
+            return Ok(Prepared::Route(Outcome::UndeclaredQueryParameter(
+                parameter,
+            )));
+        }
         OperationMatch::Matched(m) => m,
     };
     let mut consents = Vec::new();
