@@ -163,6 +163,12 @@ pub struct AuditStats {
     pub checkpoint_size: u64,
     /// False after a storage failure; every append then fails until the process restarts.
     pub writable: bool,
+    /// Why the last batch of appends failed and was undone (a full disk, say), while no later
+    /// one has succeeded: requests are refused until space returns.
+    pub appends_failing: Option<String>,
+    /// Why tiles or a checkpoint could not be written, while they are being retried: records are
+    /// still durable, but the published checkpoint falls behind.
+    pub checkpoints_failing: Option<String>,
     /// Records below this were removed by retention (their hashes stay); 0 if none were.
     pub first_retained: u64,
 }
@@ -197,17 +203,70 @@ pub(crate) struct Shared {
     pub tiles_on_disk: AtomicU64,
     pub writable: AtomicBool,
     pub failure: Mutex<Option<String>>,
+    /// Failures the log rides out rather than stopping for, by [`Trouble`]: set while they last.
+    pub troubles: [TroubleState; 2],
     /// The `pruned` marker: records below it exist only as hashes.
     pub first_retained: AtomicU64,
+}
+
+/// A storage failure that stops nothing for good: a batch of appends undone, or tiles and a
+/// checkpoint left for the next try. Both end once space returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trouble {
+    Appends = 0,
+    Checkpoints = 1,
+}
+
+#[derive(Default)]
+pub(crate) struct TroubleState {
+    active: AtomicBool,
+    why: Mutex<Option<String>>,
 }
 
 impl Shared {
     /// Marks the log unwritable after a storage failure; the first reason given is kept.
     pub fn poison(&self, why: &str) {
-        self.writable.store(false, Ordering::Release);
+        let was_writable = self.writable.swap(false, Ordering::AcqRel);
+        if was_writable {
+            tracing::error!(
+                reason = why,
+                "the audit log stopped after a storage failure: every request now fails until \
+                 the process is restarted"
+            );
+        }
         if let Ok(mut f) = self.failure.lock() {
             f.get_or_insert_with(|| why.to_string());
         }
+    }
+
+    /// Records a failure being ridden out; logged when it starts.
+    pub fn report_trouble(&self, kind: Trouble, why: &str) {
+        let state = &self.troubles[kind as usize];
+        if let Ok(mut w) = state.why.lock() {
+            *w = Some(why.to_string());
+        }
+        if !state.active.swap(true, Ordering::AcqRel) {
+            tracing::error!(part = ?kind, reason = why, "audit log storage is failing; retrying");
+        }
+    }
+
+    /// Ends a failure being ridden out; cheap when there is none.
+    pub fn clear_trouble(&self, kind: Trouble) {
+        let state = &self.troubles[kind as usize];
+        if state.active.load(Ordering::Acquire) && state.active.swap(false, Ordering::AcqRel) {
+            if let Ok(mut w) = state.why.lock() {
+                *w = None;
+            }
+            tracing::info!(part = ?kind, "audit log storage works again");
+        }
+    }
+
+    fn trouble(&self, kind: Trouble) -> Option<String> {
+        let state = &self.troubles[kind as usize];
+        if !state.active.load(Ordering::Acquire) {
+            return None;
+        }
+        state.why.lock().ok().and_then(|w| w.clone())
     }
 }
 
@@ -492,6 +551,8 @@ impl AuditLog {
             records: s.records.load(Ordering::Acquire),
             checkpoint_size: s.checkpoint_size.load(Ordering::Acquire),
             writable: s.writable.load(Ordering::Acquire),
+            appends_failing: s.trouble(Trouble::Appends),
+            checkpoints_failing: s.trouble(Trouble::Checkpoints),
             first_retained: s.first_retained.load(Ordering::Acquire),
         }
     }

@@ -542,10 +542,17 @@ pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), AuditError> {
         created => created,
     }
     .map_err(AuditError::io(&tmp))?;
-    f.write_all(data).map_err(AuditError::io(&tmp))?;
-    f.sync_all().map_err(AuditError::io(&tmp))?;
+    let written = f
+        .write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(AuditError::io(&tmp));
     drop(f);
-    std::fs::rename(&tmp, path).map_err(AuditError::io(path))
+    let replaced = written.and_then(|()| std::fs::rename(&tmp, path).map_err(AuditError::io(path)));
+    if replaced.is_err() {
+        // A full disk: give the space back, and leave no stray file for recovery to read.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    replaced
 }
 
 #[cfg(test)]

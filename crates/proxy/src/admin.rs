@@ -101,7 +101,7 @@ async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>
     let state = live.state();
     let query = request.uri().query().unwrap_or_default();
     match (request.method(), request.uri().path()) {
-        (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET, "/healthz") => liveness(&state),
         (&Method::GET, "/readyz") => readiness(live, &state),
         (&Method::GET, "/metrics") => metrics(live, &state),
         (&Method::GET, "/audit/verifier-key") => text_response(
@@ -168,6 +168,23 @@ async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>
     }
 }
 
+/// Live unless the audit log has stopped for good after a storage failure: only a restart,
+/// which re-reads the disk, brings it back, so the orchestrator should restart the process.
+fn liveness(state: &GatewayState) -> Response<Full<Bytes>> {
+    let audit = state.audit.stats();
+    if audit.writable {
+        json_response(StatusCode::OK, &json!({"status": "ok"}))
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({
+                "status": "audit_log_stopped",
+                "detail": "the audit log stopped after a storage failure; a restart recovers it",
+            }),
+        )
+    }
+}
+
 fn readiness(live: &Live, state: &GatewayState) -> Response<Full<Bytes>> {
     let issuers = state.verifier.status();
     let mut not_ready = Vec::new();
@@ -180,6 +197,10 @@ fn readiness(live: &Live, state: &GatewayState) -> Response<Full<Bytes>> {
     if !audit.writable {
         not_ready.push("audit log is not writable".to_owned());
     }
+    if audit.appends_failing.is_some() {
+        // Every request is refused (503) until a batch of records is written again.
+        not_ready.push("audit records cannot be written (retrying)".to_owned());
+    }
     let body = json!({
         "ready": not_ready.is_empty(),
         "not_ready": not_ready,
@@ -189,6 +210,8 @@ fn readiness(live: &Live, state: &GatewayState) -> Response<Full<Bytes>> {
         "issuers": issuers,
         "audit": {
             "writable": audit.writable,
+            "appends_failing": audit.appends_failing,
+            "checkpoints_failing": audit.checkpoints_failing,
             "records": audit.records,
             "checkpoint_size": audit.checkpoint_size,
             "queue_depth": audit.queue_depth,
@@ -278,6 +301,26 @@ fn metrics(live: &Live, state: &GatewayState) -> Response<Full<Bytes>> {
             "gauge",
             "1 while the audit log accepts records.",
             if audit.writable { 1.0 } else { 0.0 },
+        ),
+        (
+            "tollbu_audit_appends_failing",
+            "gauge",
+            "1 while the last batch of audit records could not be written (a full disk, say); requests are refused until one is.",
+            if audit.appends_failing.is_some() {
+                1.0
+            } else {
+                0.0
+            },
+        ),
+        (
+            "tollbu_audit_checkpoints_failing",
+            "gauge",
+            "1 while tiles or the signed checkpoint could not be written and are being retried.",
+            if audit.checkpoints_failing.is_some() {
+                1.0
+            } else {
+                0.0
+            },
         ),
         (
             "tollbu_audit_first_retained_record",

@@ -744,6 +744,16 @@ async fn a_full_audit_disk_fails_closed_and_service_resumes_when_space_returns()
         2,
         "the registry was asked; its answer was withheld"
     );
+    // Out of service while records cannot be written, but alive: no restart is needed.
+    let ready = get(&format!("{}/readyz", g.env.admin()), &[]).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        String::from_utf8_lossy(&ready.body).contains("audit records cannot be written"),
+        "{:?}",
+        String::from_utf8_lossy(&ready.body)
+    );
+    let live = get(&format!("{}/healthz", g.env.admin()), &[]).await;
+    assert_eq!(live.status, StatusCode::OK);
 
     g.fault(false);
     assert_eq!(
@@ -751,6 +761,8 @@ async fn a_full_audit_disk_fails_closed_and_service_resumes_when_space_returns()
         StatusCode::OK,
         "resumes when space returns"
     );
+    let ready = get(&format!("{}/readyz", g.env.admin()), &[]).await;
+    assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.body);
     g.stop_and_verify(2).await;
 }
 
@@ -771,9 +783,12 @@ async fn a_read_only_audit_disk_fails_closed_until_a_restart_on_writable_storage
         String::from_utf8_lossy(&ready.body)
     );
     // Writable again, but the writer cannot know what reached the disk: it stays closed until a
-    // restart re-reads the directory.
+    // restart re-reads the directory, and says so to the liveness probe, which restarts it.
     g.fault(false);
     g.assert_refused("writable-again").await;
+    let live = get(&format!("{}/healthz", g.env.admin()), &[]).await;
+    assert_eq!(live.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8_lossy(&live.body).contains("audit_log_stopped"));
 
     g.env.stop_gateway().await;
     let (log, report) = tollbu_audit::AuditLog::open(g.config.clone()).unwrap();

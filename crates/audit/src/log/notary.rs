@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use super::Shared;
+use super::{Shared, Trouble};
 use crate::checkpoint::CheckpointSigner;
 use crate::error::AuditError;
 use crate::hash::Hash;
@@ -127,17 +127,43 @@ fn run(
     pending: &AtomicUsize,
 ) {
     let mut failed: Option<String> = None;
+    // What a job could not write for lack of space (or another failure that left nothing half
+    // written): retried with the next job, so that service resumes once space returns.
+    let mut unwritten = NewTiles {
+        tiles: Vec::new(),
+        upto: 0,
+    };
+    let mut unsigned: Option<Signing> = None;
     for job in rx {
+        unwritten.tiles.extend(job.tiles.tiles);
+        unwritten.upto = unwritten.upto.max(job.tiles.upto);
+        // A later checkpoint covers an earlier one that could not be published.
+        unsigned = match (job.signing, unsigned.take()) {
+            (Some(new), Some(old)) if old.size > new.size => Some(old),
+            (Some(new), _) => Some(new),
+            (None, old) => old,
+        };
         let result = match &failed {
             Some(why) => Err(AuditError::Unwritable(why.clone())),
-            None => run_job(dir, signer, shared, job.tiles, job.signing).map_err(|e| {
-                // A checkpoint that could not be written may be half on disk: stop the log,
-                // as for a failed fsync; a restart re-reads what is really there.
-                let why = format!("writing tiles or the checkpoint failed: {e}");
-                shared.poison(&why);
-                failed = Some(why.clone());
-                AuditError::Unwritable(why)
-            }),
+            None => match run_job(dir, signer, shared, &mut unwritten, &mut unsigned) {
+                Ok(()) => {
+                    shared.clear_trouble(Trouble::Checkpoints);
+                    Ok(())
+                }
+                Err(JobFailure::Retry(e)) => {
+                    let why = format!("writing tiles or the checkpoint failed (retried): {e}");
+                    shared.report_trouble(Trouble::Checkpoints, &why);
+                    Err(e)
+                }
+                Err(JobFailure::Fatal(e)) => {
+                    // The history of signed notes could not be restored after a failed append:
+                    // stop the log, as for a failed fsync; a restart re-reads what is really there.
+                    let why = format!("writing the checkpoint history failed: {e}");
+                    shared.poison(&why);
+                    failed = Some(why.clone());
+                    Err(AuditError::Unwritable(why))
+                }
+            },
         };
         pending.fetch_sub(1, Ordering::AcqRel);
         if let Some(reply) = job.reply {
@@ -146,33 +172,49 @@ fn run(
     }
 }
 
+/// Why a job stopped: `Retry` left nothing half written (temporary files are removed, a partly
+/// appended note is cut off again), so what is left of it can be tried again.
+enum JobFailure {
+    Retry(AuditError),
+    Fatal(AuditError),
+}
+
+/// Writes `unwritten` tiles and publishes `unsigned`, taking each once it is done.
 fn run_job(
     dir: &std::path::Path,
     signer: &CheckpointSigner,
     shared: &Shared,
-    new: NewTiles,
-    signing: Option<Signing>,
-) -> Result<(), AuditError> {
-    if !new.tiles.is_empty() {
-        write_full_tiles(dir, &new.tiles)?;
-        shared.tiles_on_disk.fetch_max(new.upto, Ordering::AcqRel);
+    unwritten: &mut NewTiles,
+    unsigned: &mut Option<Signing>,
+) -> Result<(), JobFailure> {
+    if !unwritten.tiles.is_empty() {
+        write_full_tiles(dir, &unwritten.tiles).map_err(JobFailure::Retry)?;
+        shared
+            .tiles_on_disk
+            .fetch_max(unwritten.upto, Ordering::AcqRel);
+        unwritten.tiles.clear();
     }
-    match signing {
-        Some(s) => publish(dir, signer, shared, s),
-        None => Ok(()),
+    if let Some(s) = unsigned {
+        publish(dir, signer, shared, s)?;
+        *unsigned = None;
     }
+    Ok(())
 }
 
 fn publish(
     dir: &std::path::Path,
     signer: &CheckpointSigner,
     shared: &Shared,
-    s: Signing,
-) -> Result<(), AuditError> {
-    s.partials.write()?;
+    s: &Signing,
+) -> Result<(), JobFailure> {
+    s.partials.write().map_err(JobFailure::Retry)?;
     let note = signer.sign(s.size, &s.root);
-    append_history(dir, &note)?;
-    write_atomic(&dir.join("checkpoint"), note.as_bytes())?;
+    append_history(dir, &note).map_err(|failure| match failure {
+        HistoryFailure::Undone(e) => JobFailure::Retry(e),
+        HistoryFailure::Stuck(e) => JobFailure::Fatal(e),
+    })?;
+    // The history already holds the note; publishing it again later repeats the same statement.
+    write_atomic(&dir.join("checkpoint"), note.as_bytes()).map_err(JobFailure::Retry)?;
     shared.checkpoint_size.store(s.size, Ordering::Release);
     if let Ok(mut c) = shared.checkpoint.lock() {
         *c = Some(note);
@@ -180,9 +222,42 @@ fn publish(
     Ok(())
 }
 
-/// Appends a signed note to `checkpoints.log` (framed like records) and fsyncs it.
-fn append_history(dir: &std::path::Path, note: &str) -> Result<(), AuditError> {
+enum HistoryFailure {
+    /// The file is as it was before the append.
+    Undone(AuditError),
+    /// A partial note may remain in it.
+    Stuck(AuditError),
+}
+
+/// Appends a signed note to `checkpoints.log` (framed like records) and fsyncs it; a failed
+/// append is cut off again, so a later one never follows a torn frame.
+fn append_history(dir: &std::path::Path, note: &str) -> Result<(), HistoryFailure> {
+    let path = dir.join("checkpoints.log");
+    let before = match std::fs::metadata(&path) {
+        Ok(m) => Some(m.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(HistoryFailure::Undone(AuditError::io(&path)(e))),
+    };
     let mut buf = Vec::with_capacity(note.len() + 8);
     frame(note.as_bytes(), &mut buf);
-    append_durably(&dir.join("checkpoints.log"), &buf)
+    let Err(e) = append_durably(&path, &buf) else {
+        return Ok(());
+    };
+    let undone = match before {
+        Some(len) => std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| {
+                f.set_len(len)?;
+                f.sync_all()
+            }),
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    };
+    match undone {
+        Ok(()) => Err(HistoryFailure::Undone(e)),
+        Err(_) => Err(HistoryFailure::Stuck(e)),
+    }
 }

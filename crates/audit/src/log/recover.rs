@@ -245,6 +245,7 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         tiles_on_disk: AtomicU64::new(size),
         writable: AtomicBool::new(true),
         failure: Mutex::new(None),
+        troubles: Default::default(),
         first_retained: AtomicU64::new(crate::tooling::first_retained(dir)),
     });
     Ok(Opened {

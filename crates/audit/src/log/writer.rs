@@ -23,7 +23,7 @@ use super::notary::{NewTiles, Notary, Signing};
 use super::recover::Opened;
 use super::retention::{mark_pruned, prunable_limit, select_removable};
 use super::spare::Spare;
-use super::{AuditConfig, Durability, MAX_SEGMENTS_PER_PRUNE, PruneReport, Shared};
+use super::{AuditConfig, Durability, MAX_SEGMENTS_PER_PRUNE, PruneReport, Shared, Trouble};
 use crate::error::AuditError;
 use crate::hash::leaf_hash;
 use crate::index::{IndexKind, IndexWriter, Location, Watermark, compacted_below};
@@ -394,6 +394,7 @@ impl Writer {
                 // Cutting the file back also gave up the blocks set aside past its end.
                 self.segment.reserve(self.segment_max_bytes);
                 let path = self.seg_dir.join(segment_name(self.seg_first));
+                self.shared.report_trouble(Trouble::Appends, &msg);
                 let kind = e.kind();
                 Self::fail_all(acks, || AuditError::Io {
                     path: path.clone(),
@@ -415,6 +416,7 @@ impl Writer {
             Durability::Relaxed { .. } => self.dirty = true,
         }
         self.seg_len += buf.len() as u64;
+        self.shared.clear_trouble(Trouble::Appends);
         // The records are on disk now; from here on a failure poisons rather than undoes.
         if let Err(e) = self.grow_tree(&leaves) {
             let text = self

@@ -106,13 +106,62 @@ fn disk_full_fails_the_batch_and_the_log_recovers_when_space_returns() {
         ));
     }
     assert_eq!(log.stats().records, 10);
+    let stats = log.stats();
+    assert!(stats.writable, "a full disk does not stop the log for good");
+    assert!(
+        stats
+            .appends_failing
+            .as_deref()
+            .is_some_and(|why| why.contains("os error 28")),
+        "readiness can tell that appends fail: {stats:?}"
+    );
     flags.disk_full.store(false, Ordering::SeqCst);
     // The half-written batch was cut away: the next record gets index 10 and the log verifies.
     assert_eq!(log.append_blocking(record(10, &ps)).unwrap(), 10);
+    assert_eq!(log.stats().appends_failing, None);
     log.shutdown().unwrap();
     let r = tooling::verify(dir.path(), &[], None);
     assert!(r.ok, "{}", r.text);
     assert!(r.text.contains("records: 11"), "{}", r.text);
+}
+
+/// Tiles and checkpoints are written by their own thread, straight to the file system: when
+/// that fails (a full disk, here a directory in the way of a tile's temporary file), nothing
+/// is half written, so the log keeps taking records and writes the tiles and the checkpoint
+/// once it can. It used to stop for good, and only a restart brought it back.
+#[test]
+fn a_failed_tile_or_checkpoint_write_is_retried_and_the_log_keeps_serving() {
+    let FailingLog {
+        keys: _keys,
+        dir,
+        ps,
+        flags: _flags,
+        log,
+    } = open_failing_log();
+    // The first full tile (256 records) cannot be written while this is in the way.
+    let blocker = dir.path().join("tile/0/000.tmp");
+    std::fs::create_dir_all(&blocker).unwrap();
+    for i in 0..300 {
+        assert_eq!(log.append_blocking(record(i, &ps)).unwrap(), i);
+    }
+    assert!(log.checkpoint_now().is_err(), "the tile write failed");
+    let stats = log.stats();
+    assert!(stats.writable, "{stats:?}");
+    assert!(stats.checkpoints_failing.is_some(), "{stats:?}");
+    assert!(stats.checkpoint_size < 300, "{stats:?}");
+    for i in 300..310 {
+        assert_eq!(log.append_blocking(record(i, &ps)).unwrap(), i);
+    }
+    std::fs::remove_dir(&blocker).unwrap();
+    log.checkpoint_now().unwrap();
+    let stats = log.stats();
+    assert_eq!(stats.checkpoints_failing, None);
+    assert_eq!(stats.checkpoint_size, 310);
+    assert!(dir.path().join("tile/0/000").is_file());
+    log.shutdown().unwrap();
+    let r = tooling::verify(dir.path(), &[], None);
+    assert!(r.ok, "{}", r.text);
+    assert!(r.text.contains("records: 310"), "{}", r.text);
 }
 
 #[test]
