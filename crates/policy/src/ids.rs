@@ -54,6 +54,15 @@ pub fn is_valid_pid(pid: &str) -> bool {
         && mod11_check_digit(&d[..10], &PID_WEIGHTS_2) == Some(d[10])
 }
 
+/// True when any 11 consecutive ASCII digits in `text` form a valid national identity number:
+/// for free text (a caller's request id) that must not carry a person's number into a log.
+pub fn contains_pid(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.windows(11).any(|window| {
+        window.iter().all(u8::is_ascii_digit) && std::str::from_utf8(window).is_ok_and(is_valid_pid)
+    })
+}
+
 /// Completes nine digits into an 11-digit identity number by appending both
 /// check digits, or `None` when no valid completion exists for that prefix.
 pub fn complete_pid(first_nine: &str) -> Option<String> {
@@ -94,6 +103,19 @@ mod tests {
         assert!(!is_valid_orgno("99182582"));
         assert!(!is_valid_orgno("99182582a"));
         assert!(!is_valid_orgno("９９１８２５８２７"));
+    }
+
+    #[test]
+    fn an_identity_number_is_found_anywhere_in_free_text() {
+        assert!(contains_pid("01819010001"));
+        assert!(contains_pid("case-01819010001-x"));
+        assert!(
+            contains_pid("9901819010001"),
+            "inside a longer run of digits"
+        );
+        assert!(!contains_pid("01819010002"));
+        assert!(!contains_pid("0181901000"));
+        assert!(!contains_pid("4f1c2a9e-6d3b-4b8a-9c1e-123456789012"));
     }
 
     #[test]

@@ -85,6 +85,14 @@ impl PolicySet {
         self.service_ids.iter().map(String::as_str)
     }
 
+    /// Whether some grant of `service` lists `purpose`. Any other declared purpose is the
+    /// caller's free text, which the audit log does not keep: it could carry a person's number.
+    pub fn names_purpose(&self, service: &str, purpose: &str) -> bool {
+        self.grants
+            .iter()
+            .any(|g| g.service == service && g.purposes.iter().any(|p| p == purpose))
+    }
+
     /// Decides a request: deny by default, denials first, then candidate
     /// grants in priority order (`docs/policy-language.md`, "How a request
     /// is decided"). Allocates only the strings of the returned decision.

@@ -330,7 +330,11 @@ where
         .as_deref()
         .map(|s| state.audit.pseudonymise(s));
     let purpose = declared_purpose(request.headers())?;
-    outcome.record.purpose = purpose.clone();
+    // A purpose no grant names is the caller's free text: refused below, and not recorded.
+    outcome.record.purpose = purpose
+        .as_deref()
+        .filter(|p| policies.names_purpose(&routed.service, p))
+        .map(str::to_owned);
 
     // 5. decide
     let decide_step = trace.step("tollbu.decide");
@@ -579,6 +583,8 @@ fn request_id(headers: &http::HeaderMap) -> String {
                 && v.len() <= 128
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                // A caller's case key is often the person's number; the id is logged in clear.
+                && !tollbu_policy::ids::contains_pid(v)
         })
         .map(str::to_owned)
         .unwrap_or_else(crate::ids::request_id)

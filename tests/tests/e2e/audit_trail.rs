@@ -24,6 +24,29 @@ async fn requests_are_recorded_with_their_decision_and_no_identity_number_in_cle
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
     let unauthenticated = get(&format!("{}/population/persons/{pid}", env.base()), &[]).await;
     assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
+    // A caller's free text carrying another person's number: as the purpose, and as its
+    // request id (a case key often is the number). Neither may reach the log in clear.
+    let (as_purpose, as_request_id) = (example_pid(8), example_pid(9));
+    let purpose_text = get(
+        &format!("{}/population/persons/{pid}", env.base()),
+        &auth(&token, Some(&as_purpose), &mut s),
+    )
+    .await;
+    assert_eq!(purpose_text.status, StatusCode::FORBIDDEN);
+    let case_key = format!("case-{as_request_id}");
+    let mut headers = auth(&token, Some("benefit-assessment"), &mut s);
+    headers.push(("x-request-id", &case_key));
+    let keyed = get(
+        &format!("{}/population/persons/{pid}", env.base()),
+        &headers,
+    )
+    .await;
+    assert_eq!(keyed.status, StatusCode::OK);
+    assert_ne!(
+        keyed.header("x-request-id"),
+        case_key,
+        "replaced by our own"
+    );
     let request_id = allowed.header("x-request-id");
     env.stop_gateway().await;
 
@@ -45,15 +68,15 @@ async fn requests_are_recorded_with_their_decision_and_no_identity_number_in_cle
         .collect();
     assert_eq!(
         records.len(),
-        2,
+        4,
         "allowed and denied requests about the person: {}",
         found.text
     );
     let allow = records
         .iter()
-        .find(|r| r["decision"] == "allow")
+        .find(|r| r["request_id"] == request_id.as_str())
         .expect("allow record");
-    assert_eq!(allow["request_id"], request_id.as_str());
+    assert_eq!(allow["decision"], "allow");
     assert_eq!(allow["consumer"], "0192:310000019");
     assert_eq!(allow["client_id"], "demo-welfare");
     assert_eq!(allow["service"], "population");
@@ -100,18 +123,20 @@ async fn requests_are_recorded_with_their_decision_and_no_identity_number_in_cle
     let all = tooling::query(&audit_dir, &Query::default(), None, true);
     assert_eq!(
         all.text.lines().count(),
-        3,
+        5,
         "the unauthenticated request is recorded too: {}",
         all.text
     );
 
     for (path, bytes) in all_bytes_under(&audit_dir) {
         let text = String::from_utf8_lossy(&bytes);
-        assert!(
-            !text.contains(&pid),
-            "identity number in clear in {}",
-            path.display()
-        );
+        for number in [&pid, &as_purpose, &as_request_id] {
+            assert!(
+                !text.contains(number.as_str()),
+                "identity number in clear in {}",
+                path.display()
+            );
+        }
         assert!(
             !text.contains(&token[20..80]),
             "token in {}",
