@@ -351,8 +351,10 @@ pub fn citizen(dir: &Path, subject: &str, pseudonym_key: &Path) -> Report {
         }
         let _ = writeln!(
             out,
-            "  record:       #{} (provable with `tollbu audit prove {}`)",
-            rec.seq, rec.seq
+            "  record:       #{} (provable with `tollbu audit prove {} --index {}`)",
+            rec.seq,
+            dir.display(),
+            rec.seq
         );
     }
     if pruned > 0 {

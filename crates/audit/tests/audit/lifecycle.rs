@@ -196,6 +196,15 @@ fn rotation_queries_citizen_report_and_retention() {
         c.text.contains("legal basis:  consent")
             && c.text.contains("why:          loan-application")
     );
+    // The command it names for a proof is one that runs (it said `tollbu audit prove 3`).
+    assert!(
+        c.text.contains(&format!(
+            "(provable with `tollbu audit prove {} --index 3`)",
+            dir.path().display()
+        )),
+        "{}",
+        c.text
+    );
 
     // Retention drops old segments but keeps their hashes: proofs and verification still work.
     let before = log.inclusion_proof(5, 1_010).unwrap();
