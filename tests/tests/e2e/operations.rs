@@ -366,6 +366,31 @@ async fn renewed_tls_certificate_files_are_picked_up_without_restart() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(served_cert(env.tls_addr()).await, renewed_der);
+
+    // An expired certificate (with its own key) is refused too, and named as such.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    params.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    let expired = params.self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("gateway.key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("gateway.pem"), expired.pem()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ready = get(&format!("{}/readyz", env.admin()), &[]).await.json();
+        if ready["last_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("gateway.pem`: the certificate has expired"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired certificate not reported: {ready}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(served_cert(env.tls_addr()).await, renewed_der);
 }
 
 #[tokio::test]
