@@ -393,6 +393,55 @@ async fn renewed_tls_certificate_files_are_picked_up_without_restart() {
     assert_eq!(served_cert(env.tls_addr()).await, renewed_der);
 }
 
+/// `needs_restart` compares with what the process started with: a worker count set by a reload
+/// still needs a restart at the next reload, one set back does not, and retention settings
+/// (applied at the next sweep) never do.
+#[tokio::test]
+async fn reload_reports_restart_only_changes_against_the_running_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs_dir();
+    let base = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [policies]\ndir = \"{policies}\"\n\
+         [audit]\ndir = \"audit\"\norigin = \"tollbu.example/restart/0\"\n\
+         signing_key = \"{c}/audit-signing.key.pem\"\npseudonym_key = \"{c}/audit-pseudonym.key\"\n",
+        policies = policies_dir().display(),
+        c = certs.display(),
+    );
+    let path = dir.path().join("tollbu.toml");
+    std::fs::write(&path, &base).unwrap();
+    let config = tollbu_proxy::Config::load(&path).unwrap();
+    let gateway = tollbu_proxy::start_with(config, Some(path.clone()))
+        .await
+        .unwrap();
+    let reload = || async { gateway.live.reload().await.unwrap().needs_restart };
+
+    let with_workers = base.replace("[admin]", "workers = 1\n[admin]");
+    std::fs::write(&path, &with_workers).unwrap();
+    assert_eq!(reload().await, ["gateway.workers"]);
+    assert_eq!(reload().await, ["gateway.workers"], "still not running");
+    std::fs::write(&path, &base).unwrap();
+    assert!(reload().await.is_empty(), "back to what runs");
+
+    let retention = base.replace(
+        "[audit]\n",
+        "[audit]\nretention_days = 400\nretired_dirs = [\"audit-2025\"]\n",
+    );
+    std::fs::write(&path, &retention).unwrap();
+    assert!(reload().await.is_empty());
+    assert_eq!(
+        gateway
+            .live
+            .config()
+            .audit
+            .retention_days
+            .map(|d| *d.get_ref()),
+        Some(400),
+        "applied at the next sweep"
+    );
+    gateway.shutdown().await;
+}
+
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish_and_records_them() {
     let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
