@@ -114,7 +114,13 @@ impl Live {
             Ok(report) => {
                 self.reloads.fetch_add(1, Ordering::Relaxed);
                 write(&self.last_reload_error, None);
-                tracing::info!(?report, "reloaded");
+                tracing::info!(
+                    policy_version = %report.policy_version,
+                    keys_refetched = report.keys_refetched,
+                    tls_reloaded = report.tls_reloaded,
+                    needs_restart = report.needs_restart.join(", "),
+                    "reloaded"
+                );
                 Ok(report)
             }
             Err(error) => {
