@@ -417,16 +417,24 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }),
-        Command::Config(ConfigCommand::Check { file }) => match Config::load(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                Ok(ExitCode::SUCCESS)
+        Command::Config(ConfigCommand::Check { file }) => {
+            // What `serve` reads, short of binding its sockets and opening the audit log.
+            let checked = Config::load(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|config| {
+                    tollbu_proxy::gateway::check_files(&config).map_err(|e| e.to_string())
+                });
+            match checked {
+                Ok(()) => {
+                    println!("{}: ok", file.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    Ok(ExitCode::FAILURE)
+                }
             }
-            Err(error) => {
-                eprintln!("{error}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        }
         Command::Console(ConsoleCommand::HashPassword) => {
             let mut password = String::new();
             std::io::stdin().read_line(&mut password)?;
@@ -459,7 +467,7 @@ fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
             return Err(error.into());
         }
     };
-    crate::init_logging(true, &config.log.level);
+    crate::init_logging(true, config.log.level.get_ref());
     // Requests run on the gateway's own workers (`[gateway] workers`); this
     // runtime only accepts, serves the admin listener and refreshes keys.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -468,8 +476,15 @@ fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async {
         let gateway = tollbu_proxy::start_with(config, Some(config_path.clone())).await?;
-        tracing::info!(plain = ?gateway.plain_addr, tls = ?gateway.tls_addr, admin = %gateway.admin_addr, "gateway serving");
+        tracing::info!(
+            plain = gateway.plain_addr.map(|a| a.to_string()),
+            tls = gateway.tls_addr.map(|a| a.to_string()),
+            admin = %gateway.admin_addr,
+            "gateway serving"
+        );
         crate::demo::wait_for_shutdown_signal(&gateway).await;
+        // Logged here, so that `serve`'s lines carry its target (not the demo's).
+        tracing::info!("shutting down: draining connections, flushing the audit log");
         gateway.shutdown().await;
         anyhow::Ok(())
     })?;

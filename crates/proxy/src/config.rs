@@ -16,11 +16,9 @@ use toml::Spanned;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    #[error("cannot read `{path}`: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    /// The cause is part of the message, not a `source`: an error chain would print it twice.
+    #[error("cannot read `{path}`: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
     Invalid {
         path: String,
@@ -231,13 +229,13 @@ pub struct ServiceSection {
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     /// An `EnvFilter` directive such as `info` or `info,tollbu_proxy=debug`; `RUST_LOG` overrides it.
-    pub level: String,
+    pub level: Spanned<String>,
 }
 
 impl Default for LogSection {
     fn default() -> Self {
         LogSection {
-            level: "info".into(),
+            level: Spanned::new(0..0, "info".into()),
         }
     }
 }
@@ -350,9 +348,9 @@ fn default_checkpoint_interval() -> u64 {
 impl Config {
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|error| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let valid =
@@ -486,7 +484,7 @@ impl Config {
                 ));
             }
         }
-        self.validate_console(&at)?;
+        self.validate_console(text, &at)?;
         if let Some(days) = &self.audit.retention_days
             && !(1..=MAX_RETENTION_DAYS).contains(days.get_ref())
         {
@@ -499,6 +497,23 @@ impl Config {
         }
         // A limit of 0 would read as "unlimited" to the rate limiter; a policy's own `requests = 0`
         // is refused too.
+        // A timeout of 0 would end every exchange (or handshake) before it began.
+        for (key, value) in [
+            ("header_read_timeout_ms", self.limits.header_read_timeout_ms),
+            (
+                "upstream_connect_timeout_ms",
+                self.limits.upstream_connect_timeout_ms,
+            ),
+            ("upstream_timeout_ms", self.limits.upstream_timeout_ms),
+        ] {
+            if value == 0 {
+                let start = key_offset_in(text, "limits", key);
+                return Err(at(
+                    start..start,
+                    format!("`limits.{key}` must be at least 1 (every request would time out)"),
+                ));
+            }
+        }
         for (key, value) in [
             ("default_rate_requests", self.limits.default_rate_requests),
             (
@@ -507,7 +522,7 @@ impl Config {
             ),
         ] {
             if value == 0 {
-                let start = key_offset(text, key).unwrap_or(0);
+                let start = key_offset_in(text, "limits", key);
                 return Err(at(
                     start..start,
                     format!("`limits.{key}` must be at least 1"),
@@ -516,14 +531,28 @@ impl Config {
         }
         self.validate_retired_dirs(&at)?;
         if !matches!(self.audit.durability.as_str(), "fsync" | "relaxed") {
+            let start = key_offset_in(text, "audit", "durability");
             return Err(at(
-                0..0,
+                start..start,
                 format!(
                     "`audit.durability` must be `fsync` or `relaxed`, not `{}`",
                     self.audit.durability
                 ),
             ));
         }
+        // `serve` would print "ignoring" on stderr and run with less logging than asked for.
+        let level = &self.log.level;
+        tracing_subscriber::EnvFilter::builder()
+            .parse(level.get_ref())
+            .map_err(|e| {
+                at(
+                    level.span(),
+                    format!(
+                        "`log.level` `{}` is not a log filter ({e}); use e.g. `info` or `info,tollbu_proxy=debug`",
+                        level.get_ref()
+                    ),
+                )
+            })?;
         Ok(())
     }
 
@@ -561,20 +590,27 @@ impl Config {
 
     fn validate_console(
         &self,
+        text: &str,
         at: &impl Fn(std::ops::Range<usize>, String) -> ConfigError,
     ) -> Result<(), ConfigError> {
         let console = &self.console;
+        let key = |key: &str| {
+            let start = key_offset_in(text, "console", key);
+            start..start
+        };
         if console.enabled && console.users.is_empty() {
             return Err(at(
-                0..0,
+                key("enabled"),
                 "`console.enabled` needs at least one entry in `console.users`".into(),
             ));
         }
-        if console.session_ttl_secs == 0 || console.idle_timeout_secs == 0 {
-            return Err(at(
-                0..0,
-                "`console.session_ttl_secs` and `console.idle_timeout_secs` must be above 0".into(),
-            ));
+        for (name, value) in [
+            ("session_ttl_secs", console.session_ttl_secs),
+            ("idle_timeout_secs", console.idle_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(at(key(name), format!("`console.{name}` must be above 0")));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for user in &console.users {
@@ -611,21 +647,35 @@ impl Config {
     }
 }
 
-/// Byte offset of `key = …` at the start of a line of `text`, for errors about values that carry
-/// no position of their own.
-fn key_offset(text: &str, key: &str) -> Option<usize> {
+/// Byte offset of `key = …` at the start of a line of `text` in table `[section]` (or written
+/// `section.key = …` elsewhere), for errors about values that carry no position of their own; 0
+/// (the file's start) when the key is not written out.
+fn key_offset_in(text: &str, section: &str, key: &str) -> usize {
+    let dotted = format!("{section}.{key}");
     let mut offset = 0;
+    let mut table = String::new();
     for line in text.split_inclusive('\n') {
         let trimmed = line.trim_start();
-        if trimmed
-            .strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-        {
-            return Some(offset + line.len() - trimmed.len());
+        if let Some(header) = trimmed.strip_prefix('[') {
+            table = header
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+        }
+        let assigns = |name: &str| {
+            trimmed
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        };
+        if (table == section && assigns(key)) || (table.is_empty() && assigns(&dotted)) {
+            return offset + line.len() - trimmed.len();
         }
         offset += line.len();
     }
-    None
+    0
 }
 
 /// Replaces each `${NAME}` in `text` with `lookup(NAME)`; an unset variable
@@ -906,6 +956,72 @@ pseudonym_key = "p.key"
             assert!(
                 error.starts_with(&format!("t.toml:{line}:")) && error.contains(why),
                 "{error}"
+            );
+        }
+    }
+
+    /// A zero timeout (every request would time out), a log filter `serve` would half ignore, and
+    /// the settings whose errors used to point at 1:1 are refused at the line that sets them.
+    #[test]
+    fn timeouts_log_filter_durability_and_console_errors_name_their_line() {
+        let cases = [
+            (
+                MINIMAL.replace("[audit]", "[limits]\nupstream_timeout_ms = 0\n\n[audit]"),
+                "`limits.upstream_timeout_ms` must be at least 1",
+                "upstream_timeout_ms = 0",
+                1,
+            ),
+            (
+                MINIMAL.replace(
+                    "[audit]",
+                    "[limits]\nmax_connections = 5\nupstream_connect_timeout_ms = 0\n\n[audit]",
+                ),
+                "`limits.upstream_connect_timeout_ms` must be at least 1",
+                "upstream_connect_timeout_ms = 0",
+                1,
+            ),
+            (
+                MINIMAL.replace("[audit]", "[limits]\nheader_read_timeout_ms = 0\n\n[audit]"),
+                "`limits.header_read_timeout_ms` must be at least 1",
+                "header_read_timeout_ms = 0",
+                1,
+            ),
+            (
+                format!("{MINIMAL}\n[log]\nlevel = \"info,tollbu_proxy=loud\"\n"),
+                "`log.level` `info,tollbu_proxy=loud` is not a log filter",
+                "level = ",
+                9,
+            ),
+            (
+                MINIMAL.replace(
+                    "pseudonym_key = \"p.key\"",
+                    "pseudonym_key = \"p.key\"\n  durability = \"sometimes\"",
+                ),
+                "`audit.durability` must be `fsync` or `relaxed`, not `sometimes`",
+                "durability = ",
+                3,
+            ),
+            (
+                format!("{MINIMAL}\n[console]\ncookie_secure = true\nenabled = true\n"),
+                "`console.enabled` needs at least one entry in `console.users`",
+                "enabled = true",
+                1,
+            ),
+            (
+                format!("{MINIMAL}\n[console]\nidle_timeout_secs = 0\n"),
+                "`console.idle_timeout_secs` must be above 0",
+                "idle_timeout_secs = 0",
+                1,
+            ),
+        ];
+        for (text, why, at, column) in cases {
+            let line = text.lines().position(|l| l.contains(at)).unwrap() + 1;
+            let error = Config::parse(&text, "t.toml", Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with(&format!("t.toml:{line}:{column}: ")) && error.contains(why),
+                "{why} at {line}:{column}: {error}"
             );
         }
     }

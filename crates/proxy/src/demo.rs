@@ -146,6 +146,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_secs(args.exit_after)).await;
     } else {
         wait_for_shutdown_signal(&gateway).await;
+        tracing::info!("shutting down: draining connections, flushing the audit log");
     }
     gateway.shutdown().await;
     issuer.shutdown().await;
@@ -177,7 +178,6 @@ pub async fn wait_for_shutdown_signal(gateway: &RunningGateway) {
             }
         }
     }
-    tracing::info!("shutting down: draining connections, flushing the audit log");
 }
 
 /// Writes the embedded dev-only keys where the printed commands point.

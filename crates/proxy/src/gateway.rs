@@ -18,7 +18,8 @@ use crate::metrics::Metrics;
 use crate::rate_limit::{Limit, RateLimits};
 use crate::upstream::Upstream;
 
-/// Why the gateway could not be built.
+/// Why the gateway could not be built. A cause is printed in the message and never also
+/// returned as `source`, so an error chain (`{:#}`) names it once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -30,16 +31,22 @@ pub enum BuildError {
     Policies { dir: String, errors: String },
     #[error("audit log: {0}")]
     Audit(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Telemetry(#[from] crate::telemetry::TelemetryError),
     #[error("config: {0}")]
     Config(String),
     #[error("TLS: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(crate::tls::TlsError),
     #[error("cannot listen on {0}: {1}")]
     Listen(std::net::SocketAddr, std::io::Error),
     #[error("cannot start the request workers: {0}")]
     Workers(std::io::Error),
+}
+
+impl From<crate::tls::TlsError> for BuildError {
+    fn from(error: crate::tls::TlsError) -> Self {
+        BuildError::Tls(error)
+    }
 }
 
 /// Everything a request handler needs. Built from one config; a reload
@@ -232,7 +239,51 @@ fn upstreams(
     Ok(upstreams)
 }
 
+/// Loads everything `serve` loads from files, without binding a socket or opening the audit log:
+/// issuer CAs, registry certificates and keys, the policies, the listener's TLS certificate and
+/// key, and the audit log's keys. `tollbu config check` runs it.
+pub fn check_files(config: &Config) -> Result<(), BuildError> {
+    issuer_settings(config)?;
+    jwks_client(config)?;
+    load_policies(&config.resolve(&config.policies.dir))?;
+    upstreams(config, NonZeroUsize::MIN)?;
+    if let Some(tls) = &config.gateway.tls {
+        crate::tls::server_config(&crate::tls::ServerTlsFiles {
+            cert: config.resolve(&tls.cert),
+            key: config.resolve(&tls.key),
+            client_ca: tls.client_ca.as_ref().map(|p| config.resolve(p)),
+        })?;
+    }
+    check_audit_keys(config)
+}
+
+/// The audit log's signing and pseudonymisation keys, read as the log reads them; a signing key
+/// of another algorithm is named as such.
+fn check_audit_keys(config: &Config) -> Result<(), BuildError> {
+    use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+    let audit = &config.audit;
+    let signing = config.resolve(&audit.signing_key);
+    let pem = std::fs::read_to_string(&signing).map_err(|e| {
+        BuildError::Audit(format!(
+            "cannot read `signing_key` `{}`: {e}",
+            signing.display()
+        ))
+    })?;
+    if ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).is_err() {
+        return Err(BuildError::Audit(format!(
+            "`signing_key` `{}`: expected an Ed25519 private key (PKCS#8 PEM)",
+            signing.display()
+        )));
+    }
+    tollbu_audit::CheckpointSigner::from_pem_file(&signing, audit.origin.get_ref())
+        .map_err(|e| BuildError::Audit(e.to_string()))?;
+    tollbu_audit::Pseudonymiser::from_key_file(&config.resolve(&audit.pseudonym_key))
+        .map_err(|e| BuildError::Audit(e.to_string()))?;
+    Ok(())
+}
+
 fn open_audit(config: &Config) -> Result<AuditLog, BuildError> {
+    check_audit_keys(config)?;
     let audit = &config.audit;
     let mut audit_config = AuditConfig::new(
         config.resolve(&audit.dir),
@@ -250,7 +301,21 @@ fn open_audit(config: &Config) -> Result<AuditLog, BuildError> {
     audit_config.checkpoint_interval = Duration::from_secs(audit.checkpoint_interval_secs.max(1));
     let (log, recovery) =
         AuditLog::open(audit_config).map_err(|e| BuildError::Audit(e.to_string()))?;
-    tracing::info!(?recovery, "audit log opened");
+    let truncated_at = recovery
+        .truncated_at
+        .as_ref()
+        .map(|(path, offset, why)| format!("{}:{offset}: {why}", path.display()));
+    tracing::info!(
+        records = recovery.records,
+        clean = recovery.is_clean(),
+        truncated_bytes = recovery.truncated_bytes,
+        truncated_at,
+        tiles_rebuilt = recovery.tiles_rebuilt,
+        reindexed = recovery.reindexed,
+        checkpoint_size = recovery.checkpoint_size,
+        notes = recovery.notes.join("; "),
+        "audit log opened"
+    );
     Ok(log)
 }
 

@@ -21,6 +21,9 @@ pub struct Live {
     state: RwLock<Arc<GatewayState>>,
     tls: Option<RwLock<Arc<rustls::ServerConfig>>>,
     config: RwLock<Config>,
+    /// The configuration the process started with: what its listeners, workers and audit log
+    /// were made from, so what a reload's restart-only settings are compared with.
+    started: Config,
     config_path: Option<PathBuf>,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
@@ -72,7 +75,8 @@ impl Live {
         Live {
             state: RwLock::new(Arc::new(state)),
             tls: tls.map(RwLock::new),
-            config: RwLock::new(config),
+            config: RwLock::new(config.clone()),
+            started: config,
             config_path,
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
@@ -110,7 +114,13 @@ impl Live {
             Ok(report) => {
                 self.reloads.fetch_add(1, Ordering::Relaxed);
                 write(&self.last_reload_error, None);
-                tracing::info!(?report, "reloaded");
+                tracing::info!(
+                    policy_version = %report.policy_version,
+                    keys_refetched = report.keys_refetched,
+                    tls_reloaded = report.tls_reloaded,
+                    needs_restart = report.needs_restart.join(", "),
+                    "reloaded"
+                );
                 Ok(report)
             }
             Err(error) => {
@@ -128,7 +138,9 @@ impl Live {
             Some(path) => Config::load(path).map_err(|e| BuildError::Config(e.to_string()))?,
             None => old_config.clone(),
         };
-        let needs_restart = restart_only_changes(&old_config, &new_config);
+        // Against the start, not the last reload: a setting changed twice still needs a restart
+        // (and one changed back no longer does).
+        let needs_restart = restart_only_changes(&self.started, &new_config);
         let tls = match (&self.tls, &new_config.gateway.tls) {
             (Some(_), Some(section)) => Some(tls::server_config(&tls::ServerTlsFiles {
                 cert: new_config.resolve(&section.cert),
@@ -220,7 +232,13 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     if old.admin.listen != new.admin.listen {
         changed.push("admin.listen".to_owned());
     }
-    if old.audit != new.audit {
+    // Retention is read at each sweep: a reload applies it.
+    let opened_with = |audit: &crate::config::AuditSection| crate::config::AuditSection {
+        retention_days: None,
+        retired_dirs: Vec::new(),
+        ..audit.clone()
+    };
+    if opened_with(&old.audit) != opened_with(&new.audit) {
         changed.push("audit".to_owned());
     }
     let (a, b) = (&old.limits, &new.limits);
@@ -266,5 +284,18 @@ mod tests {
             restart_only_changes(&old, &parse(&more)),
             ["gateway.workers"]
         );
+    }
+
+    #[test]
+    fn retention_settings_apply_on_reload_and_other_audit_settings_need_a_restart() {
+        let old = parse(CONFIG);
+        let retention = CONFIG.replace(
+            "[audit]\n",
+            "[audit]\nretention_days = 30\nretired_dirs = [\"old-audit\"]\n",
+        );
+        assert_ne!(retention, CONFIG);
+        assert!(restart_only_changes(&old, &parse(&retention)).is_empty());
+        let relaxed = CONFIG.replace("[audit]\n", "[audit]\ndurability = \"relaxed\"\n");
+        assert_eq!(restart_only_changes(&old, &parse(&relaxed)), ["audit"]);
     }
 }

@@ -18,8 +18,18 @@ pub enum TlsError {
     NoCertificate(String),
     #[error("`{0}` holds no usable PEM private key")]
     NoKey(String),
-    #[error("`{0}`: {1}")]
+    #[error("`{0}`: {reason}", reason = describe(.1))]
     Rustls(String, rustls::Error),
+    /// The server certificate (the first in the file) is outside its validity period.
+    #[error("`{path}`: the certificate {problem} (valid from {not_before} until {not_after})")]
+    NotValidNow {
+        path: String,
+        problem: &'static str,
+        not_before: String,
+        not_after: String,
+    },
+    #[error("`{0}`: the first certificate is not a well-formed X.509 certificate")]
+    Malformed(String),
     #[error("client CA `{0}`: {1}")]
     ClientVerifier(String, String),
 }
@@ -51,6 +61,127 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError>
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| TlsError::NoKey(path.display().to_string()))
 }
 
+/// rustls's words for a key that belongs to another certificate are its enum's names.
+fn describe(error: &rustls::Error) -> String {
+    match error {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            "the private key does not match the certificate".into()
+        }
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown) => {
+            "cannot tell whether the private key matches the certificate".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Refuses a server certificate that has expired or is not valid yet: clients
+/// would refuse it, so serving it would fail every handshake.
+pub fn check_validity(
+    path: &Path,
+    cert: &CertificateDer<'_>,
+    now: time::OffsetDateTime,
+) -> Result<(), TlsError> {
+    let name = || path.display().to_string();
+    let (not_before, not_after) = validity(cert).ok_or_else(|| TlsError::Malformed(name()))?;
+    let problem = if now < not_before {
+        "is not valid yet"
+    } else if now > not_after {
+        "has expired"
+    } else {
+        return Ok(());
+    };
+    Err(TlsError::NotValidNow {
+        path: name(),
+        problem,
+        not_before: utc(not_before),
+        not_after: utc(not_after),
+    })
+}
+
+fn utc(at: time::OffsetDateTime) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    at.format(&format).unwrap_or_else(|_| at.to_string())
+}
+
+/// One DER element: its tag, its contents, and what follows it.
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(count);
+        let len = bytes
+            .iter()
+            .fold(0usize, |len, &b| (len << 8) | usize::from(b));
+        (len, rest)
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let (contents, rest) = rest.split_at(len);
+    Some((tag, contents, rest))
+}
+
+/// `notBefore` and `notAfter` of a certificate (RFC 5280 §4.1.2.5).
+fn validity(cert: &[u8]) -> Option<(time::OffsetDateTime, time::OffsetDateTime)> {
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, certificate, _) = der_element(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = der_element(certificate)? else {
+        return None;
+    };
+    let mut rest = tbs;
+    // [0] version (optional), serialNumber, signature, issuer, then validity.
+    let (tag, _, after) = der_element(rest)?;
+    if tag == 0xa0 {
+        rest = after;
+    }
+    for _ in 0..3 {
+        rest = der_element(rest)?.2;
+    }
+    let (SEQUENCE, validity, _) = der_element(rest)? else {
+        return None;
+    };
+    let (tag, first, after) = der_element(validity)?;
+    let not_before = der_time(tag, first)?;
+    let (tag, second, _) = der_element(after)?;
+    Some((not_before, der_time(tag, second)?))
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
+fn der_time(tag: u8, text: &[u8]) -> Option<time::OffsetDateTime> {
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<u16>().ok();
+    let (year, rest) = match (tag, text.len()) {
+        (0x17, 12) => {
+            let yy = number(0..2)?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, 2)
+        }
+        (0x18, 14) => (number(0..4)?, 4),
+        _ => return None,
+    };
+    let field =
+        |i: usize| number(rest + 2 * i..rest + 2 * i + 2).and_then(|n| u8::try_from(n).ok());
+    let date = time::Date::from_calendar_date(
+        i32::from(year),
+        time::Month::try_from(field(0)?).ok()?,
+        field(1)?,
+    )
+    .ok()?;
+    let at = time::Time::from_hms(field(2)?, field(3)?, field(4)?).ok()?;
+    Some(time::PrimitiveDateTime::new(date, at).assume_utc())
+}
+
 /// Builds the listener's rustls configuration.
 pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -74,9 +205,92 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<rustls::ServerConfig>
         }
         None => builder.with_no_client_auth(),
     };
+    let certs = load_certs(&files.cert)?;
+    if let Some(leaf) = certs.first() {
+        check_validity(&files.cert, leaf, time::OffsetDateTime::now_utc())?;
+    }
     let mut config = builder
-        .with_single_cert(load_certs(&files.cert)?, load_private_key(&files.key)?)
+        .with_single_cert(certs, load_private_key(&files.key)?)
         .map_err(|e| TlsError::Rustls(files.cert.display().to_string(), e))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use time::{Duration, OffsetDateTime};
+
+    /// A self-signed certificate for `localhost` valid from `from` until `until`, written as
+    /// `gateway.pem` and `gateway.key.pem` in `dir`.
+    fn write_cert(dir: &Path, from: OffsetDateTime, until: OffsetDateTime) -> ServerTlsFiles {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_before = from;
+        params.not_after = until;
+        let cert = params.self_signed(&key).unwrap();
+        let files = ServerTlsFiles {
+            cert: dir.join("gateway.pem"),
+            key: dir.join("gateway.key.pem"),
+            client_ca: None,
+        };
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        files
+    }
+
+    fn date(year: i32) -> OffsetDateTime {
+        time::Date::from_calendar_date(year, time::Month::March, 4)
+            .unwrap()
+            .with_hms(5, 6, 7)
+            .unwrap()
+            .assume_utc()
+    }
+
+    #[test]
+    fn a_certificate_within_its_validity_period_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let files = write_cert(dir.path(), now - Duration::days(1), now + Duration::days(1));
+        server_config(&files).unwrap();
+    }
+
+    #[test]
+    fn an_expired_certificate_is_refused_with_its_file_and_dates() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_cert(dir.path(), date(2001), date(2002));
+        let error = server_config(&files).err().unwrap().to_string();
+        assert!(error.contains("gateway.pem"), "{error}");
+        assert!(error.contains("has expired"), "{error}");
+        assert!(
+            error.contains("valid from 2001-03-04 05:06:07 UTC until 2002-03-04 05:06:07 UTC"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_not_valid_yet_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // GeneralizedTime from 2050 on, UTCTime before.
+        let files = write_cert(dir.path(), date(2049), date(2051));
+        let error = server_config(&files).err().unwrap().to_string();
+        assert!(error.contains("is not valid yet"), "{error}");
+        assert!(error.contains("2049-03-04 05:06:07 UTC"), "{error}");
+        assert!(error.contains("2051-03-04 05:06:07 UTC"), "{error}");
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_named_as_such_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let files = write_cert(dir.path(), now - Duration::days(1), now + Duration::days(1));
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&files.key, other.serialize_pem()).unwrap();
+        let error = server_config(&files).err().unwrap().to_string();
+        assert!(
+            error.ends_with("gateway.pem`: the private key does not match the certificate"),
+            "{error}"
+        );
+    }
 }

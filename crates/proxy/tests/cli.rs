@@ -41,6 +41,8 @@ fn config_check_names_file_line_and_column() {
         .split("```")
         .next()
         .unwrap();
+    // The example names files (under /etc/tollbu, and `policies`) which `config check` reads as `serve` does: its
+    // settings are valid when the only complaint is about those files.
     let good = dir.path().join("good.toml");
     std::fs::write(&good, example).unwrap();
     let out = Command::new(TOLLBU)
@@ -48,11 +50,158 @@ fn config_check_names_file_line_and_column() {
         .arg(&good)
         .output()
         .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        !stderr.contains("good.toml:") && !stderr.contains("good.toml`"),
+        "{stderr}"
     );
+}
+
+/// `config check` loads what `serve` loads (TLS material, audit keys, policies, CA files), so a
+/// config it calls ok does not fail at start; each cause is printed once.
+#[test]
+fn config_check_refuses_what_serve_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = repo().join("certs-example");
+    let c = |name: &str| certs.join(name).display().to_string();
+    let good = format!(
+        "[gateway]\n[gateway.tls]\nlisten = \"127.0.0.1:8443\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+         [[issuer]]\nissuer = \"https://issuer.example/\"\njwks_url = \"https://issuer.example/jwk\"\nca = \"{ca}\"\n\
+         [[service]]\nid = \"population\"\nupstream = \"https://registry.example\"\nupstream_ca = \"{ca}\"\n\
+         [policies]\ndir = \"{policies}\"\n\
+         [audit]\ndir = \"audit\"\norigin = \"tollbu.example/check/0\"\nsigning_key = \"{signing}\"\npseudonym_key = \"{pseudonym}\"\n",
+        cert = c("gateway.pem"),
+        key = c("gateway.key.pem"),
+        ca = c("ca.pem"),
+        policies = repo().join("policies").display(),
+        signing = c("audit-signing.key.pem"),
+        pseudonym = c("audit-pseudonym.key"),
+    );
+    let check = |text: &str| {
+        let file = dir.path().join("tollbu.toml");
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(TOLLBU)
+            .args(["config", "check"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = check(&good);
+    assert!(ok, "{stderr}");
+    assert!(
+        !dir.path().join("audit").exists(),
+        "config check opened the audit log"
+    );
+
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let a_dir = dir.path().display().to_string();
+    // (setting, new value, what the error says)
+    let cases = [
+        ("\ncert", missing.clone(), "cannot read"),
+        ("\ncert", c("gateway.key.pem"), "holds no PEM certificate"),
+        ("\nkey", c("ca.pem"), "holds no usable PEM private key"),
+        ("\nkey", a_dir, "cannot read"),
+        (
+            "\nkey",
+            c("registry.key.pem"),
+            "the private key does not match the certificate",
+        ),
+        ("\nca", missing.clone(), "cannot read"),
+        ("\nupstream_ca", missing.clone(), "cannot read"),
+        (
+            "\nsigning_key",
+            c("gateway.key.pem"),
+            "expected an Ed25519 private key (PKCS#8 PEM)",
+        ),
+        ("\nsigning_key", missing.clone(), "cannot read"),
+        ("\npseudonym_key", missing.clone(), "missing.pem"),
+        ("\npseudonym_key", c("ca.pem"), "expected 64 hex characters"),
+        (
+            "[policies]\ndir",
+            missing.clone(),
+            "cannot read: No such file",
+        ),
+    ];
+    for (setting, value, why) in cases {
+        let text = replace_setting(&good, setting, &value);
+        assert_ne!(text, good, "{setting}");
+        let (ok, stderr) = check(&text);
+        assert!(!ok, "{setting} = {value}: accepted");
+        assert!(stderr.contains(why), "{setting} = {value}: {stderr}");
+        assert_eq!(
+            stderr.matches(why).count(),
+            1,
+            "{setting} = {value}: {stderr}"
+        );
+    }
+
+    let invalid_policy = tempfile::tempdir().unwrap();
+    std::fs::write(invalid_policy.path().join("broken.toml"), "[service\n").unwrap();
+    let text = good.replace(
+        &repo().join("policies").display().to_string(),
+        &invalid_policy.path().display().to_string(),
+    );
+    let (ok, stderr) = check(&text);
+    assert!(!ok && stderr.contains("broken.toml"), "{stderr}");
+
+    let (ok, stderr) = check(&good.replace(
+        "[policies]",
+        "[limits]\nupstream_timeout_ms = 0\n[policies]",
+    ));
+    assert!(!ok && stderr.contains("upstream_timeout_ms"), "{stderr}");
+}
+
+/// `text` with the value of the first `setting = "…"` (a key, after a newline) replaced.
+fn replace_setting(text: &str, setting: &str, value: &str) -> String {
+    let start = text.find(&format!("{setting} = \"")).unwrap() + setting.len() + 4;
+    let end = start + text[start..].find('"').unwrap();
+    format!("{}{value}{}", &text[..start], &text[end..])
+}
+
+/// `serve` names each cause once: a chain of errors that each repeat their source did not.
+#[test]
+fn serve_prints_each_cause_of_a_start_failure_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(TOLLBU)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("nowhere.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+
+    let certs = repo().join("certs-example");
+    let c = |name: &str| certs.join(name).display().to_string();
+    let config = format!(
+        "[gateway]\n[gateway.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n[policies]\ndir = \"{policies}\"\n\
+         [audit]\ndir = \"audit\"\norigin = \"tollbu.example/once/0\"\nsigning_key = \"{signing}\"\npseudonym_key = \"{pseudonym}\"\n",
+        cert = c("gateway.pem"),
+        key = c("registry.key.pem"),
+        policies = repo().join("policies").display(),
+        signing = c("audit-signing.key.pem"),
+        pseudonym = c("audit-pseudonym.key"),
+    );
+    let file = dir.path().join("tollbu.toml");
+    std::fs::write(&file, config).unwrap();
+    let out = Command::new(TOLLBU)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: TLS: `")
+            && stderr.contains("gateway.pem`: the private key does not match the certificate\n"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("does not match").count(), 1, "{stderr}");
 }
 
 #[test]
@@ -372,6 +521,26 @@ fn serve_reloads_on_sighup_and_drains_on_sigterm() {
             "not a JSON log line: {line}"
         );
     }
+    // Fields are values, not Rust's Debug output, and `serve`'s lines carry its own target.
+    for debug in ["Some(", "None", "RecoveryReport", "ReloadReport"] {
+        assert!(!logs.contains(debug), "`{debug}` in the logs: {logs}");
+    }
+    let shutdown = logs
+        .lines()
+        .find(|l| l.contains("shutting down"))
+        .unwrap_or_default();
+    assert!(
+        shutdown.contains("\"target\":\"tollbu::cli\""),
+        "{shutdown}"
+    );
+    let serving = logs
+        .lines()
+        .find(|l| l.contains("gateway serving"))
+        .unwrap();
+    assert!(
+        serving.contains(&format!("\"plain\":\"127.0.0.1:{gateway_port}\"")),
+        "{serving}"
+    );
     let pid = tollbu_devkit::people::example_pid(0);
     assert!(!logs.contains(&pid), "identity number in the logs");
     assert!(

@@ -366,6 +366,80 @@ async fn renewed_tls_certificate_files_are_picked_up_without_restart() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_eq!(served_cert(env.tls_addr()).await, renewed_der);
+
+    // An expired certificate (with its own key) is refused too, and named as such.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    params.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    let expired = params.self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("gateway.key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("gateway.pem"), expired.pem()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ready = get(&format!("{}/readyz", env.admin()), &[]).await.json();
+        if ready["last_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("gateway.pem`: the certificate has expired"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired certificate not reported: {ready}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(served_cert(env.tls_addr()).await, renewed_der);
+}
+
+/// `needs_restart` compares with what the process started with: a worker count set by a reload
+/// still needs a restart at the next reload, one set back does not, and retention settings
+/// (applied at the next sweep) never do.
+#[tokio::test]
+async fn reload_reports_restart_only_changes_against_the_running_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs_dir();
+    let base = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [policies]\ndir = \"{policies}\"\n\
+         [audit]\ndir = \"audit\"\norigin = \"tollbu.example/restart/0\"\n\
+         signing_key = \"{c}/audit-signing.key.pem\"\npseudonym_key = \"{c}/audit-pseudonym.key\"\n",
+        policies = policies_dir().display(),
+        c = certs.display(),
+    );
+    let path = dir.path().join("tollbu.toml");
+    std::fs::write(&path, &base).unwrap();
+    let config = tollbu_proxy::Config::load(&path).unwrap();
+    let gateway = tollbu_proxy::start_with(config, Some(path.clone()))
+        .await
+        .unwrap();
+    let reload = || async { gateway.live.reload().await.unwrap().needs_restart };
+
+    let with_workers = base.replace("[admin]", "workers = 1\n[admin]");
+    std::fs::write(&path, &with_workers).unwrap();
+    assert_eq!(reload().await, ["gateway.workers"]);
+    assert_eq!(reload().await, ["gateway.workers"], "still not running");
+    std::fs::write(&path, &base).unwrap();
+    assert!(reload().await.is_empty(), "back to what runs");
+
+    let retention = base.replace(
+        "[audit]\n",
+        "[audit]\nretention_days = 400\nretired_dirs = [\"audit-2025\"]\n",
+    );
+    std::fs::write(&path, &retention).unwrap();
+    assert!(reload().await.is_empty());
+    assert_eq!(
+        gateway
+            .live
+            .config()
+            .audit
+            .retention_days
+            .map(|d| *d.get_ref()),
+        Some(400),
+        "applied at the next sweep"
+    );
+    gateway.shutdown().await;
 }
 
 #[tokio::test]
