@@ -188,8 +188,14 @@ enum AuditCommand {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a config file; errors name file:line:column.
-    Check { file: PathBuf },
+    /// Validate a config file (errors name file:line:column) and load the files it names.
+    Check {
+        file: PathBuf,
+        /// Only the config itself, not the files it names: for a config rendered on a
+        /// workstation whose paths exist only in the pod.
+        #[arg(long)]
+        syntax_only: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -417,11 +423,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }),
-        Command::Config(ConfigCommand::Check { file }) => {
+        Command::Config(ConfigCommand::Check { file, syntax_only }) => {
             // What `serve` reads, short of binding its sockets and opening the audit log.
             let checked = Config::load(&file)
                 .map_err(|e| e.to_string())
                 .and_then(|config| {
+                    if syntax_only {
+                        return Ok(());
+                    }
                     tollbu_proxy::gateway::check_files(&config).map_err(|e| e.to_string())
                 });
             match checked {

@@ -134,23 +134,33 @@ impl Live {
 
     async fn try_reload(&self) -> Result<ReloadReport, BuildError> {
         let old_config = read(&self.config);
-        let new_config = match &self.config_path {
-            Some(path) => Config::load(path).map_err(|e| BuildError::Config(e.to_string()))?,
-            None => old_config.clone(),
-        };
+        let config_path = self.config_path.clone();
+        let serves_tls = self.tls.is_some();
+        let previous = self.state();
+        // Reading files and compiling policies takes seconds for a large policy set: on a
+        // blocking thread, so the runtime that accepts connections (and the admin port) is
+        // not held meanwhile. (It was: every request waited for the whole reload.)
+        let (new_config, tls, state, previous) = tokio::task::spawn_blocking(move || {
+            let new_config = match &config_path {
+                Some(path) => Config::load(path).map_err(|e| BuildError::Config(e.to_string()))?,
+                None => old_config,
+            };
+            let tls = match (serves_tls, &new_config.gateway.tls) {
+                (true, Some(section)) => Some(tls::server_config(&tls::ServerTlsFiles {
+                    cert: new_config.resolve(&section.cert),
+                    key: new_config.resolve(&section.key),
+                    client_ca: section.client_ca.as_ref().map(|p| new_config.resolve(p)),
+                })?),
+                _ => None,
+            };
+            let state = GatewayState::rebuild(&new_config, &previous)?;
+            Ok::<_, BuildError>((new_config, tls, state, previous))
+        })
+        .await
+        .map_err(|e| BuildError::Config(format!("the reload stopped: {e}")))??;
         // Against the start, not the last reload: a setting changed twice still needs a restart
         // (and one changed back no longer does).
         let needs_restart = restart_only_changes(&self.started, &new_config);
-        let tls = match (&self.tls, &new_config.gateway.tls) {
-            (Some(_), Some(section)) => Some(tls::server_config(&tls::ServerTlsFiles {
-                cert: new_config.resolve(&section.cert),
-                key: new_config.resolve(&section.key),
-                client_ca: section.client_ca.as_ref().map(|p| new_config.resolve(p)),
-            })?),
-            _ => None,
-        };
-        let previous = self.state();
-        let state = GatewayState::rebuild(&new_config, &previous)?;
         let keys_refetched = !state.shares_verifier(&previous);
         if keys_refetched {
             state.verifier.start_refresh().await;

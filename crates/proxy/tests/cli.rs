@@ -153,6 +153,27 @@ fn config_check_refuses_what_serve_would_refuse() {
         "[limits]\nupstream_timeout_ms = 0\n[policies]",
     ));
     assert!(!ok && stderr.contains("upstream_timeout_ms"), "{stderr}");
+
+    // `--syntax-only`: the config alone, for one rendered where its files do not exist.
+    let file = dir.path().join("tollbu.toml");
+    std::fs::write(&file, replace_setting(&good, "\ncert", &missing)).unwrap();
+    let syntax_only = |file: &Path| {
+        Command::new(TOLLBU)
+            .args(["config", "check", "--syntax-only"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let out = syntax_only(&file);
+    assert!(out.status.success(), "{:?}", out);
+    std::fs::write(
+        &file,
+        good.replace("[policies]", "[limits]\nbogus = 1\n[policies]"),
+    )
+    .unwrap();
+    let out = syntax_only(&file);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tollbu.toml:"));
 }
 
 /// `text` with the value of the first `setting = "…"` (a key, after a newline) replaced.

@@ -442,6 +442,83 @@ async fn reload_reports_restart_only_changes_against_the_running_process() {
     gateway.shutdown().await;
 }
 
+/// A reload reads files and compiles the policies; however long that takes (a large policy
+/// set, a slow volume), the gateway goes on serving meanwhile. It did not: the reload ran on
+/// the runtime that accepts connections, and every request waited for it. Here the config
+/// file is a FIFO, so the reload's read waits until the test writes it.
+#[tokio::test]
+async fn requests_are_served_while_a_reload_is_still_reading_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs_dir();
+    let text = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [policies]\ndir = \"{policies}\"\n\
+         [audit]\ndir = \"audit\"\norigin = \"tollbu.example/slow-reload/0\"\n\
+         signing_key = \"{c}/audit-signing.key.pem\"\npseudonym_key = \"{c}/audit-pseudonym.key\"\n",
+        policies = policies_dir().display(),
+        c = certs.display(),
+    );
+    let path = dir.path().join("tollbu.toml");
+    std::fs::write(&path, &text).unwrap();
+    let config = tollbu_proxy::Config::load(&path).unwrap();
+    let gateway = tollbu_proxy::start_with(config, Some(path.clone()))
+        .await
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+
+    let live = std::sync::Arc::clone(&gateway.live);
+    let reload = tokio::spawn(async move { live.reload().await });
+    // The client runs on its own thread and runtime, so that a reload holding the gateway's
+    // runtime makes its requests time out (rather than the test hang), and then lets the
+    // reload finish by writing the file.
+    let (admin, plain) = (gateway.admin_addr, gateway.plain_addr.unwrap());
+    let client = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let answers = runtime.block_on(async {
+            let mut answers = Vec::new();
+            for _ in 0..3 {
+                let wait = std::time::Duration::from_secs(10);
+                let health_url = format!("http://{admin}/healthz");
+                let health = tokio::time::timeout(wait, get(&health_url, &[])).await;
+                answers.push(health.map(|a| a.status.as_u16()));
+                // This config names no service: answered at once with 404, not held.
+                let proxied_url = format!("http://{plain}/population/persons/x");
+                let proxied = tokio::time::timeout(wait, get(&proxied_url, &[])).await;
+                answers.push(proxied.map(|a| a.status.as_u16()));
+            }
+            answers
+        });
+        std::fs::write(&path, text).unwrap();
+        answers
+    });
+    let report = reload.await.unwrap().unwrap();
+    let answers = tokio::task::spawn_blocking(move || client.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        answers.into_iter().map(Result::ok).collect::<Vec<_>>(),
+        [
+            Some(200),
+            Some(404),
+            Some(200),
+            Some(404),
+            Some(200),
+            Some(404)
+        ],
+        "served while the reload waited for its file"
+    );
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+    gateway.shutdown().await;
+}
+
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish_and_records_them() {
     let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
