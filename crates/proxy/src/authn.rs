@@ -40,7 +40,7 @@ pub struct IssuerSettings {
     pub issuer: String,
     pub jwks_url: http::Uri,
     pub algorithms: Vec<Algorithm>,
-    /// When set, `aud` must contain it.
+    /// When set, `aud` must contain it; when not, a token carrying any `aud` is refused.
     pub audience: Option<String>,
     pub leeway_secs: i64,
     /// Oldest `iat` accepted, and the longest lifetime (`exp - now`) accepted.
@@ -393,9 +393,15 @@ fn check_claims(
     let claims: claims::RawClaims =
         serde_json::from_value(payload).map_err(|_| TokenFault::BadClaims)?;
     check_times(&claims, settings, now)?;
-    if let Some(wanted) = &settings.audience
-        && !claims.aud.as_ref().is_some_and(|aud| aud.contains(wanted))
-    {
+    // RFC 7519 §4.1.3: a recipient that does not identify itself with a value in a present `aud`
+    // must reject the token. With no `audience` configured the gateway names itself by nothing,
+    // so an audience-restricted token (meant for some API) is never for us.
+    let audience_fits = match (&settings.audience, &claims.aud) {
+        (Some(wanted), Some(aud)) => aud.contains(wanted),
+        (None, None) => true,
+        (Some(_), None) | (None, Some(_)) => false,
+    };
+    if !audience_fits {
         return Err(TokenFault::WrongAudience);
     }
     claims::check_jti(&claims.jti)?;
@@ -632,6 +638,54 @@ mod tests {
             )
             .err(),
             Some(TokenFault::TooLarge)
+        );
+    }
+
+    #[test]
+    fn aud_must_name_the_configured_audience_and_is_refused_when_none_is_configured() {
+        let claims = |aud: &str| {
+            format!(
+                r#"{{"iss":"https://test.maskinporten.no/","scope":"a:b","client_id":"c","consumer":{{"authority":"iso6523-actorid-upis","ID":"0192:310000019"}},"exp":1100,"iat":1000,"jti":"j"{aud}}}"#
+            )
+        };
+        let at = |settings: &IssuerSettings, aud: &str| {
+            inspect_unverified(
+                &compact(r#"{"alg":"RS256","kid":"k1"}"#, &claims(aud)),
+                settings,
+                16384,
+                1000,
+            )
+            .err()
+        };
+        let open = settings();
+        assert_eq!(at(&open, ""), None, "no audience configured, no aud");
+        for aud in [
+            r#","aud":"https://other.example/api""#,
+            r#","aud":["https://other.example/api"]"#,
+            r#","aud":[]"#,
+            r#","aud":"""#,
+        ] {
+            assert_eq!(
+                at(&open, aud),
+                Some(TokenFault::WrongAudience),
+                "no audience configured: {aud}"
+            );
+        }
+        let restricted = IssuerSettings {
+            audience: Some("https://registry.example/population".into()),
+            ..settings()
+        };
+        assert_eq!(at(&restricted, ""), Some(TokenFault::WrongAudience));
+        assert_eq!(
+            at(&restricted, r#","aud":"https://other.example/api""#),
+            Some(TokenFault::WrongAudience)
+        );
+        assert_eq!(
+            at(
+                &restricted,
+                r#","aud":["https://other.example/api","https://registry.example/population"]"#
+            ),
+            None
         );
     }
 

@@ -622,6 +622,25 @@ fn cases(env: &Env, second: &IssuerHandle) -> Vec<Case> {
         Expect::Invalid("bad_claims"),
     );
 
+    // Audience: the test gateway configures none, so it is the audience of no token (RFC 7519
+    // §4.1.3: a recipient not named in a present `aud` must refuse the token).
+    add(
+        "aud for another API, no audience configured",
+        forge(
+            json!({}),
+            with(claims(), "aud", json!("https://other.example/api")),
+        ),
+        Expect::Invalid("wrong_audience"),
+    );
+    add(
+        "aud as a list naming another API, no audience configured",
+        forge(
+            json!({}),
+            with(claims(), "aud", json!(["https://other.example/api"])),
+        ),
+        Expect::Invalid("wrong_audience"),
+    );
+
     // Issuer matching.
     add(
         "iss without its trailing slash",
