@@ -310,15 +310,17 @@ impl TokenVerifier {
         if let Some(key) = issuer.keys.get(kid) {
             return Ok(key);
         }
-        let refreshed = issuer
+        // A refresh refused by the refetch throttle returns Ok without fetching; either way the
+        // outcome is read from the keys held afterwards, not from the refresh's result.
+        let _ = issuer
             .keys
             .refresh(&self.client, RefreshReason::UnknownKid)
             .await;
         match issuer.keys.get(kid) {
             Some(key) => Ok(key),
-            None if refreshed.is_err() && issuer.keys.key_count() == 0 => {
-                Err(TokenFault::KeysUnavailable)
-            }
+            // Holding no key at all, the gateway cannot say the kid is unknown: it cannot check
+            // any token of this issuer.
+            None if issuer.keys.key_count() == 0 => Err(TokenFault::KeysUnavailable),
             None => Err(TokenFault::UnknownKey),
         }
     }
@@ -687,6 +689,41 @@ mod tests {
             ),
             None
         );
+    }
+
+    /// A verifier trusting `settings()`'s issuer, whose key set is at a port nothing listens on.
+    fn verifier_without_keys(min_refetch: Duration) -> TokenVerifier {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let client =
+            crate::http_client::build_client(&Default::default(), Duration::from_secs(2)).unwrap();
+        let settings = IssuerSettings {
+            jwks_url: format!("http://127.0.0.1:{port}/jwk").parse().unwrap(),
+            min_refetch,
+            ..settings()
+        };
+        TokenVerifier::new(vec![settings], client, 16384)
+    }
+
+    #[tokio::test]
+    async fn an_issuer_holding_no_keys_refuses_with_keys_unavailable_inside_the_refetch_window() {
+        let verifier = verifier_without_keys(Duration::from_secs(600));
+        let claims = r#"{"iss":"https://test.maskinporten.no/","scope":"a:b","client_id":"c","consumer":{"authority":"iso6523-actorid-upis","ID":"0192:310000019"},"exp":1100,"iat":1000,"jti":"j"}"#;
+        let token = compact(r#"{"alg":"RS256","kid":"k1"}"#, claims);
+        for attempt in 0..3 {
+            assert_eq!(
+                verifier.verify(&token, 1000).await.err(),
+                Some(TokenFault::KeysUnavailable),
+                "attempt {attempt}"
+            );
+        }
+        let status = verifier.status();
+        assert_eq!(
+            status[0].fetches, 1,
+            "later attempts fell inside jwks_min_refetch and fetched nothing"
+        );
+        assert_eq!(status[0].keys, 0);
     }
 
     #[test]
