@@ -100,12 +100,14 @@ pub struct TokenVerifier {
 }
 
 /// A token that verified: the caller, the first second it stops being
-/// acceptable, and the key that signed it (which must still be published).
+/// acceptable, and the key that signed it (which must still be published
+/// under that kid: the same key, not merely a key with the same kid).
 #[derive(Clone)]
 struct Remembered {
     caller: Arc<VerifiedCaller>,
     valid_until: i64,
     kid: String,
+    key_fingerprint: [u8; 32],
 }
 
 /// Most verified tokens remembered at once.
@@ -207,11 +209,13 @@ impl TokenVerifier {
         }
         let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         if let Some(remembered) = self.verified.get(&digest) {
-            // A key the issuer has since withdrawn no longer vouches for its tokens.
+            // A key the issuer has since withdrawn, or replaced under the same kid, no longer
+            // vouches for its tokens.
             let key_still_published = self
                 .issuers
                 .get(&remembered.caller.issuer)
-                .is_some_and(|issuer| issuer.keys.get(&remembered.kid).is_some());
+                .and_then(|issuer| issuer.keys.get(&remembered.kid))
+                .is_some_and(|held| held.fingerprint == remembered.key_fingerprint);
             if now < remembered.valid_until && key_still_published {
                 return Ok(remembered.caller);
             }
@@ -219,7 +223,8 @@ impl TokenVerifier {
         }
         // Boxed: the full check (and a possible key fetch) is rare once tokens
         // are cached, and inline it would make every request's future 1 KiB larger.
-        let (caller, valid_until, kid) = Box::pin(self.verify_uncached(token, now)).await?;
+        let (caller, valid_until, (kid, key_fingerprint)) =
+            Box::pin(self.verify_uncached(token, now)).await?;
         let caller = Arc::new(caller);
         self.verified.insert(
             digest,
@@ -227,6 +232,7 @@ impl TokenVerifier {
                 caller: Arc::clone(&caller),
                 valid_until,
                 kid,
+                key_fingerprint,
             },
         );
         Ok(caller)
@@ -245,12 +251,12 @@ impl TokenVerifier {
 
     /// Full verification; returns the caller, the first second at which the
     /// token stops being acceptable (expiry with leeway, or maximum age), and
-    /// the signing key's id.
+    /// the signing key's id and fingerprint.
     async fn verify_uncached(
         &self,
         token: &str,
         now: i64,
-    ) -> Result<(VerifiedCaller, i64, String), TokenFault> {
+    ) -> Result<(VerifiedCaller, i64, (String, [u8; 32])), TokenFault> {
         let parsed = parse_compact(token, self.max_token_bytes)?;
         let iss = parsed
             .payload
@@ -299,7 +305,7 @@ impl TokenVerifier {
             system_users: checked.details.system_users,
             _proof: Verified,
         };
-        Ok((caller, valid_until, parsed.kid.clone()))
+        Ok((caller, valid_until, (parsed.kid.clone(), key.fingerprint)))
     }
 
     async fn key_for(

@@ -334,3 +334,51 @@ async fn a_remembered_token_is_refused_once_its_key_is_withdrawn() {
     );
     assert_invalid(&call(&env, &old).await, "unknown_key");
 }
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_its_kid_names_another_key() {
+    let stub = JwksStub::start(JwksMode::Real).await;
+    let env = Env::start(Options {
+        jwks_url: Some(stub.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    stub.set_real(&env.issuer().jwks_url());
+    let old = env.token("demo-welfare", "demo:population", &[]).await;
+    assert_eq!(
+        call(&env, &old).await.status,
+        StatusCode::OK,
+        "verified and remembered"
+    );
+
+    // The issuer now publishes another key under the same kid (a key replaced in place).
+    let kid = env.issuer().current_kid();
+    let other = start_second_issuer().await;
+    let other_jwks = get(&other.jwks_url(), &[]).await.json();
+    let mut replacement = other_jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == other.current_kid().as_str())
+        .unwrap()
+        .clone();
+    replacement["kid"] = json!(kid);
+    stub.set_body(serde_json::to_vec(&json!({"keys": [replacement]})).unwrap());
+    stub.set_mode(JwksMode::Body);
+    // An unknown kid makes the gateway fetch the key set again.
+    let before = stub.fetches();
+    let probe = unsigned(
+        json!({"alg": "RS256", "kid": "force-a-refetch"}),
+        &json!({"iss": env.issuer_url}),
+    );
+    assert_invalid(&call(&env, &format!("{probe}c2ln")).await, "unknown_key");
+    assert!(stub.fetches() > before, "the key set was fetched again");
+
+    // The remembered token was signed by the key that kid no longer names.
+    assert_invalid(&call(&env, &old).await, "bad_signature");
+    // Positive control: a token signed by the key now published under that kid.
+    let current = other
+        .sign_access_token(json!({"kid": kid}), claims(&env))
+        .unwrap();
+    assert_eq!(call(&env, &current).await.status, StatusCode::OK);
+}
