@@ -153,27 +153,38 @@ impl TokenVerifier {
     }
 
     /// Fetches every issuer's keys once, then refreshes them in the
-    /// background for as long as the verifier lives.
+    /// background for as long as the verifier lives: every `refresh_every`
+    /// while fetches succeed, sooner (see [`next_refresh_wait`]) after a
+    /// failed fetch or while the issuer holds no key, so that a gateway that
+    /// started while an issuer was down becomes ready soon after it is back
+    /// (a gateway that is not ready gets no token that would fetch the keys).
     pub async fn start_refresh(self: &Arc<Self>) {
+        let mut first = Vec::with_capacity(self.issuers.len());
         for issuer in self.issuers.values() {
-            let _ = issuer
+            let fetched = issuer
                 .keys
                 .refresh(&self.client, RefreshReason::Scheduled)
-                .await;
+                .await
+                .is_ok();
+            first.push((Arc::clone(issuer), fetched));
         }
-        for issuer in self.issuers.values() {
+        for (issuer, fetched) in first {
             let weak = Arc::downgrade(self);
-            let issuer = Arc::clone(issuer);
             tokio::spawn(async move {
+                let mut healthy = fetched && issuer.keys.key_count() > 0;
+                let mut retry = None;
                 loop {
-                    tokio::time::sleep(issuer.settings.refresh_every).await;
+                    let wait = next_refresh_wait(&issuer.settings, healthy, &mut retry);
+                    tokio::time::sleep(wait).await;
                     let Some(verifier) = weak.upgrade() else {
                         break;
                     };
-                    let _ = issuer
+                    let fetched = issuer
                         .keys
                         .refresh(&verifier.client, RefreshReason::Scheduled)
-                        .await;
+                        .await
+                        .is_ok();
+                    healthy = fetched && issuer.keys.key_count() > 0;
                 }
             });
         }
@@ -330,6 +341,33 @@ impl TokenVerifier {
             None => Err(TokenFault::UnknownKey),
         }
     }
+}
+
+/// Shortest wait before retrying a failed background key fetch.
+const MIN_REFRESH_RETRY: Duration = Duration::from_secs(1);
+
+/// How long the background refresher waits before its next fetch. After a
+/// successful fetch that left keys held: `refresh_every`. Otherwise (the fetch
+/// failed, or the issuer holds no key): a retry, the first after
+/// `min_refetch` (at least [`MIN_REFRESH_RETRY`]), each next one twice as
+/// late, never later than `refresh_every`. `retry` carries the last retry's
+/// wait between calls and is cleared by a healthy fetch.
+fn next_refresh_wait(
+    settings: &IssuerSettings,
+    healthy: bool,
+    retry: &mut Option<Duration>,
+) -> Duration {
+    if healthy {
+        *retry = None;
+        return settings.refresh_every;
+    }
+    let wait = match *retry {
+        None => settings.min_refetch.max(MIN_REFRESH_RETRY),
+        Some(previous) => previous.saturating_mul(2),
+    }
+    .min(settings.refresh_every);
+    *retry = Some(wait);
+    wait
 }
 
 /// A compact JWS split and decoded, nothing verified yet.
@@ -730,6 +768,52 @@ mod tests {
             "later attempts fell inside jwks_min_refetch and fetched nothing"
         );
         assert_eq!(status[0].keys, 0);
+    }
+
+    #[test]
+    fn failed_key_fetches_are_retried_with_a_capped_doubling_backoff() {
+        let settings = IssuerSettings {
+            refresh_every: Duration::from_secs(300),
+            min_refetch: Duration::from_secs(10),
+            ..settings()
+        };
+        let mut retry = None;
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            waits.push(next_refresh_wait(&settings, false, &mut retry).as_secs());
+        }
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(
+            next_refresh_wait(&settings, true, &mut retry),
+            Duration::from_secs(300)
+        );
+        assert_eq!(retry, None, "a healthy fetch resets the backoff");
+        assert_eq!(
+            next_refresh_wait(&settings, false, &mut retry),
+            Duration::from_secs(10),
+            "the next failure starts over"
+        );
+
+        // No refetch throttle: retries start at one second. A refresh period shorter than
+        // the first retry caps it.
+        let eager = IssuerSettings {
+            min_refetch: Duration::ZERO,
+            ..settings.clone()
+        };
+        let mut retry = None;
+        assert_eq!(
+            next_refresh_wait(&eager, false, &mut retry),
+            Duration::from_secs(1)
+        );
+        let short = IssuerSettings {
+            refresh_every: Duration::from_secs(5),
+            ..settings
+        };
+        let mut retry = None;
+        assert_eq!(
+            next_refresh_wait(&short, false, &mut retry),
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

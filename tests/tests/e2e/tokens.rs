@@ -382,3 +382,35 @@ async fn a_remembered_token_is_refused_once_its_kid_names_another_key() {
         .unwrap();
     assert_eq!(call(&env, &current).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn readiness_returns_soon_after_an_issuer_whose_key_set_failed_at_start_recovers() {
+    let stub = JwksStub::start(JwksMode::Error).await;
+    let env = Env::start(Options {
+        jwks_url: Some(stub.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    let ready = get(&format!("{}/readyz", env.admin()), &[]).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    stub.set_real(&env.issuer().jwks_url());
+    stub.set_mode(JwksMode::Real);
+    // No token is sent: only the background refresher can fetch the keys now. It retries
+    // within seconds (the test config's jwks_min_refetch_secs is 0: first retry after 1 s,
+    // doubling), not after jwks_refresh_secs (300 s). 20 s is a generous upper bound.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ready = get(&format!("{}/readyz", env.admin()), &[]).await;
+        if ready.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still not ready 20 s after the issuer recovered: {}",
+            String::from_utf8_lossy(&ready.body)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    assert_eq!(call(&env, &token).await.status, StatusCode::OK);
+}
