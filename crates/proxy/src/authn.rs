@@ -465,7 +465,7 @@ fn check_claims(
     let supplier = claims
         .supplier
         .as_ref()
-        .map(claims::OrgClaim::orgno)
+        .map(|supplier| supplier.orgno().map_err(|_| TokenFault::BadSupplier))
         .transpose()?;
     let details = claims::parse_authorization_details(
         claims.authorization_details.as_deref().unwrap_or_default(),
@@ -813,6 +813,35 @@ mod tests {
         assert_eq!(
             next_refresh_wait(&short, false, &mut retry),
             Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn a_bad_supplier_is_told_apart_from_a_bad_consumer() {
+        let claims = |consumer: &str, supplier: &str| {
+            format!(
+                r#"{{"iss":"https://test.maskinporten.no/","scope":"a:b","client_id":"c","consumer":{{"authority":"iso6523-actorid-upis","ID":"0192:{consumer}"}},"supplier":{{"authority":"iso6523-actorid-upis","ID":"0192:{supplier}"}},"exp":1100,"iat":1000,"jti":"j"}}"#
+            )
+        };
+        let at = |consumer: &str, supplier: &str| {
+            inspect_unverified(
+                &compact(r#"{"alg":"RS256","kid":"k1"}"#, &claims(consumer, supplier)),
+                &settings(),
+                16384,
+                1000,
+            )
+            .err()
+        };
+        assert_eq!(at("310000019", "310000019"), None);
+        assert_eq!(
+            at("310000019", "310000018"),
+            Some(TokenFault::BadSupplier),
+            "supplier with a bad check digit"
+        );
+        assert_eq!(
+            at("310000018", "310000019"),
+            Some(TokenFault::BadConsumer),
+            "consumer with a bad check digit"
         );
     }
 

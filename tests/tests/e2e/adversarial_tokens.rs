@@ -772,7 +772,19 @@ fn cases(env: &Env, second: &IssuerHandle) -> Vec<Case> {
                 json!({"authority": "iso6523-actorid-upis", "ID": "0192:310000044"}),
             ),
         ),
-        Expect::Invalid("bad_consumer"),
+        Expect::Invalid("bad_supplier"),
+    );
+    add(
+        "supplier under another authority",
+        forge(
+            json!({}),
+            with(
+                claims(),
+                "supplier",
+                json!({"authority": "iso6523-actorid-xxx", "ID": "0192:310000019"}),
+            ),
+        ),
+        Expect::Invalid("bad_supplier"),
     );
     add(
         "jti missing",
