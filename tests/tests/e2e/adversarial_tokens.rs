@@ -535,9 +535,32 @@ fn cases(env: &Env, second: &IssuerHandle) -> Vec<Case> {
         ),
         Expect::Invalid("bad_claims"),
     );
+    // NumericDates may carry fractions (RFC 7519 §2): positive controls.
     add(
-        "exp a float",
+        "exp with a fraction",
         forge(json!({}), with(claims(), "exp", json!(now as f64 + 60.5))),
+        Expect::Accepted,
+    );
+    add(
+        "iat and nbf with fractions",
+        forge(
+            json!({}),
+            with(
+                with(claims(), "iat", json!(now as f64 - 1.25)),
+                "nbf",
+                json!(now as f64 - 1.75),
+            ),
+        ),
+        Expect::Accepted,
+    );
+    add(
+        "exp a negative fraction",
+        forge(json!({}), with(claims(), "exp", json!(-0.5))),
+        Expect::Invalid("bad_claims"),
+    );
+    add(
+        "iat a fraction beyond 2^53",
+        forge(json!({}), with(claims(), "iat", json!(1.0e16))),
         Expect::Invalid("bad_claims"),
     );
     add(
