@@ -914,6 +914,8 @@ pub enum JwksMode {
     Hang = 4,
     /// Closes the connection without answering.
     Close = 5,
+    /// Status 200 and the document last given to [`JwksStub::set_body`].
+    Body = 6,
 }
 
 /// A JWKS endpoint in front of the devkit issuer's that can be switched to
@@ -923,6 +925,7 @@ pub struct JwksStub {
     pub url: String,
     mode: Arc<std::sync::atomic::AtomicU8>,
     real: Arc<std::sync::Mutex<String>>,
+    body: Arc<std::sync::Mutex<Bytes>>,
     fetches: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -935,6 +938,7 @@ impl JwksStub {
             url: format!("http://{addr}/jwk"),
             mode: Arc::new(std::sync::atomic::AtomicU8::new(mode as u8)),
             real: Arc::default(),
+            body: Arc::default(),
             fetches: Arc::default(),
         };
         let shared = stub.clone();
@@ -973,6 +977,10 @@ impl JwksStub {
                                     }
                                     1 => (StatusCode::OK, Bytes::from_static(b"<html>")),
                                     2 => (StatusCode::OK, Bytes::from_static(br#"{"keys":[]}"#)),
+                                    6 => (
+                                        StatusCode::OK,
+                                        shared.body.lock().map(|b| b.clone()).unwrap_or_default(),
+                                    ),
                                     _ => (StatusCode::INTERNAL_SERVER_ERROR, Bytes::new()),
                                 };
                                 let mut response =
@@ -1000,6 +1008,13 @@ impl JwksStub {
     pub fn set_real(&self, url: &str) {
         if let Ok(mut real) = self.real.lock() {
             *real = url.to_owned();
+        }
+    }
+
+    /// What [`JwksMode::Body`] serves.
+    pub fn set_body(&self, body: impl Into<Bytes>) {
+        if let Ok(mut held) = self.body.lock() {
+            *held = body.into();
         }
     }
 

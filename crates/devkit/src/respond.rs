@@ -2,7 +2,7 @@
 //! problem documents, each status and content type declared once here.
 
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
@@ -31,15 +31,16 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Fu
     bytes(status, JSON, Bytes::from(body))
 }
 
-/// Like [`json`], marked as not to be cached (token responses, RFC 6749 5.1).
+/// Like [`json`], marked as not to be cached (token responses, RFC 6749 5.1): `Cache-Control:
+/// no-store`, and `Pragma: no-cache` for HTTP/1.0 caches.
 pub(crate) fn json_no_store(
     status: StatusCode,
     value: &serde_json::Value,
 ) -> Response<Full<Bytes>> {
     let mut response = json(status, value);
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
     response
 }
 
@@ -93,4 +94,17 @@ pub(crate) fn echo_headers(headers: &http::HeaderMap) -> Response<Full<Bytes>> {
         map.insert(name.as_str().to_owned(), serde_json::Value::String(joined));
     }
     json(StatusCode::OK, &serde_json::Value::Object(map))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn token_responses_are_marked_not_to_be_cached() {
+        let response = json_no_store(StatusCode::OK, &json!({"access_token": "t"}));
+        assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
+        assert_eq!(response.headers()[PRAGMA], "no-cache");
+    }
 }

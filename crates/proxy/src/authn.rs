@@ -40,7 +40,7 @@ pub struct IssuerSettings {
     pub issuer: String,
     pub jwks_url: http::Uri,
     pub algorithms: Vec<Algorithm>,
-    /// When set, `aud` must contain it.
+    /// When set, `aud` must contain it; when not, a token carrying any `aud` is refused.
     pub audience: Option<String>,
     pub leeway_secs: i64,
     /// Oldest `iat` accepted, and the longest lifetime (`exp - now`) accepted.
@@ -100,12 +100,14 @@ pub struct TokenVerifier {
 }
 
 /// A token that verified: the caller, the first second it stops being
-/// acceptable, and the key that signed it (which must still be published).
+/// acceptable, and the key that signed it (which must still be published
+/// under that kid: the same key, not merely a key with the same kid).
 #[derive(Clone)]
 struct Remembered {
     caller: Arc<VerifiedCaller>,
     valid_until: i64,
     kid: String,
+    key_fingerprint: [u8; 32],
 }
 
 /// Most verified tokens remembered at once.
@@ -151,27 +153,38 @@ impl TokenVerifier {
     }
 
     /// Fetches every issuer's keys once, then refreshes them in the
-    /// background for as long as the verifier lives.
+    /// background for as long as the verifier lives: every `refresh_every`
+    /// while fetches succeed, sooner (see [`next_refresh_wait`]) after a
+    /// failed fetch or while the issuer holds no key, so that a gateway that
+    /// started while an issuer was down becomes ready soon after it is back
+    /// (a gateway that is not ready gets no token that would fetch the keys).
     pub async fn start_refresh(self: &Arc<Self>) {
+        let mut first = Vec::with_capacity(self.issuers.len());
         for issuer in self.issuers.values() {
-            let _ = issuer
+            let fetched = issuer
                 .keys
                 .refresh(&self.client, RefreshReason::Scheduled)
-                .await;
+                .await
+                .is_ok();
+            first.push((Arc::clone(issuer), fetched));
         }
-        for issuer in self.issuers.values() {
+        for (issuer, fetched) in first {
             let weak = Arc::downgrade(self);
-            let issuer = Arc::clone(issuer);
             tokio::spawn(async move {
+                let mut healthy = fetched && issuer.keys.key_count() > 0;
+                let mut retry = None;
                 loop {
-                    tokio::time::sleep(issuer.settings.refresh_every).await;
+                    let wait = next_refresh_wait(&issuer.settings, healthy, &mut retry);
+                    tokio::time::sleep(wait).await;
                     let Some(verifier) = weak.upgrade() else {
                         break;
                     };
-                    let _ = issuer
+                    let fetched = issuer
                         .keys
                         .refresh(&verifier.client, RefreshReason::Scheduled)
-                        .await;
+                        .await
+                        .is_ok();
+                    healthy = fetched && issuer.keys.key_count() > 0;
                 }
             });
         }
@@ -207,11 +220,13 @@ impl TokenVerifier {
         }
         let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         if let Some(remembered) = self.verified.get(&digest) {
-            // A key the issuer has since withdrawn no longer vouches for its tokens.
+            // A key the issuer has since withdrawn, or replaced under the same kid, no longer
+            // vouches for its tokens.
             let key_still_published = self
                 .issuers
                 .get(&remembered.caller.issuer)
-                .is_some_and(|issuer| issuer.keys.get(&remembered.kid).is_some());
+                .and_then(|issuer| issuer.keys.get(&remembered.kid))
+                .is_some_and(|held| held.fingerprint == remembered.key_fingerprint);
             if now < remembered.valid_until && key_still_published {
                 return Ok(remembered.caller);
             }
@@ -219,7 +234,8 @@ impl TokenVerifier {
         }
         // Boxed: the full check (and a possible key fetch) is rare once tokens
         // are cached, and inline it would make every request's future 1 KiB larger.
-        let (caller, valid_until, kid) = Box::pin(self.verify_uncached(token, now)).await?;
+        let (caller, valid_until, (kid, key_fingerprint)) =
+            Box::pin(self.verify_uncached(token, now)).await?;
         let caller = Arc::new(caller);
         self.verified.insert(
             digest,
@@ -227,6 +243,7 @@ impl TokenVerifier {
                 caller: Arc::clone(&caller),
                 valid_until,
                 kid,
+                key_fingerprint,
             },
         );
         Ok(caller)
@@ -245,12 +262,12 @@ impl TokenVerifier {
 
     /// Full verification; returns the caller, the first second at which the
     /// token stops being acceptable (expiry with leeway, or maximum age), and
-    /// the signing key's id.
+    /// the signing key's id and fingerprint.
     async fn verify_uncached(
         &self,
         token: &str,
         now: i64,
-    ) -> Result<(VerifiedCaller, i64, String), TokenFault> {
+    ) -> Result<(VerifiedCaller, i64, (String, [u8; 32])), TokenFault> {
         let parsed = parse_compact(token, self.max_token_bytes)?;
         let iss = parsed
             .payload
@@ -299,7 +316,7 @@ impl TokenVerifier {
             system_users: checked.details.system_users,
             _proof: Verified,
         };
-        Ok((caller, valid_until, parsed.kid.clone()))
+        Ok((caller, valid_until, (parsed.kid.clone(), key.fingerprint)))
     }
 
     async fn key_for(
@@ -310,18 +327,47 @@ impl TokenVerifier {
         if let Some(key) = issuer.keys.get(kid) {
             return Ok(key);
         }
-        let refreshed = issuer
+        // A refresh refused by the refetch throttle returns Ok without fetching; either way the
+        // outcome is read from the keys held afterwards, not from the refresh's result.
+        let _ = issuer
             .keys
             .refresh(&self.client, RefreshReason::UnknownKid)
             .await;
         match issuer.keys.get(kid) {
             Some(key) => Ok(key),
-            None if refreshed.is_err() && issuer.keys.key_count() == 0 => {
-                Err(TokenFault::KeysUnavailable)
-            }
+            // Holding no key at all, the gateway cannot say the kid is unknown: it cannot check
+            // any token of this issuer.
+            None if issuer.keys.key_count() == 0 => Err(TokenFault::KeysUnavailable),
             None => Err(TokenFault::UnknownKey),
         }
     }
+}
+
+/// Shortest wait before retrying a failed background key fetch.
+const MIN_REFRESH_RETRY: Duration = Duration::from_secs(1);
+
+/// How long the background refresher waits before its next fetch. After a
+/// successful fetch that left keys held: `refresh_every`. Otherwise (the fetch
+/// failed, or the issuer holds no key): a retry, the first after
+/// `min_refetch` (at least [`MIN_REFRESH_RETRY`]), each next one twice as
+/// late, never later than `refresh_every`. `retry` carries the last retry's
+/// wait between calls and is cleared by a healthy fetch.
+fn next_refresh_wait(
+    settings: &IssuerSettings,
+    healthy: bool,
+    retry: &mut Option<Duration>,
+) -> Duration {
+    if healthy {
+        *retry = None;
+        return settings.refresh_every;
+    }
+    let wait = match *retry {
+        None => settings.min_refetch.max(MIN_REFRESH_RETRY),
+        Some(previous) => previous.saturating_mul(2),
+    }
+    .min(settings.refresh_every);
+    *retry = Some(wait);
+    wait
 }
 
 /// A compact JWS split and decoded, nothing verified yet.
@@ -393,9 +439,15 @@ fn check_claims(
     let claims: claims::RawClaims =
         serde_json::from_value(payload).map_err(|_| TokenFault::BadClaims)?;
     check_times(&claims, settings, now)?;
-    if let Some(wanted) = &settings.audience
-        && !claims.aud.as_ref().is_some_and(|aud| aud.contains(wanted))
-    {
+    // RFC 7519 §4.1.3: a recipient that does not identify itself with a value in a present `aud`
+    // must reject the token. With no `audience` configured the gateway names itself by nothing,
+    // so an audience-restricted token (meant for some API) is never for us.
+    let audience_fits = match (&settings.audience, &claims.aud) {
+        (Some(wanted), Some(aud)) => aud.contains(wanted),
+        (None, None) => true,
+        (Some(_), None) | (None, Some(_)) => false,
+    };
+    if !audience_fits {
         return Err(TokenFault::WrongAudience);
     }
     claims::check_jti(&claims.jti)?;
@@ -413,7 +465,7 @@ fn check_claims(
     let supplier = claims
         .supplier
         .as_ref()
-        .map(claims::OrgClaim::orgno)
+        .map(|supplier| supplier.orgno().map_err(|_| TokenFault::BadSupplier))
         .transpose()?;
     let details = claims::parse_authorization_details(
         claims.authorization_details.as_deref().unwrap_or_default(),
@@ -632,6 +684,164 @@ mod tests {
             )
             .err(),
             Some(TokenFault::TooLarge)
+        );
+    }
+
+    #[test]
+    fn aud_must_name_the_configured_audience_and_is_refused_when_none_is_configured() {
+        let claims = |aud: &str| {
+            format!(
+                r#"{{"iss":"https://test.maskinporten.no/","scope":"a:b","client_id":"c","consumer":{{"authority":"iso6523-actorid-upis","ID":"0192:310000019"}},"exp":1100,"iat":1000,"jti":"j"{aud}}}"#
+            )
+        };
+        let at = |settings: &IssuerSettings, aud: &str| {
+            inspect_unverified(
+                &compact(r#"{"alg":"RS256","kid":"k1"}"#, &claims(aud)),
+                settings,
+                16384,
+                1000,
+            )
+            .err()
+        };
+        let open = settings();
+        assert_eq!(at(&open, ""), None, "no audience configured, no aud");
+        for aud in [
+            r#","aud":"https://other.example/api""#,
+            r#","aud":["https://other.example/api"]"#,
+            r#","aud":[]"#,
+            r#","aud":"""#,
+        ] {
+            assert_eq!(
+                at(&open, aud),
+                Some(TokenFault::WrongAudience),
+                "no audience configured: {aud}"
+            );
+        }
+        let restricted = IssuerSettings {
+            audience: Some("https://registry.example/population".into()),
+            ..settings()
+        };
+        assert_eq!(at(&restricted, ""), Some(TokenFault::WrongAudience));
+        assert_eq!(
+            at(&restricted, r#","aud":"https://other.example/api""#),
+            Some(TokenFault::WrongAudience)
+        );
+        assert_eq!(
+            at(
+                &restricted,
+                r#","aud":["https://other.example/api","https://registry.example/population"]"#
+            ),
+            None
+        );
+    }
+
+    /// A verifier trusting `settings()`'s issuer, whose key set is at a port nothing listens on.
+    fn verifier_without_keys(min_refetch: Duration) -> TokenVerifier {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let client =
+            crate::http_client::build_client(&Default::default(), Duration::from_secs(2)).unwrap();
+        let settings = IssuerSettings {
+            jwks_url: format!("http://127.0.0.1:{port}/jwk").parse().unwrap(),
+            min_refetch,
+            ..settings()
+        };
+        TokenVerifier::new(vec![settings], client, 16384)
+    }
+
+    #[tokio::test]
+    async fn an_issuer_holding_no_keys_refuses_with_keys_unavailable_inside_the_refetch_window() {
+        let verifier = verifier_without_keys(Duration::from_secs(600));
+        let claims = r#"{"iss":"https://test.maskinporten.no/","scope":"a:b","client_id":"c","consumer":{"authority":"iso6523-actorid-upis","ID":"0192:310000019"},"exp":1100,"iat":1000,"jti":"j"}"#;
+        let token = compact(r#"{"alg":"RS256","kid":"k1"}"#, claims);
+        for attempt in 0..3 {
+            assert_eq!(
+                verifier.verify(&token, 1000).await.err(),
+                Some(TokenFault::KeysUnavailable),
+                "attempt {attempt}"
+            );
+        }
+        let status = verifier.status();
+        assert_eq!(
+            status[0].fetches, 1,
+            "later attempts fell inside jwks_min_refetch and fetched nothing"
+        );
+        assert_eq!(status[0].keys, 0);
+    }
+
+    #[test]
+    fn failed_key_fetches_are_retried_with_a_capped_doubling_backoff() {
+        let settings = IssuerSettings {
+            refresh_every: Duration::from_secs(300),
+            min_refetch: Duration::from_secs(10),
+            ..settings()
+        };
+        let mut retry = None;
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            waits.push(next_refresh_wait(&settings, false, &mut retry).as_secs());
+        }
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(
+            next_refresh_wait(&settings, true, &mut retry),
+            Duration::from_secs(300)
+        );
+        assert_eq!(retry, None, "a healthy fetch resets the backoff");
+        assert_eq!(
+            next_refresh_wait(&settings, false, &mut retry),
+            Duration::from_secs(10),
+            "the next failure starts over"
+        );
+
+        // No refetch throttle: retries start at one second. A refresh period shorter than
+        // the first retry caps it.
+        let eager = IssuerSettings {
+            min_refetch: Duration::ZERO,
+            ..settings.clone()
+        };
+        let mut retry = None;
+        assert_eq!(
+            next_refresh_wait(&eager, false, &mut retry),
+            Duration::from_secs(1)
+        );
+        let short = IssuerSettings {
+            refresh_every: Duration::from_secs(5),
+            ..settings
+        };
+        let mut retry = None;
+        assert_eq!(
+            next_refresh_wait(&short, false, &mut retry),
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn a_bad_supplier_is_told_apart_from_a_bad_consumer() {
+        let claims = |consumer: &str, supplier: &str| {
+            format!(
+                r#"{{"iss":"https://test.maskinporten.no/","scope":"a:b","client_id":"c","consumer":{{"authority":"iso6523-actorid-upis","ID":"0192:{consumer}"}},"supplier":{{"authority":"iso6523-actorid-upis","ID":"0192:{supplier}"}},"exp":1100,"iat":1000,"jti":"j"}}"#
+            )
+        };
+        let at = |consumer: &str, supplier: &str| {
+            inspect_unverified(
+                &compact(r#"{"alg":"RS256","kid":"k1"}"#, &claims(consumer, supplier)),
+                &settings(),
+                16384,
+                1000,
+            )
+            .err()
+        };
+        assert_eq!(at("310000019", "310000019"), None);
+        assert_eq!(
+            at("310000019", "310000018"),
+            Some(TokenFault::BadSupplier),
+            "supplier with a bad check digit"
+        );
+        assert_eq!(
+            at("310000018", "310000019"),
+            Some(TokenFault::BadConsumer),
+            "consumer with a bad check digit"
         );
     }
 

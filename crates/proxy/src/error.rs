@@ -77,6 +77,7 @@ pub enum TokenFault {
     WrongAudience,
     BadClaims,
     BadConsumer,
+    BadSupplier,
     BadAuthorizationDetails,
     KeysUnavailable,
 }
@@ -100,6 +101,7 @@ impl TokenFault {
             TokenFault::WrongAudience => "wrong_audience",
             TokenFault::BadClaims => "bad_claims",
             TokenFault::BadConsumer => "bad_consumer",
+            TokenFault::BadSupplier => "bad_supplier",
             TokenFault::BadAuthorizationDetails => "bad_authorization_details",
             TokenFault::KeysUnavailable => "keys_unavailable",
         }
@@ -126,6 +128,7 @@ impl TokenFault {
             TokenFault::WrongAudience => "the token is not meant for this gateway",
             TokenFault::BadClaims => "the token's claims are missing or of the wrong type",
             TokenFault::BadConsumer => "the token's consumer is not a valid organisation",
+            TokenFault::BadSupplier => "the token's supplier is not a valid organisation",
             TokenFault::BadAuthorizationDetails => {
                 "the token's authorization_details are malformed"
             }
@@ -344,4 +347,71 @@ struct ProblemBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     token_error: Option<&'static str>,
     request_id: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TokenFault::{self, *};
+
+    /// Every fault. The match below stops compiling when a variant is added and not listed here.
+    const ALL: [TokenFault; 18] = [
+        Malformed,
+        TooLarge,
+        AlgorithmNotAllowed,
+        ForbiddenHeader,
+        UnknownCritical,
+        NestedToken,
+        UntrustedIssuer,
+        UnknownKey,
+        BadSignature,
+        Expired,
+        NotYetValid,
+        TooOld,
+        WrongAudience,
+        BadClaims,
+        BadConsumer,
+        BadSupplier,
+        BadAuthorizationDetails,
+        KeysUnavailable,
+    ];
+
+    #[test]
+    fn every_token_error_code_is_distinct_and_listed_in_the_readme() {
+        for fault in ALL {
+            match fault {
+                Malformed
+                | TooLarge
+                | AlgorithmNotAllowed
+                | ForbiddenHeader
+                | UnknownCritical
+                | NestedToken
+                | UntrustedIssuer
+                | UnknownKey
+                | BadSignature
+                | Expired
+                | NotYetValid
+                | TooOld
+                | WrongAudience
+                | BadClaims
+                | BadConsumer
+                | BadSupplier
+                | BadAuthorizationDetails
+                | KeysUnavailable => {}
+            }
+        }
+        let readme = include_str!("../../../README.md");
+        let mut codes: Vec<&str> = ALL.iter().map(|fault| fault.code()).collect();
+        for code in &codes {
+            assert!(
+                readme.contains(&format!("`{code}`")),
+                "README.md does not list token_error `{code}`"
+            );
+        }
+        let descriptions: std::collections::BTreeSet<&str> =
+            ALL.iter().map(|fault| fault.description()).collect();
+        assert_eq!(descriptions.len(), ALL.len(), "each fault has its own text");
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), ALL.len(), "each fault has its own code");
+    }
 }

@@ -535,9 +535,32 @@ fn cases(env: &Env, second: &IssuerHandle) -> Vec<Case> {
         ),
         Expect::Invalid("bad_claims"),
     );
+    // NumericDates may carry fractions (RFC 7519 §2): positive controls.
     add(
-        "exp a float",
+        "exp with a fraction",
         forge(json!({}), with(claims(), "exp", json!(now as f64 + 60.5))),
+        Expect::Accepted,
+    );
+    add(
+        "iat and nbf with fractions",
+        forge(
+            json!({}),
+            with(
+                with(claims(), "iat", json!(now as f64 - 1.25)),
+                "nbf",
+                json!(now as f64 - 1.75),
+            ),
+        ),
+        Expect::Accepted,
+    );
+    add(
+        "exp a negative fraction",
+        forge(json!({}), with(claims(), "exp", json!(-0.5))),
+        Expect::Invalid("bad_claims"),
+    );
+    add(
+        "iat a fraction beyond 2^53",
+        forge(json!({}), with(claims(), "iat", json!(1.0e16))),
         Expect::Invalid("bad_claims"),
     );
     add(
@@ -620,6 +643,25 @@ fn cases(env: &Env, second: &IssuerHandle) -> Vec<Case> {
         "lifetime beyond max age (exp now + 1 day)",
         forge(json!({}), with(claims(), "exp", json!(now + 86_400))),
         Expect::Invalid("bad_claims"),
+    );
+
+    // Audience: the test gateway configures none, so it is the audience of no token (RFC 7519
+    // §4.1.3: a recipient not named in a present `aud` must refuse the token).
+    add(
+        "aud for another API, no audience configured",
+        forge(
+            json!({}),
+            with(claims(), "aud", json!("https://other.example/api")),
+        ),
+        Expect::Invalid("wrong_audience"),
+    );
+    add(
+        "aud as a list naming another API, no audience configured",
+        forge(
+            json!({}),
+            with(claims(), "aud", json!(["https://other.example/api"])),
+        ),
+        Expect::Invalid("wrong_audience"),
     );
 
     // Issuer matching.
@@ -753,7 +795,19 @@ fn cases(env: &Env, second: &IssuerHandle) -> Vec<Case> {
                 json!({"authority": "iso6523-actorid-upis", "ID": "0192:310000044"}),
             ),
         ),
-        Expect::Invalid("bad_consumer"),
+        Expect::Invalid("bad_supplier"),
+    );
+    add(
+        "supplier under another authority",
+        forge(
+            json!({}),
+            with(
+                claims(),
+                "supplier",
+                json!({"authority": "iso6523-actorid-xxx", "ID": "0192:310000019"}),
+            ),
+        ),
+        Expect::Invalid("bad_supplier"),
     );
     add(
         "jti missing",

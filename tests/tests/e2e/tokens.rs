@@ -336,3 +336,83 @@ async fn a_remembered_token_is_refused_once_its_key_is_withdrawn() {
     );
     assert_invalid(&call(&env, &old).await, "unknown_key");
 }
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_its_kid_names_another_key() {
+    let stub = JwksStub::start(JwksMode::Real).await;
+    let env = Env::start(Options {
+        jwks_url: Some(stub.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    stub.set_real(&env.issuer().jwks_url());
+    let old = env.token("demo-welfare", "demo:population", &[]).await;
+    assert_eq!(
+        call(&env, &old).await.status,
+        StatusCode::OK,
+        "verified and remembered"
+    );
+
+    // The issuer now publishes another key under the same kid (a key replaced in place).
+    let kid = env.issuer().current_kid();
+    let other = start_second_issuer().await;
+    let other_jwks = get(&other.jwks_url(), &[]).await.json();
+    let mut replacement = other_jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == other.current_kid().as_str())
+        .unwrap()
+        .clone();
+    replacement["kid"] = json!(kid);
+    stub.set_body(serde_json::to_vec(&json!({"keys": [replacement]})).unwrap());
+    stub.set_mode(JwksMode::Body);
+    // An unknown kid makes the gateway fetch the key set again.
+    let before = stub.fetches();
+    let probe = unsigned(
+        json!({"alg": "RS256", "kid": "force-a-refetch"}),
+        &json!({"iss": env.issuer_url}),
+    );
+    assert_invalid(&call(&env, &format!("{probe}c2ln")).await, "unknown_key");
+    assert!(stub.fetches() > before, "the key set was fetched again");
+
+    // The remembered token was signed by the key that kid no longer names.
+    assert_invalid(&call(&env, &old).await, "bad_signature");
+    // Positive control: a token signed by the key now published under that kid.
+    let current = other
+        .sign_access_token(json!({"kid": kid}), claims(&env))
+        .unwrap();
+    assert_eq!(call(&env, &current).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn readiness_returns_soon_after_an_issuer_whose_key_set_failed_at_start_recovers() {
+    let stub = JwksStub::start(JwksMode::Error).await;
+    let env = Env::start(Options {
+        jwks_url: Some(stub.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    let ready = get(&format!("{}/readyz", env.admin()), &[]).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    stub.set_real(&env.issuer().jwks_url());
+    stub.set_mode(JwksMode::Real);
+    // No token is sent: only the background refresher can fetch the keys now. It retries
+    // within seconds (the test config's jwks_min_refetch_secs is 0: first retry after 1 s,
+    // doubling), not after jwks_refresh_secs (300 s). 20 s is a generous upper bound.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ready = get(&format!("{}/readyz", env.admin()), &[]).await;
+        if ready.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still not ready 20 s after the issuer recovered: {}",
+            String::from_utf8_lossy(&ready.body)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    assert_eq!(call(&env, &token).await.status, StatusCode::OK);
+}

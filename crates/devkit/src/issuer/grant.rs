@@ -101,6 +101,13 @@ pub(crate) fn check(
     if jws.header.get("alg").and_then(Value::as_str) != Some("RS256") {
         return Err(OAuthError::grant("grant `alg` must be `RS256`"));
     }
+    // RFC 7515 §4.1.11: a recipient that does not understand every extension `crit` names must
+    // refuse the JWS. This issuer understands none.
+    if jws.header.contains_key("crit") {
+        return Err(OAuthError::grant(
+            "grant header names critical extensions (`crit`); none is supported",
+        ));
+    }
     let claims = &jws.claims;
     let client_id = str_claim(claims, "iss")?
         .ok_or_else(|| OAuthError::grant("grant has no `iss` (the client id)"))?;
@@ -350,6 +357,45 @@ mod tests {
             );
             let body = format!("{prefix}{token}");
             assert!(check(body.as_bytes(), &registry, "http://x/", 0, &jtis).is_err());
+        }
+    }
+
+    #[test]
+    fn a_grant_naming_critical_extensions_is_refused() {
+        let registry = Registry::compile(&crate::demo_material::issuer_config().unwrap()).unwrap();
+        let (kid, pem) = crate::demo_material::client_key("demo-welfare").unwrap();
+        let key = crate::jwt::RsaSigningKey::from_pem(pem, Some(kid)).unwrap();
+        let claims = json!({
+            "aud": "http://x/",
+            "iss": "demo-welfare",
+            "scope": "demo:population",
+            "iat": 1000,
+            "exp": 1100,
+            "jti": "j-1",
+        });
+        let run = |header: Value, jti: &str| {
+            let mut claims = claims.clone();
+            claims["jti"] = json!(jti);
+            let grant = key.sign(&header, &claims).unwrap();
+            let body = format!("grant_type={JWT_BEARER_GRANT}&assertion={grant}");
+            check(
+                body.as_bytes(),
+                &registry,
+                "http://x/",
+                1000,
+                &JtiCache::default(),
+            )
+        };
+        assert!(
+            run(json!({"alg": "RS256", "kid": kid}), "j-1").is_ok(),
+            "positive control"
+        );
+        for crit in [json!(["exp"]), json!(["urn:example:unknown"]), json!([])] {
+            let refused = run(json!({"alg": "RS256", "kid": kid, "crit": crit}), "j-2")
+                .map(|_| ())
+                .unwrap_err();
+            assert_eq!(refused.code, "invalid_grant", "{crit}");
+            assert!(refused.description.contains("crit"), "{crit}");
         }
     }
 

@@ -396,6 +396,7 @@ async fn malformed_token_requests_get_rfc6749_errors() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.json()["error"], "unsupported_grant_type");
     assert_eq!(reply.headers["cache-control"], "no-store");
+    assert_eq!(reply.headers["pragma"], "no-cache");
 
     let reply = send(
         Method::POST,

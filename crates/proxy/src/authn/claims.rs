@@ -30,9 +30,13 @@ pub struct RawClaims {
     pub supplier: Option<OrgClaim>,
     #[serde(default)]
     pub delegation_source: Option<String>,
+    /// NumericDates (RFC 7519 §2) may carry a fraction: `exp` is rounded down to the second,
+    /// `iat` and `nbf` up, so a fraction never lengthens the window a token is accepted in.
+    #[serde(deserialize_with = "numeric_date_floor")]
     pub exp: i64,
+    #[serde(deserialize_with = "numeric_date_ceil")]
     pub iat: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_numeric_date_ceil")]
     pub nbf: Option<i64>,
     pub jti: String,
     #[serde(default)]
@@ -44,6 +48,53 @@ pub struct RawClaims {
     /// Present only in end-user-restricted tokens: the call must concern this person.
     #[serde(default)]
     pub pid: Option<String>,
+}
+
+/// Largest fractional NumericDate accepted: 2^53, below which every whole second is exact in an
+/// f64 (year 285 million; the lifetime checks refuse far less absurd values anyway).
+const MAX_FRACTIONAL_DATE: f64 = 9_007_199_254_740_992.0;
+
+/// A NumericDate as JSON gives it: a whole number of seconds (any i64, as before fractions were
+/// accepted), or a finite non-negative number with a fraction, rounded by `round`. Anything else
+/// (numbers beyond i64, negative or huge fractions) is `None`, and the claims do not deserialize
+/// (`bad_claims`), as for strings and other non-numbers.
+fn numeric_date(number: &serde_json::Number, round: fn(f64) -> f64) -> Option<i64> {
+    if let Some(whole) = number.as_i64() {
+        return Some(whole);
+    }
+    let seconds = number.as_f64().filter(|_| number.is_f64())?;
+    if !seconds.is_finite() || !(0.0..MAX_FRACTIONAL_DATE).contains(&seconds) {
+        return None;
+    }
+    // Finite and in range: the rounded value is a whole number below 2^53, exact in an i64.
+    #[allow(clippy::cast_possible_truncation)]
+    Some(round(seconds) as i64)
+}
+
+fn rounded<E: serde::de::Error>(
+    number: &serde_json::Number,
+    round: fn(f64) -> f64,
+) -> Result<i64, E> {
+    numeric_date(number, round).ok_or_else(|| {
+        E::custom("a NumericDate must be a whole number of seconds or a non-negative fraction")
+    })
+}
+
+fn numeric_date_floor<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    rounded(&serde_json::Number::deserialize(deserializer)?, f64::floor)
+}
+
+fn numeric_date_ceil<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    rounded(&serde_json::Number::deserialize(deserializer)?, f64::ceil)
+}
+
+/// As [`numeric_date_ceil`]; `null` is an absent claim, as it was before fractions.
+fn optional_numeric_date_ceil<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(deserializer)?
+        .map(|number| rounded(&number, f64::ceil))
+        .transpose()
 }
 
 /// `aud` may be one string or a list (RFC 7519 §4.1.3).
@@ -237,4 +288,60 @@ pub fn check_jti(jti: &str) -> Result<(), TokenFault> {
         return Err(TokenFault::BadClaims);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn date(json: &str, round: fn(f64) -> f64) -> Option<i64> {
+        numeric_date(&serde_json::from_str(json).unwrap(), round)
+    }
+
+    #[test]
+    fn numeric_dates_may_carry_a_fraction_rounded_to_the_safe_side() {
+        assert_eq!(date("1700000000", f64::floor), Some(1_700_000_000));
+        assert_eq!(date("-1", f64::floor), Some(-1), "whole numbers as before");
+        assert_eq!(date("1700000000.5", f64::floor), Some(1_700_000_000));
+        assert_eq!(date("1700000000.5", f64::ceil), Some(1_700_000_001));
+        assert_eq!(date("1700000000.0", f64::ceil), Some(1_700_000_000));
+        assert_eq!(date("1.7e9", f64::floor), Some(1_700_000_000));
+        for absurd in [
+            "1e300",
+            "-0.5",
+            "-1700000000.5",
+            "9007199254740992.0",
+            "18446744073709551615",
+        ] {
+            assert_eq!(date(absurd, f64::floor), None, "{absurd}");
+        }
+    }
+
+    #[test]
+    fn fractional_time_claims_deserialize_and_others_do_not() {
+        let claims = |times: &str| {
+            serde_json::from_str::<RawClaims>(&format!(
+                r#"{{"iss":"i","scope":"a:b","client_id":"c","consumer":{{"authority":"iso6523-actorid-upis","ID":"0192:310000019"}},"jti":"j",{times}}}"#
+            ))
+        };
+        let parsed = claims(r#""exp":1100.9,"iat":1000.1,"nbf":1000.5"#).unwrap();
+        assert_eq!(
+            (parsed.exp, parsed.iat, parsed.nbf),
+            (1100, 1001, Some(1001))
+        );
+        let parsed = claims(r#""exp":1100,"iat":1000,"nbf":null"#).unwrap();
+        assert_eq!(parsed.nbf, None);
+        assert!(claims(r#""exp":1100,"iat":1000"#).unwrap().nbf.is_none());
+        for bad in [
+            r#""exp":"1100","iat":1000"#,
+            r#""exp":1e300,"iat":1000"#,
+            r#""exp":1100,"iat":-0.5"#,
+            r#""exp":1100,"iat":1000,"nbf":"0""#,
+            r#""exp":null,"iat":1000"#,
+            r#""iat":1000"#,
+        ] {
+            assert!(claims(bad).is_err(), "{bad}");
+        }
+    }
 }

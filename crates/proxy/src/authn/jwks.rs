@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
+use sha2::Digest;
 use tokio::sync::Mutex;
 
 use crate::http_client::HttpClient;
@@ -31,6 +32,9 @@ pub struct VerificationKey {
     /// `alg` the JWK pins the key to, if it says.
     pub pinned_alg: Option<Algorithm>,
     family: KeyFamily,
+    /// SHA-256 of the JWK as parsed (key material, `alg`, `use`, `kid`): the same key under the
+    /// same kid has the same fingerprint across refetches; a key replaced under its kid does not.
+    pub fingerprint: [u8; 32],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,10 +245,12 @@ fn usable_key(jwk: &Jwk) -> Option<VerificationKey> {
         Some(alg) => Some(signature_algorithm(alg)?),
     };
     let key = DecodingKey::from_jwk(jwk).ok()?;
+    let fingerprint = sha2::Sha256::digest(serde_json::to_vec(jwk).ok()?).into();
     Some(VerificationKey {
         key,
         pinned_alg,
         family,
+        fingerprint,
     })
 }
 
@@ -282,6 +288,20 @@ mod tests {
         assert!(!key.accepts(Algorithm::RS512), "pinned to RS256");
         assert!(!key.accepts(Algorithm::HS256));
         assert!(!key.accepts(Algorithm::ES256));
+    }
+
+    #[test]
+    fn a_key_replaced_under_its_kid_has_another_fingerprint() {
+        let doc = |n: &str| {
+            format!(
+                r#"{{"keys":[{{"kty":"RSA","kid":"r1","use":"sig","alg":"RS256","n":"{n}","e":"AQAB"}}]}}"#
+            )
+        };
+        let n1 = "6AC8_CTZPYifrHrwXFmamiFx9qUrKVrJoTE9QJIIgDJKHyrR8u-0P49jBSmpauuVobLYI5OfGHIeKj742BuMFVV16Bs-GDHaCMtMarr-doaSds2sdXqdC-nIMrBfhLqs75KHepCiMey3phlmrulRh7Z_8qeOS-cYo73jtKN56yICb9qpp_Af0GCl5O8qoXhJtQa9ISlPvDwOiAqBEtp22e3WupkVj0GfGg-K1rSUbwK2nh9-OQA1u5arRoFX3veqXaRS0cCtB42b0nT45f2c03pff76uwUCWYla3212T7szf4Cnh3-Udk1d3cj3enTIPW6opX2uxGRpg8PY2sq7EjQ";
+        let n2 = n1.replace("6AC8", "7AC8");
+        let fingerprint = |n: &str| parse_jwks(doc(n).as_bytes()).unwrap()["r1"].fingerprint;
+        assert_eq!(fingerprint(n1), fingerprint(n1), "stable across fetches");
+        assert_ne!(fingerprint(n1), fingerprint(&n2));
     }
 
     #[test]
