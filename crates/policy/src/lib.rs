@@ -25,6 +25,7 @@ mod explain;
 mod filter;
 pub mod ids;
 mod model;
+mod overlap;
 mod reason;
 mod route;
 mod syntax;

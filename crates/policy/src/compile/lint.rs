@@ -4,6 +4,7 @@
 
 use crate::error::Severity;
 use crate::model::{Consumers, Grant};
+use crate::overlap::overlaps;
 
 use super::grant::Rules;
 use super::{DAY, Diags, EXPIRY_WARNING, rfc3339};
@@ -38,20 +39,22 @@ pub(super) fn warnings(rules: &Rules, now: i64, diags: &mut Diags) {
 
     let mut order: Vec<&(Grant, super::Loc)> = rules.grants.iter().collect();
     order.sort_by(|a, b| a.0.priority_key().cmp(&b.0.priority_key()));
-    for (i, (winner, _)) in order.iter().enumerate() {
-        for (loser, loc) in order.iter().skip(i + 1) {
-            if let Some(overlap) = overlap(winner, loser) {
-                diags.push_at(
-                    loc,
-                    Severity::Warning,
-                    format!(
-                        "grant `{}` overlaps grant `{}` ({overlap}); `{}` is chosen where both apply",
-                        loser.id, winner.id, winner.id
-                    ),
-                    Some("grants are tried named-consumer first, then by id; narrow the purposes or operations, or merge the grants".into()),
-                );
-            }
-        }
+    let grants: Vec<&Grant> = order.iter().map(|(g, _)| g).collect();
+    for (w, l, overlap) in overlaps(&grants) {
+        let winner = grants[w];
+        let (loser, loc) = order[l];
+        diags.push_at(
+            loc,
+            Severity::Warning,
+            format!(
+                "grant `{}` overlaps grant `{}` ({}); `{}` is chosen where both apply",
+                loser.id,
+                winner.id,
+                overlap.example(),
+                winner.id
+            ),
+            Some("grants are tried named-consumer first, then by id; narrow the purposes or operations, or merge the grants".into()),
+        );
     }
 
     for (g, loc) in &rules.grants {
@@ -85,26 +88,4 @@ pub(super) fn warnings(rules: &Rules, now: i64, diags: &mut Diags) {
             }
         }
     }
-}
-
-/// Describes one request both grants could allow, if any.
-fn overlap(a: &Grant, b: &Grant) -> Option<String> {
-    if a.service != b.service || a.valid_to <= b.valid_from || b.valid_to <= a.valid_from {
-        return None;
-    }
-    let op = a.operations.iter().find(|o| b.operations.contains(o))?;
-    let purpose = a.purposes.iter().find(|p| b.purposes.contains(p))?;
-    let consumer = match (&a.consumers, &b.consumers) {
-        (Consumers::AnyWithConsent, Consumers::AnyWithConsent) => {
-            "any consumer with consent".to_string()
-        }
-        (Consumers::Listed(l), Consumers::AnyWithConsent)
-        | (Consumers::AnyWithConsent, Consumers::Listed(l)) => {
-            format!("consumer `{}`", l.first()?)
-        }
-        (Consumers::Listed(x), Consumers::Listed(y)) => {
-            format!("consumer `{}`", x.iter().find(|c| y.contains(c))?)
-        }
-    };
-    Some(format!("{consumer}, operation `{op}`, purpose `{purpose}`"))
 }
