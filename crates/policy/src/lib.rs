@@ -33,7 +33,7 @@ pub mod tooling;
 
 use std::path::Path;
 
-pub use analysis::{WhoCan, WhoCanConsumers};
+pub use analysis::{WhoCan, WhoCanConsumers, WhoCanOverride, WhoCanShadow};
 pub use consent::{Caller, Consent, ConsentRight};
 pub use decide::{Allow, Decision, DecisionRequest, Deny};
 pub use error::{Diagnostic, FilterError, PolicyLoadError, Severity};

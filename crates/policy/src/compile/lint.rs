@@ -1,7 +1,8 @@
 //! Warnings about a valid policy set: grants near or past their end date,
 //! grants that overlap (one wins where both apply), grants a denial
-//! overrides. Warnings never refuse a set, so a reload cannot fail on them.
+//! overrides (for consumers or suppliers, on some or all operations). Warnings never refuse a set, so a reload cannot fail on them.
 
+use crate::analysis::denial_effect;
 use crate::error::Severity;
 use crate::model::{Consumers, Grant};
 use crate::overlap::overlaps;
@@ -58,34 +59,52 @@ pub(super) fn warnings(rules: &Rules, now: i64, diags: &mut Diags) {
     }
 
     for (g, loc) in &rules.grants {
-        let Consumers::Listed(consumers) = &g.consumers else {
-            continue;
-        };
-        for (d, _) in rules.denials.iter().filter(|(d, _)| d.service == g.service) {
-            let covers_ops = d
-                .operations
-                .as_ref()
-                .is_none_or(|ops| g.operations.iter().all(|o| ops.contains(o)));
-            let blocked: Vec<&String> = consumers
-                .iter()
-                .filter(|c| d.consumers.contains(c))
-                .collect();
-            if covers_ops && !blocked.is_empty() {
-                diags.push_at(
-                    loc,
-                    Severity::Warning,
-                    format!(
-                        "denial `{}` overrides grant `{}` for consumer {}",
-                        d.id,
-                        g.id,
-                        super::list(blocked)
-                    ),
-                    Some(
-                        "a denial beats every grant; remove one of them once the matter is settled"
-                            .into(),
-                    ),
-                );
+        for (d, _) in &rules.denials {
+            let Some(mut o) = denial_effect(d, g) else {
+                continue;
+            };
+            // A grant open to any consumer with consent is refused to each
+            // consumer a denial names; that is what the denial is for, and
+            // nothing to settle between the two.
+            if matches!(g.consumers, Consumers::AnyWithConsent) {
+                o.consumers.clear();
+                if o.suppliers.is_empty() {
+                    continue;
+                }
             }
+            let mut whom = Vec::new();
+            if o.all_consumers {
+                whom.push(format!("all its consumers ({})", super::list(&o.consumers)));
+            } else if !o.consumers.is_empty() {
+                whom.push(format!("consumer {}", super::list(&o.consumers)));
+            }
+            if !o.suppliers.is_empty() {
+                whom.push(format!(
+                    "requests through supplier {}",
+                    super::list(&o.suppliers)
+                ));
+            }
+            let on = if o.all_operations {
+                String::new()
+            } else {
+                format!(" on operation {}", super::list(&o.operations))
+            };
+            let help = if o.all_consumers && o.all_operations {
+                "while the denial stands the grant allows nothing; remove one of them once the matter is settled"
+            } else {
+                "a denial beats every grant; remove one of them once the matter is settled"
+            };
+            diags.push_at(
+                loc,
+                Severity::Warning,
+                format!(
+                    "denial `{}` overrides grant `{}` for {}{on}",
+                    d.id,
+                    g.id,
+                    whom.join(" and ")
+                ),
+                Some(help.into()),
+            );
         }
     }
 }
