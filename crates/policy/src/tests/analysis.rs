@@ -347,3 +347,40 @@ fn check_warns_of_denials_by_supplier_and_operation_and_says_when_for_all() {
         ]
     );
 }
+
+#[test]
+fn explaining_a_denied_request_lists_every_denial_and_the_grants_not_reached() {
+    let set = with(&[VENDOR_DENIED, SEARCH_DENIED].concat()).set;
+    let caller = Caller {
+        consumer: "310000078".into(),
+        supplier: Some("310000043".into()),
+        scopes: vec!["demo:population".into()],
+        ..Caller::default()
+    };
+    let params = vec![("pid".to_string(), KARI.to_string())];
+    let req = DecisionRequest {
+        caller: &caller,
+        service: "population",
+        operation: "get-person",
+        params: &params,
+        subject: Some(KARI),
+        purpose: Some("case-handling"),
+        now: NOW,
+    };
+    let e = set.explain(&req);
+    assert_eq!(e.decision, set.decide(&req));
+    assert_eq!(e.decision.reason(), Some(DenyReason::ExplicitlyDenied));
+    let lines: Vec<String> = e.to_string().lines().skip(1).map(String::from).collect();
+    assert_eq!(
+        lines,
+        [
+            "  denial `suspended` [DECISIVE]: names the consumer or supplier; a denial beats every grant",
+            "  denial `vendor` [also denies]: names the consumer or supplier too, but `suspended` comes first",
+            "  denial `no-search` [n/a]: does not cover operation `get-person`",
+            "  grant `kyc` [n/a (denied)]: not reached: denial `suspended` refuses the request before any grant",
+            "  grant `suspended-grant` [n/a (denied)]: not reached: denial `suspended` refuses the request before any grant",
+            "  grant `welfare` [n/a]: does not name consumer `310000078`",
+            "decision: deny (explicitly_denied): access denied by `suspended`: Suspended pending audit",
+        ]
+    );
+}
