@@ -1,11 +1,13 @@
 //! Static analysis over a compiled set: "who can read field X of service
 //! Y?" and the Markdown catalogue reviewers and consumers read.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use crate::compile::rfc3339;
 use crate::filter::path_covers;
-use crate::model::{Consumers, Grant, MetaValue, PolicySet};
+use crate::model::{Consumers, Denial, Grant, MetaValue, PolicySet};
+use crate::overlap::overlaps;
 
 /// One grant through which `field` can be released.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,8 +24,17 @@ pub struct WhoCan {
     pub fields: Vec<String>,
     pub valid_from: i64,
     pub valid_to: i64,
-    /// Denials that override this grant for some named consumer.
+    /// Denials that override this grant for some (or all) of its consumers,
+    /// suppliers or operations: the ids of [`WhoCan::overrides`].
     pub overridden_by: Vec<String>,
+    /// What each of those denials takes away.
+    pub overrides: Vec<WhoCanOverride>,
+    /// The denials together refuse every consumer of the grant on every
+    /// operation it covers: it releases nothing while they stand.
+    pub overridden_for_all: bool,
+    /// Grants the gateway uses instead of this one where both apply (it
+    /// uses the first in priority order, and only that grant's fields).
+    pub shadowed_by: Vec<WhoCanShadow>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +43,58 @@ pub enum WhoCanConsumers {
     AnyWithConsent,
 }
 
+/// What one denial takes away from one grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhoCanOverride {
+    pub denial_id: String,
+    /// Consumers of the grant the denial names (for a grant open to any
+    /// consumer with consent: every consumer the denial names).
+    pub consumers: Vec<String>,
+    /// Suppliers the grant allows that the denial names: a request through
+    /// one of them is refused, for whichever consumer it acts.
+    pub suppliers: Vec<String>,
+    /// The grant's operations the denial covers.
+    pub operations: Vec<String>,
+    /// The denial names every consumer the grant lists.
+    pub all_consumers: bool,
+    /// The denial covers every operation of the grant.
+    pub all_operations: bool,
+}
+
+/// Where an earlier grant is used instead of this one: the requests both
+/// could allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhoCanShadow {
+    /// The grant used instead.
+    pub grant_id: String,
+    pub consumers: WhoCanConsumers,
+    pub operations: Vec<String>,
+    pub purposes: Vec<String>,
+    /// The period both grants are valid.
+    pub valid_from: i64,
+    pub valid_to: i64,
+}
+
 pub(crate) fn who_can(set: &PolicySet, service: &str, field: Option<&str>) -> Vec<WhoCan> {
+    let mut order: Vec<&Grant> = set.grants.iter().filter(|g| g.service == service).collect();
+    order.sort_by(|a, b| a.priority_key().cmp(&b.priority_key()));
+    let mut shadows: HashMap<&str, Vec<WhoCanShadow>> = HashMap::new();
+    for (earlier, later, o) in overlaps(&order) {
+        shadows
+            .entry(order[later].id.as_str())
+            .or_default()
+            .push(WhoCanShadow {
+                grant_id: order[earlier].id.clone(),
+                consumers: match o.consumers {
+                    Some(l) => WhoCanConsumers::Listed(l),
+                    None => WhoCanConsumers::AnyWithConsent,
+                },
+                operations: o.operations,
+                purposes: o.purposes,
+                valid_from: o.from,
+                valid_to: o.to,
+            });
+    }
     set.grants
         .iter()
         .filter(|g| g.service == service)
@@ -44,7 +106,15 @@ pub(crate) fn who_can(set: &PolicySet, service: &str, field: Option<&str>) -> Ve
                 .filter(|leaf| field.is_none_or(|f| path_covers(f, leaf)))
                 .cloned()
                 .collect();
-            (!fields.is_empty()).then(|| WhoCan {
+            if fields.is_empty() {
+                return None;
+            }
+            let overrides: Vec<WhoCanOverride> = set
+                .denials
+                .iter()
+                .filter_map(|d| denial_effect(d, g))
+                .collect();
+            Some(WhoCan {
                 grant_id: g.id.clone(),
                 consumers: match &g.consumers {
                     Consumers::Listed(l) => WhoCanConsumers::Listed(l.clone()),
@@ -58,22 +128,68 @@ pub(crate) fn who_can(set: &PolicySet, service: &str, field: Option<&str>) -> Ve
                 fields,
                 valid_from: g.valid_from,
                 valid_to: g.valid_to,
-                overridden_by: overriding_denials(set, g),
+                overridden_by: overrides.iter().map(|o| o.denial_id.clone()).collect(),
+                overridden_for_all: overridden_for_all(g, &overrides),
+                overrides,
+                shadowed_by: shadows.remove(g.id.as_str()).unwrap_or_default(),
             })
         })
         .collect()
 }
 
-fn overriding_denials(set: &PolicySet, g: &Grant) -> Vec<String> {
-    set.denials
+/// What `d` takes away from `g`, as the gateway decides (step 2 of "How a
+/// request is decided" in `docs/policy-language.md`): on the operations
+/// both cover, the consumers it names and the suppliers it names that the
+/// grant allows. `None` when it takes nothing.
+pub(crate) fn denial_effect(d: &Denial, g: &Grant) -> Option<WhoCanOverride> {
+    if d.service != g.service {
+        return None;
+    }
+    let operations: Vec<String> = g
+        .operations
         .iter()
-        .filter(|d| d.service == g.service)
-        .filter(|d| match &g.consumers {
-            Consumers::Listed(l) => l.iter().any(|c| d.consumers.contains(c)),
-            Consumers::AnyWithConsent => !d.consumers.is_empty(),
+        .filter(|o| d.operations.as_ref().is_none_or(|ops| ops.contains(o)))
+        .cloned()
+        .collect();
+    let consumers: Vec<String> = match &g.consumers {
+        Consumers::Listed(l) => l
+            .iter()
+            .filter(|c| d.consumers.contains(c))
+            .cloned()
+            .collect(),
+        Consumers::AnyWithConsent => d.consumers.clone(),
+    };
+    let suppliers: Vec<String> = g
+        .suppliers
+        .iter()
+        .filter(|s| d.suppliers.contains(s))
+        .cloned()
+        .collect();
+    if operations.is_empty() || (consumers.is_empty() && suppliers.is_empty()) {
+        return None;
+    }
+    Some(WhoCanOverride {
+        denial_id: d.id.clone(),
+        all_consumers: matches!(&g.consumers, Consumers::Listed(l) if l.len() == consumers.len()),
+        all_operations: operations.len() == g.operations.len(),
+        consumers,
+        suppliers,
+        operations,
+    })
+}
+
+/// Every consumer the grant lists is refused on every operation it covers.
+fn overridden_for_all(g: &Grant, overrides: &[WhoCanOverride]) -> bool {
+    let Consumers::Listed(list) = &g.consumers else {
+        return false;
+    };
+    list.iter().all(|c| {
+        g.operations.iter().all(|op| {
+            overrides
+                .iter()
+                .any(|o| o.consumers.contains(c) && o.operations.contains(op))
         })
-        .map(|d| d.id.clone())
-        .collect()
+    })
 }
 
 pub(crate) fn catalog_markdown(set: &PolicySet) -> String {

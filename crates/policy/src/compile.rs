@@ -19,7 +19,7 @@ use time::format_description::well_known::Rfc3339;
 use toml::value::{Datetime, Offset};
 
 use crate::LoadedPolicies;
-use crate::error::{Diagnostic, PolicyLoadError, Severity, line_column};
+use crate::error::{Diagnostic, PolicyLoadError, Severity, line_column_in, line_starts};
 use crate::model::Service;
 use crate::syntax::{self, PolicyFile};
 
@@ -32,6 +32,8 @@ pub(crate) const EXPIRY_WARNING: i64 = 30 * DAY;
 pub(crate) struct Src<'a> {
     pub name: &'a str,
     pub text: &'a str,
+    /// [`line_starts`] of `text`.
+    pub lines: &'a [usize],
 }
 
 /// Where something was declared, kept for later diagnostics.
@@ -44,7 +46,7 @@ pub(crate) struct Loc {
 
 impl Loc {
     pub(crate) fn at(src: Src<'_>, span: &Range<usize>) -> Loc {
-        let (line, column) = line_column(src.text, span.start);
+        let (line, column) = line_column_in(src.text, src.lines, span.start);
         Loc {
             file: src.name.to_string(),
             line,
@@ -153,9 +155,10 @@ pub(crate) fn compile(
     order.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
 
     let mut diags = Diags::default();
+    let lines: Vec<Vec<usize>> = order.iter().map(|(_, text)| line_starts(text)).collect();
     let mut parsed: Vec<(Src<'_>, PolicyFile)> = Vec::new();
-    for (name, text) in order {
-        let src = Src { name, text };
+    for ((name, text), lines) in order.into_iter().zip(&lines) {
+        let src = Src { name, text, lines };
         match syntax::parse(text) {
             Ok(file) => parsed.push((src, file)),
             Err((message, span)) => {

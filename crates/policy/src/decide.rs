@@ -77,7 +77,8 @@ pub struct Deny {
 pub(crate) trait Trace {
     fn denial(&mut self, _denial: &Denial, _hit: bool) {}
     fn grant(&mut self, _grant: &Grant, _outcome: Result<(), DenyReason>) {}
-    /// Keep evaluating grants after the first allow (for explanations).
+    /// Keep evaluating denials after the first hit and grants after the
+    /// first allow (for explanations).
     fn wants_all(&self) -> bool {
         false
     }
@@ -119,16 +120,24 @@ pub(crate) fn evaluate<T: Trace>(
         .as_deref()
         .filter(|s| *s != caller.consumer.as_str());
 
+    let mut denied: Option<&Denial> = None;
     for &d in &op_index.denials {
         let denial = &set.denials[d];
         let hit = denial.hits(&caller.consumer, supplier);
         trace.denial(denial, hit);
-        if hit {
-            return deny(
-                DenyReason::ExplicitlyDenied,
-                format!("access denied by `{}`: {}", denial.id, denial.reason),
-            );
+        if hit && denied.is_none() {
+            denied = Some(denial);
+            // The gateway stops at the first; an explanation lists the rest.
+            if !trace.wants_all() {
+                break;
+            }
         }
+    }
+    if let Some(denial) = denied {
+        return deny(
+            DenyReason::ExplicitlyDenied,
+            format!("access denied by `{}`: {}", denial.id, denial.reason),
+        );
     }
 
     let subject = subject_check(&svc.service, op, req);

@@ -83,11 +83,31 @@ pub enum FilterError {
 /// Converts a byte offset in `text` into a 1-based line and a 1-based
 /// column counted in characters.
 pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    line_column_in(text, &line_starts(text), offset)
+}
+
+/// The byte offset at which each line of `text` starts, for
+/// [`line_column_in`]: a file's thousands of diagnostics and locations then
+/// cost a binary search each, not a scan from the start of the file.
+pub(crate) fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect()
+}
+
+/// [`line_column`] with the file's [`line_starts`].
+pub(crate) fn line_column_in(text: &str, starts: &[usize], offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    // Inside a character: as if at the end of the text (as before the index).
+    if !text.is_char_boundary(offset) {
+        offset = text.len();
+    }
+    let line = starts.partition_point(|&s| s <= offset).max(1);
+    let line_start = starts.get(line - 1).copied().unwrap_or(0);
+    let column = text
+        .get(line_start..offset)
+        .map_or(0, |s| s.chars().count())
+        + 1;
     (line, column)
 }
 
@@ -103,6 +123,9 @@ mod tests {
         // `=` on line 2 follows "bø " (4 bytes, 3 characters).
         assert_eq!(line_column(text, 10), (2, 4));
         assert_eq!(line_column(text, 10_000), (3, 1));
+        // Inside `ø`: as if at the end.
+        assert_eq!(line_column(text, 8), (3, 1));
+        assert_eq!(line_column("", 0), (1, 1));
     }
 
     #[test]

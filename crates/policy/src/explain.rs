@@ -32,8 +32,13 @@ pub enum StepOutcome {
     AlsoAllows,
     /// The rule was a candidate but failed a check.
     Failed(DenyReason),
+    /// A denial that also names the caller, after the decisive one.
+    AlsoDenies,
     /// The rule does not concern this consumer or operation.
     NotApplicable,
+    /// A grant for this consumer and operation that was never checked,
+    /// because a denial refused the request first.
+    NotReached,
 }
 
 enum Event {
@@ -79,24 +84,36 @@ pub(crate) fn explain(set: &PolicySet, req: &DecisionRequest<'_>) -> Explanation
     };
     let op = set.operation(req.service, req.operation);
     let mut steps = Vec::new();
+    let mut grant_steps = Vec::new();
     let mut seen: Vec<String> = Vec::new();
+    // The first denial that names the caller decides; the gateway stops there.
+    let mut decisive_denial: Option<&str> = None;
     for event in &rec.events {
         let (id, outcome) = match event {
             Event::Grant { id, outcome } => (id, outcome),
             Event::Denial { id: denial_id, hit } => {
-                let hit = *hit;
+                let (outcome, detail) = match (*hit, decisive_denial) {
+                    (false, _) => (
+                        StepOutcome::NotApplicable,
+                        "names neither the consumer nor the supplier".to_string(),
+                    ),
+                    (true, None) => {
+                        decisive_denial = Some(denial_id.as_str());
+                        (
+                            StepOutcome::Decisive,
+                            "names the consumer or supplier; a denial beats every grant"
+                                .to_string(),
+                        )
+                    }
+                    (true, Some(first)) => (
+                        StepOutcome::AlsoDenies,
+                        format!("names the consumer or supplier too, but `{first}` comes first"),
+                    ),
+                };
                 steps.push(ExplainStep {
                     rule: format!("denial `{denial_id}`"),
-                    outcome: if hit {
-                        StepOutcome::Decisive
-                    } else {
-                        StepOutcome::NotApplicable
-                    },
-                    detail: if hit {
-                        "names the consumer or supplier; a denial beats every grant".to_string()
-                    } else {
-                        "names neither the consumer nor the supplier".to_string()
-                    },
+                    outcome,
+                    detail,
                 });
                 continue;
             }
@@ -123,33 +140,58 @@ pub(crate) fn explain(set: &PolicySet, req: &DecisionRequest<'_>) -> Explanation
                 },
             ),
         };
-        steps.push(ExplainStep {
+        grant_steps.push(ExplainStep {
             rule: format!("grant `{id}`"),
             outcome,
             detail,
         });
     }
-    // Grants of the service that were not candidates, so the reader sees
-    // the whole agreement landscape.
-    if !matches!(decision, Decision::Deny(ref d) if d.reason == DenyReason::ExplicitlyDenied) {
-        for grant in set
-            .grants
-            .iter()
-            .filter(|g| g.service == req.service && !seen.contains(&g.id))
-        {
-            let detail = if !grant.operations.iter().any(|o| o == req.operation) {
-                format!("does not cover operation `{}`", req.operation)
-            } else if !grant.names_consumer(&req.caller.consumer) {
-                format!("does not name consumer `{}`", req.caller.consumer)
-            } else {
-                "not reached".to_string()
-            };
+    // Denials of the service for other operations, so every denial is listed.
+    if op.is_some() {
+        for denial in set.denials.iter().filter(|d| {
+            d.service == req.service
+                && d.operations
+                    .as_ref()
+                    .is_some_and(|ops| !ops.iter().any(|o| o == req.operation))
+        }) {
             steps.push(ExplainStep {
-                rule: format!("grant `{}`", grant.id),
+                rule: format!("denial `{}`", denial.id),
                 outcome: StepOutcome::NotApplicable,
-                detail,
+                detail: format!("does not cover operation `{}`", req.operation),
             });
         }
+    }
+    steps.append(&mut grant_steps);
+    // Grants of the service that were not candidates, or not reached, so
+    // the reader sees the whole agreement landscape.
+    for grant in set
+        .grants
+        .iter()
+        .filter(|g| g.service == req.service && !seen.contains(&g.id))
+    {
+        let (outcome, detail) = if !grant.operations.iter().any(|o| o == req.operation) {
+            (
+                StepOutcome::NotApplicable,
+                format!("does not cover operation `{}`", req.operation),
+            )
+        } else if !grant.names_consumer(&req.caller.consumer) {
+            (
+                StepOutcome::NotApplicable,
+                format!("does not name consumer `{}`", req.caller.consumer),
+            )
+        } else if let Some(denial) = decisive_denial {
+            (
+                StepOutcome::NotReached,
+                format!("not reached: denial `{denial}` refuses the request before any grant"),
+            )
+        } else {
+            (StepOutcome::NotApplicable, "not reached".to_string())
+        };
+        steps.push(ExplainStep {
+            rule: format!("grant `{}`", grant.id),
+            outcome,
+            detail,
+        });
     }
     Explanation {
         decision,
@@ -201,7 +243,9 @@ impl fmt::Display for Explanation {
                 StepOutcome::Decisive => "DECISIVE",
                 StepOutcome::AlsoAllows => "also allows",
                 StepOutcome::Failed(_) => "fails",
+                StepOutcome::AlsoDenies => "also denies",
                 StepOutcome::NotApplicable => "n/a",
+                StepOutcome::NotReached => "n/a (denied)",
             };
             writeln!(f, "  {} [{tag}]: {}", step.rule, step.detail)?;
         }

@@ -25,6 +25,7 @@ mod explain;
 mod filter;
 pub mod ids;
 mod model;
+mod overlap;
 mod reason;
 mod route;
 mod syntax;
@@ -32,7 +33,7 @@ pub mod tooling;
 
 use std::path::Path;
 
-pub use analysis::{WhoCan, WhoCanConsumers};
+pub use analysis::{WhoCan, WhoCanConsumers, WhoCanOverride, WhoCanShadow};
 pub use consent::{Caller, Consent, ConsentRight};
 pub use decide::{Allow, Decision, DecisionRequest, Deny};
 pub use error::{Diagnostic, FilterError, PolicyLoadError, Severity};

@@ -36,7 +36,7 @@ fn repository_policies_check_clean_apart_from_the_suspension() {
         .collect();
     assert_eq!(warnings.len(), 1, "{}", report.text);
     assert!(warnings[0].ends_with(
-        "warning: denial `suspended-agency` overrides grant `suspended-agency-case-handling` for consumer `310000078`"
+        "warning: denial `suspended-agency` overrides grant `suspended-agency-case-handling` for all its consumers (`310000078`)"
     ));
     let loaded = PolicySet::load_dir_at(&policies_dir(), NOW).unwrap();
     assert_eq!(

@@ -125,6 +125,83 @@ fn who_can_and_catalog_report_from_the_repository_policies() {
     );
 }
 
+/// The reviewer's case: a denial of the welfare agency's vendor, and a second
+/// agreement for the agency that the gateway never uses where the first applies.
+#[test]
+fn who_can_says_what_denials_and_earlier_grants_take_away() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_policies(dir.path());
+    std::fs::write(
+        dir.path().join("vendor.toml"),
+        r#"[[denial]]
+id = "vendor-suspended"
+service = "population"
+supplier = ["310000043"]
+reason = "Vendor suspended pending audit"
+
+[[grant]]
+id = "welfare-benefit-assessment-extended"
+service = "population"
+consumer = ["310000019"]
+scopes = ["demo:population"]
+operations = ["get-person"]
+purposes = ["benefit-assessment"]
+legal_basis = "Folketrygdloven § 21-4"
+fields = ["marital_status", "citizenships"]
+valid_from = 2025-01-01T00:00:00Z
+valid_to = 2030-12-31T23:59:59Z
+"#,
+    )
+    .unwrap();
+    let r = tooling::who_can(dir.path(), "population", Some("marital_status"));
+    assert!(r.ok, "{}", r.text);
+    assert!(
+        r.text.contains(
+            "    overridden by denial `vendor-suspended` for requests through supplier 310000043\n"
+        ),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text
+            .contains("- grant `welfare-benefit-assessment-extended`: 310000019\n"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains(
+            "    shadowed by grant `welfare-benefit-assessment` for consumer 310000019, operation get-person, purpose benefit-assessment, 2025-01-01T00:00:00Z to 2030-12-31T23:59:59Z: where both apply the gateway uses `welfare-benefit-assessment` and releases only its fields\n"
+        ),
+        "{}",
+        r.text
+    );
+
+    let r = tooling::who_can(dir.path(), "population", Some("name"));
+    assert!(
+        r.text
+            .contains("- grant `suspended-agency-case-handling`: 310000078\n"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains(
+            "    overridden for all its consumers by denial(s) `suspended-agency`: it releases nothing while they stand\n    overridden by denial `suspended-agency` for all its consumers (310000078)\n"
+        ),
+        "{}",
+        r.text
+    );
+    assert!(!r.text.contains("for some consumers"), "{}", r.text);
+
+    let check = tooling::check(dir.path());
+    assert!(
+        check.text.contains(
+            "warning: denial `vendor-suspended` overrides grant `welfare-benefit-assessment` for requests through supplier `310000043`"
+        ),
+        "{}",
+        check.text
+    );
+}
+
 /// A policy file that is not UTF-8 is named at the first byte that is not, like every other error.
 #[test]
 fn a_file_that_is_not_utf8_is_named_with_its_position() {

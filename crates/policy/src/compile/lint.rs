@@ -1,9 +1,11 @@
 //! Warnings about a valid policy set: grants near or past their end date,
 //! grants that overlap (one wins where both apply), grants a denial
-//! overrides. Warnings never refuse a set, so a reload cannot fail on them.
+//! overrides (for consumers or suppliers, on some or all operations). Warnings never refuse a set, so a reload cannot fail on them.
 
+use crate::analysis::denial_effect;
 use crate::error::Severity;
 use crate::model::{Consumers, Grant};
+use crate::overlap::overlaps;
 
 use super::grant::Rules;
 use super::{DAY, Diags, EXPIRY_WARNING, rfc3339};
@@ -38,73 +40,71 @@ pub(super) fn warnings(rules: &Rules, now: i64, diags: &mut Diags) {
 
     let mut order: Vec<&(Grant, super::Loc)> = rules.grants.iter().collect();
     order.sort_by(|a, b| a.0.priority_key().cmp(&b.0.priority_key()));
-    for (i, (winner, _)) in order.iter().enumerate() {
-        for (loser, loc) in order.iter().skip(i + 1) {
-            if let Some(overlap) = overlap(winner, loser) {
-                diags.push_at(
-                    loc,
-                    Severity::Warning,
-                    format!(
-                        "grant `{}` overlaps grant `{}` ({overlap}); `{}` is chosen where both apply",
-                        loser.id, winner.id, winner.id
-                    ),
-                    Some("grants are tried named-consumer first, then by id; narrow the purposes or operations, or merge the grants".into()),
-                );
-            }
-        }
+    let grants: Vec<&Grant> = order.iter().map(|(g, _)| g).collect();
+    for (w, l, overlap) in overlaps(&grants) {
+        let winner = grants[w];
+        let (loser, loc) = order[l];
+        diags.push_at(
+            loc,
+            Severity::Warning,
+            format!(
+                "grant `{}` overlaps grant `{}` ({}); `{}` is chosen where both apply",
+                loser.id,
+                winner.id,
+                overlap.example(),
+                winner.id
+            ),
+            Some("grants are tried named-consumer first, then by id; narrow the purposes or operations, or merge the grants".into()),
+        );
     }
 
     for (g, loc) in &rules.grants {
-        let Consumers::Listed(consumers) = &g.consumers else {
-            continue;
-        };
-        for (d, _) in rules.denials.iter().filter(|(d, _)| d.service == g.service) {
-            let covers_ops = d
-                .operations
-                .as_ref()
-                .is_none_or(|ops| g.operations.iter().all(|o| ops.contains(o)));
-            let blocked: Vec<&String> = consumers
-                .iter()
-                .filter(|c| d.consumers.contains(c))
-                .collect();
-            if covers_ops && !blocked.is_empty() {
-                diags.push_at(
-                    loc,
-                    Severity::Warning,
-                    format!(
-                        "denial `{}` overrides grant `{}` for consumer {}",
-                        d.id,
-                        g.id,
-                        super::list(blocked)
-                    ),
-                    Some(
-                        "a denial beats every grant; remove one of them once the matter is settled"
-                            .into(),
-                    ),
-                );
+        for (d, _) in &rules.denials {
+            let Some(mut o) = denial_effect(d, g) else {
+                continue;
+            };
+            // A grant open to any consumer with consent is refused to each
+            // consumer a denial names; that is what the denial is for, and
+            // nothing to settle between the two.
+            if matches!(g.consumers, Consumers::AnyWithConsent) {
+                o.consumers.clear();
+                if o.suppliers.is_empty() {
+                    continue;
+                }
             }
+            let mut whom = Vec::new();
+            if o.all_consumers {
+                whom.push(format!("all its consumers ({})", super::list(&o.consumers)));
+            } else if !o.consumers.is_empty() {
+                whom.push(format!("consumer {}", super::list(&o.consumers)));
+            }
+            if !o.suppliers.is_empty() {
+                whom.push(format!(
+                    "requests through supplier {}",
+                    super::list(&o.suppliers)
+                ));
+            }
+            let on = if o.all_operations {
+                String::new()
+            } else {
+                format!(" on operation {}", super::list(&o.operations))
+            };
+            let help = if o.all_consumers && o.all_operations {
+                "while the denial stands the grant allows nothing; remove one of them once the matter is settled"
+            } else {
+                "a denial beats every grant; remove one of them once the matter is settled"
+            };
+            diags.push_at(
+                loc,
+                Severity::Warning,
+                format!(
+                    "denial `{}` overrides grant `{}` for {}{on}",
+                    d.id,
+                    g.id,
+                    whom.join(" and ")
+                ),
+                Some(help.into()),
+            );
         }
     }
-}
-
-/// Describes one request both grants could allow, if any.
-fn overlap(a: &Grant, b: &Grant) -> Option<String> {
-    if a.service != b.service || a.valid_to <= b.valid_from || b.valid_to <= a.valid_from {
-        return None;
-    }
-    let op = a.operations.iter().find(|o| b.operations.contains(o))?;
-    let purpose = a.purposes.iter().find(|p| b.purposes.contains(p))?;
-    let consumer = match (&a.consumers, &b.consumers) {
-        (Consumers::AnyWithConsent, Consumers::AnyWithConsent) => {
-            "any consumer with consent".to_string()
-        }
-        (Consumers::Listed(l), Consumers::AnyWithConsent)
-        | (Consumers::AnyWithConsent, Consumers::Listed(l)) => {
-            format!("consumer `{}`", l.first()?)
-        }
-        (Consumers::Listed(x), Consumers::Listed(y)) => {
-            format!("consumer `{}`", x.iter().find(|c| y.contains(c))?)
-        }
-    };
-    Some(format!("{consumer}, operation `{op}`, purpose `{purpose}`"))
 }

@@ -196,3 +196,191 @@ expect = { decision = "deny", reason = "scope_missing" }
     );
     assert!(out.contains("unknown reason code `scope_gone`"), "{out}");
 }
+
+/// The fixture plus `extra` agreements, with the warnings.
+fn with(extra: &str) -> LoadedPolicies {
+    let src = sources(&[("s.toml", SERVICE), ("g.toml", &(GRANTS.concat() + extra))]);
+    PolicySet::from_sources_at(&src, NOW).unwrap()
+}
+
+const VENDOR_DENIED: &str = r#"[[denial]]
+id = "vendor"
+service = "population"
+supplier = ["310000043"]
+reason = "Vendor suspended"
+"#;
+
+const WELFARE_STATS_DENIED: &str = r#"[[denial]]
+id = "no-stats"
+service = "population"
+consumer = ["310000019"]
+operations = ["stats"]
+reason = "Statistics withdrawn"
+"#;
+
+/// Only for an operation the suspended agency's grant does not cover.
+const SEARCH_DENIED: &str = r#"[[denial]]
+id = "no-search"
+service = "population"
+consumer = ["310000078"]
+operations = ["search"]
+reason = "Search withdrawn"
+"#;
+
+fn who(set: &PolicySet, field: &str, grant: &str) -> WhoCan {
+    set.who_can("population", Some(field))
+        .into_iter()
+        .find(|w| w.grant_id == grant)
+        .unwrap()
+}
+
+#[test]
+fn who_can_matches_denials_by_supplier_and_operation_as_the_gateway_does() {
+    let loaded = with(&[VENDOR_DENIED, WELFARE_STATS_DENIED, SEARCH_DENIED].concat());
+    let set = &loaded.set;
+
+    // The gateway refuses the welfare agency's vendor…
+    let via_vendor = Req {
+        supplier: Some("310000043"),
+        ..welfare("/persons/01819010001")
+    };
+    assert_eq!(
+        run(set, &via_vendor).reason(),
+        Some(DenyReason::ExplicitlyDenied)
+    );
+    // …and the agency's statistics, but not its reading of persons.
+    assert_eq!(
+        run(set, &welfare("/stats")).reason(),
+        Some(DenyReason::ExplicitlyDenied)
+    );
+    assert!(run(set, &welfare("/persons/01819010001")).is_allow());
+
+    let w = who(set, "name", "welfare");
+    assert_eq!(w.overridden_by, ["no-stats", "vendor"]);
+    assert_eq!(
+        w.overrides,
+        [
+            WhoCanOverride {
+                denial_id: "no-stats".into(),
+                consumers: vec!["310000019".into()],
+                suppliers: vec![],
+                operations: vec!["stats".into()],
+                all_consumers: true,
+                all_operations: false,
+            },
+            WhoCanOverride {
+                denial_id: "vendor".into(),
+                consumers: vec![],
+                suppliers: vec!["310000043".into()],
+                operations: vec!["get-person".into(), "search".into(), "stats".into()],
+                all_consumers: false,
+                all_operations: true,
+            },
+        ]
+    );
+    assert!(!w.overridden_for_all);
+
+    // A denial of an operation the grant does not cover takes nothing from it;
+    // the suspension takes everything.
+    let w = who(set, "pid", "suspended-grant");
+    assert_eq!(w.overridden_by, ["suspended"]);
+    assert!(w.overrides[0].all_consumers && w.overrides[0].all_operations);
+    assert!(w.overridden_for_all);
+
+    // A grant open to any consumer with consent is overridden for the
+    // consumers denials name, never for all.
+    let w = who(set, "address.city", "kyc");
+    assert_eq!(w.overridden_by, ["suspended"]);
+    assert!(!w.overridden_for_all);
+}
+
+#[test]
+fn who_can_marks_a_grant_shadowed_where_an_earlier_grant_is_used_instead() {
+    // A second agreement for the welfare agency that would release `pid`
+    // for the same operation and purpose: the gateway uses `welfare`, the
+    // first by id, and releases only its fields.
+    let extra = r#"[[grant]]
+id = "welfare-pid"
+service = "population"
+consumer = ["310000019", "310000035"]
+scopes = ["demo:population"]
+operations = ["get-person", "search"]
+purposes = ["benefit-assessment", "case-handling"]
+legal_basis = "Folketrygdloven § 21-4"
+fields = ["pid", "name"]
+valid_from = 2025-01-01T00:00:00Z
+valid_to = 2031-01-01T00:00:00Z
+"#;
+    let set = with(extra).set;
+    let Decision::Allow(a) = run(&set, &welfare("/persons/01819010001")) else {
+        panic!("expected allow");
+    };
+    assert_eq!(a.grant_id, "welfare");
+    assert_eq!(a.fields.released(), ["name.family", "name.given"]);
+
+    let w = who(&set, "pid", "welfare-pid");
+    assert_eq!(
+        w.shadowed_by,
+        [WhoCanShadow {
+            grant_id: "welfare".into(),
+            consumers: WhoCanConsumers::Listed(vec!["310000019".into()]),
+            operations: vec!["get-person".into(), "search".into()],
+            purposes: vec!["benefit-assessment".into()],
+            valid_from: 1_735_689_600, // 2025-01-01
+            valid_to: 1_893_456_000,   // 2030-01-01
+        }]
+    );
+    assert_eq!(who(&set, "name", "welfare").shadowed_by, []);
+    assert_eq!(who(&set, "pid", "suspended-grant").shadowed_by, []);
+}
+
+#[test]
+fn check_warns_of_denials_by_supplier_and_operation_and_says_when_for_all() {
+    let loaded = with(&[VENDOR_DENIED, WELFARE_STATS_DENIED, SEARCH_DENIED].concat());
+    let warnings: Vec<&str> = loaded.warnings.iter().map(|w| w.message.as_str()).collect();
+    assert_eq!(
+        warnings,
+        [
+            "denial `vendor` overrides grant `welfare` for requests through supplier `310000043`",
+            "denial `no-stats` overrides grant `welfare` for all its consumers (`310000019`) on operation `stats`",
+            "denial `suspended` overrides grant `suspended-grant` for all its consumers (`310000078`)",
+        ]
+    );
+}
+
+#[test]
+fn explaining_a_denied_request_lists_every_denial_and_the_grants_not_reached() {
+    let set = with(&[VENDOR_DENIED, SEARCH_DENIED].concat()).set;
+    let caller = Caller {
+        consumer: "310000078".into(),
+        supplier: Some("310000043".into()),
+        scopes: vec!["demo:population".into()],
+        ..Caller::default()
+    };
+    let params = vec![("pid".to_string(), KARI.to_string())];
+    let req = DecisionRequest {
+        caller: &caller,
+        service: "population",
+        operation: "get-person",
+        params: &params,
+        subject: Some(KARI),
+        purpose: Some("case-handling"),
+        now: NOW,
+    };
+    let e = set.explain(&req);
+    assert_eq!(e.decision, set.decide(&req));
+    assert_eq!(e.decision.reason(), Some(DenyReason::ExplicitlyDenied));
+    let lines: Vec<String> = e.to_string().lines().skip(1).map(String::from).collect();
+    assert_eq!(
+        lines,
+        [
+            "  denial `suspended` [DECISIVE]: names the consumer or supplier; a denial beats every grant",
+            "  denial `vendor` [also denies]: names the consumer or supplier too, but `suspended` comes first",
+            "  denial `no-search` [n/a]: does not cover operation `get-person`",
+            "  grant `kyc` [n/a (denied)]: not reached: denial `suspended` refuses the request before any grant",
+            "  grant `suspended-grant` [n/a (denied)]: not reached: denial `suspended` refuses the request before any grant",
+            "  grant `welfare` [n/a]: does not name consumer `310000078`",
+            "decision: deny (explicitly_denied): access denied by `suspended`: Suspended pending audit",
+        ]
+    );
+}
