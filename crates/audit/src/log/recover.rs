@@ -126,25 +126,19 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         segments.push(SegmentInfo { first_seq: 0, path });
     }
     let last = segments[segments.len() - 1].clone();
+    // Only read here: a cut of the tail is made once the checks below have found that it removes
+    // nothing the log already vouched for. A refused open leaves every file as it was.
     let (count, good_len, file_len, cut_reason) = scan_tail(&last)?;
-    let mut segment = storage
-        .open_segment(&last.path, good_len)
-        .map_err(AuditError::io(&last.path))?;
     // Without a reason, what follows the frames is the zero tail written ahead of the appends:
     // kept, and written over by the next ones.
-    if good_len < file_len && cut_reason.is_some() {
-        segment
-            .truncate(good_len)
-            .map_err(AuditError::io(&last.path))?;
-        report.truncated_bytes = file_len - good_len;
-        report.truncated_at = Some((last.path.clone(), good_len, cut_reason.unwrap_or_default()));
-    }
+    let cut = cut_reason.filter(|_| good_len < file_len);
     let size = last.first_seq + count;
     report.records = size;
 
     // A full leaf tile beyond the end means records that were once durable are gone.
     let next_full = stored_count(0, size) / TILE_WIDTH;
     let beyond = dir.join(tile_path(0, next_full, TILE_WIDTH));
+    let mut remove_beyond = false;
     if beyond.exists() {
         match cfg.durability {
             Durability::Fsync => {
@@ -153,13 +147,8 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
                     checkpoint: (next_full + 1) * TILE_WIDTH,
                 });
             }
-            Durability::Relaxed { .. } => {
-                std::fs::remove_file(&beyond).map_err(AuditError::io(&beyond))?;
-                report.notes.push(format!(
-                    "removed leaf tile `{}` beyond the log end ({size} records): unsynced records were lost",
-                    beyond.display()
-                ));
-            }
+            // Removed once the checkpoint checks below pass.
+            Durability::Relaxed { .. } => remove_beyond = true,
         }
     }
 
@@ -209,6 +198,25 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         report.checkpoint_size = Some(cp.size);
         last_checkpoint = Some(cp.size);
         checkpoint_note = Some(note);
+    }
+
+    // Every check passed: the repairs.
+    let mut segment = storage
+        .open_segment(&last.path, good_len)
+        .map_err(AuditError::io(&last.path))?;
+    if let Some(reason) = cut {
+        segment
+            .truncate(good_len)
+            .map_err(AuditError::io(&last.path))?;
+        report.truncated_bytes = file_len - good_len;
+        report.truncated_at = Some((last.path.clone(), good_len, reason));
+    }
+    if remove_beyond {
+        std::fs::remove_file(&beyond).map_err(AuditError::io(&beyond))?;
+        report.notes.push(format!(
+            "removed leaf tile `{}` beyond the log end ({size} records): unsynced records were lost",
+            beyond.display()
+        ));
     }
 
     report.notes.extend(cut_torn_entries(dir)?);

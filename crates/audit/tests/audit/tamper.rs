@@ -523,3 +523,51 @@ fn records_beyond_the_latest_checkpoint_found_are_named() {
     );
     assert!(!f.verify().text.contains("covered by no signed checkpoint"));
 }
+
+/// Every file of the log directory and its bytes.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.insert(path, bytes);
+            }
+        }
+    }
+    out
+}
+
+/// A damaged frame below what the log vouched for (a full leaf tile, or the signed checkpoint)
+/// makes opening refuse, and the refusal cuts nothing: the intact signed records after the
+/// damage, and everything else in the directory, stay byte for byte, and `verify` still names
+/// the damaged record.
+#[test]
+fn a_refused_open_leaves_every_file_as_it_was() {
+    for (damaged, covered) in [(300usize, "covers 512"), (590, "covers 600")] {
+        let f = Fixture::new();
+        f.rewrite(|b, frames| {
+            let (off, _) = frames[damaged];
+            b[off + 8 + 20] ^= 0x01;
+            // The zero tail an active segment may end in.
+            b.resize(b.len() + 64 * 1024, 0);
+        });
+        let before = snapshot(f.dir.path());
+        match AuditLog::open(f.keys.config(f.dir.path())) {
+            Err(e @ tollbu_audit::AuditError::Rollback { .. }) => {
+                assert!(e.to_string().contains(covered), "{e}");
+            }
+            Err(e) => panic!("record {damaged}: expected a rollback, got {e}"),
+            Ok(_) => panic!("record {damaged}: opened a log with signed records cut"),
+        }
+        assert!(
+            snapshot(f.dir.path()) == before,
+            "record {damaged}: a refused open changed the directory"
+        );
+        assert_first_bad(&f.verify(), damaged as u64);
+    }
+}
