@@ -60,17 +60,18 @@ pub(crate) struct Opened {
     pub last_checkpoint: Option<u64>,
 }
 
-/// Creates `path` with `content`, or checks that it already holds exactly that.
-fn pin_identity(
+/// Checks that `path` holds exactly `content`; when it is missing, returns the write that pins it,
+/// to be made once the open's checks have passed (a refused open pins nothing).
+fn check_pin(
     path: &Path,
     content: &str,
     what: impl Fn(String) -> AuditError,
-) -> Result<(), AuditError> {
+) -> Result<Option<(PathBuf, String)>, AuditError> {
     match std::fs::read_to_string(path) {
-        Ok(found) if found.trim_end() == content => Ok(()),
+        Ok(found) if found.trim_end() == content => Ok(None),
         Ok(found) => Err(what(found.trim_end().to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_atomic(path, format!("{content}\n").as_bytes())
+            Ok(Some((path.to_path_buf(), format!("{content}\n"))))
         }
         Err(e) => Err(AuditError::Io {
             path: path.to_path_buf(),
@@ -85,24 +86,27 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
     std::fs::create_dir_all(&seg_dir).map_err(AuditError::io(&seg_dir))?;
     let signer = CheckpointSigner::from_pem_file(&cfg.signing_key_pem, &cfg.origin)?;
     let pseudonymiser = Pseudonymiser::from_key_file(&cfg.pseudonym_key)?;
-    pin_identity(&dir.join("origin"), &cfg.origin, |found| {
+    let mut pins = Vec::new();
+    pins.extend(check_pin(&dir.join("origin"), &cfg.origin, |found| {
         AuditError::OriginMismatch {
             dir: dir.clone(),
             found,
             configured: cfg.origin.clone(),
         }
-    })?;
+    })?);
     // A new key under the same origin would make old checkpoints unverifiable with the published key:
     // rotating the key means starting a new log (new origin).
     let vkey = signer.verifier_key();
-    pin_identity(&dir.join("verifier-key"), &vkey, |found| AuditError::Key {
-        path: cfg.signing_key_pem.clone(),
-        reason: format!("this log was signed by `{found}`; a new key needs a new log origin"),
-    })?;
+    pins.extend(check_pin(&dir.join("verifier-key"), &vkey, |found| {
+        AuditError::Key {
+            path: cfg.signing_key_pem.clone(),
+            reason: format!("this log was signed by `{found}`; a new key needs a new log origin"),
+        }
+    })?);
 
     // Subject searches need the key the subjects were pseudonymised with; a new key in the middle of
     // a log would split every person's records in two.
-    pin_identity(
+    pins.extend(check_pin(
         &dir.join(crate::pseudonym::KEY_CHECK_FILE),
         &pseudonymiser.key_check(),
         |_| {
@@ -111,7 +115,7 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
             reason: "this log's subjects were pseudonymised with another key; a new pseudonym key needs a new log".into(),
         }
         },
-    )?;
+    )?);
 
     let mut report = RecoveryReport::default();
     let mut segments = list_segments(&seg_dir)?;
@@ -200,7 +204,11 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         checkpoint_note = Some(note);
     }
 
-    // Every check passed: the repairs.
+    // Every check passed: the pins of a new log (or of one written before a pin existed), then
+    // the repairs.
+    for (path, content) in pins {
+        write_atomic(&path, content.as_bytes())?;
+    }
     let mut segment = storage
         .open_segment(&last.path, good_len)
         .map_err(AuditError::io(&last.path))?;

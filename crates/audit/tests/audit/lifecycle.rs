@@ -270,6 +270,32 @@ fn a_log_is_searched_and_continued_only_with_its_own_pseudonym_key() {
     log.shutdown().unwrap();
 }
 
+/// With `verifier-key` deleted, another signing key under the same origin is refused by the
+/// checkpoint it cannot have signed, and the refusal pins nothing: `verifier-key` is not
+/// rewritten with a key that matches none of the log's checkpoints. The right key pins it again.
+#[test]
+fn a_refused_open_does_not_pin_the_new_key() {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let keys = Keys::new();
+    let (dir, vkey) = closed_log(&keys, 4);
+    let pin = dir.path().join("verifier-key");
+    std::fs::remove_file(&pin).unwrap();
+    let other = keys.dir().join("other-signing.pem");
+    let pem = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .unwrap();
+    std::fs::write(&other, pem.as_bytes()).unwrap();
+    let mut cfg = keys.config(dir.path());
+    cfg.signing_key_pem = other;
+    let refused = AuditLog::open(cfg).map(|_| ()).unwrap_err();
+    assert!(refused.to_string().contains("no signature"), "{refused}");
+    assert!(!pin.exists(), "a refused open pinned the new key");
+
+    let (log, _) = AuditLog::open(keys.config(dir.path())).unwrap();
+    log.shutdown().unwrap();
+    assert_eq!(std::fs::read_to_string(&pin).unwrap(), format!("{vkey}\n"));
+}
+
 /// A filter that could only match nothing is refused rather than answered with "no records": a
 /// subject that is not an identity or organisation number, a consumer without its scheme, a time
 /// that is not RFC 3339, a `from` after `to`. Spaces in an identity number are allowed.
