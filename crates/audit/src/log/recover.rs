@@ -2,6 +2,7 @@
 //! refusal to continue a log that is shorter than, or disagrees with, what it already signed.
 
 use std::collections::BTreeSet;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,10 +14,10 @@ use crate::error::AuditError;
 use crate::hash::{Hash, leaf_hash};
 use crate::index::{IndexWriter, Watermark, cut_torn_entries, watermark};
 use crate::pseudonym::Pseudonymiser;
-use crate::record::decode;
+use crate::record::{MAX_RECORD_BYTES, decode};
 use crate::segment::{
-    FrameRead, FrameReader, SegmentFile, SegmentInfo, Storage, for_each_in_range, list_segments,
-    segment_name, write_atomic,
+    FRAME_HEADER, FrameRead, FrameReader, SegmentFile, SegmentInfo, Storage, for_each_in_range,
+    list_segments, segment_name, write_atomic,
 };
 use crate::tile::{TILE_WIDTH, TileStore, stored_count, tile_path};
 use crate::tree;
@@ -186,6 +187,9 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         }
     }
 
+    // Damage in the middle of the signed history refuses the open; a torn last entry is cut below.
+    let history_tail = torn_history(dir)?;
+
     // Tiles are synced before each checkpoint is signed, so only those after it need checking.
     let trusted = checkpoint.as_ref().map_or(0, |(cp, _)| cp.size);
     let (tiles, rebuilt) = TileStore::rebuild(dir, size, trusted, |from, to| {
@@ -246,7 +250,9 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         )?;
     }
     report.reindexed = size - from;
-    cut_torn_history(dir, &mut report)?;
+    if let Some(torn) = history_tail {
+        cut_torn_history(dir, torn, &mut report)?;
+    }
 
     let shared = Arc::new(Shared {
         tiles: RwLock::new(tiles),
@@ -324,31 +330,93 @@ fn leaf_hashes(segments: &[SegmentInfo], from: u64, to: u64) -> Result<Vec<Hash>
     Ok(out)
 }
 
-/// A crash while appending to `checkpoints.log` leaves a partial frame; cut it so later notes stay
-/// readable. The note itself was also written to `checkpoint` only after the history, so nothing
-/// that was published is lost.
-fn cut_torn_history(dir: &Path, report: &mut RecoveryReport) -> Result<(), AuditError> {
+/// A torn tail of `checkpoints.log` to cut: where it starts, and what was found there.
+///
+/// The notary appends one note at a time, fsyncing each before the next, so a crash can tear only
+/// the last append: a short last frame, a last frame whose checksum fails, or (where a file
+/// system exposes blocks not yet written) zeros in it. Anything else that cannot be read (damage
+/// with readable entries after it, or more bytes after the bad frame than one entry can hold) is
+/// not a torn append, and cutting there would erase signed history: it is refused, naming the
+/// file and the offset.
+fn torn_history(dir: &Path) -> Result<Option<(u64, String)>, AuditError> {
     let path = dir.join("checkpoints.log");
-    if !path.exists() {
-        return Ok(());
-    }
+    let file_len = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(AuditError::io(&path)(e)),
+    };
     let mut r = FrameReader::open(&path)?;
     loop {
         match r.next_frame().map_err(AuditError::io(&path))? {
             FrameRead::Frame { .. } => {}
-            FrameRead::End => return Ok(()),
+            // Zeros after the last entry: an append that never reached the disk. The next one
+            // must not follow them.
+            FrameRead::End => {
+                let end = r.offset();
+                return Ok((end < file_len)
+                    .then(|| (end, format!("{} zero bytes at the end", file_len - end))));
+            }
             FrameRead::Bad { offset, reason, .. } => {
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(AuditError::io(&path))?;
-                f.set_len(offset).map_err(AuditError::io(&path))?;
-                f.sync_all().map_err(AuditError::io(&path))?;
-                report.notes.push(format!(
-                    "cut a torn checkpoint history entry at offset {offset} ({reason})"
-                ));
-                return Ok(());
+                if is_torn_tail(&path, offset, file_len)? {
+                    return Ok(Some((offset, reason)));
+                }
+                return Err(AuditError::Corrupt(format!(
+                    "`{}` at offset {offset}: {reason}, with {} bytes after it that a torn last \
+                     entry cannot explain: the checkpoint history is damaged; refusing to cut \
+                     signed history (investigate with `tollbu audit verify`)",
+                    path.display(),
+                    file_len - offset
+                )));
             }
         }
     }
+}
+
+/// Whether the bad frame at `offset` is all that follows in the file: no more than one entry can
+/// hold, and no whole frame with a valid checksum starting after it.
+fn is_torn_tail(path: &Path, offset: u64, file_len: u64) -> Result<bool, AuditError> {
+    let rest = file_len - offset;
+    if rest > (FRAME_HEADER + MAX_RECORD_BYTES) as u64 {
+        return Ok(false);
+    }
+    let mut f = std::fs::File::open(path).map_err(AuditError::io(path))?;
+    f.seek(SeekFrom::Start(offset))
+        .map_err(AuditError::io(path))?;
+    let mut bytes = Vec::with_capacity(rest as usize);
+    f.read_to_end(&mut bytes).map_err(AuditError::io(path))?;
+    Ok(!holds_a_frame(bytes.get(1..).unwrap_or_default()))
+}
+
+/// Whether a whole, non-empty frame with a valid checksum starts anywhere in `bytes`.
+fn holds_a_frame(bytes: &[u8]) -> bool {
+    (0..bytes.len().saturating_sub(FRAME_HEADER)).any(|p| {
+        let header = &bytes[p..p + FRAME_HEADER];
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        len > 0
+            && len <= MAX_RECORD_BYTES
+            && bytes
+                .get(p + FRAME_HEADER..p + FRAME_HEADER + len)
+                .is_some_and(|payload| crc32fast::hash(payload) == crc)
+    })
+}
+
+/// Cuts the torn tail [`torn_history`] found, so that later notes stay readable. The note itself
+/// was also written to `checkpoint` only after the history, so nothing that was published is lost.
+fn cut_torn_history(
+    dir: &Path,
+    (offset, reason): (u64, String),
+    report: &mut RecoveryReport,
+) -> Result<(), AuditError> {
+    let path = dir.join("checkpoints.log");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(AuditError::io(&path))?;
+    f.set_len(offset).map_err(AuditError::io(&path))?;
+    f.sync_all().map_err(AuditError::io(&path))?;
+    report.notes.push(format!(
+        "cut a torn checkpoint history entry at offset {offset} ({reason})"
+    ));
+    Ok(())
 }

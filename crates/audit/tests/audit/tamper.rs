@@ -571,3 +571,93 @@ fn a_refused_open_leaves_every_file_as_it_was() {
         assert_first_bad(&f.verify(), damaged as u64);
     }
 }
+
+/// (offset, total frame length) of every entry of `checkpoints.log`.
+fn history_frames(f: &Fixture) -> Vec<(usize, usize)> {
+    let mut r = FrameReader::open(&f.path("checkpoints.log")).unwrap();
+    let mut out = Vec::new();
+    while let FrameRead::Frame { offset, payload } = r.next_frame().unwrap() {
+        out.push((offset as usize, payload.len() + 8));
+    }
+    out
+}
+
+/// Damage in the middle of `checkpoints.log` is not a torn append: opening refuses, naming the
+/// file and the offset, and cuts nothing; `verify` fails naming the entry, and an entry that is
+/// not text as well. A torn or damaged *last* entry, or zeros after the last one, are cut.
+#[test]
+fn damage_in_the_middle_of_the_checkpoint_history_is_refused_not_cut() {
+    let f = Fixture::new();
+    let history = f.path("checkpoints.log");
+    let frames = history_frames(&f);
+    assert!(frames.len() >= 12, "{frames:?}");
+    let (off, _) = frames[3];
+    let mut bytes = std::fs::read(&history).unwrap();
+    bytes[off + 8 + 10] ^= 0x01;
+    std::fs::write(&history, &bytes).unwrap();
+
+    let r = f.verify();
+    assert_fails_saying(
+        &r,
+        &format!("`checkpoints.log` entry at offset {off} is unreadable (checksum mismatch)"),
+    );
+    let before = snapshot(f.dir.path());
+    match AuditLog::open(f.keys.config(f.dir.path())) {
+        Err(tollbu_audit::AuditError::Corrupt(why)) => {
+            assert!(
+                why.contains("checkpoints.log") && why.contains(&format!("offset {off}")),
+                "{why}"
+            );
+        }
+        Err(e) => panic!("expected the damage to be refused, got {e}"),
+        Ok(_) => panic!("opened a log whose signed history is damaged"),
+    }
+    assert!(
+        snapshot(f.dir.path()) == before,
+        "a refused open changed the directory"
+    );
+
+    // An entry that is not text, with a valid checksum, is named too.
+    let mut not_text = Vec::new();
+    frame(&[0xff, 0xfe, 0x00, 0x41], &mut not_text);
+    bytes[off + 8 + 10] ^= 0x01;
+    let (second, _) = frames[1];
+    bytes.splice(second..second, not_text);
+    std::fs::write(&history, &bytes).unwrap();
+    assert_fails_saying(
+        &f.verify(),
+        &format!("`checkpoints.log` entry at offset {second} is not text"),
+    );
+}
+
+#[test]
+fn a_torn_or_damaged_last_history_entry_or_zeros_after_it_are_cut() {
+    let f = Fixture::new();
+    let history = f.path("checkpoints.log");
+    let frames = history_frames(&f);
+    let good = std::fs::read(&history).unwrap();
+    let (last, _) = frames[frames.len() - 1];
+    let mut flipped = good.clone();
+    flipped[last + 8 + 10] ^= 0x01;
+    let mut zeros = good.clone();
+    zeros.resize(good.len() + 300, 0);
+    let mut short = good.clone();
+    short.truncate(good.len() - 5);
+    for (bytes, cut_at, why) in [
+        (flipped, last, "checksum mismatch"),
+        (zeros, good.len(), "300 zero bytes"),
+        (short, last, "short frame payload"),
+    ] {
+        std::fs::write(&history, &bytes).unwrap();
+        let (log, report) = AuditLog::open(f.keys.config(f.dir.path())).unwrap();
+        log.shutdown().unwrap();
+        assert!(
+            report.notes.iter().any(|n| n.contains(&format!(
+                "cut a torn checkpoint history entry at offset {cut_at} ({why}"
+            ))),
+            "{report:?}"
+        );
+        let r = f.verify();
+        assert!(r.ok, "{}", r.text);
+    }
+}
