@@ -28,7 +28,8 @@ use crate::tree;
 pub struct RecoveryReport {
     /// Records in the log after recovery (the next record gets this index).
     pub records: u64,
-    /// Bytes cut from the end of the last segment (a torn or corrupt tail).
+    /// Bytes of data cut from the end of the last segment (a torn or corrupt tail), up to its last
+    /// non-zero byte: the zeros written ahead of the appends, cut with it, held nothing.
     pub truncated_bytes: u64,
     /// Where the cut was made, and why.
     pub truncated_at: Option<(PathBuf, u64, String)>,
@@ -44,7 +45,10 @@ pub struct RecoveryReport {
 impl RecoveryReport {
     /// True when nothing had to be cut or rebuilt.
     pub fn is_clean(&self) -> bool {
-        self.truncated_bytes == 0 && self.tiles_rebuilt == 0 && self.notes.is_empty()
+        self.truncated_bytes == 0
+            && self.truncated_at.is_none()
+            && self.tiles_rebuilt == 0
+            && self.notes.is_empty()
     }
 }
 
@@ -217,10 +221,11 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         .open_segment(&last.path, good_len)
         .map_err(AuditError::io(&last.path))?;
     if let Some(reason) = cut {
+        let data_end = data_end(&last.path, good_len, file_len)?;
         segment
             .truncate(good_len)
             .map_err(AuditError::io(&last.path))?;
-        report.truncated_bytes = file_len - good_len;
+        report.truncated_bytes = data_end - good_len;
         report.truncated_at = Some((last.path.clone(), good_len, reason));
     }
     if remove_beyond {
@@ -313,6 +318,28 @@ pub(super) fn scan_tail(seg: &SegmentInfo) -> Result<(u64, u64, u64, Option<Stri
             FrameRead::Bad { reason, .. } => return Ok((count, at, file_len, Some(reason))),
         }
     }
+}
+
+/// The end of the data in `path` between `from` and `to`: one past its last non-zero byte there,
+/// or `from` if all are zeros. Read backwards, so a long zero tail after a short torn frame costs
+/// one pass over the zeros at most.
+fn data_end(path: &Path, from: u64, to: u64) -> Result<u64, AuditError> {
+    const CHUNK: u64 = 1 << 16;
+    let mut f = std::fs::File::open(path).map_err(AuditError::io(path))?;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut end = to;
+    while end > from {
+        let start = end.saturating_sub(CHUNK).max(from);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))
+            .map_err(AuditError::io(path))?;
+        f.read_exact(chunk).map_err(AuditError::io(path))?;
+        if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(from)
 }
 
 fn leaf_hashes(segments: &[SegmentInfo], from: u64, to: u64) -> Result<Vec<Hash>, AuditError> {

@@ -718,6 +718,52 @@ fn a_torn_tail_is_cut_and_reported() {
     assert!(r.ok, "{}", r.text);
 }
 
+/// A torn frame in an active segment that ends in zeros (written ahead of the appends): the
+/// report counts the bytes that held data, not the zeros cut with them, and is not clean.
+#[test]
+fn a_cut_reports_the_bytes_that_held_data_not_the_zero_tail() {
+    let (keys, dir, ps) = closed_log_with(10);
+    let seg = dir
+        .path()
+        .join("segments")
+        .join(tollbu_audit::segment::segment_name(0));
+    let frames_end = std::fs::metadata(&seg).unwrap().len();
+    let mut torn = Vec::new();
+    tollbu_audit::segment::frame(
+        &tollbu_audit::record::encode(10, &record(10, &ps)).unwrap(),
+        &mut torn,
+    );
+    torn.truncate(35);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&torn);
+    bytes.resize(bytes.len() + 3 * 65_536 + 123, 0);
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (log, report) = AuditLog::open(keys.config(dir.path())).unwrap();
+    assert!(!report.is_clean());
+    assert_eq!(report.truncated_bytes, 35, "{report:?}");
+    assert_eq!(report.truncated_at.as_ref().unwrap().1, frames_end);
+    log.shutdown().unwrap();
+
+    // A zero header with a stray byte deep in the zeros behind it: counted up to that byte.
+    let (keys, dir, _) = closed_log_with(10);
+    let mut bytes = std::fs::read(&seg_of(&dir)).unwrap();
+    let frames_end = bytes.len() as u64;
+    bytes.resize(bytes.len() + 200_000, 0);
+    bytes[frames_end as usize + 100_000] = 7;
+    bytes.resize(bytes.len() + 200_000, 0);
+    std::fs::write(seg_of(&dir), &bytes).unwrap();
+    let (log, report) = AuditLog::open(keys.config(dir.path())).unwrap();
+    assert_eq!(report.truncated_bytes, 100_001, "{report:?}");
+    log.shutdown().unwrap();
+}
+
+fn seg_of(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path()
+        .join("segments")
+        .join(tollbu_audit::segment::segment_name(0))
+}
+
 #[test]
 fn a_second_writer_on_the_same_directory_is_refused_until_the_first_shuts_down() {
     let keys = Keys::new();
