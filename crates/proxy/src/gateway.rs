@@ -250,7 +250,14 @@ fn open_audit(config: &Config) -> Result<AuditLog, BuildError> {
     audit_config.checkpoint_interval = Duration::from_secs(audit.checkpoint_interval_secs.max(1));
     let (log, recovery) =
         AuditLog::open(audit_config).map_err(|e| BuildError::Audit(e.to_string()))?;
-    tracing::info!(?recovery, "audit log opened");
+    if recovery.is_clean() {
+        tracing::info!(?recovery, "audit log opened");
+    } else {
+        tracing::warn!(
+            ?recovery,
+            "audit log opened after cutting or rebuilding part of it"
+        );
+    }
     Ok(log)
 }
 
