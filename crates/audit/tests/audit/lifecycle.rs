@@ -723,10 +723,7 @@ fn a_torn_tail_is_cut_and_reported() {
 #[test]
 fn a_cut_reports_the_bytes_that_held_data_not_the_zero_tail() {
     let (keys, dir, ps) = closed_log_with(10);
-    let seg = dir
-        .path()
-        .join("segments")
-        .join(tollbu_audit::segment::segment_name(0));
+    let seg = seg_of(&dir);
     let frames_end = std::fs::metadata(&seg).unwrap().len();
     let mut torn = Vec::new();
     tollbu_audit::segment::frame(
@@ -747,7 +744,7 @@ fn a_cut_reports_the_bytes_that_held_data_not_the_zero_tail() {
 
     // A zero header with a stray byte deep in the zeros behind it: counted up to that byte.
     let (keys, dir, _) = closed_log_with(10);
-    let mut bytes = std::fs::read(&seg_of(&dir)).unwrap();
+    let mut bytes = std::fs::read(seg_of(&dir)).unwrap();
     let frames_end = bytes.len() as u64;
     bytes.resize(bytes.len() + 200_000, 0);
     bytes[frames_end as usize + 100_000] = 7;
