@@ -30,7 +30,8 @@ pub trait SegmentFile: Send {
     /// Sets aside disk blocks up to `len` bytes without changing the file's size, so that an
     /// append does not allocate them at commit time (on ext4 this shortens each batch's
     /// `fdatasync`; figures in docs/BENCHMARKS.md). Best effort: where the file system cannot
-    /// do it, or is out of space, nothing changes and appends go on as before.
+    /// do it, or has too little room, nothing is set aside (and nothing a failed attempt
+    /// allocated is kept) and appends go on as before.
     fn reserve(&mut self, _len: u64) {}
 }
 
@@ -72,12 +73,70 @@ impl SegmentFile for FsSegment {
     }
     #[cfg(target_os = "linux")]
     fn reserve(&mut self, len: u64) {
-        use rustix::fs::{FallocateFlags, fallocate};
+        use rustix::fs::{FallocateFlags, fallocate, fstatvfs};
         // Already allocated ranges are left as they are; the file's size does not move, so the
-        // segment format and every reader are unaffected. Errors are ignored on purpose (see the
-        // trait): a full disk shows on the next append instead, where it is handled.
-        let _ = fallocate(&self.0, FallocateFlags::KEEP_SIZE, 0, len);
+        // segment format and every reader are unaffected. A reservation that is not made is not
+        // an error (see the trait): a full disk shows on the next append instead, where it is
+        // handled.
+        reserve_blocks(
+            &self.0,
+            len,
+            |f| {
+                let st = fstatvfs(f)?;
+                Ok(st.f_bavail.saturating_mul(st.f_frsize))
+            },
+            |f, len| Ok(fallocate(f, FallocateFlags::KEEP_SIZE, 0, len)?),
+        );
     }
+}
+
+/// Free space a segment's reservation leaves on its file system, for the appends themselves and
+/// the tiles, checkpoints, index and spare segment that follow them: with less free than the
+/// blocks still to set aside plus this, nothing is set aside.
+#[cfg(target_os = "linux")]
+pub const RESERVE_HEADROOM: u64 = 64 << 20;
+
+/// Sets aside blocks of `file` up to `len` bytes with `allocate` (a `fallocate` that keeps the
+/// size), if the file system has room for them and [`RESERVE_HEADROOM`] besides (`free_space`).
+/// A failed `allocate` may keep the blocks it did allocate (ext4 does when it runs out of space,
+/// leaving the disk full); they are given back by truncating the file to its own size, which
+/// frees every block past its end. Returns whether the blocks are set aside.
+#[cfg(target_os = "linux")]
+fn reserve_blocks(
+    file: &File,
+    len: u64,
+    free_space: impl FnOnce(&File) -> io::Result<u64>,
+    allocate: impl FnOnce(&File, u64) -> io::Result<()>,
+) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let allocated = meta.blocks().saturating_mul(512);
+    if allocated >= len {
+        return true;
+    }
+    // Only the writer thread changes the file, so its size is still `meta.len()`. Should this
+    // fail too, the blocks go back at the next rotation's truncate.
+    let give_back = || {
+        let _ = file.set_len(meta.len());
+    };
+    match free_space(file) {
+        Ok(free) if free >= (len - allocated).saturating_add(RESERVE_HEADROOM) => {}
+        _ => {
+            // Too little room: nothing stays set aside, not even what an earlier reservation (or
+            // a failed one, before this check existed) left past the end.
+            if allocated > meta.len() {
+                give_back();
+            }
+            return false;
+        }
+    }
+    if allocate(file, len).is_ok() {
+        return true;
+    }
+    give_back();
+    false
 }
 
 /// Zeros are written in small steps, each made durable before the next, with [`ZERO_PAUSE`]
@@ -600,6 +659,95 @@ mod tests {
             FrameRead::Frame { offset: 0, payload } if payload == b"first record"
         ));
         assert!(matches!(reader.next_frame().unwrap(), FrameRead::End));
+    }
+
+    /// Allocated bytes of `path`.
+    #[cfg(target_os = "linux")]
+    fn allocated(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    /// A `fallocate` that runs out of space may keep what it allocated (ext4 does): the blocks
+    /// are given back, so a failed reservation never leaves a volume fuller than it was.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_failed_reservation_gives_back_what_it_allocated() {
+        use rustix::fs::{FallocateFlags, fallocate};
+        let (_dir, path, buf) = hello_world();
+        std::fs::write(&path, &buf).unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let before = allocated(&path);
+        let reserved = reserve_blocks(
+            &file,
+            64 << 20,
+            |_| Ok(u64::MAX),
+            |f, _| {
+                // Allocates 8 MiB, then runs out of space.
+                fallocate(f, FallocateFlags::KEEP_SIZE, 0, 8 << 20).unwrap();
+                assert!(allocated(&path) >= 8 << 20);
+                Err(io::Error::from_raw_os_error(28))
+            },
+        );
+        assert!(!reserved);
+        assert_eq!(
+            allocated(&path),
+            before,
+            "blocks kept by a failed fallocate"
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            buf,
+            "the frames are untouched"
+        );
+    }
+
+    /// A reservation that would leave less than the headroom free is not attempted, and blocks
+    /// left past the end by an earlier one are given back; with room, the blocks are set aside.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_reservation_leaves_headroom_or_sets_nothing_aside() {
+        use rustix::fs::{FallocateFlags, fallocate};
+        let (_dir, path, buf) = hello_world();
+        std::fs::write(&path, &buf).unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let before = allocated(&path);
+        let len = 4 << 20;
+        let tight = len - before + RESERVE_HEADROOM - 1;
+        let reserved = reserve_blocks(
+            &file,
+            len,
+            |_| Ok(tight),
+            |_, _| panic!("reserved with too little room"),
+        );
+        assert!(!reserved);
+        assert_eq!(allocated(&path), before);
+
+        // Blocks past the end from an earlier reservation go back when there is no room now.
+        fallocate(&file, FallocateFlags::KEEP_SIZE, 0, 1 << 20).unwrap();
+        assert!(allocated(&path) >= 1 << 20);
+        assert!(!reserve_blocks(&file, len, |_| Ok(0), |_, _| panic!()));
+        assert_eq!(allocated(&path), before);
+        assert_eq!(std::fs::read(&path).unwrap(), buf);
+
+        let fallocate_keep_size =
+            |f: &File, len| Ok(fallocate(f, FallocateFlags::KEEP_SIZE, 0, len)?);
+        assert!(reserve_blocks(
+            &file,
+            len,
+            |_| Ok(tight + 1),
+            fallocate_keep_size
+        ));
+        assert!(allocated(&path) >= len);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), buf.len() as u64);
     }
 
     #[test]

@@ -73,19 +73,60 @@ pub fn retention_boundary(dir: &Path) -> Option<(u64, Option<String>)> {
     Some((first, time))
 }
 
-/// Signed notes kept in `checkpoints.log`, oldest first; a torn last frame is ignored.
-pub fn checkpoint_history(dir: &Path) -> Vec<String> {
+/// Signed notes kept in `checkpoints.log`, oldest first, and every entry that could not be read
+/// there, named with its offset: damaged, torn (a crash in the middle of an append, cut at the
+/// gateway's next start) or not text. After an entry whose length cannot be read the rest of the
+/// file cannot be framed, and the problem says so.
+pub fn checkpoint_history(dir: &Path) -> (Vec<String>, Vec<String>) {
     let path = dir.join("checkpoints.log");
-    let Ok(mut r) = FrameReader::open(&path) else {
-        return Vec::new();
+    let mut notes = Vec::new();
+    let mut problems = Vec::new();
+    if !path.exists() {
+        return (notes, problems);
+    }
+    let mut r = match FrameReader::open(&path) {
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(format!("`checkpoints.log` cannot be read: {e}"));
+            return (notes, problems);
+        }
     };
-    let mut out = Vec::new();
-    while let Ok(FrameRead::Frame { payload, .. }) = r.next_frame() {
-        if let Ok(s) = String::from_utf8(payload) {
-            out.push(s);
+    loop {
+        match r.next_frame() {
+            Ok(FrameRead::Frame { offset, payload }) => match String::from_utf8(payload) {
+                Ok(s) => notes.push(s),
+                Err(_) => problems.push(format!(
+                    "`checkpoints.log` entry at offset {offset} is not text: not a signed note"
+                )),
+            },
+            Ok(FrameRead::End) => break,
+            Ok(FrameRead::Bad {
+                offset,
+                reason,
+                payload: Some(_),
+            }) => problems.push(format!(
+                "`checkpoints.log` entry at offset {offset} is unreadable ({reason})"
+            )),
+            Ok(FrameRead::Bad {
+                offset,
+                reason,
+                payload: None,
+            }) => {
+                problems.push(format!(
+                    "`checkpoints.log` entry at offset {offset} is unreadable ({reason}); the rest of the file is skipped"
+                ));
+                break;
+            }
+            Err(e) => {
+                problems.push(format!(
+                    "`checkpoints.log` cannot be read after offset {}: {e}",
+                    r.offset()
+                ));
+                break;
+            }
         }
     }
-    out
+    (notes, problems)
 }
 
 /// The tiles of the tree of `size` on disk. The tiles of a tree beyond the latest signed checkpoint

@@ -305,17 +305,31 @@ fn open_audit(config: &Config) -> Result<AuditLog, BuildError> {
         .truncated_at
         .as_ref()
         .map(|(path, offset, why)| format!("{}:{offset}: {why}", path.display()));
-    tracing::info!(
-        records = recovery.records,
-        clean = recovery.is_clean(),
-        truncated_bytes = recovery.truncated_bytes,
-        truncated_at,
-        tiles_rebuilt = recovery.tiles_rebuilt,
-        reindexed = recovery.reindexed,
-        checkpoint_size = recovery.checkpoint_size,
-        notes = recovery.notes.join("; "),
-        "audit log opened"
-    );
+    let notes = recovery.notes.join("; ");
+    // The same fields either way; a report that cut or rebuilt something is a warning.
+    macro_rules! opened {
+        ($level:ident, $message:literal) => {
+            tracing::$level!(
+                records = recovery.records,
+                clean = recovery.is_clean(),
+                truncated_bytes = recovery.truncated_bytes,
+                truncated_at,
+                tiles_rebuilt = recovery.tiles_rebuilt,
+                reindexed = recovery.reindexed,
+                checkpoint_size = recovery.checkpoint_size,
+                notes,
+                $message
+            )
+        };
+    }
+    if recovery.is_clean() {
+        opened!(info, "audit log opened");
+    } else {
+        opened!(
+            warn,
+            "audit log opened after cutting or rebuilding part of it"
+        );
+    }
     Ok(log)
 }
 

@@ -2,6 +2,7 @@
 //! refusal to continue a log that is shorter than, or disagrees with, what it already signed.
 
 use std::collections::BTreeSet;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,10 +14,10 @@ use crate::error::AuditError;
 use crate::hash::{Hash, leaf_hash};
 use crate::index::{IndexWriter, Watermark, cut_torn_entries, watermark};
 use crate::pseudonym::Pseudonymiser;
-use crate::record::decode;
+use crate::record::{MAX_RECORD_BYTES, decode};
 use crate::segment::{
-    FrameRead, FrameReader, SegmentFile, SegmentInfo, Storage, for_each_in_range, list_segments,
-    segment_name, write_atomic,
+    FRAME_HEADER, FrameRead, FrameReader, SegmentFile, SegmentInfo, Storage, for_each_in_range,
+    list_segments, segment_name, write_atomic,
 };
 use crate::tile::{TILE_WIDTH, TileStore, stored_count, tile_path};
 use crate::tree;
@@ -27,7 +28,8 @@ use crate::tree;
 pub struct RecoveryReport {
     /// Records in the log after recovery (the next record gets this index).
     pub records: u64,
-    /// Bytes cut from the end of the last segment (a torn or corrupt tail).
+    /// Bytes of data cut from the end of the last segment (a torn or corrupt tail), up to its last
+    /// non-zero byte: the zeros written ahead of the appends, cut with it, held nothing.
     pub truncated_bytes: u64,
     /// Where the cut was made, and why.
     pub truncated_at: Option<(PathBuf, u64, String)>,
@@ -43,7 +45,10 @@ pub struct RecoveryReport {
 impl RecoveryReport {
     /// True when nothing had to be cut or rebuilt.
     pub fn is_clean(&self) -> bool {
-        self.truncated_bytes == 0 && self.tiles_rebuilt == 0 && self.notes.is_empty()
+        self.truncated_bytes == 0
+            && self.truncated_at.is_none()
+            && self.tiles_rebuilt == 0
+            && self.notes.is_empty()
     }
 }
 
@@ -60,17 +65,18 @@ pub(crate) struct Opened {
     pub last_checkpoint: Option<u64>,
 }
 
-/// Creates `path` with `content`, or checks that it already holds exactly that.
-fn pin_identity(
+/// Checks that `path` holds exactly `content`; when it is missing, returns the write that pins it,
+/// to be made once the open's checks have passed (a refused open pins nothing).
+fn check_pin(
     path: &Path,
     content: &str,
     what: impl Fn(String) -> AuditError,
-) -> Result<(), AuditError> {
+) -> Result<Option<(PathBuf, String)>, AuditError> {
     match std::fs::read_to_string(path) {
-        Ok(found) if found.trim_end() == content => Ok(()),
+        Ok(found) if found.trim_end() == content => Ok(None),
         Ok(found) => Err(what(found.trim_end().to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_atomic(path, format!("{content}\n").as_bytes())
+            Ok(Some((path.to_path_buf(), format!("{content}\n"))))
         }
         Err(e) => Err(AuditError::Io {
             path: path.to_path_buf(),
@@ -85,24 +91,27 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
     std::fs::create_dir_all(&seg_dir).map_err(AuditError::io(&seg_dir))?;
     let signer = CheckpointSigner::from_pem_file(&cfg.signing_key_pem, &cfg.origin)?;
     let pseudonymiser = Pseudonymiser::from_key_file(&cfg.pseudonym_key)?;
-    pin_identity(&dir.join("origin"), &cfg.origin, |found| {
+    let mut pins = Vec::new();
+    pins.extend(check_pin(&dir.join("origin"), &cfg.origin, |found| {
         AuditError::OriginMismatch {
             dir: dir.clone(),
             found,
             configured: cfg.origin.clone(),
         }
-    })?;
+    })?);
     // A new key under the same origin would make old checkpoints unverifiable with the published key:
     // rotating the key means starting a new log (new origin).
     let vkey = signer.verifier_key();
-    pin_identity(&dir.join("verifier-key"), &vkey, |found| AuditError::Key {
-        path: cfg.signing_key_pem.clone(),
-        reason: format!("this log was signed by `{found}`; a new key needs a new log origin"),
-    })?;
+    pins.extend(check_pin(&dir.join("verifier-key"), &vkey, |found| {
+        AuditError::Key {
+            path: cfg.signing_key_pem.clone(),
+            reason: format!("this log was signed by `{found}`; a new key needs a new log origin"),
+        }
+    })?);
 
     // Subject searches need the key the subjects were pseudonymised with; a new key in the middle of
     // a log would split every person's records in two.
-    pin_identity(
+    pins.extend(check_pin(
         &dir.join(crate::pseudonym::KEY_CHECK_FILE),
         &pseudonymiser.key_check(),
         |_| {
@@ -111,7 +120,7 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
             reason: "this log's subjects were pseudonymised with another key; a new pseudonym key needs a new log".into(),
         }
         },
-    )?;
+    )?);
 
     let mut report = RecoveryReport::default();
     let mut segments = list_segments(&seg_dir)?;
@@ -126,25 +135,19 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         segments.push(SegmentInfo { first_seq: 0, path });
     }
     let last = segments[segments.len() - 1].clone();
+    // Only read here: a cut of the tail is made once the checks below have found that it removes
+    // nothing the log already vouched for. A refused open leaves every file as it was.
     let (count, good_len, file_len, cut_reason) = scan_tail(&last)?;
-    let mut segment = storage
-        .open_segment(&last.path, good_len)
-        .map_err(AuditError::io(&last.path))?;
     // Without a reason, what follows the frames is the zero tail written ahead of the appends:
     // kept, and written over by the next ones.
-    if good_len < file_len && cut_reason.is_some() {
-        segment
-            .truncate(good_len)
-            .map_err(AuditError::io(&last.path))?;
-        report.truncated_bytes = file_len - good_len;
-        report.truncated_at = Some((last.path.clone(), good_len, cut_reason.unwrap_or_default()));
-    }
+    let cut = cut_reason.filter(|_| good_len < file_len);
     let size = last.first_seq + count;
     report.records = size;
 
     // A full leaf tile beyond the end means records that were once durable are gone.
     let next_full = stored_count(0, size) / TILE_WIDTH;
     let beyond = dir.join(tile_path(0, next_full, TILE_WIDTH));
+    let mut remove_beyond = false;
     if beyond.exists() {
         match cfg.durability {
             Durability::Fsync => {
@@ -153,13 +156,8 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
                     checkpoint: (next_full + 1) * TILE_WIDTH,
                 });
             }
-            Durability::Relaxed { .. } => {
-                std::fs::remove_file(&beyond).map_err(AuditError::io(&beyond))?;
-                report.notes.push(format!(
-                    "removed leaf tile `{}` beyond the log end ({size} records): unsynced records were lost",
-                    beyond.display()
-                ));
-            }
+            // Removed once the checkpoint checks below pass.
+            Durability::Relaxed { .. } => remove_beyond = true,
         }
     }
 
@@ -193,6 +191,9 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         }
     }
 
+    // Damage in the middle of the signed history refuses the open; a torn last entry is cut below.
+    let history_tail = torn_history(dir)?;
+
     // Tiles are synced before each checkpoint is signed, so only those after it need checking.
     let trusted = checkpoint.as_ref().map_or(0, |(cp, _)| cp.size);
     let (tiles, rebuilt) = TileStore::rebuild(dir, size, trusted, |from, to| {
@@ -209,6 +210,30 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         report.checkpoint_size = Some(cp.size);
         last_checkpoint = Some(cp.size);
         checkpoint_note = Some(note);
+    }
+
+    // Every check passed: the pins of a new log (or of one written before a pin existed), then
+    // the repairs.
+    for (path, content) in pins {
+        write_atomic(&path, content.as_bytes())?;
+    }
+    let mut segment = storage
+        .open_segment(&last.path, good_len)
+        .map_err(AuditError::io(&last.path))?;
+    if let Some(reason) = cut {
+        let data_end = data_end(&last.path, good_len, file_len)?;
+        segment
+            .truncate(good_len)
+            .map_err(AuditError::io(&last.path))?;
+        report.truncated_bytes = data_end - good_len;
+        report.truncated_at = Some((last.path.clone(), good_len, reason));
+    }
+    if remove_beyond {
+        std::fs::remove_file(&beyond).map_err(AuditError::io(&beyond))?;
+        report.notes.push(format!(
+            "removed leaf tile `{}` beyond the log end ({size} records): unsynced records were lost",
+            beyond.display()
+        ));
     }
 
     report.notes.extend(cut_torn_entries(dir)?);
@@ -230,7 +255,9 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         )?;
     }
     report.reindexed = size - from;
-    cut_torn_history(dir, &mut report)?;
+    if let Some(torn) = history_tail {
+        cut_torn_history(dir, torn, &mut report)?;
+    }
 
     let shared = Arc::new(Shared {
         tiles: RwLock::new(tiles),
@@ -293,6 +320,28 @@ pub(super) fn scan_tail(seg: &SegmentInfo) -> Result<(u64, u64, u64, Option<Stri
     }
 }
 
+/// The end of the data in `path` between `from` and `to`: one past its last non-zero byte there,
+/// or `from` if all are zeros. Read backwards, so a long zero tail after a short torn frame costs
+/// one pass over the zeros at most.
+fn data_end(path: &Path, from: u64, to: u64) -> Result<u64, AuditError> {
+    const CHUNK: u64 = 1 << 16;
+    let mut f = std::fs::File::open(path).map_err(AuditError::io(path))?;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut end = to;
+    while end > from {
+        let start = end.saturating_sub(CHUNK).max(from);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))
+            .map_err(AuditError::io(path))?;
+        f.read_exact(chunk).map_err(AuditError::io(path))?;
+        if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(from)
+}
+
 fn leaf_hashes(segments: &[SegmentInfo], from: u64, to: u64) -> Result<Vec<Hash>, AuditError> {
     let mut out = Vec::with_capacity((to - from) as usize);
     for_each_in_range(segments, from, to, |_, _, _, bytes| {
@@ -308,31 +357,93 @@ fn leaf_hashes(segments: &[SegmentInfo], from: u64, to: u64) -> Result<Vec<Hash>
     Ok(out)
 }
 
-/// A crash while appending to `checkpoints.log` leaves a partial frame; cut it so later notes stay
-/// readable. The note itself was also written to `checkpoint` only after the history, so nothing
-/// that was published is lost.
-fn cut_torn_history(dir: &Path, report: &mut RecoveryReport) -> Result<(), AuditError> {
+/// A torn tail of `checkpoints.log` to cut: where it starts, and what was found there.
+///
+/// The notary appends one note at a time, fsyncing each before the next, so a crash can tear only
+/// the last append: a short last frame, a last frame whose checksum fails, or (where a file
+/// system exposes blocks not yet written) zeros in it. Anything else that cannot be read (damage
+/// with readable entries after it, or more bytes after the bad frame than one entry can hold) is
+/// not a torn append, and cutting there would erase signed history: it is refused, naming the
+/// file and the offset.
+fn torn_history(dir: &Path) -> Result<Option<(u64, String)>, AuditError> {
     let path = dir.join("checkpoints.log");
-    if !path.exists() {
-        return Ok(());
-    }
+    let file_len = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(AuditError::io(&path)(e)),
+    };
     let mut r = FrameReader::open(&path)?;
     loop {
         match r.next_frame().map_err(AuditError::io(&path))? {
             FrameRead::Frame { .. } => {}
-            FrameRead::End => return Ok(()),
+            // Zeros after the last entry: an append that never reached the disk. The next one
+            // must not follow them.
+            FrameRead::End => {
+                let end = r.offset();
+                return Ok((end < file_len)
+                    .then(|| (end, format!("{} zero bytes at the end", file_len - end))));
+            }
             FrameRead::Bad { offset, reason, .. } => {
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(AuditError::io(&path))?;
-                f.set_len(offset).map_err(AuditError::io(&path))?;
-                f.sync_all().map_err(AuditError::io(&path))?;
-                report.notes.push(format!(
-                    "cut a torn checkpoint history entry at offset {offset} ({reason})"
-                ));
-                return Ok(());
+                if is_torn_tail(&path, offset, file_len)? {
+                    return Ok(Some((offset, reason)));
+                }
+                return Err(AuditError::Corrupt(format!(
+                    "`{}` at offset {offset}: {reason}, with {} bytes after it that a torn last \
+                     entry cannot explain: the checkpoint history is damaged; refusing to cut \
+                     signed history (investigate with `tollbu audit verify`)",
+                    path.display(),
+                    file_len - offset
+                )));
             }
         }
     }
+}
+
+/// Whether the bad frame at `offset` is all that follows in the file: no more than one entry can
+/// hold, and no whole frame with a valid checksum starting after it.
+fn is_torn_tail(path: &Path, offset: u64, file_len: u64) -> Result<bool, AuditError> {
+    let rest = file_len - offset;
+    if rest > (FRAME_HEADER + MAX_RECORD_BYTES) as u64 {
+        return Ok(false);
+    }
+    let mut f = std::fs::File::open(path).map_err(AuditError::io(path))?;
+    f.seek(SeekFrom::Start(offset))
+        .map_err(AuditError::io(path))?;
+    let mut bytes = Vec::with_capacity(rest as usize);
+    f.read_to_end(&mut bytes).map_err(AuditError::io(path))?;
+    Ok(!holds_a_frame(bytes.get(1..).unwrap_or_default()))
+}
+
+/// Whether a whole, non-empty frame with a valid checksum starts anywhere in `bytes`.
+fn holds_a_frame(bytes: &[u8]) -> bool {
+    (0..bytes.len().saturating_sub(FRAME_HEADER)).any(|p| {
+        let header = &bytes[p..p + FRAME_HEADER];
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        len > 0
+            && len <= MAX_RECORD_BYTES
+            && bytes
+                .get(p + FRAME_HEADER..p + FRAME_HEADER + len)
+                .is_some_and(|payload| crc32fast::hash(payload) == crc)
+    })
+}
+
+/// Cuts the torn tail [`torn_history`] found, so that later notes stay readable. The note itself
+/// was also written to `checkpoint` only after the history, so nothing that was published is lost.
+fn cut_torn_history(
+    dir: &Path,
+    (offset, reason): (u64, String),
+    report: &mut RecoveryReport,
+) -> Result<(), AuditError> {
+    let path = dir.join("checkpoints.log");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(AuditError::io(&path))?;
+    f.set_len(offset).map_err(AuditError::io(&path))?;
+    f.sync_all().map_err(AuditError::io(&path))?;
+    report.notes.push(format!(
+        "cut a torn checkpoint history entry at offset {offset} ({reason})"
+    ));
+    Ok(())
 }

@@ -384,8 +384,12 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
     if let Ok(n) = std::fs::read_to_string(dir.join("checkpoint")) {
         notes.push(("checkpoint".into(), n));
     }
-    for (i, n) in checkpoint_history(dir).into_iter().enumerate() {
+    let (history, unreadable) = checkpoint_history(dir);
+    for (i, n) in history.into_iter().enumerate() {
         notes.push((format!("checkpoints.log #{i}"), n));
+    }
+    for problem in unreadable {
+        s.problem(None, problem);
     }
     for p in kept {
         match std::fs::read_to_string(p) {

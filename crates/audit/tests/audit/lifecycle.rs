@@ -279,6 +279,32 @@ fn a_log_is_searched_and_continued_only_with_its_own_pseudonym_key() {
     log.shutdown().unwrap();
 }
 
+/// With `verifier-key` deleted, another signing key under the same origin is refused by the
+/// checkpoint it cannot have signed, and the refusal pins nothing: `verifier-key` is not
+/// rewritten with a key that matches none of the log's checkpoints. The right key pins it again.
+#[test]
+fn a_refused_open_does_not_pin_the_new_key() {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let keys = Keys::new();
+    let (dir, vkey) = closed_log(&keys, 4);
+    let pin = dir.path().join("verifier-key");
+    std::fs::remove_file(&pin).unwrap();
+    let other = keys.dir().join("other-signing.pem");
+    let pem = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .unwrap();
+    std::fs::write(&other, pem.as_bytes()).unwrap();
+    let mut cfg = keys.config(dir.path());
+    cfg.signing_key_pem = other;
+    let refused = AuditLog::open(cfg).map(|_| ()).unwrap_err();
+    assert!(refused.to_string().contains("no signature"), "{refused}");
+    assert!(!pin.exists(), "a refused open pinned the new key");
+
+    let (log, _) = AuditLog::open(keys.config(dir.path())).unwrap();
+    log.shutdown().unwrap();
+    assert_eq!(std::fs::read_to_string(&pin).unwrap(), format!("{vkey}\n"));
+}
+
 /// A filter that could only match nothing is refused rather than answered with "no records": a
 /// subject that is not an identity or organisation number, a consumer without its scheme, a time
 /// that is not RFC 3339, a `from` after `to`. Spaces in an identity number are allowed.
@@ -699,6 +725,49 @@ fn a_torn_tail_is_cut_and_reported() {
     log.shutdown().unwrap();
     let r = tooling::verify(dir.path(), &[], None);
     assert!(r.ok, "{}", r.text);
+}
+
+/// A torn frame in an active segment that ends in zeros (written ahead of the appends): the
+/// report counts the bytes that held data, not the zeros cut with them, and is not clean.
+#[test]
+fn a_cut_reports_the_bytes_that_held_data_not_the_zero_tail() {
+    let (keys, dir, ps) = closed_log_with(10);
+    let seg = seg_of(&dir);
+    let frames_end = std::fs::metadata(&seg).unwrap().len();
+    let mut torn = Vec::new();
+    tollbu_audit::segment::frame(
+        &tollbu_audit::record::encode(10, &record(10, &ps)).unwrap(),
+        &mut torn,
+    );
+    torn.truncate(35);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&torn);
+    bytes.resize(bytes.len() + 3 * 65_536 + 123, 0);
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (log, report) = AuditLog::open(keys.config(dir.path())).unwrap();
+    assert!(!report.is_clean());
+    assert_eq!(report.truncated_bytes, 35, "{report:?}");
+    assert_eq!(report.truncated_at.as_ref().unwrap().1, frames_end);
+    log.shutdown().unwrap();
+
+    // A zero header with a stray byte deep in the zeros behind it: counted up to that byte.
+    let (keys, dir, _) = closed_log_with(10);
+    let mut bytes = std::fs::read(seg_of(&dir)).unwrap();
+    let frames_end = bytes.len() as u64;
+    bytes.resize(bytes.len() + 200_000, 0);
+    bytes[frames_end as usize + 100_000] = 7;
+    bytes.resize(bytes.len() + 200_000, 0);
+    std::fs::write(seg_of(&dir), &bytes).unwrap();
+    let (log, report) = AuditLog::open(keys.config(dir.path())).unwrap();
+    assert_eq!(report.truncated_bytes, 100_001, "{report:?}");
+    log.shutdown().unwrap();
+}
+
+fn seg_of(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path()
+        .join("segments")
+        .join(tollbu_audit::segment::segment_name(0))
 }
 
 #[test]

@@ -523,3 +523,141 @@ fn records_beyond_the_latest_checkpoint_found_are_named() {
     );
     assert!(!f.verify().text.contains("covered by no signed checkpoint"));
 }
+
+/// Every file of the log directory and its bytes.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.insert(path, bytes);
+            }
+        }
+    }
+    out
+}
+
+/// A damaged frame below what the log vouched for (a full leaf tile, or the signed checkpoint)
+/// makes opening refuse, and the refusal cuts nothing: the intact signed records after the
+/// damage, and everything else in the directory, stay byte for byte, and `verify` still names
+/// the damaged record.
+#[test]
+fn a_refused_open_leaves_every_file_as_it_was() {
+    for (damaged, covered) in [(300usize, "covers 512"), (590, "covers 600")] {
+        let f = Fixture::new();
+        f.rewrite(|b, frames| {
+            let (off, _) = frames[damaged];
+            b[off + 8 + 20] ^= 0x01;
+            // The zero tail an active segment may end in.
+            b.resize(b.len() + 64 * 1024, 0);
+        });
+        let before = snapshot(f.dir.path());
+        match AuditLog::open(f.keys.config(f.dir.path())) {
+            Err(e @ tollbu_audit::AuditError::Rollback { .. }) => {
+                assert!(e.to_string().contains(covered), "{e}");
+            }
+            Err(e) => panic!("record {damaged}: expected a rollback, got {e}"),
+            Ok(_) => panic!("record {damaged}: opened a log with signed records cut"),
+        }
+        assert!(
+            snapshot(f.dir.path()) == before,
+            "record {damaged}: a refused open changed the directory"
+        );
+        assert_first_bad(&f.verify(), damaged as u64);
+    }
+}
+
+/// (offset, total frame length) of every entry of `checkpoints.log`.
+fn history_frames(f: &Fixture) -> Vec<(usize, usize)> {
+    let mut r = FrameReader::open(&f.path("checkpoints.log")).unwrap();
+    let mut out = Vec::new();
+    while let FrameRead::Frame { offset, payload } = r.next_frame().unwrap() {
+        out.push((offset as usize, payload.len() + 8));
+    }
+    out
+}
+
+/// Damage in the middle of `checkpoints.log` is not a torn append: opening refuses, naming the
+/// file and the offset, and cuts nothing; `verify` fails naming the entry, and an entry that is
+/// not text as well. A torn or damaged *last* entry, or zeros after the last one, are cut.
+#[test]
+fn damage_in_the_middle_of_the_checkpoint_history_is_refused_not_cut() {
+    let f = Fixture::new();
+    let history = f.path("checkpoints.log");
+    let frames = history_frames(&f);
+    assert!(frames.len() >= 12, "{frames:?}");
+    let (off, _) = frames[3];
+    let mut bytes = std::fs::read(&history).unwrap();
+    bytes[off + 8 + 10] ^= 0x01;
+    std::fs::write(&history, &bytes).unwrap();
+
+    let r = f.verify();
+    assert_fails_saying(
+        &r,
+        &format!("`checkpoints.log` entry at offset {off} is unreadable (checksum mismatch)"),
+    );
+    let before = snapshot(f.dir.path());
+    match AuditLog::open(f.keys.config(f.dir.path())) {
+        Err(tollbu_audit::AuditError::Corrupt(why)) => {
+            assert!(
+                why.contains("checkpoints.log") && why.contains(&format!("offset {off}")),
+                "{why}"
+            );
+        }
+        Err(e) => panic!("expected the damage to be refused, got {e}"),
+        Ok(_) => panic!("opened a log whose signed history is damaged"),
+    }
+    assert!(
+        snapshot(f.dir.path()) == before,
+        "a refused open changed the directory"
+    );
+
+    // An entry that is not text, with a valid checksum, is named too.
+    let mut not_text = Vec::new();
+    frame(&[0xff, 0xfe, 0x00, 0x41], &mut not_text);
+    bytes[off + 8 + 10] ^= 0x01;
+    let (second, _) = frames[1];
+    bytes.splice(second..second, not_text);
+    std::fs::write(&history, &bytes).unwrap();
+    assert_fails_saying(
+        &f.verify(),
+        &format!("`checkpoints.log` entry at offset {second} is not text"),
+    );
+}
+
+#[test]
+fn a_torn_or_damaged_last_history_entry_or_zeros_after_it_are_cut() {
+    let f = Fixture::new();
+    let history = f.path("checkpoints.log");
+    let frames = history_frames(&f);
+    let good = std::fs::read(&history).unwrap();
+    let (last, _) = frames[frames.len() - 1];
+    let mut flipped = good.clone();
+    flipped[last + 8 + 10] ^= 0x01;
+    let mut zeros = good.clone();
+    zeros.resize(good.len() + 300, 0);
+    let mut short = good.clone();
+    short.truncate(good.len() - 5);
+    for (bytes, cut_at, why) in [
+        (flipped, last, "checksum mismatch"),
+        (zeros, good.len(), "300 zero bytes"),
+        (short, last, "short frame payload"),
+    ] {
+        std::fs::write(&history, &bytes).unwrap();
+        let (log, report) = AuditLog::open(f.keys.config(f.dir.path())).unwrap();
+        log.shutdown().unwrap();
+        assert!(
+            report.notes.iter().any(|n| n.contains(&format!(
+                "cut a torn checkpoint history entry at offset {cut_at} ({why}"
+            ))),
+            "{report:?}"
+        );
+        let r = f.verify();
+        assert!(r.ok, "{}", r.text);
+    }
+}
