@@ -62,9 +62,10 @@ impl CheckpointSigner {
     /// Loads a PKCS#8 PEM Ed25519 private key; the key name is the log origin.
     pub fn from_pem_file(path: &Path, origin: &str) -> Result<Self, AuditError> {
         let pem = std::fs::read_to_string(path).map_err(AuditError::io(path))?;
-        let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| AuditError::Key {
+        // The parser's own words name the algorithm it expected as the unsupported one.
+        let key = SigningKey::from_pkcs8_pem(&pem).map_err(|_| AuditError::Key {
             path: path.to_path_buf(),
-            reason: format!("not a PKCS#8 PEM Ed25519 private key ({e})"),
+            reason: "expected an Ed25519 private key (PKCS#8 PEM)".into(),
         })?;
         Self::from_key(key, origin)
     }

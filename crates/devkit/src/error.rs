@@ -4,22 +4,24 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong in the devkit. Servers never return these to
 /// HTTP clients: request handlers answer with a status and a JSON body instead.
+///
+/// Each message names its cause itself, and none is also chained as a
+/// `source`: printed with its chain (as the binary does) it would appear twice.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DevkitError {
     /// A file could not be read or written.
-    #[error("cannot access `{path}`: {source}")]
+    #[error("cannot access `{path}`: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A socket operation failed (bind, local address, accept).
     #[error("socket error: {0}")]
-    Socket(#[source] std::io::Error),
+    Socket(std::io::Error),
     /// The issuer configuration is not valid TOML or has the wrong shape.
     #[error("invalid issuer config: {0}")]
-    ConfigSyntax(#[from] toml::de::Error),
+    ConfigSyntax(toml::de::Error),
     /// The issuer configuration parsed but its content is inconsistent.
     #[error("invalid issuer config: {0}")]
     Config(String),
@@ -31,10 +33,10 @@ pub enum DevkitError {
     Crypto(String),
     /// Certificate generation failed.
     #[error("certificate generation failed: {0}")]
-    Certificate(#[from] rcgen::Error),
+    Certificate(rcgen::Error),
     /// TLS client or server setup failed.
     #[error("tls setup failed: {0}")]
-    Tls(#[from] rustls::Error),
+    Tls(rustls::Error),
     /// An HTTP request to a remote issuer failed before a response arrived.
     #[error("http request to `{url}` failed: {reason}")]
     Http { url: String, reason: String },
@@ -57,7 +59,45 @@ impl DevkitError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error: source,
+        }
+    }
+}
+
+impl From<toml::de::Error> for DevkitError {
+    fn from(error: toml::de::Error) -> Self {
+        Self::ConfigSyntax(error)
+    }
+}
+
+impl From<rcgen::Error> for DevkitError {
+    fn from(error: rcgen::Error) -> Self {
+        Self::Certificate(error)
+    }
+}
+
+impl From<rustls::Error> for DevkitError {
+    fn from(error: rustls::Error) -> Self {
+        Self::Tls(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_printed_once_with_the_chain() {
+        let errors = [
+            DevkitError::io(
+                "/nowhere/key.pem",
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ),
+            DevkitError::Socket(std::io::Error::from(std::io::ErrorKind::AddrInUse)),
+            DevkitError::from(rustls::Error::General("no".into())),
+        ];
+        for error in errors {
+            assert!(std::error::Error::source(&error).is_none(), "{error}");
         }
     }
 }

@@ -117,7 +117,11 @@ fn config_check_refuses_what_serve_would_refuse() {
             c("gateway.key.pem"),
             "expected an Ed25519 private key (PKCS#8 PEM)",
         ),
-        ("\nsigning_key", missing.clone(), "cannot read"),
+        (
+            "\nsigning_key",
+            missing.clone(),
+            "missing.pem`: No such file",
+        ),
         ("\npseudonym_key", missing.clone(), "missing.pem"),
         ("\npseudonym_key", c("ca.pem"), "expected 64 hex characters"),
         (
