@@ -75,6 +75,80 @@ pub struct WhoCanShadow {
     pub valid_to: i64,
 }
 
+impl WhoCan {
+    /// What limits the grant, one sentence each, for people reading who can see what: the
+    /// denials that override it and the grants used instead of it where both apply.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.overridden_for_all {
+            notes.push(format!(
+                "overridden for all its consumers by denial(s) {}: it releases nothing while they stand",
+                crate::compile::list(&self.overridden_by)
+            ));
+        }
+        for o in &self.overrides {
+            let mut whom = Vec::new();
+            if o.all_consumers {
+                whom.push(format!("all its consumers ({})", o.consumers.join(", ")));
+            } else if !o.consumers.is_empty() {
+                whom.push(format!(
+                    "{} {}",
+                    plural("consumer", &o.consumers),
+                    o.consumers.join(", ")
+                ));
+            }
+            if !o.suppliers.is_empty() {
+                whom.push(format!(
+                    "requests through {} {}",
+                    plural("supplier", &o.suppliers),
+                    o.suppliers.join(", ")
+                ));
+            }
+            let on = if o.all_operations {
+                String::new()
+            } else {
+                format!(
+                    " on {} {}",
+                    plural("operation", &o.operations),
+                    o.operations.join(", ")
+                )
+            };
+            notes.push(format!(
+                "overridden by denial `{}` for {}{on}",
+                o.denial_id,
+                whom.join(" and ")
+            ));
+        }
+        for s in &self.shadowed_by {
+            let who = match &s.consumers {
+                WhoCanConsumers::Listed(l) => format!("{} {}", plural("consumer", l), l.join(", ")),
+                WhoCanConsumers::AnyWithConsent => "any consumer with consent".to_string(),
+            };
+            notes.push(format!(
+                "shadowed by grant `{}` for {who}, {} {}, {} {}, {} to {}: where both apply the gateway uses `{}` and releases only its fields",
+                s.grant_id,
+                plural("operation", &s.operations),
+                s.operations.join(", "),
+                plural("purpose", &s.purposes),
+                s.purposes.join(", "),
+                crate::compile::rfc3339(s.valid_from),
+                crate::compile::rfc3339(s.valid_to),
+                s.grant_id
+            ));
+        }
+        notes
+    }
+}
+
+/// `word` or `words`, for a list of that many.
+fn plural<T>(word: &str, items: &[T]) -> String {
+    if items.len() == 1 {
+        word.to_string()
+    } else {
+        format!("{word}s")
+    }
+}
+
 pub(crate) fn who_can(set: &PolicySet, service: &str, field: Option<&str>) -> Vec<WhoCan> {
     let mut order: Vec<&Grant> = set.grants.iter().filter(|g| g.service == service).collect();
     order.sort_by(|a, b| a.priority_key().cmp(&b.priority_key()));

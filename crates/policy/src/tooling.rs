@@ -131,76 +131,11 @@ pub fn who_can(dir: &Path, service: &str, field: Option<&str>) -> Report {
             crate::compile::rfc3339(w.valid_from),
             crate::compile::rfc3339(w.valid_to)
         );
-        if w.overridden_for_all {
-            let _ = writeln!(
-                text,
-                "    overridden for all its consumers by denial(s) {}: it releases nothing while they stand",
-                crate::compile::list(&w.overridden_by)
-            );
-        }
-        for o in &w.overrides {
-            let mut whom = Vec::new();
-            if o.all_consumers {
-                whom.push(format!("all its consumers ({})", o.consumers.join(", ")));
-            } else if !o.consumers.is_empty() {
-                whom.push(format!(
-                    "{} {}",
-                    plural("consumer", &o.consumers),
-                    o.consumers.join(", ")
-                ));
-            }
-            if !o.suppliers.is_empty() {
-                whom.push(format!(
-                    "requests through {} {}",
-                    plural("supplier", &o.suppliers),
-                    o.suppliers.join(", ")
-                ));
-            }
-            let on = if o.all_operations {
-                String::new()
-            } else {
-                format!(
-                    " on {} {}",
-                    plural("operation", &o.operations),
-                    o.operations.join(", ")
-                )
-            };
-            let _ = writeln!(
-                text,
-                "    overridden by denial `{}` for {}{on}",
-                o.denial_id,
-                whom.join(" and ")
-            );
-        }
-        for s in &w.shadowed_by {
-            let who = match &s.consumers {
-                WhoCanConsumers::Listed(l) => format!("{} {}", plural("consumer", l), l.join(", ")),
-                WhoCanConsumers::AnyWithConsent => "any consumer with consent".to_string(),
-            };
-            let _ = writeln!(
-                text,
-                "    shadowed by grant `{}` for {who}, {} {}, {} {}, {} to {}: where both apply the gateway uses `{}` and releases only its fields",
-                s.grant_id,
-                plural("operation", &s.operations),
-                s.operations.join(", "),
-                plural("purpose", &s.purposes),
-                s.purposes.join(", "),
-                crate::compile::rfc3339(s.valid_from),
-                crate::compile::rfc3339(s.valid_to),
-                s.grant_id
-            );
+        for note in w.notes() {
+            let _ = writeln!(text, "    {note}");
         }
     }
     Report { ok: true, text }
-}
-
-/// `word` or `words`, for a list of that many.
-fn plural<T>(word: &str, items: &[T]) -> String {
-    if items.len() == 1 {
-        word.to_string()
-    } else {
-        format!("{word}s")
-    }
 }
 
 /// The Markdown catalogue.

@@ -826,3 +826,34 @@ async fn attempts_on_a_locked_console_name_are_recorded() {
     );
     assert_eq!(reasons.iter().filter(|r| *r == "locked_out").count(), 2);
 }
+
+/// The console's who-can answer says what limits a grant, as `tollbu policy who-can` does: a
+/// data-protection officer reading it learns that the suspended agency's grant releases
+/// nothing while its denial stands (it showed only the denial's id).
+#[tokio::test]
+async fn the_console_says_which_grants_a_denial_empties() {
+    let password = "who-can-officer-password";
+    let env = Env::start(Options {
+        extra_config: console_section(password),
+        ..Options::default()
+    })
+    .await;
+    let session = console_login(&env, password).await;
+    let view = console_get(&env, &session, "/console/api/who-can?service=population").await;
+    assert_eq!(view.status, StatusCode::OK);
+    let json = view.json();
+    let grants = json["grants"].as_array().expect("grants");
+    let suspended = grants
+        .iter()
+        .find(|g| g["grant"] == "suspended-agency-case-handling")
+        .expect("the suspended agency's grant");
+    assert_eq!(suspended["overridden_for_all"], true, "{suspended}");
+    assert!(
+        suspended["limits"][0]
+            .as_str()
+            .is_some_and(|l| l.starts_with("overridden for all its consumers")),
+        "{suspended}"
+    );
+    let page = console_get(&env, &session, "/console/who-can?service=population").await;
+    assert!(String::from_utf8_lossy(&page.body).contains("releases nothing while they stand"));
+}

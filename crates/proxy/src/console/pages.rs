@@ -1029,7 +1029,7 @@ pub async fn who_can(ctx: &Ctx, query: &Form, api: bool) -> Response<Body> {
         }
         main.push_str(
             "<table class=\"who-can\"><thead><tr><th>Field</th><th>Grant</th><th>Who</th><th>Operations</th>\
-             <th>Purposes</th><th>Legal basis</th><th>Overridden by</th></tr></thead><tbody>",
+             <th>Purposes</th><th>Legal basis</th><th>Limited by</th></tr></thead><tbody>",
         );
         for (f, idx) in &by_field {
             for (k, i) in idx.iter().enumerate() {
@@ -1047,7 +1047,7 @@ pub async fn who_can(ctx: &Ctx, query: &Form, api: bool) -> Response<Body> {
                     esc(&g.operations.join(", ")),
                     esc(&g.purposes.join(", ")),
                     or_dash(g.legal_basis.as_deref()),
-                    or_dash(Some(&g.overridden_by.join(", "))),
+                    or_dash(Some(&g.notes().join("; "))),
                 );
             }
         }
@@ -1066,6 +1066,9 @@ pub async fn who_can(ctx: &Ctx, query: &Form, api: bool) -> Response<Body> {
                 "valid_from": g.valid_from,
                 "valid_to": g.valid_to,
                 "overridden_by": g.overridden_by,
+                "overridden_for_all": g.overridden_for_all,
+                "shadowed_by": g.shadowed_by.iter().map(|s| &s.grant_id).collect::<Vec<_>>(),
+                "limits": g.notes(),
             }));
         }
     }
