@@ -186,15 +186,19 @@ impl TileStore {
 
     /// Rebuilds the right edge for `size` leaves. Full tiles are only trusted up to `trusted`
     /// leaves (the last signed checkpoint, before which every tile was synced); later ones may be
-    /// missing or torn by a crash, so they are recomputed from the records (`leaves(from, to)`),
-    /// and rewritten durably where the file differs. Returns how many tiles were rewritten.
+    /// missing or torn by a crash, so they are recomputed from the records (`leaves(from, to)`).
+    /// Those whose file differs are kept in memory and returned by
+    /// [`TileStore::take_unwritten`], not written: the caller writes them once it has checked
+    /// the tree against the signed checkpoint, so an open that refuses (a fork) leaves the tile
+    /// files as evidence. Returns how many tiles are to be rewritten.
     pub fn rebuild(
         root: &Path,
         size: u64,
         trusted: u64,
         mut leaves: impl FnMut(u64, u64) -> Result<Vec<Hash>, AuditError>,
     ) -> Result<(Self, u64), AuditError> {
-        let mut rebuilt = 0u64;
+        let mut rebuilt: HashMap<(u8, u64), Arc<Vec<Hash>>> = HashMap::new();
+        let mut unwritten = Vec::new();
         let mut partial = Vec::new();
         let mut level = 0u8;
         let trusted = trusted.min(size);
@@ -214,6 +218,7 @@ impl TileStore {
             for n in gaps.into_iter().chain(first_missing..full) {
                 let hashes = Self::hashes_from_below(
                     root,
+                    &rebuilt,
                     level,
                     n * TILE_WIDTH,
                     (n + 1) * TILE_WIDTH,
@@ -223,18 +228,13 @@ impl TileStore {
                 if std::fs::read(&path).ok().as_deref() == Some(&encode_tile(&hashes)[..]) {
                     continue;
                 }
-                write_full_tiles(
-                    root,
-                    &[FullTile {
-                        level,
-                        n,
-                        hashes: Arc::new(hashes),
-                    }],
-                )?;
-                rebuilt += 1;
+                let hashes = Arc::new(hashes);
+                rebuilt.insert((level, n), Arc::clone(&hashes));
+                unwritten.push(FullTile { level, n, hashes });
             }
             partial.push(Self::hashes_from_below(
                 root,
+                &rebuilt,
                 level,
                 full * TILE_WIDTH,
                 count,
@@ -242,15 +242,18 @@ impl TileStore {
             )?);
             level += 1;
         }
-        Ok((
-            Self::with_partials(root.to_path_buf(), size, partial),
-            rebuilt,
-        ))
+        let count = unwritten.len() as u64;
+        let mut store = Self::with_partials(root.to_path_buf(), size, partial);
+        store.pending = rebuilt;
+        store.unwritten = unwritten;
+        Ok((store, count))
     }
 
     /// Stored hashes `[from, to)` of `level`, computed from the level below (or records for level 0).
+    /// (Tiles rebuilt in this pass, not yet written, are read from `rebuilt`.)
     fn hashes_from_below(
         root: &Path,
+        rebuilt: &HashMap<(u8, u64), Arc<Vec<Hash>>>,
         level: u8,
         from: u64,
         to: u64,
@@ -260,7 +263,10 @@ impl TileStore {
             return leaves(from, to);
         }
         (from..to)
-            .map(|i| Ok(fold_perfect(&read_tile(root, level - 1, i, TILE_WIDTH)?)))
+            .map(|i| match rebuilt.get(&(level - 1, i)) {
+                Some(tile) => Ok(fold_perfect(tile)),
+                None => Ok(fold_perfect(&read_tile(root, level - 1, i, TILE_WIDTH)?)),
+            })
             .collect()
     }
 
@@ -551,7 +557,7 @@ mod tests {
         );
         // Rebuild after losing the last full tile.
         std::fs::remove_file(dir.path().join(tile_path(0, 272, 256))).unwrap();
-        let (re, rebuilt) = TileStore::rebuild(dir.path(), 70_000, 0, |a, b| {
+        let (mut re, rebuilt) = TileStore::rebuild(dir.path(), 70_000, 0, |a, b| {
             Ok(leaves[a as usize..b as usize].to_vec())
         })
         .unwrap();
@@ -560,6 +566,10 @@ mod tests {
             tree::root(&re, 70_000).unwrap(),
             tree::root(&leaves[..], 70_000).unwrap()
         );
+        // Rebuilt in memory: written by the caller, once it has checked the tree.
+        assert!(!dir.path().join(tile_path(0, 272, 256)).exists());
+        write_full_tiles(dir.path(), &re.take_unwritten()).unwrap();
+        assert!(dir.path().join(tile_path(0, 272, 256)).exists());
         // Tiles after the last checkpoint may be torn or missing anywhere (unsynced when the
         // machine died); those are recomputed, the ones a checkpoint covers are trusted.
         std::fs::write(dir.path().join(tile_path(0, 200, 256)), b"").unwrap();

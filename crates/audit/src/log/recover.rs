@@ -19,7 +19,7 @@ use crate::segment::{
     FRAME_HEADER, FrameRead, FrameReader, SegmentFile, SegmentInfo, Storage, for_each_in_range,
     list_segments, segment_name, write_atomic,
 };
-use crate::tile::{TILE_WIDTH, TileStore, stored_count, tile_path};
+use crate::tile::{TILE_WIDTH, TileStore, stored_count, tile_path, write_full_tiles};
 use crate::tree;
 
 /// What opening the log found and repaired. Nothing is repaired silently: a non-clean report
@@ -196,7 +196,7 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
 
     // Tiles are synced before each checkpoint is signed, so only those after it need checking.
     let trusted = checkpoint.as_ref().map_or(0, |(cp, _)| cp.size);
-    let (tiles, rebuilt) = TileStore::rebuild(dir, size, trusted, |from, to| {
+    let (mut tiles, rebuilt) = TileStore::rebuild(dir, size, trusted, |from, to| {
         leaf_hashes(&segments, from, to)
     })?;
     report.tiles_rebuilt = rebuilt;
@@ -217,6 +217,10 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
     for (path, content) in pins {
         write_atomic(&path, content.as_bytes())?;
     }
+    // Tiles recomputed above are written only now: a refused open (a fork) leaves the files
+    // that disagree with the records as they were, for the investigation.
+    write_full_tiles(dir, &tiles.take_unwritten())?;
+    tiles.forget_written(size);
     let mut segment = storage
         .open_segment(&last.path, good_len)
         .map_err(AuditError::io(&last.path))?;

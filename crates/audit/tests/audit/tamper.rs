@@ -661,3 +661,50 @@ fn a_torn_or_damaged_last_history_entry_or_zeros_after_it_are_cut() {
         assert!(r.ok, "{}", r.text);
     }
 }
+
+/// A fork (signed records rewritten with valid checksums) is refused without the open first
+/// recomputing the full tiles after the checkpoint from the forged records and writing them over
+/// the true ones: those tile files are evidence of what was signed.
+#[test]
+fn a_refused_fork_leaves_the_tile_files_as_they_were() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ps = keys.pseudonymiser();
+    let mut cfg = keys.config(dir.path());
+    cfg.checkpoint_every = 1_000_000;
+    let (log, _) = AuditLog::open(cfg.clone()).unwrap();
+    let mut signed_at_600 = None;
+    for i in 0..800 {
+        log.append_blocking(make_record(i, &ps)).unwrap();
+        if i + 1 == 600 {
+            log.checkpoint_now().unwrap();
+            signed_at_600 = log.latest_checkpoint();
+        }
+    }
+    log.shutdown().unwrap();
+    // The latest checkpoint is the one at 600 (as after a crash before the next), so the full
+    // tile of records 512..768 is recomputed from the records at the next open.
+    std::fs::write(dir.path().join("checkpoint"), signed_at_600.unwrap()).unwrap();
+    let segment = list_segments(&dir.path().join("segments")).unwrap()[0]
+        .path
+        .clone();
+    let mut frames = Vec::new();
+    let mut reader = FrameReader::open(&segment).unwrap();
+    while let FrameRead::Frame { offset, payload } = reader.next_frame().unwrap() {
+        frames.push((offset as usize, payload.len() + 8));
+    }
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let (off, len) = frames[550];
+    bytes.splice(off..off + len, forged(550, &keys));
+    std::fs::write(&segment, bytes).unwrap();
+
+    let before = snapshot(dir.path());
+    assert!(matches!(
+        AuditLog::open(cfg),
+        Err(tollbu_audit::AuditError::Fork { size: 600 })
+    ));
+    assert!(
+        snapshot(dir.path()) == before,
+        "a refused open rewrote a file (the tile of records 512..768)"
+    );
+}
