@@ -918,6 +918,19 @@ pub enum JwksMode {
     Body = 6,
 }
 
+/// A gateway whose key set comes through a [`JwksStub`] serving the devkit issuer's keys, so
+/// that a test can make it fail or change later.
+pub async fn env_behind_jwks_stub() -> (JwksStub, Env) {
+    let stub = JwksStub::start(JwksMode::Real).await;
+    let env = Env::start(Options {
+        jwks_url: Some(stub.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    stub.set_real(&env.issuer().jwks_url());
+    (stub, env)
+}
+
 /// A JWKS endpoint in front of the devkit issuer's that can be switched to
 /// fail in various ways; counts the fetches it saw.
 #[derive(Clone)]

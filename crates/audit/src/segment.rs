@@ -662,6 +662,20 @@ mod tests {
     }
 
     /// Allocated bytes of `path`.
+    /// Segment 0 holding two frames (the bytes), open for reading and writing (the directory
+    /// lives as long as the first value).
+    #[cfg(target_os = "linux")]
+    fn written_segment() -> (tempfile::TempDir, PathBuf, Vec<u8>, File) {
+        let (dir, path, buf) = hello_world();
+        std::fs::write(&path, &buf).unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        (dir, path, buf, file)
+    }
+
     #[cfg(target_os = "linux")]
     fn allocated(path: &Path) -> u64 {
         use std::os::unix::fs::MetadataExt;
@@ -674,13 +688,7 @@ mod tests {
     #[test]
     fn a_failed_reservation_gives_back_what_it_allocated() {
         use rustix::fs::{FallocateFlags, fallocate};
-        let (_dir, path, buf) = hello_world();
-        std::fs::write(&path, &buf).unwrap();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
+        let (_dir, path, buf, file) = written_segment();
         let before = allocated(&path);
         let reserved = reserve_blocks(
             &file,
@@ -712,13 +720,7 @@ mod tests {
     #[test]
     fn a_reservation_leaves_headroom_or_sets_nothing_aside() {
         use rustix::fs::{FallocateFlags, fallocate};
-        let (_dir, path, buf) = hello_world();
-        std::fs::write(&path, &buf).unwrap();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
+        let (_dir, path, buf, file) = written_segment();
         let before = allocated(&path);
         let len = 4 << 20;
         let tight = len - before + RESERVE_HEADROOM - 1;

@@ -388,6 +388,21 @@ mod tests {
         assert!(detached["x-registry-token"].is_sensitive());
     }
 
+    /// What the gateway asserts for consumer 310000019 calling from 127.0.0.1 over `scheme`.
+    fn assertions(scheme: &'static str) -> Assertions<'static> {
+        Assertions {
+            request_id: "r1",
+            traceparent: None,
+            consumer: "310000019",
+            supplier: None,
+            client_id: "c",
+            grant_id: "g",
+            purpose: "p",
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            scheme,
+        }
+    }
+
     #[test]
     fn outbound_headers_drop_credentials_and_spoofed_identity() {
         let mut incoming = HeaderMap::new();
@@ -425,18 +440,7 @@ mod tests {
             "content-type",
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
-        let a = Assertions {
-            request_id: "r1",
-            traceparent: None,
-            consumer: "310000019",
-            supplier: None,
-            client_id: "c",
-            grant_id: "g",
-            purpose: "p",
-            peer: "127.0.0.1:5000".parse().unwrap(),
-            scheme: "https",
-        };
-        let out = outbound_headers(&incoming, &a);
+        let out = outbound_headers(&incoming, &assertions("https"));
         assert!(out.get(header::AUTHORIZATION).is_none());
         assert!(out.get(header::CONNECTION).is_none());
         assert!(out.get("x-secret-hop").is_none());
@@ -479,18 +483,7 @@ mod tests {
         incoming.insert(header::CONNECTION, HeaderValue::from_static("accept"));
         incoming.insert("accept", HeaderValue::from_static("application/json"));
         incoming.insert("accept-language", HeaderValue::from_static("nb"));
-        let a = Assertions {
-            request_id: "r1",
-            traceparent: None,
-            consumer: "310000019",
-            supplier: None,
-            client_id: "c",
-            grant_id: "g",
-            purpose: "p",
-            peer: "127.0.0.1:5000".parse().unwrap(),
-            scheme: "http",
-        };
-        let out = outbound_headers(&incoming, &a);
+        let out = outbound_headers(&incoming, &assertions("http"));
         assert!(out.get("accept").is_none());
         assert_eq!(out.get("accept-language").unwrap(), "nb");
     }

@@ -29,13 +29,7 @@ async fn post(url: &str) -> Answer {
 
 #[tokio::test]
 async fn cached_keys_survive_a_failing_key_set_and_new_kids_are_refused() {
-    let stub = JwksStub::start(JwksMode::Real).await;
-    let env = Env::start(Options {
-        jwks_url: Some(stub.url.clone()),
-        ..Options::default()
-    })
-    .await;
-    stub.set_real(&env.issuer().jwks_url());
+    let (stub, env) = env_behind_jwks_stub().await;
     let cached = env.token("demo-welfare", "demo:population", &[]).await;
     assert_eq!(
         env.read_person(&cached, Some("jwks-warm")).await.status,

@@ -591,14 +591,7 @@ async fn registry_internals_do_not_reach_the_caller() {
             "upstream_unfilterable",
         ),
     ] {
-        let registry = RecordingUpstream::start(behaviour).await;
-        let env = Env::start(Options {
-            population_upstream: Some(registry.url.clone()),
-            ..Options::default()
-        })
-        .await;
-        let token = env.token("demo-welfare", "demo:population", &[]).await;
-        let answer = env.read_person(&token, None).await;
+        let answer = read_person_from(behaviour).await;
         assert_eq!(answer.status, status);
         assert_eq!(answer.code(), code);
         assert_eq!(answer.header("content-type"), "application/problem+json");
@@ -673,14 +666,7 @@ async fn fragments_encodings_and_validators_of_the_whole_record_stay_behind() {
             StatusCode::OK,
         ),
     ] {
-        let registry = RecordingUpstream::start(behaviour).await;
-        let env = Env::start(Options {
-            population_upstream: Some(registry.url.clone()),
-            ..Options::default()
-        })
-        .await;
-        let token = env.token("demo-welfare", "demo:population", &[]).await;
-        let answer = env.read_person(&token, None).await;
+        let answer = read_person_from(behaviour).await;
         assert_eq!(answer.status, status, "{:?}", answer.body);
         if status == StatusCode::BAD_GATEWAY {
             assert_eq!(answer.code(), "upstream_unfilterable");
@@ -727,4 +713,16 @@ async fn a_head_answer_is_recorded_with_the_digest_of_the_empty_body_it_had() {
         .find(|r| r["request_id"] == "head-1")
         .expect("record of the HEAD request");
     assert_eq!(record["response_sha256"], sha256_hex(b"").as_str());
+}
+
+/// The welfare agency's read of example person 0 from a registry that behaves so.
+async fn read_person_from(behaviour: UpstreamBehaviour) -> Answer {
+    let registry = RecordingUpstream::start(behaviour).await;
+    let env = Env::start(Options {
+        population_upstream: Some(registry.url.clone()),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    env.read_person(&token, None).await
 }

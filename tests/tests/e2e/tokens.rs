@@ -339,13 +339,7 @@ async fn a_remembered_token_is_refused_once_its_key_is_withdrawn() {
 
 #[tokio::test]
 async fn a_remembered_token_is_refused_once_its_kid_names_another_key() {
-    let stub = JwksStub::start(JwksMode::Real).await;
-    let env = Env::start(Options {
-        jwks_url: Some(stub.url.clone()),
-        ..Options::default()
-    })
-    .await;
-    stub.set_real(&env.issuer().jwks_url());
+    let (stub, env) = env_behind_jwks_stub().await;
     let old = env.token("demo-welfare", "demo:population", &[]).await;
     assert_eq!(
         call(&env, &old).await.status,
