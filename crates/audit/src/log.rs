@@ -261,6 +261,11 @@ impl Shared {
         }
     }
 
+    /// Whether a failure of this kind is being ridden out (one atomic load).
+    pub fn has_trouble(&self, kind: Trouble) -> bool {
+        self.troubles[kind as usize].active.load(Ordering::Acquire)
+    }
+
     fn trouble(&self, kind: Trouble) -> Option<String> {
         let state = &self.troubles[kind as usize];
         if !state.active.load(Ordering::Acquire) {

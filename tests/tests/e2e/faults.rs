@@ -750,13 +750,25 @@ async fn a_full_audit_disk_fails_closed_and_service_resumes_when_space_returns()
     assert_eq!(live.status, StatusCode::OK);
 
     g.fault(false);
+    // Ready again without any request: out of service, the replica would get none.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ready = get(&format!("{}/readyz", g.env.admin()), &[]).await;
+        if ready.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still not ready 30 s after space returned: {:?}",
+            String::from_utf8_lossy(&ready.body)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(
         g.read("space-returned").await.status,
         StatusCode::OK,
         "resumes when space returns"
     );
-    let ready = get(&format!("{}/readyz", g.env.admin()), &[]).await;
-    assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.body);
     g.stop_and_verify(2).await;
 }
 

@@ -166,6 +166,8 @@ pub(crate) struct Writer {
     index_mark_at: Instant,
     last_checkpoint: Option<u64>,
     last_checkpoint_at: Instant,
+    /// When a failing storage was last tried without a batch (see [`Writer::retry_troubles`]).
+    last_retry_at: Instant,
     /// Written but not yet fsynced (relaxed mode only).
     dirty: bool,
     last_sync_at: Instant,
@@ -213,6 +215,7 @@ impl Writer {
             index_mark_at: Instant::now(),
             last_checkpoint: o.last_checkpoint,
             last_checkpoint_at: Instant::now(),
+            last_retry_at: Instant::now(),
             dirty: false,
             last_sync_at: Instant::now(),
             poisoned: None,
@@ -537,7 +540,46 @@ impl Writer {
         if self.last_checkpoint_at.elapsed() >= self.checkpoint_interval {
             let _ = self.checkpoint(false);
         }
+        self.retry_troubles();
         self.submit_index_compaction();
+    }
+
+    /// While storage is failing, tries it again once a second without waiting for a batch: a
+    /// replica out of service (readiness 503 while appends fail) gets no request whose append
+    /// would show that space has returned, and an idle log makes no checkpoint job that would
+    /// retry the tiles and the checkpoint the notary holds.
+    fn retry_troubles(&mut self) {
+        let appends = self.shared.has_trouble(Trouble::Appends);
+        let checkpoints = self.shared.has_trouble(Trouble::Checkpoints);
+        if !(appends || checkpoints) || self.last_retry_at.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_retry_at = Instant::now();
+        if appends {
+            self.probe_segment();
+        }
+        if checkpoints && !self.notary.busy() {
+            let nothing_new = NewTiles {
+                tiles: Vec::new(),
+                upto: 0,
+            };
+            let _ = self.notary.submit(nothing_new, None, false);
+        }
+    }
+
+    /// Writes a block of zeros after the last frame and cuts it off again: if that works, appends
+    /// can go on. (Zeros past the frames are a clean tail, should the process die in between.)
+    fn probe_segment(&mut self) {
+        const PROBE: [u8; 4096] = [0; 4096];
+        let written = self.segment.append(&PROBE);
+        if let Err(e) = self.segment.truncate(self.seg_len) {
+            self.poison(format!("cutting off a storage probe failed: {e}"));
+            return;
+        }
+        self.segment.reserve(self.segment_max_bytes);
+        if written.is_ok() {
+            self.shared.clear_trouble(Trouble::Appends);
+        }
     }
 
     /// Hands a pending compaction pass to the index thread, with the entries buffered so far (so

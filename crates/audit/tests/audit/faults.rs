@@ -116,9 +116,13 @@ fn disk_full_fails_the_batch_and_the_log_recovers_when_space_returns() {
         "readiness can tell that appends fail: {stats:?}"
     );
     flags.disk_full.store(false, Ordering::SeqCst);
+    // Space is back, and without any append the log says so: a replica that readiness took out
+    // of service gets no request that would show it.
+    wait_until("appends work again", || {
+        log.stats().appends_failing.is_none()
+    });
     // The half-written batch was cut away: the next record gets index 10 and the log verifies.
     assert_eq!(log.append_blocking(record(10, &ps)).unwrap(), 10);
-    assert_eq!(log.stats().appends_failing, None);
     log.shutdown().unwrap();
     let r = tooling::verify(dir.path(), &[], None);
     assert!(r.ok, "{}", r.text);
@@ -152,16 +156,30 @@ fn a_failed_tile_or_checkpoint_write_is_retried_and_the_log_keeps_serving() {
     for i in 300..310 {
         assert_eq!(log.append_blocking(record(i, &ps)).unwrap(), i);
     }
+    assert!(log.checkpoint_now().is_err(), "still in the way");
     std::fs::remove_dir(&blocker).unwrap();
-    log.checkpoint_now().unwrap();
-    let stats = log.stats();
-    assert_eq!(stats.checkpoints_failing, None);
-    assert_eq!(stats.checkpoint_size, 310);
+    // With no append (no new checkpoint job), what the notary holds is retried.
+    wait_until("the checkpoint of 310 records is published", || {
+        let stats = log.stats();
+        stats.checkpoints_failing.is_none() && stats.checkpoint_size == 310
+    });
     assert!(dir.path().join("tile/0/000").is_file());
     log.shutdown().unwrap();
     let r = tooling::verify(dir.path(), &[], None);
     assert!(r.ok, "{}", r.text);
     assert!(r.text.contains("records: 310"), "{}", r.text);
+}
+
+/// Polls `done` for up to 30 s (the writer retries once a second).
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]
