@@ -89,9 +89,9 @@ impl PolicySet {
     /// Whether some grant of `service` lists `purpose`. Any other declared purpose is the
     /// caller's free text, which the audit log does not keep: it could carry a person's number.
     pub fn names_purpose(&self, service: &str, purpose: &str) -> bool {
-        self.grants
-            .iter()
-            .any(|g| g.service == service && g.purposes.iter().any(|p| p == purpose))
+        self.services
+            .get(service)
+            .is_some_and(|s| s.purposes.contains(purpose))
     }
 
     /// Decides a request: deny by default, denials first, then candidate

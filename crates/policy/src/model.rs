@@ -181,6 +181,8 @@ pub(crate) struct OpIndex {
 pub(crate) struct ServiceIndex {
     pub service: Service,
     pub ops: HashMap<String, OpIndex>,
+    /// Every purpose a grant of the service lists (looked up for each request's record).
+    pub purposes: std::collections::HashSet<String>,
 }
 
 /// A compiled, validated policy set. Immutable and `Send + Sync`: the proxy

@@ -421,6 +421,16 @@ fn table() -> Vec<(&'static str, Req, Option<DenyReason>)> {
 }
 
 #[test]
+fn a_purpose_is_known_when_a_grant_of_the_service_lists_it() {
+    let set = fixture();
+    assert!(set.names_purpose("population", "benefit-assessment"));
+    assert!(set.names_purpose("population", "kyc"));
+    assert!(!set.names_purpose("population", "marketing"));
+    assert!(!set.names_purpose("population", "01819010001"));
+    assert!(!set.names_purpose("vehicles", "benefit-assessment"));
+}
+
+#[test]
 fn every_reason_code_is_reachable_and_each_case_decides_as_documented() {
     let set = fixture();
     let mut reached = BTreeSet::new();

@@ -29,6 +29,7 @@ pub(super) fn build(mut services: Vec<Service>, rules: Rules) -> PolicySet {
             ServiceIndex {
                 service: service.clone(),
                 ops,
+                purposes: Default::default(),
             },
         );
     }
@@ -39,6 +40,7 @@ pub(super) fn build(mut services: Vec<Service>, rules: Rules) -> PolicySet {
         let Some(svc) = index.get_mut(&g.service) else {
             continue;
         };
+        svc.purposes.extend(g.purposes.iter().cloned());
         for op in &g.operations {
             let Some(entry) = svc.ops.get_mut(op) else {
                 continue;
