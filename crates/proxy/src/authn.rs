@@ -6,7 +6,10 @@
 //! references from the token, no `crit`, no nesting), issuer by exact `iss`,
 //! algorithm allow-listed for that issuer, key by `kid` from the issuer's
 //! JWKS, signature, then time claims on an injected clock, then the claims
-//! we authorise on (`consumer`, `scope`, consent entries).
+//! we authorise on (`consumer`, `scope`, consent entries) and the token's
+//! confirmation (`cnf`): a certificate-bound token's thumbprint is carried in
+//! the caller and checked against each request's connection
+//! ([`VerifiedCaller::check_binding`]), never remembered as passed.
 
 mod claims;
 mod jwks;
@@ -63,10 +66,41 @@ pub struct VerifiedCaller {
     pub token_id: String,
     pub expires_at: i64,
     pub system_users: Vec<Value>,
+    /// `cnf.x5t#S256` of a certificate-bound token (RFC 8705 §3): the SHA-256 of the DER of the
+    /// client certificate it may be used with. Checked on every request, against that request's
+    /// connection, by [`VerifiedCaller::check_binding`]; a remembered token is checked again.
+    certificate_thumbprint: Option<[u8; 32]>,
     _proof: Verified,
 }
 
+/// The client certificate a TLS connection presented, as the SHA-256 of its DER (RFC 8705
+/// §3.1's `x5t#S256`): computed once per connection after the handshake and put in each of its
+/// requests' extensions. A request without one came over plaintext or without a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientCertificate {
+    sha256: [u8; 32],
+}
+
+impl ClientCertificate {
+    /// The thumbprint of the end-entity certificate `der`.
+    pub fn from_der(der: &[u8]) -> Self {
+        ClientCertificate {
+            sha256: sha2::Sha256::digest(der).into(),
+        }
+    }
+}
+
 impl VerifiedCaller {
+    /// RFC 8705 §3: a certificate-bound token is accepted only from a connection that presented
+    /// that certificate; a bearer token (no `cnf`) from any connection.
+    pub fn check_binding(&self, presented: Option<&ClientCertificate>) -> Result<(), TokenFault> {
+        match (self.certificate_thumbprint, presented) {
+            (None, _) => Ok(()),
+            (Some(bound), Some(presented)) if bound == presented.sha256 => Ok(()),
+            (Some(_), _) => Err(TokenFault::CertificateMismatch),
+        }
+    }
+
     /// Legal consumer organisation number.
     pub fn consumer(&self) -> &str {
         &self.facts.consumer
@@ -314,6 +348,7 @@ impl TokenVerifier {
             token_id: checked.claims.jti,
             expires_at: checked.claims.exp,
             system_users: checked.details.system_users,
+            certificate_thumbprint: checked.certificate_thumbprint,
             _proof: Verified,
         };
         Ok((caller, valid_until, (parsed.kid.clone(), key.fingerprint)))
@@ -427,9 +462,11 @@ struct CheckedClaims {
     scopes: Vec<String>,
     /// `pid` of an end-user-restricted token, checked.
     person: Option<String>,
+    /// `cnf.x5t#S256`, when the token is bound to a client certificate.
+    certificate_thumbprint: Option<[u8; 32]>,
 }
 
-/// Types, times, audience, `jti`, `token_type`, organisations and
+/// Types, times, audience, `jti`, `token_type`, `cnf`, organisations and
 /// `authorization_details`: every check after the signature.
 fn check_claims(
     payload: Value,
@@ -454,6 +491,7 @@ fn check_claims(
     claims::check_client_id(&claims.client_id)?;
     let scopes = claims::scopes(&claims.scope)?;
     let person = claims::person(claims.pid.as_deref())?;
+    let certificate_thumbprint = claims::certificate_binding(claims.cnf.as_ref())?;
     if claims
         .token_type
         .as_deref()
@@ -477,6 +515,7 @@ fn check_claims(
         details,
         scopes,
         person,
+        certificate_thumbprint,
     })
 }
 
@@ -843,6 +882,70 @@ mod tests {
             Some(TokenFault::BadConsumer),
             "consumer with a bad check digit"
         );
+    }
+
+    #[test]
+    fn cnf_is_checked_offline_and_a_bound_caller_needs_its_certificate() {
+        let claims = |cnf: &str| {
+            format!(
+                r#"{{"iss":"https://test.maskinporten.no/","scope":"a:b","client_id":"c","consumer":{{"authority":"iso6523-actorid-upis","ID":"0192:310000019"}},"exp":1100,"iat":1000,"jti":"j"{cnf}}}"#
+            )
+        };
+        let at = |cnf: &str| {
+            let token = compact(r#"{"alg":"RS256","kid":"k1"}"#, &claims(cnf));
+            check_claims(
+                parse_compact(&token, 16384).unwrap().payload,
+                &settings(),
+                1000,
+            )
+            .map(|checked| checked.certificate_thumbprint)
+        };
+        let certificate = ClientCertificate::from_der(b"certificate");
+        let thumbprint = URL_SAFE_NO_PAD.encode(certificate.sha256);
+        assert_eq!(at(""), Ok(None));
+        assert_eq!(
+            at(&format!(r#","cnf":{{"x5t#S256":"{thumbprint}"}}"#)),
+            Ok(Some(certificate.sha256))
+        );
+        assert_eq!(
+            at(r#","cnf":{"jkt":"0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}"#),
+            Err(TokenFault::UnsupportedConfirmation)
+        );
+        assert_eq!(
+            at(r#","cnf":{"x5t#S256":"not a thumbprint"}"#),
+            Err(TokenFault::BadClaims)
+        );
+
+        let caller = |certificate_thumbprint| VerifiedCaller {
+            issuer: "https://test.maskinporten.no/".into(),
+            facts: Caller {
+                consumer: "310000019".into(),
+                supplier: None,
+                scopes: vec!["a:b".into()],
+                consents: Vec::new(),
+                person: None,
+            },
+            delegation_source: None,
+            client_id: "c".into(),
+            token_id: "j".into(),
+            expires_at: 1100,
+            system_users: Vec::new(),
+            certificate_thumbprint,
+            _proof: Verified,
+        };
+        let other = ClientCertificate::from_der(b"another certificate");
+        let bearer = caller(None);
+        assert_eq!(bearer.check_binding(None), Ok(()));
+        assert_eq!(bearer.check_binding(Some(&other)), Ok(()));
+        let bound = caller(Some(certificate.sha256));
+        assert_eq!(bound.check_binding(Some(&certificate)), Ok(()));
+        for presented in [None, Some(&other)] {
+            assert_eq!(
+                bound.check_binding(presented),
+                Err(TokenFault::CertificateMismatch),
+                "{presented:?}"
+            );
+        }
     }
 
     #[test]

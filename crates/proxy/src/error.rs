@@ -80,6 +80,11 @@ pub enum TokenFault {
     BadSupplier,
     BadAuthorizationDetails,
     KeysUnavailable,
+    /// `cnf` names a proof of possession the gateway cannot check (DPoP's `jkt`, `jwk`, …).
+    UnsupportedConfirmation,
+    /// The token is bound to a client certificate (`cnf.x5t#S256`, RFC 8705 §3) that the
+    /// request's connection did not present.
+    CertificateMismatch,
 }
 
 impl TokenFault {
@@ -104,6 +109,8 @@ impl TokenFault {
             TokenFault::BadSupplier => "bad_supplier",
             TokenFault::BadAuthorizationDetails => "bad_authorization_details",
             TokenFault::KeysUnavailable => "keys_unavailable",
+            TokenFault::UnsupportedConfirmation => "unsupported_confirmation",
+            TokenFault::CertificateMismatch => "certificate_mismatch",
         }
     }
 
@@ -133,6 +140,12 @@ impl TokenFault {
                 "the token's authorization_details are malformed"
             }
             TokenFault::KeysUnavailable => "the issuer's keys could not be obtained",
+            TokenFault::UnsupportedConfirmation => {
+                "the token is bound to a proof of possession this gateway cannot check"
+            }
+            TokenFault::CertificateMismatch => {
+                "the token is bound to a client certificate this connection did not present"
+            }
         }
     }
 }
@@ -354,7 +367,7 @@ mod tests {
     use super::TokenFault::{self, *};
 
     /// Every fault. The match below stops compiling when a variant is added and not listed here.
-    const ALL: [TokenFault; 18] = [
+    const ALL: [TokenFault; 20] = [
         Malformed,
         TooLarge,
         AlgorithmNotAllowed,
@@ -373,6 +386,8 @@ mod tests {
         BadSupplier,
         BadAuthorizationDetails,
         KeysUnavailable,
+        UnsupportedConfirmation,
+        CertificateMismatch,
     ];
 
     #[test]
@@ -396,7 +411,9 @@ mod tests {
                 | BadConsumer
                 | BadSupplier
                 | BadAuthorizationDetails
-                | KeysUnavailable => {}
+                | KeysUnavailable
+                | UnsupportedConfirmation
+                | CertificateMismatch => {}
             }
         }
         let readme = include_str!("../../../README.md");

@@ -48,6 +48,15 @@ pub struct RawClaims {
     /// Present only in end-user-restricted tokens: the call must concern this person.
     #[serde(default)]
     pub pid: Option<String>,
+    /// Confirmation (RFC 7800): what the presenter must prove it holds. Any JSON value, `null`
+    /// included, counts as present; [`certificate_binding`] decides what is acceptable.
+    #[serde(default, deserialize_with = "present")]
+    pub cnf: Option<Value>,
+}
+
+/// A member that is present whatever its value: `null` is `Some(Value::Null)`, not absent.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 /// Largest fractional NumericDate accepted: 2^53, below which every whole second is exact in an
@@ -282,6 +291,38 @@ pub fn person(pid: Option<&str>) -> Result<Option<String>, TokenFault> {
     }
 }
 
+/// The one confirmation method the gateway can check: the SHA-256 thumbprint of the client
+/// certificate of the TLS connection (RFC 8705 §3.1).
+const X5T_S256: &str = "x5t#S256";
+
+/// `cnf` (RFC 7800 §3.1): absent, or an object whose only member is `x5t#S256`, a base64url
+/// (unpadded) SHA-256 thumbprint of the certificate the token is bound to (RFC 8705 §3.1).
+/// A `cnf` that is not an object, holds no method, or holds a malformed thumbprint is
+/// `bad_claims`; one naming a method the gateway cannot check possession of (`jkt` of a
+/// DPoP-bound token, `jwk`, `jku`, `kid`, anything else), alone or beside `x5t#S256`, is
+/// `unsupported_confirmation`: accepting it as a bearer token would ignore its binding.
+pub fn certificate_binding(cnf: Option<&Value>) -> Result<Option<[u8; 32]>, TokenFault> {
+    use base64::Engine;
+    let Some(cnf) = cnf else {
+        return Ok(None);
+    };
+    let methods = cnf.as_object().ok_or(TokenFault::BadClaims)?;
+    if methods.keys().any(|method| method != X5T_S256) {
+        return Err(TokenFault::UnsupportedConfirmation);
+    }
+    let thumbprint = methods
+        .get(X5T_S256)
+        .ok_or(TokenFault::BadClaims)?
+        .as_str()
+        .ok_or(TokenFault::BadClaims)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(thumbprint)
+        .map_err(|_| TokenFault::BadClaims)?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map(Some)
+        .map_err(|_| TokenFault::BadClaims)
+}
+
 /// `jti` must be present, non-empty and of sane length.
 pub fn check_jti(jti: &str) -> Result<(), TokenFault> {
     if jti.is_empty() || jti.chars().count() > MAX_JTI_CHARS {
@@ -342,6 +383,65 @@ mod tests {
             r#""iat":1000"#,
         ] {
             assert!(claims(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn binding(cnf: &str) -> Result<Option<[u8; 32]>, TokenFault> {
+        let claims: RawClaims = serde_json::from_str(&format!(
+            r#"{{"iss":"i","scope":"a:b","client_id":"c","consumer":{{"authority":"iso6523-actorid-upis","ID":"0192:310000019"}},"jti":"j","exp":1100,"iat":1000{cnf}}}"#
+        ))
+        .unwrap();
+        certificate_binding(claims.cnf.as_ref())
+    }
+
+    #[test]
+    fn cnf_binds_to_a_certificate_thumbprint_or_the_token_is_refused() {
+        // SHA-256 of "abc", base64url without padding: 43 characters.
+        let abc: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(b"abc").into();
+        let thumbprint = "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0";
+        assert_eq!(binding(""), Ok(None), "no cnf: a bearer token");
+        assert_eq!(
+            binding(&format!(r#","cnf":{{"x5t#S256":"{thumbprint}"}}"#)),
+            Ok(Some(abc))
+        );
+        for malformed in [
+            r#","cnf":null"#.to_owned(),
+            r#","cnf":"x5t#S256""#.to_owned(),
+            format!(r#","cnf":["{thumbprint}"]"#),
+            r#","cnf":{}"#.to_owned(),
+            r#","cnf":{"x5t#S256":null}"#.to_owned(),
+            r#","cnf":{"x5t#S256":42}"#.to_owned(),
+            r#","cnf":{"x5t#S256":""}"#.to_owned(),
+            // Padded, standard base64, hex, one byte short, one byte long.
+            format!(r#","cnf":{{"x5t#S256":"{thumbprint}="}}"#),
+            r#","cnf":{"x5t#S256":"ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0"}"#.to_owned(),
+            format!(r#","cnf":{{"x5t#S256":"{}"}}"#, hex::encode(abc)),
+            format!(r#","cnf":{{"x5t#S256":"{}"}}"#, &thumbprint[..42]),
+            format!(r#","cnf":{{"x5t#S256":"{thumbprint}AA"}}"#),
+            // The last character's unused bits set: not the canonical encoding.
+            format!(r#","cnf":{{"x5t#S256":"{}b"}}"#, &thumbprint[..42]),
+        ] {
+            assert_eq!(
+                binding(&malformed),
+                Err(TokenFault::BadClaims),
+                "{malformed}"
+            );
+        }
+        for unsupported in [
+            r#","cnf":{"jkt":"0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}"#.to_owned(),
+            r#","cnf":{"jwk":{"kty":"EC","crv":"P-256","x":"a","y":"b"}}"#.to_owned(),
+            r#","cnf":{"jku":"https://client.example/jwks","kid":"k1"}"#.to_owned(),
+            r#","cnf":{"kid":"k1"}"#.to_owned(),
+            r#","cnf":{"x5t":"abc"}"#.to_owned(),
+            format!(
+                r#","cnf":{{"x5t#S256":"{thumbprint}","jkt":"0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}"#
+            ),
+        ] {
+            assert_eq!(
+                binding(&unsupported),
+                Err(TokenFault::UnsupportedConfirmation),
+                "{unsupported}"
+            );
         }
     }
 }
