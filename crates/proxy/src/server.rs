@@ -1,10 +1,12 @@
 //! Listeners: plaintext (HTTP/1.1 and h2c prior knowledge) and TLS (ALPN h2
 //! and http/1.1, optional mTLS), with the abuse limits applied per
-//! connection, a connection cap, and graceful drain on shutdown.
+//! connection, a connection cap, and graceful drain on shutdown. A TLS
+//! connection's client certificate travels with each of its requests (for
+//! certificate-bound tokens, RFC 8705).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -16,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::authn::ClientCertificate;
 use crate::config::LimitsSection;
 use crate::http_version::{HttpVersion, negotiated_version, plaintext_version, with_h2_preface};
 use crate::live::Live;
@@ -148,7 +151,14 @@ pub async fn accept_loop(
                 }
             };
             let home = crate::workers::current_index();
-            let service = service_fn(move |request: hyper::Request<Incoming>| {
+            // The connection's client certificate, set once after the TLS handshake (never on
+            // plaintext), and carried by each of its requests, wherever that request runs.
+            let client_certificate = Arc::new(OnceLock::<ClientCertificate>::new());
+            let presented = Arc::clone(&client_certificate);
+            let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+                if let Some(certificate) = presented.get() {
+                    request.extensions_mut().insert(*certificate);
+                }
                 // An HTTP/2 connection multiplexes many requests: one may move
                 // to a less busy worker, so that one busy connection can use
                 // every worker. An HTTP/1 request stays on its connection's.
@@ -186,6 +196,15 @@ pub async fn accept_loop(
                         else {
                             return;
                         };
+                        // The end-entity certificate comes first (RFC 8446 §4.4.2).
+                        if let Some(end_entity) = tls_stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(<[_]>::first)
+                        {
+                            let _ = client_certificate.set(ClientCertificate::from_der(end_entity));
+                        }
                         match negotiated_version(tls_stream.get_ref().1.alpn_protocol()) {
                             HttpVersion::Http1 => {
                                 let connection = builders

@@ -5,7 +5,8 @@
 //!
 //! 1. ids       request id and trace context first, so every later answer carries them
 //! 2. route     cheap syntactic refusals before any crypto
-//! 3. authn     token → VerifiedCaller (the only way to get one)
+//! 3. authn     token → VerifiedCaller (the only way to get one); a bound token only
+//!    with its client certificate
 //! 4. operation the policy's operation table gives the path template and subject
 //! 5. decide    policy decision → Allow (grant, fields, rate) or Deny (reason)
 //! 6. rate      after the decision, because the bucket is per (consumer, grant)
@@ -25,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tollbu_audit::{Decision as AuditDecision, Record};
 use tollbu_policy::{Decision, DecisionRequest, OperationMatch};
 
-use crate::authn::VerifiedCaller;
+use crate::authn::{ClientCertificate, VerifiedCaller};
 use crate::body::{BodyOutcome, HashingBody};
 use crate::error::{Problem, TokenFault};
 use crate::gateway::GatewayState;
@@ -295,10 +296,18 @@ where
         authn_step.fail(fault.code());
         Problem::InvalidToken(fault)
     })?;
-    drop(authn_step);
     outcome.record.consumer = Some(format!("0192:{}", caller.consumer()));
     outcome.record.supplier = caller.supplier().map(|s| format!("0192:{s}"));
     outcome.record.client_id = Some(caller.client_id.clone());
+    // A certificate-bound token (RFC 8705 §3) only from a connection that presented that
+    // certificate. Checked on every request, the remembered ones too: the verified-token cache
+    // keys on the token, and the same token may arrive on another connection. The refusal is
+    // recorded with the (genuine, signed) consumer the stolen token names.
+    if let Err(fault) = caller.check_binding(request.extensions().get::<ClientCertificate>()) {
+        authn_step.fail(fault.code());
+        return Err(Problem::InvalidToken(fault));
+    }
+    drop(authn_step);
     if let Some(allowed) = &upstream.issuers
         && !allowed.iter().any(|issuer| issuer == &caller.issuer)
     {
