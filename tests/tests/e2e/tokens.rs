@@ -410,3 +410,324 @@ async fn readiness_returns_soon_after_an_issuer_whose_key_set_failed_at_start_re
     let token = env.token("demo-welfare", "demo:population", &[]).await;
     assert_eq!(call(&env, &token).await.status, StatusCode::OK);
 }
+
+// ---------------------------------------------------------------------------
+// Certificate-bound tokens (RFC 8705 §3): `cnf.x5t#S256` names the client certificate the token
+// may be used with; the TLS listener's connection must have presented it, on every request.
+// ---------------------------------------------------------------------------
+
+/// A client certificate and its key, PEM.
+type ClientPem = (&'static str, &'static str);
+const WELFARE: ClientPem = (
+    tollbu_devkit::demo_material::AGENCY_WELFARE_CERT_PEM,
+    tollbu_devkit::demo_material::AGENCY_WELFARE_KEY_PEM,
+);
+const BANK: ClientPem = (
+    tollbu_devkit::demo_material::AGENCY_BANK_CERT_PEM,
+    tollbu_devkit::demo_material::AGENCY_BANK_KEY_PEM,
+);
+
+/// `x5t#S256` of a PEM certificate: base64url (unpadded) SHA-256 of its DER.
+fn thumbprint(cert_pem: &str) -> String {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use sha2::Digest;
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&der))
+}
+
+/// The welfare agency's token with `cnf` added.
+fn with_cnf(env: &Env, cnf: Value) -> String {
+    let mut claims = claims(env);
+    claims["cnf"] = cnf;
+    forge(env, json!({}), claims)
+}
+
+/// One TLS connection to the gateway's TLS listener presenting `certificate`, HTTP/2 or HTTP/1.1
+/// by ALPN, reading person 0 once with each of `tokens` in turn (request ids `{label}-{i}`).
+async fn over_mtls(
+    env: &Env,
+    certificate: ClientPem,
+    http2: bool,
+    label: &str,
+    tokens: &[&str],
+) -> Vec<Answer> {
+    use http_body_util::{BodyExt, Empty};
+    let mut config = std::sync::Arc::unwrap_or_clone(tls_client_config(Some(certificate)));
+    config.alpn_protocols = vec![if http2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(env.tls_addr())
+        .await
+        .unwrap();
+    let server_name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let io = hyper_util::rt::TokioIo::new(connector.connect(server_name, tcp).await.unwrap());
+    let request = |i: usize, token: &str| {
+        http::Request::get(format!(
+            "https://localhost:{}/population/persons/{}",
+            env.tls_addr().port(),
+            example_pid(0)
+        ))
+        .header("host", format!("localhost:{}", env.tls_addr().port()))
+        .header("authorization", format!("Bearer {token}"))
+        .header("tollbu-purpose", "benefit-assessment")
+        .header("x-request-id", format!("{label}-{i}"))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap()
+    };
+    let mut answers = Vec::new();
+    let mut h1 = None;
+    let mut h2 = None;
+    if http2 {
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        h2 = Some(sender);
+    } else {
+        let (sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        h1 = Some(sender);
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        let mut request = request(i, token);
+        let response = match (&mut h1, &mut h2) {
+            (Some(h1), _) => {
+                *request.uri_mut() = request.uri().path().parse().unwrap();
+                h1.send_request(request).await.unwrap()
+            }
+            (_, Some(h2)) => {
+                request.headers_mut().remove("host");
+                h2.send_request(request).await.unwrap()
+            }
+            _ => unreachable!(),
+        };
+        let (parts, body) = response.into_parts();
+        answers.push(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        });
+    }
+    answers
+}
+
+fn assert_ok(answer: &Answer, what: &str) {
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "{what}: {}",
+        String::from_utf8_lossy(&answer.body)
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_bound_token_is_accepted_only_from_a_connection_presenting_its_certificate() {
+    let mut env = Env::start(Options {
+        tls: true,
+        ..Options::default()
+    })
+    .await;
+    let bound = with_cnf(&env, json!({"x5t#S256": thumbprint(WELFARE.0)}));
+
+    // The certificate it is bound to, over HTTP/2 and HTTP/1.1; twice on one connection (the
+    // second from the verified-token cache).
+    for answer in over_mtls(&env, WELFARE, true, "welfare-h2", &[&bound, &bound]).await {
+        assert_ok(&answer, "welfare certificate, HTTP/2");
+    }
+    assert_ok(
+        &over_mtls(&env, WELFARE, false, "welfare-h1", &[&bound]).await[0],
+        "welfare certificate, HTTP/1.1",
+    );
+
+    // The same (now remembered) token with another agency's certificate, or with none at all.
+    for http2 in [true, false] {
+        let answers = over_mtls(&env, BANK, http2, &format!("bank-{http2}"), &[&bound]).await;
+        assert_invalid(&answers[0], "certificate_mismatch");
+    }
+    assert_invalid(&call(&env, &bound).await, "certificate_mismatch");
+    // And still accepted where it belongs: a refusal elsewhere does not spoil it.
+    assert_ok(
+        &over_mtls(&env, WELFARE, true, "welfare-again", &[&bound]).await[0],
+        "welfare certificate after refusals elsewhere",
+    );
+
+    // A token never seen before, first on the wrong connection (no cache involved), then right.
+    let fresh = with_cnf(&env, json!({"x5t#S256": thumbprint(WELFARE.0)}));
+    assert_invalid(
+        &over_mtls(&env, BANK, true, "fresh-bank", &[&fresh]).await[0],
+        "certificate_mismatch",
+    );
+    assert_ok(
+        &over_mtls(&env, WELFARE, true, "fresh-welfare", &[&fresh]).await[0],
+        "fresh token, welfare certificate",
+    );
+    // Bound to the bank's certificate: refused on the welfare agency's connection.
+    let bank_bound = with_cnf(&env, json!({"x5t#S256": thumbprint(BANK.0)}));
+    assert_invalid(
+        &over_mtls(&env, WELFARE, true, "bank-bound", &[&bank_bound]).await[0],
+        "certificate_mismatch",
+    );
+
+    // A bearer token (no `cnf`) is not affected: any connection.
+    let bearer = forge(&env, json!({}), claims(&env));
+    assert_ok(
+        &over_mtls(&env, BANK, false, "bearer", &[&bearer]).await[0],
+        "bearer token over mTLS",
+    );
+    assert_ok(&call(&env, &bearer).await, "bearer token over plaintext");
+
+    // Each refusal is recorded as a refused token, naming the consumer the stolen token names.
+    env.stop_gateway().await;
+    let records = audit_records(&env.audit_dir());
+    for request_id in [
+        "bank-true-0",
+        "bank-false-0",
+        "fresh-bank-0",
+        "bank-bound-0",
+    ] {
+        let record = records
+            .iter()
+            .find(|r| r["request_id"] == request_id)
+            .unwrap_or_else(|| panic!("no record of {request_id}: {records:?}"));
+        assert_eq!(record["decision"], "deny", "{record}");
+        assert_eq!(record["reason"], "invalid_token", "{record}");
+        assert_eq!(record["consumer"], "0192:310000019", "{record}");
+        assert!(record["grant_id"].is_null(), "no policy decision: {record}");
+    }
+    let allowed = records.iter().filter(|r| r["decision"] == "allow").count();
+    assert_eq!(allowed, 7, "{records:?}");
+}
+
+#[tokio::test]
+async fn a_confirmation_the_gateway_cannot_check_is_refused() {
+    let env = Env::start(Options {
+        tls: true,
+        ..Options::default()
+    })
+    .await;
+    let welfare = thumbprint(WELFARE.0);
+    for (cnf, token_error) in [
+        // DPoP-bound (RFC 9449 §6.1), or bound to a key: possession not checkable here.
+        (
+            json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
+            "unsupported_confirmation",
+        ),
+        (
+            json!({"jwk": {"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}}),
+            "unsupported_confirmation",
+        ),
+        (json!({"kid": "k1"}), "unsupported_confirmation"),
+        (
+            json!({"x5t#S256": welfare, "jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
+            "unsupported_confirmation",
+        ),
+        // Malformed.
+        (json!({"x5t#S256": format!("{welfare}=")}), "bad_claims"),
+        (json!({"x5t#S256": &welfare[..42]}), "bad_claims"),
+        // Standard base64's alphabet, not base64url's.
+        (
+            json!({"x5t#S256": format!("+{}", &welfare[1..])}),
+            "bad_claims",
+        ),
+        (json!({"x5t#S256": 1}), "bad_claims"),
+        (json!({}), "bad_claims"),
+        (json!(welfare), "bad_claims"),
+        (json!(null), "bad_claims"),
+    ] {
+        let token = with_cnf(&env, cnf.clone());
+        // Refused even from the connection whose certificate a well-formed thumbprint would name.
+        let answers = over_mtls(&env, WELFARE, true, "cnf", &[&token]).await;
+        let answer = &answers[0];
+        assert_eq!(
+            answer.json()["token_error"],
+            token_error,
+            "{cnf}: {}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        assert_invalid(answer, token_error);
+        assert_invalid(&call(&env, &token).await, token_error);
+    }
+}
+
+/// HTTP/2 requests of one connection may run on another worker: the certificate goes with them.
+#[tokio::test]
+async fn the_certificate_travels_with_http2_requests_moved_to_another_worker() {
+    let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
+        std::time::Duration::from_millis(300),
+    ))
+    .await;
+    let env = Env::start(Options {
+        tls: true,
+        population_upstream: Some(registry.url.clone()),
+        workers: Some(3),
+        ..Options::default()
+    })
+    .await;
+    let bound = with_cnf(&env, json!({"x5t#S256": thumbprint(WELFARE.0)}));
+    // Twelve at once on one connection, each held by the registry: they spread over the workers.
+    let answers = over_mtls_at_once(&env, WELFARE, &bound, 12).await;
+    for answer in &answers {
+        assert_ok(answer, "bound token on a moved request");
+    }
+    let served = env.gateway().requests_per_worker();
+    assert_eq!(served.iter().sum::<u64>(), 12);
+    assert!(
+        served.iter().filter(|&&n| n > 0).count() > 1,
+        "the requests stayed on one worker: {served:?}"
+    );
+}
+
+/// `count` requests at once over one HTTP/2 mTLS connection presenting `certificate`.
+async fn over_mtls_at_once(
+    env: &Env,
+    certificate: ClientPem,
+    token: &str,
+    count: usize,
+) -> Vec<Answer> {
+    use http_body_util::{BodyExt, Empty};
+    let mut config = std::sync::Arc::unwrap_or_clone(tls_client_config(Some(certificate)));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(env.tls_addr())
+        .await
+        .unwrap();
+    let server_name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let io = hyper_util::rt::TokioIo::new(connector.connect(server_name, tcp).await.unwrap());
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let at_once: Vec<_> = (0..count)
+        .map(|i| {
+            let mut sender = sender.clone();
+            let request = http::Request::get(format!(
+                "https://localhost:{}/population/persons/{}",
+                env.tls_addr().port(),
+                example_pid(u32::try_from(i).unwrap())
+            ))
+            .header("authorization", format!("Bearer {token}"))
+            .header("tollbu-purpose", "benefit-assessment")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+            tokio::spawn(async move {
+                let (parts, body) = sender.send_request(request).await.unwrap().into_parts();
+                Answer {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: body.collect().await.unwrap().to_bytes(),
+                }
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for request in at_once {
+        answers.push(request.await.unwrap());
+    }
+    answers
+}
