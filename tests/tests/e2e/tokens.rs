@@ -19,6 +19,7 @@ async fn call(env: &Env, token: &str) -> Answer {
     .await
 }
 
+#[track_caller]
 fn assert_invalid(answer: &Answer, token_error: &str) {
     assert_eq!(
         answer.status,
@@ -516,6 +517,7 @@ async fn over_mtls(
     answers
 }
 
+#[track_caller]
 fn assert_ok(answer: &Answer, what: &str) {
     assert_eq!(
         answer.status,
