@@ -619,6 +619,26 @@ method = "GET"
 path = "/persons/{pid}"
 "#;
 
+/// An operation that takes a body (`POST /persons/{pid}/notes`) and the welfare agency's grant
+/// for it; append to [`POPULATION_SERVICE_TOML`]. (`GET` and `HEAD` requests carry no body.)
+pub const NOTES_GRANT: &str = r#"
+[[service.operation]]
+id = "add-note"
+method = "POST"
+path = "/persons/{pid}/notes"
+
+[[grant]]
+id = "notes"
+consumer = ["310000019"]
+scopes = ["demo:population"]
+operations = ["add-note"]
+purposes = ["benefit-assessment"]
+legal_basis = "Test basis"
+fields = ["name"]
+valid_from = 2024-01-01T00:00:00Z
+valid_to = 2030-12-31T23:59:59Z
+"#;
+
 /// A fresh policy directory holding `population.toml` = `text`.
 pub fn policy_dir(text: &str) -> tempfile::TempDir {
     let dir = ok(tempfile::tempdir(), "tempdir");

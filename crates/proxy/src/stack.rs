@@ -21,7 +21,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use sha2::{Digest, Sha256};
 use tollbu_audit::{Decision as AuditDecision, Record};
 use tollbu_policy::{Decision, DecisionRequest, OperationMatch};
@@ -395,6 +395,17 @@ where
     // 7. forward
     let (parts, body) = request.into_parts();
     check_declared_length(&parts.headers, state.limits.max_request_body_bytes)?;
+    let body = if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
+        refuse_content(
+            body,
+            state.limits.max_request_body_bytes,
+            state.limits.header_read_timeout(),
+        )
+        .await?;
+        Either::Right(http_body_util::Empty::<Bytes>::new())
+    } else {
+        Either::Left(body)
+    };
     let (body, body_digest) = HashingBody::new(body, state.limits.max_request_body_bytes);
     let body = body.boxed();
     let upstream_step = trace.step("tollbu.upstream");
@@ -412,7 +423,7 @@ where
         peer,
         scheme,
     };
-    let answer = upstream
+    let forwarded = upstream
         .forward(
             Outbound {
                 method: parts.method,
@@ -425,25 +436,37 @@ where
             state.limits.upstream_timeout(),
             state.limits.max_response_body_bytes,
         )
-        .await
-        .map_err(|error| {
+        .await;
+    let answer = match forwarded {
+        Ok(answer) => answer,
+        Err(error) => {
             tracing::warn!(%error, request_id, service = %routed.service, "upstream call failed");
             upstream_step.fail("upstream_error");
-            match body_digest.outcome() {
-                Some(BodyOutcome::TooLarge) => return Problem::PayloadTooLarge,
-                Some(BodyOutcome::Unreadable) => {
-                    return Problem::BadRequest("the request body could not be read");
+            // A registry that hung up in the middle of the body may have done so because of the
+            // body: what is left is read (as after an answer) to tell a caller's oversized or
+            // broken body from a registry's failure. Not after a timeout, which would only wait
+            // longer.
+            let body = match error {
+                UpstreamError::Timeout => body_digest.outcome(),
+                _ => Some(
+                    body_digest
+                        .drain_rest(state.limits.header_read_timeout())
+                        .await,
+                ),
+            };
+            return Err(match (body, error) {
+                (Some(BodyOutcome::TooLarge), _) => Problem::PayloadTooLarge,
+                (Some(BodyOutcome::Unreadable), _) => {
+                    Problem::BadRequest("the request body could not be read")
                 }
-                _ => {}
-            }
-            match error {
-                UpstreamError::Timeout => Problem::UpstreamTimeout,
-                UpstreamError::TooLarge => Problem::UpstreamTooLarge,
-                UpstreamError::Unreachable(_) | UpstreamError::Build(_) => {
+                (_, UpstreamError::Timeout) => Problem::UpstreamTimeout,
+                (_, UpstreamError::TooLarge) => Problem::UpstreamTooLarge,
+                (_, UpstreamError::Unreachable(_) | UpstreamError::Build(_)) => {
                     Problem::UpstreamUnreachable
                 }
-            }
-        })?;
+            });
+        }
+    };
     drop(upstream_step);
     outcome.upstream_time = Some(upstream_started.elapsed());
     outcome.record.upstream_status = Some(answer.status.as_u16());
@@ -597,6 +620,39 @@ fn request_id(headers: &http::HeaderMap) -> String {
         })
         .map(str::to_owned)
         .unwrap_or_else(crate::ids::request_id)
+}
+
+/// `GET` and `HEAD` content has no defined meaning (RFC 9110 §9.3.1, §9.3.2), and no decision
+/// looked at it, yet a registry could act on it (a search body naming another person): what came
+/// is read, within the body limit and `timeout`, and any byte of it refuses the request. An empty
+/// body (`Content-Length: 0`, an empty chunked body, an empty HTTP/2 DATA frame) is fine.
+async fn refuse_content<B>(
+    body: B,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<(), Problem>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if body.is_end_stream() {
+        return Ok(());
+    }
+    let unreadable = Problem::BadRequest("the request body could not be read");
+    let read = tokio::time::timeout(timeout, http_body_util::Limited::new(body, limit).collect());
+    let content = match read.await {
+        Err(_) => return Err(unreadable),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            return Err(Problem::PayloadTooLarge);
+        }
+        Ok(Err(_)) => return Err(unreadable),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    if content.is_empty() {
+        Ok(())
+    } else {
+        Err(Problem::BadRequest("a GET or HEAD request carries no body"))
+    }
 }
 
 /// Refuses a body whose declared length is over the limit, before any byte is forwarded.

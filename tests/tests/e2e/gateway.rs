@@ -413,24 +413,6 @@ async fn admin_reports_health_readiness_and_metrics() {
     assert!(fsync_line("_bucket{le=\"0.0001\"}") <= fsync_line("_bucket{le=\"1\"}"));
 }
 
-const NOTES_GRANT: &str = r#"
-[[service.operation]]
-id = "add-note"
-method = "POST"
-path = "/persons/{pid}/notes"
-
-[[grant]]
-id = "notes"
-consumer = ["310000019"]
-scopes = ["demo:population"]
-operations = ["add-note"]
-purposes = ["benefit-assessment"]
-legal_basis = "Test basis"
-fields = ["name"]
-valid_from = 2024-01-01T00:00:00Z
-valid_to = 2030-12-31T23:59:59Z
-"#;
-
 #[tokio::test]
 async fn request_bodies_stream_to_the_upstream_hashed_and_bounded() {
     use sha2::Digest;

@@ -729,18 +729,17 @@ async fn h2_streams_beyond_max_h2_streams_are_refused() {
 
 #[tokio::test]
 async fn chunked_request_body_over_the_limit_is_413_even_if_the_registry_answers_early() {
-    let (env, upstream, token) = env_with_recorder(Options {
-        limits: "max_request_body_bytes = 65536\n".into(),
-        ..Options::default()
-    })
+    let (env, upstream, token, _policies) = env_with_notes(
+        UpstreamBehaviour::PersonBodyUnread,
+        "max_request_body_bytes = 65536\n",
+    )
     .await;
     let addr = addr_of(&env.base());
-    let path = format!("/population/persons/{}", example_pid(0));
     let body = vec![b'a'; 200_000];
     // Chunked, no length announced.
-    let mut request = format!(
-        "{}transfer-encoding: chunked\r\nconnection: close\r\n\r\n",
-        request_head(&path, &token, "")
+    let mut request = note_head(
+        &token,
+        "transfer-encoding: chunked\r\nconnection: close\r\n\r\n",
     )
     .into_bytes();
     for chunk in body.chunks(8192) {
@@ -786,26 +785,49 @@ async fn a_half_sent_request_head_on_the_admin_port_is_cut_off_at_the_header_rea
     assert_eq!(health.status, StatusCode::OK);
 }
 
+/// A gateway whose policies hold the `POST …/notes` operation (bodies belong to it), in front
+/// of `behaviour`, with `limits`; and a welfare agency token.
+async fn env_with_notes(
+    behaviour: UpstreamBehaviour,
+    limits: &str,
+) -> (Env, RecordingUpstream, String, tempfile::TempDir) {
+    let upstream = RecordingUpstream::start(behaviour).await;
+    let policies = policy_dir(&format!("{POPULATION_SERVICE_TOML}{NOTES_GRANT}"));
+    let env = Env::start(Options {
+        population_upstream: Some(upstream.url.clone()),
+        policies: Some(policies.path().to_path_buf()),
+        limits: limits.into(),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    (env, upstream, token, policies)
+}
+
+/// The head of a `POST` of a note about example person 0.
+fn note_head(token: &str, extra: &str) -> String {
+    format!(
+        "POST /population/persons/{}/notes HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer {token}\r\ntollbu-purpose: benefit-assessment\r\n{extra}",
+        example_pid(0)
+    )
+}
+
 /// A registry may answer as soon as it has the head, while the gateway's connection to it is
 /// still sending the body. A caller whose body is complete but arrives in parts is then served,
 /// and its record has the digest of the whole body; it used to get 400 and a `deny` record for
 /// a request the registry had executed.
 #[tokio::test]
 async fn a_body_still_arriving_when_the_registry_answers_is_read_to_its_end() {
-    let upstream = RecordingUpstream::start(UpstreamBehaviour::PersonBodyUnread).await;
-    let env = Env::start(Options {
-        population_upstream: Some(upstream.url.clone()),
-        ..Options::default()
-    })
-    .await;
-    let token = env.token("demo-welfare", "demo:population", &[]).await;
-    let path = format!("/population/persons/{}", example_pid(0));
+    let (env, _upstream, token, _policies) =
+        env_with_notes(UpstreamBehaviour::PersonBodyUnread, "").await;
     let body = vec![b'a'; 3000];
     let mut stream = TcpStream::connect(addr_of(&env.base())).await.unwrap();
-    let head = format!(
-        "{}x-request-id: early-1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        request_head(&path, &token, ""),
-        body.len()
+    let head = note_head(
+        &token,
+        &format!(
+            "x-request-id: early-1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        ),
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body[..1000]).await.unwrap();
@@ -826,18 +848,15 @@ async fn a_body_still_arriving_when_the_registry_answers_is_read_to_its_end() {
 /// (`error`, with the registry's status), not that the policy refused it.
 #[tokio::test]
 async fn a_body_that_breaks_after_forwarding_is_recorded_as_an_error_with_the_registry_status() {
-    let upstream = RecordingUpstream::start(UpstreamBehaviour::PersonBodyUnread).await;
-    let env = Env::start(Options {
-        population_upstream: Some(upstream.url.clone()),
-        ..short_header_read_timeout()
-    })
+    let (env, _upstream, token, _policies) = env_with_notes(
+        UpstreamBehaviour::PersonBodyUnread,
+        "header_read_timeout_ms = 400\n",
+    )
     .await;
-    let token = env.token("demo-welfare", "demo:population", &[]).await;
-    let path = format!("/population/persons/{}", example_pid(0));
     let mut stream = TcpStream::connect(addr_of(&env.base())).await.unwrap();
-    let head = format!(
-        "{}x-request-id: broken-1\r\ncontent-length: 3000\r\n\r\n",
-        request_head(&path, &token, "")
+    let head = note_head(
+        &token,
+        "x-request-id: broken-1\r\ncontent-length: 3000\r\n\r\n",
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&[b'a'; 1000]).await.unwrap();
@@ -852,4 +871,50 @@ async fn a_body_that_breaks_after_forwarding_is_recorded_as_an_error_with_the_re
     assert_eq!(record["decision"], "error");
     assert_eq!(record["reason"], "bad_request");
     assert_eq!(record["upstream_status"], 200);
+}
+
+/// `GET` and `HEAD` content has no meaning (RFC 9110 §9.3.1) and no decision looked at it, yet a
+/// registry could act on it (a search body naming another person): any byte of it refuses the
+/// request before the registry is called. An empty body, however framed, is no body.
+#[tokio::test]
+async fn content_on_a_get_is_refused_and_never_reaches_the_registry() {
+    let (env, upstream, token) = env_with_recorder(Options::default()).await;
+    let addr = addr_of(&env.base());
+    let path = format!("/population/persons/{}", example_pid(0));
+    let search = format!(r#"{{"pid":"{}"}}"#, example_pid(1));
+    for framing in [
+        format!("content-length: {}\r\n\r\n{search}", search.len()),
+        format!(
+            "transfer-encoding: chunked\r\n\r\n{:x}\r\n{search}\r\n0\r\n\r\n",
+            search.len()
+        ),
+    ] {
+        let request = format!(
+            "{}connection: close\r\n{framing}",
+            request_head(&path, &token, "")
+        );
+        let outcome = raw_exchange(addr, request.as_bytes(), WAIT).await;
+        assert_eq!(outcome.statuses(), [400], "{}", outcome.text());
+        assert!(
+            outcome.text().contains("carries no body"),
+            "{}",
+            outcome.text()
+        );
+    }
+    assert!(
+        upstream.seen().is_empty(),
+        "forwarded: {:?}",
+        upstream.seen()
+    );
+    for empty in [
+        "content-length: 0\r\n\r\n",
+        "transfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let request = format!(
+            "{}connection: close\r\n{empty}",
+            request_head(&path, &token, "")
+        );
+        let outcome = raw_exchange(addr, request.as_bytes(), WAIT).await;
+        assert_eq!(outcome.statuses(), [200], "{empty}: {}", outcome.text());
+    }
 }
