@@ -536,12 +536,26 @@ fn retention_of_an_old_backlog_reads_only_where_each_segment_starts() {
         Record::timestamp(long_ago + time::Duration::seconds(i as i64))
     });
     let segments = t.segments();
-    // Damage a byte in the middle of the second segment: reading it through would fail.
-    let damaged = &segments[1];
-    let mut bytes = std::fs::read(damaged).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x20;
-    std::fs::write(damaged, &bytes).unwrap();
+    // Damage a record in the middle of an early segment: reading it through would fail, while
+    // where it starts (all the backlog shortcut reads) stays readable. Segments differ in length
+    // (a growing first segment gives way to a spare as soon as one is ready), so the segment is
+    // chosen by its frames, not by its place or its size.
+    let (damaged, middle) = segments[1..segments.len() / 2]
+        .iter()
+        .find_map(|path| {
+            let mut reader = tollbu_audit::segment::FrameReader::open(path).unwrap();
+            let mut offsets = Vec::new();
+            while let tollbu_audit::segment::FrameRead::Frame { offset, .. } =
+                reader.next_frame().unwrap()
+            {
+                offsets.push(offset);
+            }
+            (offsets.len() >= 3).then(|| (path.clone(), offsets[offsets.len() / 2] + 20))
+        })
+        .expect("an early segment of three records or more");
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    bytes[middle as usize] ^= 0x20;
+    std::fs::write(&damaged, &bytes).unwrap();
     // What a sweep interrupted by a crash leaves: a segment renamed out of the log, half shrunk.
     let leftover = dir
         .path()
