@@ -150,35 +150,39 @@ where
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Some(Err(Box::new(Consumed))));
         };
-        let polled = match Pin::new(&mut *inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                let mut hashing = lock(&this.digest.hashing);
+        let Poll::Ready(polled) = Pin::new(&mut *inner).poll_frame(cx) else {
+            return Poll::Pending;
+        };
+        let mut hashing = lock(&this.digest.hashing);
+        let polled = match polled {
+            Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref()
                     && !hashing.take(data)
                 {
-                    Poll::Ready(Some(Err(Box::new(TooLarge(hashing.limit)) as BodyError)))
+                    Some(Err(Box::new(TooLarge(hashing.limit)) as BodyError))
                 } else {
                     // Senders stop polling once the body says it has ended.
                     if inner.is_end_stream() {
                         hashing.finish();
                     }
-                    Poll::Ready(Some(Ok(frame)))
+                    Some(Ok(frame))
                 }
             }
-            Poll::Ready(Some(Err(error))) => {
-                lock(&this.digest.hashing).fail();
-                Poll::Ready(Some(Err(error.into())))
+            Some(Err(error)) => {
+                hashing.fail();
+                Some(Err(error.into()))
             }
-            Poll::Ready(None) => {
-                lock(&this.digest.hashing).finish();
-                Poll::Ready(None)
+            None => {
+                hashing.finish();
+                None
             }
-            Poll::Pending => return Poll::Pending,
         };
-        if lock(&this.digest.hashing).outcome.is_some() {
+        let settled = hashing.outcome.is_some();
+        drop(hashing);
+        if settled {
             this.digest.settled.notify_one();
         }
-        polled
+        Poll::Ready(polled)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -22,17 +22,3 @@ pub const VERIFIED_CLIENT_ID: HeaderName = HeaderName::from_static("tollbu-verif
 pub const VERIFIED_GRANT: HeaderName = HeaderName::from_static("tollbu-verified-grant");
 /// The purpose the request was allowed for.
 pub const VERIFIED_PURPOSE: HeaderName = HeaderName::from_static("tollbu-verified-purpose");
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the de-facto ones; removed in
-/// both directions, together with any header named in `Connection`.
-pub const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];

@@ -14,14 +14,21 @@ use tollbu_policy::FieldFilter;
 
 use crate::error::Problem;
 
-/// Registry headers a caller may see besides `Content-Type`. Everything else stays behind the
-/// gateway: `Server`, `Set-Cookie`, `Location`, a registry's own diagnostics, and the validators
-/// (`ETag`, `Last-Modified`), which describe the registry's whole record rather than the fields
-/// released (an ETag that hashes the record lets a caller test guesses at the withheld fields).
-const ANSWER_HEADERS: [header::HeaderName; 1] = [header::RETRY_AFTER];
+/// Every registry header the gateway reads ([`minimise`]) or passes on ([`answer_headers`]);
+/// the upstream client keeps only these.
+pub const ANSWER_HEADERS_USED: [header::HeaderName; 4] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_RANGE,
+    header::CONTENT_ENCODING,
+    header::RETRY_AFTER,
+];
 
-/// The registry's headers the caller gets. `Content-Type` keeps only its media type: its
-/// parameters are free text, and the filter's output is UTF-8 JSON in any case.
+/// The registry's headers the caller gets: its media type and `Retry-After`. `Content-Type`
+/// keeps only its media type: its parameters are free text, and the filter's output is UTF-8 JSON
+/// in any case. Everything else stays behind the gateway: `Server`, `Set-Cookie`, `Location`, a
+/// registry's own diagnostics, and the validators (`ETag`, `Last-Modified`), which describe the
+/// registry's whole record rather than the fields released (an ETag that hashes the record lets
+/// a caller test guesses at the withheld fields).
 pub fn answer_headers(registry: &HeaderMap) -> HeaderMap {
     let mut kept = HeaderMap::new();
     if let Some(media_type) = registry
@@ -32,10 +39,8 @@ pub fn answer_headers(registry: &HeaderMap) -> HeaderMap {
     {
         kept.insert(header::CONTENT_TYPE, media_type);
     }
-    for name in ANSWER_HEADERS {
-        for value in registry.get_all(&name) {
-            kept.append(name.clone(), value.clone());
-        }
+    for value in registry.get_all(header::RETRY_AFTER) {
+        kept.append(header::RETRY_AFTER, value.clone());
     }
     kept
 }

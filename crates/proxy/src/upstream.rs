@@ -14,7 +14,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 
-use crate::headers::{self as names, HOP_BY_HOP};
+use crate::headers as names;
 use crate::http_client::{HttpClient, OutboundBody};
 
 /// One configured registry.
@@ -215,9 +215,6 @@ impl Upstream {
                     UpstreamError::Unreachable(e.to_string())
                 }
             })?;
-            let mut headers = parts.headers;
-            strip_hop_by_hop(&mut headers);
-            headers.remove(header::CONTENT_LENGTH);
             let body = collected.to_bytes();
             let body = if body.len() <= DETACH_MAX_BYTES {
                 Bytes::copy_from_slice(&body)
@@ -226,7 +223,7 @@ impl Upstream {
             };
             Ok(UpstreamResponse {
                 status: parts.status,
-                headers: detached_headers(headers),
+                headers: kept_answer_headers(&parts.headers),
                 body,
             })
         };
@@ -244,26 +241,29 @@ impl Upstream {
 /// is not copied.
 const DETACH_MAX_BYTES: usize = 64 * 1024;
 
-/// `headers` with every value in its own allocation (see [`DETACH_MAX_BYTES`]).
-fn detached_headers(headers: HeaderMap) -> HeaderMap {
-    let mut detached = HeaderMap::with_capacity(headers.len());
-    let mut name: Option<HeaderName> = None;
-    // A map's values come grouped by name; the name is given with the first.
-    for (next_name, value) in headers {
-        if next_name.is_some() {
-            name = next_name;
+/// Of the registry's headers, those the gateway reads or passes on
+/// ([`crate::minimise::ANSWER_HEADERS_USED`]) and `Connection` does not name as hop-by-hop, each
+/// value in its own allocation (see [`DETACH_MAX_BYTES`]). The others are dropped on arrival:
+/// none of them reaches the caller.
+fn kept_answer_headers(registry: &HeaderMap) -> HeaderMap {
+    let hop_by_hop = connection_named(registry);
+    let mut kept = HeaderMap::new();
+    for name in crate::minimise::ANSWER_HEADERS_USED {
+        if hop_by_hop.contains(&name) {
+            continue;
         }
-        let Some(name) = &name else { continue };
-        let copy = match HeaderValue::from_bytes(value.as_bytes()) {
-            Ok(mut copy) => {
-                copy.set_sensitive(value.is_sensitive());
-                copy
-            }
-            Err(_) => value,
-        };
-        detached.append(name.clone(), copy);
+        for value in registry.get_all(&name) {
+            let copy = match HeaderValue::from_bytes(value.as_bytes()) {
+                Ok(mut copy) => {
+                    copy.set_sensitive(value.is_sensitive());
+                    copy
+                }
+                Err(_) => value.clone(),
+            };
+            kept.append(name.clone(), copy);
+        }
     }
-    detached
+    kept
 }
 
 /// The few caller headers a registry needs to shape its answer or read a
@@ -336,16 +336,6 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-/// Removes hop-by-hop headers and every header that `Connection` names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in connection_named(headers) {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -363,9 +353,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn detached_headers_keep_every_value_and_release_the_read_buffer() {
+    fn kept_answer_headers_are_the_used_ones_each_released_from_the_read_buffer() {
         // As hyper hands them out: every value a slice of the connection's read buffer.
-        let buffer = Bytes::from(b"application/json|a=1|b=2|secret".to_vec());
+        let buffer = Bytes::from(b"application/json|a=1|b=2|secret|30|gzip".to_vec());
         let value = |from: usize, to: usize| {
             HeaderValue::from_maybe_shared(buffer.slice(from..to)).unwrap()
         };
@@ -375,17 +365,28 @@ mod tests {
         headers.append(header::SET_COOKIE, value(21, 24));
         let mut secret = value(25, 31);
         secret.set_sensitive(true);
-        headers.append("x-registry-token", secret);
+        headers.append(header::RETRY_AFTER, secret);
+        headers.append(header::RETRY_AFTER, value(32, 34));
+        headers.append(header::CONTENT_ENCODING, value(35, 39));
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_static("content-encoding"),
+        );
         assert!(!buffer.is_unique());
 
-        let detached = detached_headers(headers);
+        let kept = kept_answer_headers(&headers);
+        drop(headers);
         assert!(buffer.is_unique(), "a value still shares the read buffer");
-        assert_eq!(detached.len(), 4);
-        assert_eq!(detached[header::CONTENT_TYPE], "application/json");
-        let cookies: Vec<_> = detached.get_all(header::SET_COOKIE).iter().collect();
-        assert_eq!(cookies, ["a=1", "b=2"]);
-        assert_eq!(detached["x-registry-token"], "secret");
-        assert!(detached["x-registry-token"].is_sensitive());
+        assert_eq!(kept.len(), 3, "{kept:?}");
+        assert_eq!(kept[header::CONTENT_TYPE], "application/json");
+        let retry: Vec<_> = kept.get_all(header::RETRY_AFTER).iter().collect();
+        assert_eq!(retry, ["secret", "30"]);
+        assert!(kept[header::RETRY_AFTER].is_sensitive());
+        assert!(kept.get(header::SET_COOKIE).is_none());
+        assert!(
+            kept.get(header::CONTENT_ENCODING).is_none(),
+            "named in Connection: hop-by-hop"
+        );
     }
 
     /// What the gateway asserts for consumer 310000019 calling from 127.0.0.1 over `scheme`.
