@@ -54,13 +54,26 @@ pub fn is_valid_pid(pid: &str) -> bool {
         && mod11_check_digit(&d[..10], &PID_WEIGHTS_2) == Some(d[10])
 }
 
-/// True when any 11 consecutive ASCII digits in `text` form a valid national identity number:
-/// for free text (a caller's request id) that must not carry a person's number into a log.
+/// True when any 11 consecutive ASCII digits in `text` form a valid national identity number,
+/// reading past the separators people write a number with (`020284-04827`, `020284.04827`,
+/// `020284_04827`, `020284:04827`, a space): for free text (a caller's request id) that must not
+/// carry a person's number into a log.
 pub fn contains_pid(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    bytes.windows(11).any(|window| {
-        window.iter().all(u8::is_ascii_digit) && std::str::from_utf8(window).is_ok_and(is_valid_pid)
-    })
+    let mut window = [0u8; 11];
+    let mut filled = 0usize;
+    for byte in text.bytes() {
+        if byte.is_ascii_digit() {
+            window.copy_within(1.., 0);
+            window[10] = byte;
+            filled += 1;
+            if filled >= 11 && std::str::from_utf8(&window).is_ok_and(is_valid_pid) {
+                return true;
+            }
+        } else if !b"-_.: ".contains(&byte) {
+            filled = 0;
+        }
+    }
+    false
 }
 
 /// Completes nine digits into an 11-digit identity number by appending both
@@ -116,6 +129,16 @@ mod tests {
         assert!(!contains_pid("01819010002"));
         assert!(!contains_pid("0181901000"));
         assert!(!contains_pid("4f1c2a9e-6d3b-4b8a-9c1e-123456789012"));
+        for written in [
+            "018190-10001",
+            "018190.10001",
+            "case_018190_10001",
+            "01:81:90:100:01",
+            "018190 10001",
+        ] {
+            assert!(contains_pid(written), "{written}");
+        }
+        assert!(!contains_pid("018190x10001"), "a letter ends the run");
     }
 
     #[test]
