@@ -4,7 +4,7 @@
 //! error answer becomes the gateway's own problem document with the registry's
 //! status and problem `type`, never its free text; a redirect, a byte range and an
 //! encoded body are refused. Of the registry's headers only the media type and
-//! `Retry-After` pass.
+//! (on a 429 or 503) `Retry-After` pass, each only in its plain form.
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -23,26 +23,52 @@ pub const ANSWER_HEADERS_USED: [header::HeaderName; 4] = [
     header::RETRY_AFTER,
 ];
 
-/// The registry's headers the caller gets: its media type and `Retry-After`. `Content-Type`
-/// keeps only its media type: its parameters are free text, and the filter's output is UTF-8 JSON
-/// in any case. Everything else stays behind the gateway: `Server`, `Set-Cookie`, `Location`, a
-/// registry's own diagnostics, and the validators (`ETag`, `Last-Modified`), which describe the
-/// registry's whole record rather than the fields released (an ETag that hashes the record lets
-/// a caller test guesses at the withheld fields).
-pub fn answer_headers(registry: &HeaderMap) -> HeaderMap {
+/// The registry's headers the caller gets: its media type and, on a 429 or 503, `Retry-After`.
+/// `Content-Type` keeps only its media type, and only one without a run of six digits: its
+/// parameters and subtype are free text a registry could fill with an identity number, and the
+/// filter's output is UTF-8 JSON in any case. `Retry-After` passes only as what RFC 9110 §10.2.3
+/// allows (a number of seconds or an HTTP-date), for the same reason. Everything else stays
+/// behind the gateway: `Server`, `Set-Cookie`, `Location`, a registry's own diagnostics, and the
+/// validators (`ETag`, `Last-Modified`), which describe the registry's whole record rather than
+/// the fields released (an ETag that hashes the record lets a caller test guesses at the withheld
+/// fields).
+pub fn answer_headers(status: StatusCode, registry: &HeaderMap) -> HeaderMap {
     let mut kept = HeaderMap::new();
     if let Some(media_type) = registry
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(media_type)
+        .filter(|m| !has_digit_run(m, 6))
         .and_then(|m| header::HeaderValue::from_str(&m).ok())
     {
         kept.insert(header::CONTENT_TYPE, media_type);
     }
-    for value in registry.get_all(header::RETRY_AFTER) {
-        kept.append(header::RETRY_AFTER, value.clone());
+    let waits =
+        status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
+    if let Some(retry_after) = registry
+        .get(header::RETRY_AFTER)
+        .filter(|v| waits && v.to_str().is_ok_and(is_retry_after))
+    {
+        kept.insert(header::RETRY_AFTER, retry_after.clone());
     }
     kept
+}
+
+/// RFC 9110 §10.2.3: `delay-seconds` (digits; ten at most here) or an HTTP-date.
+fn is_retry_after(value: &str) -> bool {
+    let value = value.trim();
+    (!value.is_empty() && value.len() <= 10 && value.bytes().all(|b| b.is_ascii_digit()))
+        || httpdate::parse_http_date(value).is_ok()
+}
+
+/// True when `text` holds `run` ASCII digits in a row (an identity number holds eleven, an
+/// organisation number nine).
+fn has_digit_run(text: &str, run: usize) -> bool {
+    let mut digits = 0;
+    text.bytes().any(|b| {
+        digits = if b.is_ascii_digit() { digits + 1 } else { 0 };
+        digits >= run
+    })
 }
 
 /// `type/subtype` of a `Content-Type` value, lowercased; `None` unless both are RFC 9110 tokens.
@@ -148,12 +174,7 @@ fn reduce_error_body(status: StatusCode, body: &[u8]) -> Bytes {
 /// A problem `type` safe to pass on: a short URI of printable ASCII without a run of six digits
 /// (an identity or organisation number would be one).
 fn is_plain_problem_type(t: &str) -> bool {
-    let mut digits = 0;
-    t.len() <= 200
-        && t.bytes().all(|b| {
-            digits = if b.is_ascii_digit() { digits + 1 } else { 0 };
-            b.is_ascii_graphic() && digits < 6
-        })
+    t.len() <= 200 && t.bytes().all(|b| b.is_ascii_graphic()) && !has_digit_run(t, 6)
 }
 
 #[cfg(test)]
@@ -222,11 +243,40 @@ mod tests {
             ("retry-after", "30"),
             ("server", "registry/1.0"),
         ]);
-        let kept = answer_headers(&registry);
+        let kept = answer_headers(StatusCode::SERVICE_UNAVAILABLE, &registry);
         assert_eq!(kept.len(), 2, "{kept:?}");
         assert_eq!(kept[header::CONTENT_TYPE], "application/json");
         assert_eq!(kept[header::RETRY_AFTER], "30");
         let odd = headers(&[("content-type", "json")]);
-        assert!(answer_headers(&odd).is_empty());
+        assert!(answer_headers(StatusCode::OK, &odd).is_empty());
+    }
+
+    #[test]
+    fn free_text_in_a_media_type_or_retry_after_stays_behind() {
+        let registry = headers(&[
+            ("content-type", "application/x-person-05885624741+json"),
+            ("retry-after", "later, ask for 05885624741"),
+        ]);
+        for status in [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE] {
+            assert!(
+                answer_headers(status, &registry).is_empty(),
+                "{status}: {:?}",
+                answer_headers(status, &registry)
+            );
+        }
+        let date = headers(&[("retry-after", "Wed, 21 Oct 2026 07:28:00 GMT")]);
+        assert_eq!(
+            answer_headers(StatusCode::TOO_MANY_REQUESTS, &date)[header::RETRY_AFTER],
+            "Wed, 21 Oct 2026 07:28:00 GMT"
+        );
+        let seconds = headers(&[("retry-after", "120")]);
+        assert!(
+            answer_headers(StatusCode::OK, &seconds).is_empty(),
+            "Retry-After means nothing on a 200"
+        );
+        assert_eq!(
+            answer_headers(StatusCode::TOO_MANY_REQUESTS, &seconds)[header::RETRY_AFTER],
+            "120"
+        );
     }
 }

@@ -496,7 +496,7 @@ where
     outcome.record.reason = None;
     let mut response = Response::new(Full::new(body.clone()));
     *response.status_mut() = answer.status;
-    *response.headers_mut() = crate::minimise::answer_headers(&answer.headers);
+    *response.headers_mut() = crate::minimise::answer_headers(answer.status, &answer.headers);
     if !answer.status.is_success() {
         response.headers_mut().remove(header::CONTENT_TYPE);
         if !body.is_empty() {
