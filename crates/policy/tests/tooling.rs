@@ -63,6 +63,39 @@ consent = [{ consented = 2026-05-01T00:00:00Z, valid_to = 2026-08-01T00:00:00Z, 
 }
 
 #[test]
+fn a_path_copied_with_its_query_is_routed_as_the_gateway_routes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = dir.path().join("req.toml");
+    let case = |extra: &str| {
+        format!(
+            r#"now = 2026-06-01T12:00:00Z
+service = "population"
+path = "/persons/01819010001?ssn=15898510015"
+{extra}purpose = "benefit-assessment"
+[caller]
+consumer = "310000019"
+scopes = ["demo:population"]
+"#
+        )
+    };
+    std::fs::write(&req, case("")).unwrap();
+    let r = tooling::explain_file(&repo_policies(), &req);
+    assert!(r.ok, "{}", r.text);
+    assert_eq!(
+        r.text,
+        "routing: undeclared-query-parameter (`ssn`) (no policy decision is made)\n"
+    );
+    std::fs::write(&req, case("query = \"x=1\"\n")).unwrap();
+    let r = tooling::explain_file(&repo_policies(), &req);
+    assert!(!r.ok, "{}", r.text);
+    assert!(
+        r.text.contains("put the whole query in `query`"),
+        "{}",
+        r.text
+    );
+}
+
+#[test]
 fn check_refuses_a_broken_directory_with_locations() {
     let dir = tempfile::tempdir().unwrap();
     copy_policies(dir.path());

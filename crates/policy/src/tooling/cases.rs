@@ -335,7 +335,19 @@ fn prepare(set: &PolicySet, c: &CaseDecl, file_now: Option<&Datetime>) -> Result
         .or(file_now)
         .ok_or("    error: no `now`: set it at the top of the file or in the case")?;
     let now = to_unix(now).ok_or("    error: `now` must be a date, time and UTC offset")?;
-    let m = match set.match_operation(&c.service, &c.method, &c.path, c.query.as_deref()) {
+    // A path copied from a URL carries its query: the gateway sees the two apart, and so must
+    // the routing here (the query's parameters would otherwise end up inside a path parameter).
+    let (path, query) = match (c.path.split_once('?'), c.query.as_deref()) {
+        (None, query) => (c.path.as_str(), query),
+        (Some((path, query)), None) => (path, Some(query)),
+        (Some(_), Some(_)) => {
+            return Err(
+                "    error: `path` holds a `?` and `query` is set too: put the whole query in `query`"
+                    .to_owned(),
+            );
+        }
+    };
+    let m = match set.match_operation(&c.service, &c.method, path, query) {
         OperationMatch::UnknownService => return Ok(Prepared::Route(Outcome::UnknownService)),
         OperationMatch::UnknownOperation => return Ok(Prepared::Route(Outcome::UnknownOperation)),
         OperationMatch::UndeclaredQueryParameter { parameter, .. } => {
