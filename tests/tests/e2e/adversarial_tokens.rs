@@ -980,6 +980,22 @@ fn cases(env: &Env, second: &IssuerHandle) -> Vec<Case> {
         json!([bad_validto]),
         Expect::Invalid("bad_authorization_details"),
     );
+    // The consent id is recorded verbatim: one that names a person or holds a line break would
+    // put the number in clear into the log, or bend the record.
+    let mut pid_as_id = entry0.clone();
+    pid_as_id["id"] = json!(tollbu_devkit::people::example_pid(3));
+    consent(
+        "consent id holding an identity number",
+        json!([pid_as_id]),
+        Expect::Invalid("bad_authorization_details"),
+    );
+    let mut control_in_id = entry0.clone();
+    control_in_id["id"] = json!("abc\ndef");
+    consent(
+        "consent id holding a line break",
+        json!([control_in_id]),
+        Expect::Invalid("bad_authorization_details"),
+    );
     let mut wrong_resource_type = entry0;
     wrong_resource_type["consentRights"][0]["resource"][0]["type"] = json!("urn:example:resource");
     consent(

@@ -209,7 +209,7 @@ fn parse_consent(entry: &Value) -> Result<Consent, TokenFault> {
         .map_err(|_| TokenFault::BadAuthorizationDetails)?;
     let consented = rfc3339_seconds(&raw.consented)?;
     let valid_to = rfc3339_seconds(&raw.valid_to)?;
-    if raw.id.is_empty() || raw.id.len() > 128 {
+    if !is_recordable_id(&raw.id, MAX_CONSENT_ID_CHARS) {
         return Err(TokenFault::BadAuthorizationDetails);
     }
     let mut rights = Vec::with_capacity(raw.consent_rights.len());
@@ -255,16 +255,26 @@ fn rfc3339_seconds(text: &str) -> Result<i64, TokenFault> {
 
 /// Longest `client_id` accepted; Maskinporten's are UUIDs or short names.
 const MAX_CLIENT_ID_CHARS: usize = 256;
+/// Longest consent `id` accepted; Altinn's are UUIDs.
+const MAX_CONSENT_ID_CHARS: usize = 128;
 
-/// `client_id` is recorded and passed to the registry in a header: printable ASCII only, so that
-/// neither the audit record nor the header the registry relies on can be bent by control
-/// characters (a header that cannot carry the value would silently go missing).
+/// `client_id` is recorded and passed to the registry in a header: see [`is_recordable_id`].
 pub fn check_client_id(client_id: &str) -> Result<(), TokenFault> {
-    let printable = client_id.bytes().all(|b| b.is_ascii_graphic());
-    if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_CHARS || !printable {
+    if !is_recordable_id(client_id, MAX_CLIENT_ID_CHARS) {
         return Err(TokenFault::BadClaims);
     }
     Ok(())
+}
+
+/// An identifier from the token that the audit record (and a header to the registry) carries
+/// verbatim: printable ASCII only, so that neither can be bent by control characters (a header
+/// that cannot carry the value would silently go missing), and no identity number, which the
+/// record holds only as a pseudonym.
+fn is_recordable_id(id: &str, max_chars: usize) -> bool {
+    !id.is_empty()
+        && id.len() <= max_chars
+        && id.bytes().all(|b| b.is_ascii_graphic())
+        && !ids::contains_pid(id)
 }
 
 /// `scope` is scope tokens separated by single spaces (RFC 6749 §3.3); each token printable
@@ -384,6 +394,30 @@ mod tests {
         ] {
             assert!(claims(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ids_recorded_verbatim_are_printable_and_carry_no_identity_number() {
+        for bad in [
+            "",
+            "abc\ndef",
+            "café",
+            "05885624741",
+            "case-058856-24741",
+            " c-1",
+        ] {
+            assert_eq!(check_client_id(bad), Err(TokenFault::BadClaims), "{bad:?}");
+            assert!(!is_recordable_id(bad, MAX_CONSENT_ID_CHARS), "{bad:?}");
+        }
+        for good in [
+            "c-1",
+            "0b6a3c5e-7f5a-4a1e-9a43-2b7f1e0c9d11",
+            "oidc_310000019",
+        ] {
+            assert_eq!(check_client_id(good), Ok(()), "{good:?}");
+            assert!(is_recordable_id(good, MAX_CONSENT_ID_CHARS), "{good:?}");
+        }
+        assert!(!is_recordable_id(&"a".repeat(129), MAX_CONSENT_ID_CHARS));
     }
 
     fn binding(cnf: &str) -> Result<Option<[u8; 32]>, TokenFault> {
