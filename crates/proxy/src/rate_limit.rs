@@ -4,16 +4,17 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use moka::Expiry;
 use moka::sync::Cache;
 
 /// Most buckets held at once.
 const MAX_BUCKETS: u64 = 100_000;
-/// A bucket idle this long is dropped (it would be full again anyway).
-const BUCKET_IDLE: Duration = Duration::from_secs(3600);
 
 /// A limit: `requests` per `per_seconds`, bursting up to `requests`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,36 +30,98 @@ pub enum Verdict {
     Limited { retry_after_secs: u64 },
 }
 
-/// Buckets keyed by the policy's rate key (grant and consumer) and the limit.
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// A consumer's bucket under one grant, with the limit it was sized for: a reload that changes
+/// the limit carries what was used over into a bucket of the new size.
+struct Bucket {
+    limit: Limit,
+    limiter: Limiter,
+}
+
+/// A bucket idle for its whole window is full again, so it may go then, and not before: a
+/// fixed idle time shorter than a window (limits run up to a day) would hand a consumer a full
+/// bucket early.
+struct IdleForItsWindow;
+
+impl IdleForItsWindow {
+    fn window(bucket: &Bucket) -> Duration {
+        Duration::from_secs(u64::from(bucket.limit.per_seconds.max(1)) + 1)
+    }
+}
+
+impl Expiry<String, Arc<Bucket>> for IdleForItsWindow {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        bucket: &Arc<Bucket>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(Self::window(bucket))
+    }
+
+    fn expire_after_read(
+        &self,
+        _: &String,
+        bucket: &Arc<Bucket>,
+        _: Instant,
+        _: Option<Duration>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(Self::window(bucket))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        bucket: &Arc<Bucket>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(Self::window(bucket))
+    }
+}
+
+/// Buckets keyed by the policy's rate key (grant and consumer).
 pub struct RateLimits {
-    buckets: Cache<(String, Limit), Arc<DefaultDirectRateLimiter>>,
+    buckets: Cache<String, Arc<Bucket>>,
     clock: DefaultClock,
 }
 
 impl Default for RateLimits {
     fn default() -> Self {
-        RateLimits {
-            buckets: Cache::builder()
-                .max_capacity(MAX_BUCKETS)
-                .time_to_idle(BUCKET_IDLE)
-                .build(),
-            clock: DefaultClock::default(),
-        }
+        RateLimits::with_capacity(MAX_BUCKETS)
     }
 }
 
 impl RateLimits {
+    fn with_capacity(max_buckets: u64) -> Self {
+        RateLimits {
+            buckets: Cache::builder()
+                .max_capacity(max_buckets)
+                .expire_after(IdleForItsWindow)
+                .build(),
+            clock: DefaultClock::default(),
+        }
+    }
+
     /// Takes one request from the bucket of `key` (one per consumer and grant).
     pub fn check(&self, key: &str, limit: Limit) -> Verdict {
         let Some(quota) = quota(limit) else {
             return Verdict::Allowed;
         };
-        let key = (key.to_owned(), limit);
-        let bucket = self
-            .buckets
-            .get_with(key, || Arc::new(RateLimiter::direct(quota)));
-        match bucket.check() {
-            Ok(()) => Verdict::Allowed,
+        let mut bucket = self.buckets.get_with_by_ref(key, || {
+            Arc::new(Bucket {
+                limit,
+                limiter: RateLimiter::direct(quota).with_middleware(),
+            })
+        });
+        if bucket.limit != limit {
+            bucket = Arc::new(resized(&bucket, limit, quota));
+            self.buckets.insert(key.to_owned(), Arc::clone(&bucket));
+        }
+        match bucket.limiter.check() {
+            Ok(_) => Verdict::Allowed,
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
                 Verdict::Limited {
@@ -73,6 +136,23 @@ impl RateLimits {
         self.buckets.run_pending_tasks();
         self.buckets.entry_count()
     }
+}
+
+/// A bucket for `limit` that starts with what `old` had used: an operator who lowers a limit
+/// during abuse must not hand the abuser a full new burst, and one who raises it adds the
+/// difference. (Reading `old`'s state takes one of its tokens; it is dropped right after.)
+fn resized(old: &Bucket, limit: Limit, quota: Quota) -> Bucket {
+    let old_left = match old.limiter.check() {
+        Ok(snapshot) => snapshot.remaining_burst_capacity().saturating_add(1),
+        Err(_) => 0,
+    };
+    let used = old.limit.requests.saturating_sub(old_left);
+    let limiter = RateLimiter::direct(quota).with_middleware();
+    if let Some(used) = NonZeroU32::new(used.min(limit.requests)) {
+        // Within the burst by construction, so this cannot be refused for capacity.
+        let _ = limiter.check_n(used);
+    }
+    Bucket { limit, limiter }
 }
 
 fn quota(limit: Limit) -> Option<Quota> {
@@ -115,10 +195,7 @@ mod tests {
 
     #[test]
     fn store_is_bounded() {
-        let limits = RateLimits {
-            buckets: Cache::builder().max_capacity(100).build(),
-            clock: DefaultClock::default(),
-        };
+        let limits = RateLimits::with_capacity(100);
         for i in 0..5_000 {
             limits.check(
                 &format!("g/{i:09}"),
@@ -129,5 +206,54 @@ mod tests {
             );
         }
         assert!(limits.bucket_count() <= 100, "{}", limits.bucket_count());
+    }
+
+    #[test]
+    fn a_changed_limit_starts_from_what_was_used() {
+        let limits = RateLimits::default();
+        let three = Limit {
+            requests: 3,
+            per_seconds: 600,
+        };
+        for key in ["g/310000019", "g/310000027"] {
+            for _ in 0..3 {
+                assert_eq!(limits.check(key, three), Verdict::Allowed);
+            }
+        }
+        let two = Limit {
+            requests: 2,
+            ..three
+        };
+        assert!(
+            matches!(limits.check("g/310000019", two), Verdict::Limited { .. }),
+            "tightened while at the limit: still limited"
+        );
+        let ten = Limit {
+            requests: 10,
+            ..three
+        };
+        let allowed = (0..10)
+            .filter(|_| limits.check("g/310000027", ten) == Verdict::Allowed)
+            .count();
+        assert_eq!(allowed, 7, "raised: the seven more the new limit gives");
+        assert_eq!(
+            limits.bucket_count(),
+            2,
+            "one bucket per consumer and grant"
+        );
+    }
+
+    #[test]
+    fn a_bucket_is_kept_for_its_whole_window() {
+        let day = Limit {
+            requests: 2,
+            per_seconds: 86_400,
+        };
+        let bucket = Bucket {
+            limit: day,
+            limiter: RateLimiter::direct(quota(day).unwrap_or_else(|| panic!("quota")))
+                .with_middleware(),
+        };
+        assert!(IdleForItsWindow::window(&bucket) > Duration::from_secs(86_400));
     }
 }
