@@ -149,7 +149,7 @@ where
                 | Problem::Internal => AuditDecision::Error,
                 _ => AuditDecision::Deny,
             };
-            outcome.record.reason = Some(problem.code().to_owned());
+            outcome.record.reason = Some(problem.reason());
             let mut response = problem.to_response(&request_id);
             // A client that sends an oversized head is not kept talking.
             if problem == Problem::HeadersTooLarge && http1 {
