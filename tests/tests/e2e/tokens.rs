@@ -326,7 +326,9 @@ async fn remembered_tokens_stop_being_accepted_when_they_expire_or_grow_too_old(
     );
     assert_eq!(
         verifier.verify(&token, t0 + 40).await.err(),
-        Some(tollbu_proxy::error::TokenFault::Expired)
+        Some(tollbu_proxy::error::VerifyError::Token(
+            tollbu_proxy::error::TokenFault::Expired
+        ))
     );
 
     // Long-lived token: the maximum age ends it before its expiry does.
@@ -338,7 +340,9 @@ async fn remembered_tokens_stop_being_accepted_when_they_expire_or_grow_too_old(
     assert!(verifier.verify(&token, t0 + 60).await.is_ok());
     assert_eq!(
         verifier.verify(&token, t0 + 61).await.err(),
-        Some(tollbu_proxy::error::TokenFault::TooOld)
+        Some(tollbu_proxy::error::VerifyError::Token(
+            tollbu_proxy::error::TokenFault::TooOld
+        ))
     );
 }
 
