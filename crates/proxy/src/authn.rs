@@ -27,7 +27,7 @@ use serde_json::Value;
 use sha2::Digest;
 use tollbu_policy::Caller;
 
-use crate::error::TokenFault;
+use crate::error::{TokenFault, VerifyError};
 use crate::http_client::HttpClient;
 pub use jwks::{IssuerKeys, JwksError, RefreshReason, parse_jwks};
 
@@ -248,9 +248,9 @@ impl TokenVerifier {
     }
 
     /// Verifies `token` at time `now` (unix seconds).
-    pub async fn verify(&self, token: &str, now: i64) -> Result<Arc<VerifiedCaller>, TokenFault> {
+    pub async fn verify(&self, token: &str, now: i64) -> Result<Arc<VerifiedCaller>, VerifyError> {
         if token.len() > self.max_token_bytes {
-            return Err(TokenFault::TooLarge);
+            return Err(TokenFault::TooLarge.into());
         }
         let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         if let Some(remembered) = self.verified.get(&digest) {
@@ -290,7 +290,7 @@ impl TokenVerifier {
         &self,
         token: &str,
         now: i64,
-    ) -> Result<VerifiedCaller, TokenFault> {
+    ) -> Result<VerifiedCaller, VerifyError> {
         Ok(self.verify_uncached(token, now).await?.0)
     }
 
@@ -301,7 +301,7 @@ impl TokenVerifier {
         &self,
         token: &str,
         now: i64,
-    ) -> Result<(VerifiedCaller, i64, (String, [u8; 32])), TokenFault> {
+    ) -> Result<(VerifiedCaller, i64, (String, [u8; 32])), VerifyError> {
         let parsed = parse_compact(token, self.max_token_bytes)?;
         let iss = parsed
             .payload
@@ -310,11 +310,11 @@ impl TokenVerifier {
             .ok_or(TokenFault::BadClaims)?;
         let issuer = self.issuers.get(iss).ok_or(TokenFault::UntrustedIssuer)?;
         if !issuer.settings.algorithms.contains(&parsed.alg) {
-            return Err(TokenFault::AlgorithmNotAllowed);
+            return Err(TokenFault::AlgorithmNotAllowed.into());
         }
         let key = self.key_for(issuer, &parsed.kid).await?;
         if !key.accepts(parsed.alg) {
-            return Err(TokenFault::AlgorithmNotAllowed);
+            return Err(TokenFault::AlgorithmNotAllowed.into());
         }
         match jsonwebtoken::crypto::verify(
             parsed.signature,
@@ -323,7 +323,7 @@ impl TokenVerifier {
             parsed.alg,
         ) {
             Ok(true) => {}
-            _ => return Err(TokenFault::BadSignature),
+            _ => return Err(TokenFault::BadSignature.into()),
         }
         let checked = check_claims(parsed.payload, &issuer.settings, now)?;
         let settings = &issuer.settings;
@@ -358,7 +358,7 @@ impl TokenVerifier {
         &self,
         issuer: &TrustedIssuer,
         kid: &str,
-    ) -> Result<Arc<jwks::VerificationKey>, TokenFault> {
+    ) -> Result<Arc<jwks::VerificationKey>, VerifyError> {
         if let Some(key) = issuer.keys.get(kid) {
             return Ok(key);
         }
@@ -371,9 +371,11 @@ impl TokenVerifier {
         match issuer.keys.get(kid) {
             Some(key) => Ok(key),
             // Holding no key at all, the gateway cannot say the kid is unknown: it cannot check
-            // any token of this issuer.
-            None if issuer.keys.key_count() == 0 => Err(TokenFault::KeysUnavailable),
-            None => Err(TokenFault::UnknownKey),
+            // any token of this issuer, and the token may be good.
+            None if issuer.keys.key_count() == 0 => Err(VerifyError::KeysUnavailable {
+                retry_after: issuer.keys.refetch_wait(),
+            }),
+            None => Err(TokenFault::UnknownKey.into()),
         }
     }
 }
@@ -794,13 +796,24 @@ mod tests {
         let verifier = verifier_without_keys(Duration::from_secs(600));
         let claims = r#"{"iss":"https://test.maskinporten.no/","scope":"a:b","client_id":"c","consumer":{"authority":"iso6523-actorid-upis","ID":"0192:310000019"},"exp":1100,"iat":1000,"jti":"j"}"#;
         let token = compact(r#"{"alg":"RS256","kid":"k1"}"#, claims);
+        let mut waits = Vec::new();
         for attempt in 0..3 {
-            assert_eq!(
-                verifier.verify(&token, 1000).await.err(),
-                Some(TokenFault::KeysUnavailable),
-                "attempt {attempt}"
+            let error = verifier.verify(&token, 1000).await.err();
+            assert!(
+                matches!(error, Some(VerifyError::KeysUnavailable { .. })),
+                "attempt {attempt}: {error:?}"
             );
+            if let Some(VerifyError::KeysUnavailable { retry_after }) = error {
+                waits.push(retry_after);
+            }
         }
+        // The client is told to come back when a request may fetch the key set again: at the end
+        // of the refetch window that the first attempt's fetch opened.
+        assert!(
+            waits[0] <= Duration::from_secs(600) && waits[0] > Duration::from_secs(590),
+            "{waits:?}"
+        );
+        assert!(waits.is_sorted_by(|a, b| a >= b), "{waits:?}");
         let status = verifier.status();
         assert_eq!(
             status[0].fetches, 1,

@@ -4,6 +4,8 @@
 //! Details of the cause go to the logs only; the client sees the code, the
 //! status and a fixed sentence, never an internal message.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
@@ -21,6 +23,10 @@ pub enum Problem {
     MissingToken,
     /// Token failed validation; the sub-reason is a stable code.
     InvalidToken(TokenFault),
+    /// The gateway holds no key of the token's issuer (its key set could not be fetched), so it
+    /// cannot check the token, which may be good: 503 with `Retry-After`, and no RFC 6750 error,
+    /// which would tell the client to throw the token away.
+    KeysUnavailable { retry_after_secs: u64 },
     /// Token lacks a scope the grant needs: the policy's `scope_missing`,
     /// with RFC 6750's `insufficient_scope` in `WWW-Authenticate`.
     InsufficientScope { message: String },
@@ -79,7 +85,6 @@ pub enum TokenFault {
     BadConsumer,
     BadSupplier,
     BadAuthorizationDetails,
-    KeysUnavailable,
     /// `cnf` names a proof of possession the gateway cannot check (DPoP's `jkt`, `jwk`, …).
     UnsupportedConfirmation,
     /// The token is bound to a client certificate (`cnf.x5t#S256`, RFC 8705 §3) that the
@@ -108,7 +113,6 @@ impl TokenFault {
             TokenFault::BadConsumer => "bad_consumer",
             TokenFault::BadSupplier => "bad_supplier",
             TokenFault::BadAuthorizationDetails => "bad_authorization_details",
-            TokenFault::KeysUnavailable => "keys_unavailable",
             TokenFault::UnsupportedConfirmation => "unsupported_confirmation",
             TokenFault::CertificateMismatch => "certificate_mismatch",
         }
@@ -139,13 +143,53 @@ impl TokenFault {
             TokenFault::BadAuthorizationDetails => {
                 "the token's authorization_details are malformed"
             }
-            TokenFault::KeysUnavailable => "the issuer's keys could not be obtained",
             TokenFault::UnsupportedConfirmation => {
                 "the token is bound to a proof of possession this gateway cannot check"
             }
             TokenFault::CertificateMismatch => {
                 "the token is bound to a client certificate this connection did not present"
             }
+        }
+    }
+}
+
+/// Why token verification gave no caller: the token's fault, or the gateway's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The token is not acceptable; the client needs another.
+    Token(TokenFault),
+    /// The gateway holds no key of the token's issuer, so it cannot check the token; `retry_after`
+    /// is how long until a request may fetch the issuer's key set again.
+    KeysUnavailable { retry_after: Duration },
+}
+
+impl VerifyError {
+    /// The stable code, for traces.
+    pub fn code(self) -> &'static str {
+        match self {
+            VerifyError::Token(fault) => fault.code(),
+            VerifyError::KeysUnavailable { .. } => "keys_unavailable",
+        }
+    }
+}
+
+impl From<TokenFault> for VerifyError {
+    fn from(fault: TokenFault) -> Self {
+        VerifyError::Token(fault)
+    }
+}
+
+impl From<VerifyError> for Problem {
+    fn from(error: VerifyError) -> Self {
+        match error {
+            VerifyError::Token(fault) => Problem::InvalidToken(fault),
+            // Whole seconds, rounded up, and at least one: `Retry-After: 0` invites a busy loop.
+            VerifyError::KeysUnavailable { retry_after } => Problem::KeysUnavailable {
+                retry_after_secs: (retry_after.as_secs()
+                    + u64::from(retry_after.subsec_nanos() > 0))
+                .max(1),
+            },
         }
     }
 }
@@ -180,6 +224,11 @@ impl Problem {
                 "invalid_token",
                 StatusCode::UNAUTHORIZED,
                 "The bearer token is not valid",
+            ),
+            Problem::KeysUnavailable { .. } => (
+                "keys_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The keys of the token's issuer are not available; try again later",
             ),
             Problem::InsufficientScope { .. } => (
                 "scope_missing",
@@ -257,9 +306,20 @@ impl Problem {
         }
     }
 
-    /// The reason code recorded in the audit log and counted in metrics.
+    /// The stable `code` of the problem body.
     pub fn code(&self) -> &'static str {
         self.info().code
+    }
+
+    /// The reason recorded in the audit log and counted in metrics: the `code`, and for a refused
+    /// token its `token_error` after a dot (`invalid_token.certificate_mismatch`), so that the log
+    /// alone tells a stolen or forged token from an expired one. The sub-codes are a fixed set,
+    /// so the metrics' label set stays bounded.
+    pub fn reason(&self) -> String {
+        match self {
+            Problem::InvalidToken(fault) => format!("{}.{}", self.code(), fault.code()),
+            _ => self.code().to_owned(),
+        }
     }
 
     fn detail(&self) -> Option<String> {
@@ -271,13 +331,16 @@ impl Problem {
             Problem::BadRequest(why) => Some((*why).to_owned()),
             Problem::RateLimited {
                 retry_after_secs, ..
-            } => Some(format!("retry after {retry_after_secs} s")),
+            }
+            | Problem::KeysUnavailable { retry_after_secs } => {
+                Some(format!("retry after {retry_after_secs} s"))
+            }
             _ => None,
         }
     }
 
     /// The HTTP answer: problem+json body, plus `WWW-Authenticate` for token
-    /// problems (RFC 6750 §3) and `Retry-After` for rate limits.
+    /// problems (RFC 6750 §3) and `Retry-After` for rate limits and missing keys.
     pub fn to_response(&self, request_id: &str) -> Response<Full<Bytes>> {
         let info = self.info();
         let body = ProblemBody {
@@ -321,6 +384,9 @@ impl Problem {
                         "Bearer realm=\"tollbu\", error=\"insufficient_scope\"",
                     ),
                 );
+            }
+            Problem::KeysUnavailable { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             Problem::RateLimited {
                 retry_after_secs,
@@ -367,7 +433,7 @@ mod tests {
     use super::TokenFault::{self, *};
 
     /// Every fault. The match below stops compiling when a variant is added and not listed here.
-    const ALL: [TokenFault; 20] = [
+    const ALL: [TokenFault; 19] = [
         Malformed,
         TooLarge,
         AlgorithmNotAllowed,
@@ -385,7 +451,6 @@ mod tests {
         BadConsumer,
         BadSupplier,
         BadAuthorizationDetails,
-        KeysUnavailable,
         UnsupportedConfirmation,
         CertificateMismatch,
     ];
@@ -411,7 +476,6 @@ mod tests {
                 | BadConsumer
                 | BadSupplier
                 | BadAuthorizationDetails
-                | KeysUnavailable
                 | UnsupportedConfirmation
                 | CertificateMismatch => {}
             }
@@ -430,5 +494,66 @@ mod tests {
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes.len(), ALL.len(), "each fault has its own code");
+    }
+
+    /// A token the gateway cannot check for want of its issuer's keys is not called bad: 503
+    /// with a whole, non-zero `Retry-After`, no RFC 6750 error, no `token_error`.
+    #[tokio::test]
+    async fn missing_keys_are_503_with_retry_after_and_no_token_error() {
+        use super::{Problem, VerifyError};
+        use http_body_util::BodyExt;
+        use std::time::Duration;
+        for (wait, secs) in [(0, 1), (1_200, 2), (10_000, 10)] {
+            let problem = Problem::from(VerifyError::KeysUnavailable {
+                retry_after: Duration::from_millis(wait),
+            });
+            assert_eq!(
+                problem,
+                Problem::KeysUnavailable {
+                    retry_after_secs: secs
+                }
+            );
+            let response = problem.to_response("r1");
+            assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()["retry-after"], secs.to_string().as_str());
+            assert!(response.headers().get("www-authenticate").is_none());
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes())
+                .unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            assert_eq!(body["code"], "keys_unavailable");
+            assert!(body.get("token_error").is_none(), "{body}");
+            assert_eq!(problem.reason(), "keys_unavailable");
+        }
+        assert_eq!(
+            Problem::from(VerifyError::Token(Expired)),
+            Problem::InvalidToken(Expired)
+        );
+        let readme = include_str!("../../../README.md");
+        assert!(
+            readme.contains("`keys_unavailable` 503 with `Retry-After`"),
+            "README.md lists keys_unavailable as a 503"
+        );
+    }
+
+    /// The audit record and the metrics name the cause of a refused token; the answer's `code`
+    /// stays `invalid_token`, with the cause in `token_error`.
+    #[test]
+    fn a_refused_tokens_reason_names_its_token_error() {
+        use super::Problem;
+        for fault in ALL {
+            let problem = Problem::InvalidToken(fault);
+            assert_eq!(problem.code(), "invalid_token");
+            assert_eq!(problem.reason(), format!("invalid_token.{}", fault.code()));
+        }
+        assert_eq!(Problem::MissingToken.reason(), "missing_token");
+        let denied = Problem::Denied {
+            code: "no_grant",
+            message: String::new(),
+        };
+        assert_eq!(denied.reason(), "no_grant");
     }
 }

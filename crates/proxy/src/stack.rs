@@ -6,7 +6,7 @@
 //! 1. ids       request id and trace context first, so every later answer carries them
 //! 2. route     cheap syntactic refusals before any crypto
 //! 3. authn     token → VerifiedCaller (the only way to get one); a bound token only
-//!    with its client certificate
+//!    with its client certificate; no keys of its issuer is the gateway's failure (503)
 //! 4. operation the policy's operation table gives the path template and subject
 //! 5. decide    policy decision → Allow (grant, fields, rate) or Deny (reason)
 //! 6. rate      after the decision, because the bucket is per (consumer, grant)
@@ -142,14 +142,16 @@ where
         Err(problem) => {
             outcome.record.decision = match problem {
                 _ if outcome.forwarded => AuditDecision::Error,
-                Problem::UpstreamUnreachable
+                // The gateway could not check the token: its failure, not the caller's.
+                Problem::KeysUnavailable { .. }
+                | Problem::UpstreamUnreachable
                 | Problem::UpstreamTimeout
                 | Problem::UpstreamUnfilterable
                 | Problem::UpstreamTooLarge
                 | Problem::Internal => AuditDecision::Error,
                 _ => AuditDecision::Deny,
             };
-            outcome.record.reason = Some(problem.code().to_owned());
+            outcome.record.reason = Some(problem.reason());
             let mut response = problem.to_response(&request_id);
             // A client that sends an oversized head is not kept talking.
             if problem == Problem::HeadersTooLarge && http1 {
@@ -292,9 +294,9 @@ where
     let token = bearer_token(request.headers())?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let authn_step = trace.step("tollbu.authn");
-    let caller: Arc<VerifiedCaller> = state.verifier.verify(token, now).await.map_err(|fault| {
-        authn_step.fail(fault.code());
-        Problem::InvalidToken(fault)
+    let caller: Arc<VerifiedCaller> = state.verifier.verify(token, now).await.map_err(|error| {
+        authn_step.fail(error.code());
+        Problem::from(error)
     })?;
     outcome.record.consumer = Some(format!("0192:{}", caller.consumer()));
     outcome.record.supplier = caller.supplier().map(|s| format!("0192:{s}"));

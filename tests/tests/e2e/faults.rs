@@ -83,44 +83,74 @@ async fn cached_keys_survive_a_failing_key_set_and_new_kids_are_refused() {
     );
 }
 
+/// An issuer whose key set is down (HTTP 500) or garbage when the gateway starts: not ready, and
+/// its tokens, which may well be good, get 503 `keys_unavailable` with `Retry-After` (try again
+/// later), not 401 `invalid_token` (throw the token away), recorded as the gateway's failure.
+/// Once the key set is back, the same token is accepted.
 #[tokio::test]
-async fn readyz_reports_an_issuer_whose_key_set_is_garbage_at_start() {
-    let stub = JwksStub::start(JwksMode::Garbage).await;
-    let env = Env::start(Options {
-        jwks_url: Some(stub.url.clone()),
-        ..Options::default()
-    })
-    .await;
-    let ready = get(&format!("{}/readyz", env.admin()), &[]).await;
-    assert_eq!(
-        ready.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{:?}",
-        ready.body
-    );
-    let body = ready.json();
-    assert_eq!(body["ready"], false);
-    let reasons = body["not_ready"].to_string();
-    assert!(reasons.contains(&env.issuer_url), "{body}");
-    assert!(reasons.contains("no usable keys"), "{body}");
-    let token = env.token("demo-welfare", "demo:population", &[]).await;
-    let answer = env.read_person(&token, Some("no-keys")).await;
-    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        answer.json()["token_error"],
-        "keys_unavailable",
-        "{:?}",
-        answer.body
-    );
+async fn an_issuer_whose_key_set_is_down_or_garbage_at_start_is_not_ready_and_its_tokens_get_503() {
+    for mode in [JwksMode::Error, JwksMode::Garbage] {
+        let stub = JwksStub::start(mode).await;
+        let mut env = Env::start(Options {
+            jwks_url: Some(stub.url.clone()),
+            ..Options::default()
+        })
+        .await;
+        let ready = get(&format!("{}/readyz", env.admin()), &[]).await;
+        assert_eq!(
+            ready.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{mode:?}: {:?}",
+            ready.body
+        );
+        let body = ready.json();
+        assert_eq!(body["ready"], false);
+        let reasons = body["not_ready"].to_string();
+        assert!(reasons.contains(&env.issuer_url), "{mode:?}: {body}");
+        assert!(reasons.contains("no usable keys"), "{mode:?}: {body}");
 
-    stub.set_real(&env.issuer().jwks_url());
-    stub.set_mode(JwksMode::Real);
-    assert_eq!(
-        env.read_person(&token, Some("keys-back")).await.status,
-        StatusCode::OK
-    );
-    let ready = get(&format!("{}/readyz", env.admin()), &[]).await;
-    assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.body);
+        let token = env.token("demo-welfare", "demo:population", &[]).await;
+        let answer = env.read_person(&token, Some("no-keys")).await;
+        let text = String::from_utf8_lossy(&answer.body).to_string();
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{mode:?}: {text}"
+        );
+        assert_eq!(answer.header("content-type"), "application/problem+json");
+        assert_eq!(answer.code(), "keys_unavailable", "{mode:?}: {text}");
+        assert!(answer.json()["token_error"].is_null(), "{mode:?}: {text}");
+        assert!(
+            answer.headers.get("www-authenticate").is_none(),
+            "{mode:?}: no RFC 6750 error, the token is not at fault"
+        );
+        // The test config's jwks_min_refetch_secs is 0: the next request may fetch at once, and
+        // the gateway says the shortest wait it can.
+        assert_eq!(answer.header("retry-after"), "1", "{mode:?}");
+
+        stub.set_real(&env.issuer().jwks_url());
+        stub.set_mode(JwksMode::Real);
+        assert_eq!(
+            env.read_person(&token, Some("keys-back")).await.status,
+            StatusCode::OK,
+            "{mode:?}: the same token once the key set is back"
+        );
+        let ready = get(&format!("{}/readyz", env.admin()), &[]).await;
+        assert_eq!(ready.status, StatusCode::OK, "{mode:?}: {:?}", ready.body);
+
+        env.stop_gateway().await;
+        let records = audit_records(&env.audit_dir());
+        let record = |request_id: &str| {
+            records
+                .iter()
+                .find(|r| r["request_id"] == request_id)
+                .unwrap_or_else(|| panic!("{mode:?}: no record of {request_id}: {records:?}"))
+        };
+        let refused = record("no-keys");
+        assert_eq!(refused["decision"], "error", "{mode:?}: {refused}");
+        assert_eq!(refused["reason"], "keys_unavailable", "{mode:?}: {refused}");
+        assert_eq!(record("keys-back")["decision"], "allow", "{mode:?}");
+    }
 }
 
 #[tokio::test]

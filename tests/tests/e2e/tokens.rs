@@ -61,7 +61,7 @@ fn unsigned(header: Value, claims: &Value) -> String {
 
 #[tokio::test]
 async fn genuine_token_is_accepted_and_forged_ones_are_refused() {
-    let env = Env::start(Options::default()).await;
+    let mut env = Env::start(Options::default()).await;
     let good = forge(&env, json!({}), claims(&env));
     assert_eq!(call(&env, &good).await.status, StatusCode::OK);
 
@@ -69,10 +69,8 @@ async fn genuine_token_is_accepted_and_forged_ones_are_refused() {
     let mut expired = claims(&env);
     expired["iat"] = json!(now() - 300);
     expired["exp"] = json!(now() - 11);
-    assert_invalid(
-        &call(&env, &forge(&env, json!({}), expired)).await,
-        "expired",
-    );
+    let expired = forge(&env, json!({}), expired);
+    assert_invalid(&env.read_person(&expired, Some("expired")).await, "expired");
 
     // Issuer without its trailing slash, and another issuer entirely.
     let mut no_slash = claims(&env);
@@ -93,7 +91,8 @@ async fn genuine_token_is_accepted_and_forged_ones_are_refused() {
     let last = bad_sig.len() - 5;
     bad_sig[last] = if bad_sig[last] == b'A' { b'B' } else { b'A' };
     assert_invalid(
-        &call(&env, &String::from_utf8(bad_sig).unwrap()).await,
+        &env.read_person(&String::from_utf8(bad_sig).unwrap(), Some("bad-signature"))
+            .await,
         "bad_signature",
     );
 
@@ -188,6 +187,32 @@ async fn genuine_token_is_accepted_and_forged_ones_are_refused() {
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(answer.code(), "missing_token");
     assert_eq!(answer.header("www-authenticate"), "Bearer realm=\"tollbu\"");
+
+    // The audit record and the metrics name the sub-code: an officer tells an expired token from
+    // a forged signature without the gateway's logs.
+    let metrics = get(&format!("{}/metrics", env.admin()), &[]).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    for reason in ["invalid_token.expired", "invalid_token.bad_signature"] {
+        assert!(
+            text.contains(&format!(
+                "tollbu_requests_total{{service=\"population\",consumer=\"none\",decision=\"deny\",reason=\"{reason}\",status=\"401\"}} 1"
+            )),
+            "{reason}: {text}"
+        );
+    }
+    env.stop_gateway().await;
+    let records = audit_records(&env.audit_dir());
+    for (request_id, reason) in [
+        ("expired", "invalid_token.expired"),
+        ("bad-signature", "invalid_token.bad_signature"),
+    ] {
+        let record = records
+            .iter()
+            .find(|r| r["request_id"] == request_id)
+            .unwrap_or_else(|| panic!("no record of {request_id}: {records:?}"));
+        assert_eq!(record["decision"], "deny", "{record}");
+        assert_eq!(record["reason"], reason, "{record}");
+    }
 }
 
 #[tokio::test]
@@ -301,7 +326,9 @@ async fn remembered_tokens_stop_being_accepted_when_they_expire_or_grow_too_old(
     );
     assert_eq!(
         verifier.verify(&token, t0 + 40).await.err(),
-        Some(tollbu_proxy::error::TokenFault::Expired)
+        Some(tollbu_proxy::error::VerifyError::Token(
+            tollbu_proxy::error::TokenFault::Expired
+        ))
     );
 
     // Long-lived token: the maximum age ends it before its expiry does.
@@ -313,7 +340,9 @@ async fn remembered_tokens_stop_being_accepted_when_they_expire_or_grow_too_old(
     assert!(verifier.verify(&token, t0 + 60).await.is_ok());
     assert_eq!(
         verifier.verify(&token, t0 + 61).await.err(),
-        Some(tollbu_proxy::error::TokenFault::TooOld)
+        Some(tollbu_proxy::error::VerifyError::Token(
+            tollbu_proxy::error::TokenFault::TooOld
+        ))
     );
 }
 
@@ -551,7 +580,10 @@ async fn a_certificate_bound_token_is_accepted_only_from_a_connection_presenting
         let answers = over_mtls(&env, BANK, http2, &format!("bank-{http2}"), &[&bound]).await;
         assert_invalid(&answers[0], "certificate_mismatch");
     }
-    assert_invalid(&call(&env, &bound).await, "certificate_mismatch");
+    assert_invalid(
+        &env.read_person(&bound, Some("plaintext")).await,
+        "certificate_mismatch",
+    );
     // And still accepted where it belongs: a refusal elsewhere does not spoil it.
     assert_ok(
         &over_mtls(&env, WELFARE, true, "welfare-again", &[&bound]).await[0],
@@ -583,12 +615,14 @@ async fn a_certificate_bound_token_is_accepted_only_from_a_connection_presenting
     );
     assert_ok(&call(&env, &bearer).await, "bearer token over plaintext");
 
-    // Each refusal is recorded as a refused token, naming the consumer the stolen token names.
+    // Each refusal is recorded as a token presented without its certificate (not merely an
+    // invalid one), naming the consumer the stolen token names.
     env.stop_gateway().await;
     let records = audit_records(&env.audit_dir());
     for request_id in [
         "bank-true-0",
         "bank-false-0",
+        "plaintext",
         "fresh-bank-0",
         "bank-bound-0",
     ] {
@@ -597,7 +631,10 @@ async fn a_certificate_bound_token_is_accepted_only_from_a_connection_presenting
             .find(|r| r["request_id"] == request_id)
             .unwrap_or_else(|| panic!("no record of {request_id}: {records:?}"));
         assert_eq!(record["decision"], "deny", "{record}");
-        assert_eq!(record["reason"], "invalid_token", "{record}");
+        assert_eq!(
+            record["reason"], "invalid_token.certificate_mismatch",
+            "{record}"
+        );
         assert_eq!(record["consumer"], "0192:310000019", "{record}");
         assert!(record["grant_id"].is_null(), "no policy decision: {record}");
     }

@@ -29,6 +29,8 @@ pub struct Filter {
     pub consumer: Option<String>,
     pub service: Option<String>,
     pub decision: Option<Decision>,
+    /// A reason code, or a family of them: `invalid_token` matches `invalid_token` and every
+    /// `invalid_token.<token_error>`.
     pub reason: Option<String>,
     /// Inclusive.
     pub from: Option<OffsetDateTime>,
@@ -105,9 +107,14 @@ impl Filter {
             None => true,
             Some(w) => have.as_deref() == Some(w.as_str()),
         };
-        if !eq(&self.subject, &r.subject)
-            || !eq(&self.consumer, &r.consumer)
-            || !eq(&self.reason, &r.reason)
+        if !eq(&self.subject, &r.subject) || !eq(&self.consumer, &r.consumer) {
+            return false;
+        }
+        if let Some(want) = &self.reason
+            && !r
+                .reason
+                .as_deref()
+                .is_some_and(|have| in_family(have, want))
         {
             return false;
         }
@@ -127,6 +134,14 @@ impl Filter {
         }
         true
     }
+}
+
+/// `reason` is `family` itself or one of its sub-codes (`family.sub`), as the gateway records a
+/// refused token's `token_error` (`invalid_token.expired`).
+fn in_family(reason: &str, family: &str) -> bool {
+    reason
+        .strip_prefix(family)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 fn slim(bytes: &[u8]) -> Result<Slim<'_>, AuditError> {
@@ -557,6 +572,45 @@ mod tests {
         let p = page(dir.path(), &timed, None, 100, u64::MAX).unwrap();
         let seqs: Vec<u64> = p.records.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, vec![71, 70, 11, 10]);
+    }
+
+    /// An officer filtering on `invalid_token` sees every refused token whatever its
+    /// `token_error`; on `invalid_token.expired` only the expired ones.
+    #[test]
+    fn a_reason_filter_matches_the_code_and_its_sub_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = dir.path().join("segments");
+        std::fs::create_dir_all(&seg).unwrap();
+        let reasons = [
+            "invalid_token.expired",
+            "invalid_token.certificate_mismatch",
+            "invalid_tokens",
+            "no_grant",
+            "invalid_token.expired",
+        ];
+        let mut buf = Vec::new();
+        for (i, reason) in (0u64..).zip(reasons) {
+            let record = Record {
+                reason: Some(reason.to_owned()),
+                decision: Decision::Deny,
+                ..rec(i, 0)
+            };
+            frame(&encode(i, &record).unwrap(), &mut buf);
+        }
+        std::fs::write(seg.join(segment_name(0)), buf).unwrap();
+        let seqs = |reason: &str| -> Vec<u64> {
+            let f = Filter {
+                reason: Some(reason.into()),
+                ..Filter::default()
+            };
+            let p = page(dir.path(), &f, None, 100, u64::MAX).unwrap();
+            p.records.iter().map(|r| r.seq).collect()
+        };
+        assert_eq!(seqs("invalid_token"), vec![4, 1, 0]);
+        assert_eq!(seqs("invalid_token.expired"), vec![4, 0]);
+        assert_eq!(seqs("invalid_token.exp"), Vec::<u64>::new());
+        assert_eq!(seqs("no_grant"), vec![3]);
+        assert_eq!(seqs("invalid"), Vec::<u64>::new());
     }
 
     #[test]

@@ -131,6 +131,18 @@ impl IssuerKeys {
         self.last_error.read().ok().and_then(|e| e.clone())
     }
 
+    /// How long until a token naming a kid not held may make the gateway fetch the key set again
+    /// (zero once `min_refetch` has passed since the last fetch began, or while one is running):
+    /// what a client refused for want of keys is told to wait.
+    pub fn refetch_wait(&self) -> Duration {
+        match self.refresh_gate.try_lock() {
+            Ok(gate) => gate.map_or(Duration::ZERO, |started| {
+                self.min_refetch.saturating_sub(started.elapsed())
+            }),
+            Err(_) => Duration::ZERO,
+        }
+    }
+
     /// Fetches the JWKS unless an unknown-kid refresh ran too recently.
     /// Concurrent callers wait for the one fetch in flight instead of starting their own.
     pub async fn refresh(
