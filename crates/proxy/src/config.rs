@@ -410,7 +410,17 @@ impl Config {
         }
         let mut issuers_seen = std::collections::HashSet::new();
         for issuer in &self.issuers {
-            parse_uri(&issuer.jwks_url).map_err(|m| at(issuer.jwks_url.span(), m))?;
+            let jwks_url =
+                parse_uri(&issuer.jwks_url).map_err(|m| at(issuer.jwks_url.span(), m))?;
+            if issuer.ca.is_some() && jwks_url.scheme_str() != Some("https") {
+                return Err(at(
+                    issuer.jwks_url.span(),
+                    format!(
+                        "`ca` is set but `{}` is not https: the CA would be ignored and the keys fetched in the clear",
+                        issuer.jwks_url.get_ref()
+                    ),
+                ));
+            }
             let name = issuer.issuer.get_ref();
             if name.is_empty() {
                 return Err(at(
@@ -466,7 +476,29 @@ impl Config {
                     format!("service `{}` is defined twice", service.id.get_ref()),
                 ));
             }
-            parse_uri(&service.upstream).map_err(|m| at(service.upstream.span(), m))?;
+            let upstream =
+                parse_uri(&service.upstream).map_err(|m| at(service.upstream.span(), m))?;
+            // TLS settings on an `http` URL are a contradiction, most often a typo of the scheme:
+            // followed silently, identity numbers and verified identities go out in the clear.
+            let tls_settings = [
+                ("upstream_ca", service.upstream_ca.is_some()),
+                (
+                    "upstream_client_cert",
+                    service.upstream_client_cert.is_some(),
+                ),
+                ("upstream_client_key", service.upstream_client_key.is_some()),
+            ];
+            if let Some((key, _)) = tls_settings.iter().find(|(_, set)| *set)
+                && upstream.scheme_str() != Some("https")
+            {
+                return Err(at(
+                    service.upstream.span(),
+                    format!(
+                        "`{key}` is set but `{}` is not https: TLS settings would be ignored and requests sent in the clear",
+                        service.upstream.get_ref()
+                    ),
+                ));
+            }
             if let Some(issuers) = &service.issuers {
                 for wanted in issuers.get_ref() {
                     if !self.issuers.iter().any(|i| i.issuer.get_ref() == wanted) {
@@ -1069,6 +1101,30 @@ pseudonym_key = "p.key"
                 ),
                 "`audience` must not be empty",
                 "issuer = \"https://test.maskinporten.no/\"",
+            ),
+            (
+                MINIMAL.replace(
+                    "upstream = \"http://127.0.0.1:8101\"",
+                    "upstream = \"http://127.0.0.1:8101\"\nupstream_ca = \"ca.pem\"",
+                ),
+                "`upstream_ca` is set but `http://127.0.0.1:8101` is not https",
+                "upstream = \"http://127.0.0.1:8101\"",
+            ),
+            (
+                MINIMAL.replace(
+                    "upstream = \"http://127.0.0.1:8101\"",
+                    "upstream = \"http://127.0.0.1:8101\"\nupstream_client_cert = \"c.pem\"\nupstream_client_key = \"c.key\"",
+                ),
+                "`upstream_client_cert` is set but `http://127.0.0.1:8101` is not https",
+                "upstream = \"http://127.0.0.1:8101\"",
+            ),
+            (
+                MINIMAL.replace(
+                    "jwks_url = \"https://test.maskinporten.no/jwk\"",
+                    "jwks_url = \"http://test.maskinporten.no/jwk\"\nca = \"ca.pem\"",
+                ),
+                "`ca` is set but `http://test.maskinporten.no/jwk` is not https",
+                "jwks_url = \"http://test.maskinporten.no/jwk\"",
             ),
         ];
         for (text, why, at) in cases {

@@ -16,20 +16,30 @@ pub enum TlsError {
     Read(String, std::io::Error),
     #[error("`{0}` holds no PEM certificate")]
     NoCertificate(String),
+    /// A PEM section that does not decode: a file caught half-written, or damaged. Dropping it
+    /// would serve a chain without its intermediate, or trust one CA fewer, with no error.
+    #[error("`{path}`: PEM section {section} cannot be read ({reason})")]
+    BadPem {
+        path: String,
+        section: usize,
+        reason: String,
+    },
     #[error("`{0}` holds no usable PEM private key")]
     NoKey(String),
     #[error("`{0}`: {reason}", reason = describe(.1))]
     Rustls(String, rustls::Error),
-    /// The server certificate (the first in the file) is outside its validity period.
-    #[error("`{path}`: the certificate {problem} (valid from {not_before} until {not_after})")]
+    /// A certificate the server sends (the first in the file, or an intermediate after it) is
+    /// outside its validity period.
+    #[error("`{path}`: {which} {problem} (valid from {not_before} until {not_after})")]
     NotValidNow {
         path: String,
+        which: String,
         problem: &'static str,
         not_before: String,
         not_after: String,
     },
-    #[error("`{0}`: the first certificate is not a well-formed X.509 certificate")]
-    Malformed(String),
+    #[error("`{0}`: {1} is not a well-formed X.509 certificate")]
+    Malformed(String, String),
     #[error("client CA `{0}`: {1}")]
     ClientVerifier(String, String),
 }
@@ -43,12 +53,19 @@ pub struct ServerTlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
-/// Reads every certificate in a PEM file.
+/// Reads every certificate in a PEM file; any section that does not decode is an error.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = std::fs::read(path).map_err(|e| TlsError::Read(path.display().to_string(), e))?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
-        .filter_map(Result::ok)
-        .collect();
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .enumerate()
+        .map(|(index, cert)| {
+            cert.map_err(|e| TlsError::BadPem {
+                path: path.display().to_string(),
+                section: index + 1,
+                reason: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(path.display().to_string()));
     }
@@ -74,15 +91,34 @@ fn describe(error: &rustls::Error) -> String {
     }
 }
 
-/// Refuses a server certificate that has expired or is not valid yet: clients
-/// would refuse it, so serving it would fail every handshake.
-pub fn check_validity(
+/// Refuses a served chain with a certificate that has expired or is not valid yet: clients
+/// would refuse it, so serving it would fail every handshake. An intermediate counts as much as
+/// the server's own certificate.
+pub fn check_chain_validity(
     path: &Path,
+    chain: &[CertificateDer<'_>],
+    now: time::OffsetDateTime,
+) -> Result<(), TlsError> {
+    for (index, cert) in chain.iter().enumerate() {
+        let which = if index == 0 {
+            "the certificate".to_owned()
+        } else {
+            format!("certificate {} of the chain", index + 1)
+        };
+        check_validity(path, &which, cert, now)?;
+    }
+    Ok(())
+}
+
+fn check_validity(
+    path: &Path,
+    which: &str,
     cert: &CertificateDer<'_>,
     now: time::OffsetDateTime,
 ) -> Result<(), TlsError> {
     let name = || path.display().to_string();
-    let (not_before, not_after) = validity(cert).ok_or_else(|| TlsError::Malformed(name()))?;
+    let (not_before, not_after) =
+        validity(cert).ok_or_else(|| TlsError::Malformed(name(), which.to_owned()))?;
     let problem = if now < not_before {
         "is not valid yet"
     } else if now > not_after {
@@ -92,6 +128,7 @@ pub fn check_validity(
     };
     Err(TlsError::NotValidNow {
         path: name(),
+        which: which.to_owned(),
         problem,
         not_before: utc(not_before),
         not_after: utc(not_after),
@@ -206,9 +243,7 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<rustls::ServerConfig>
         None => builder.with_no_client_auth(),
     };
     let certs = load_certs(&files.cert)?;
-    if let Some(leaf) = certs.first() {
-        check_validity(&files.cert, leaf, time::OffsetDateTime::now_utc())?;
-    }
+    check_chain_validity(&files.cert, &certs, time::OffsetDateTime::now_utc())?;
     let mut config = builder
         .with_single_cert(certs, load_private_key(&files.key)?)
         .map_err(|e| TlsError::Rustls(files.cert.display().to_string(), e))?;
@@ -290,6 +325,71 @@ mod tests {
         let error = server_config(&files).err().unwrap().to_string();
         assert!(
             error.ends_with("gateway.pem`: the private key does not match the certificate"),
+            "{error}"
+        );
+    }
+
+    /// A leaf issued by an intermediate valid from `from` until `until`, both written to
+    /// `chain.pem` (leaf first), the leaf's key to `chain.key.pem`, the intermediate alone to
+    /// `ca.pem`.
+    fn write_chain(dir: &Path, from: OffsetDateTime, until: OffsetDateTime) -> ServerTlsFiles {
+        let now = OffsetDateTime::now_utc();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.not_before = from;
+        ca_params.not_after = until;
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_before = now - Duration::days(1);
+        params.not_after = now + Duration::days(1);
+        let leaf = params.signed_by(&key, &ca).unwrap();
+        let files = ServerTlsFiles {
+            cert: dir.join("chain.pem"),
+            key: dir.join("chain.key.pem"),
+            client_ca: Some(dir.join("ca.pem")),
+        };
+        std::fs::write(&files.cert, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        files
+    }
+
+    #[test]
+    fn a_chain_or_ca_bundle_caught_half_written_is_refused_not_shortened() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let files = write_chain(dir.path(), now - Duration::days(1), now + Duration::days(1));
+        server_config(&files).unwrap();
+        let whole = std::fs::read(&files.cert).unwrap();
+        std::fs::write(&files.cert, &whole[..whole.len() - 200]).unwrap();
+        let error = server_config(&files).err().unwrap().to_string();
+        assert!(
+            error.contains("chain.pem`: PEM section 2 cannot be read"),
+            "{error}"
+        );
+        std::fs::write(&files.cert, &whole).unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        let ca = std::fs::read(&ca_path).unwrap();
+        let bundle = [&ca[..], &ca[..ca.len() - 100]].concat();
+        std::fs::write(&ca_path, bundle).unwrap();
+        let error = server_config(&files).err().unwrap().to_string();
+        assert!(
+            error.contains("ca.pem`: PEM section 2 cannot be read"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_expired_intermediate_in_the_served_chain_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = write_chain(dir.path(), date(2001), date(2002));
+        files.client_ca = None;
+        let error = server_config(&files).err().unwrap().to_string();
+        assert!(
+            error.contains("chain.pem`: certificate 2 of the chain has expired"),
             "{error}"
         );
     }
