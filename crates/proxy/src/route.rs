@@ -63,7 +63,7 @@ pub fn route_path(path: &str) -> Result<RoutedPath, PathError> {
     let mut rest_path = String::with_capacity(path.len());
     for segment in rest {
         rest_path.push('/');
-        rest_path.push_str(segment);
+        push_normalised(&mut rest_path, segment);
     }
     if rest_path.is_empty() || path.ends_with('/') {
         rest_path.push('/');
@@ -72,6 +72,33 @@ pub fn route_path(path: &str) -> Result<RoutedPath, PathError> {
         service: (*service).to_owned(),
         rest: rest_path,
     })
+}
+
+/// Appends `segment` with its percent-encodings normalised (RFC 3986 §6.2.2): an encoded
+/// unreserved character decoded (`%32022` is `2022`), every other escape in upper case. The
+/// policy decides on the decoded value; a registry that does not decode `%32` would otherwise
+/// be asked for something else than what was decided on. `segment` passed [`check_segment`].
+fn push_normalised(out: &mut String, segment: &str) {
+    if !segment.contains('%') {
+        out.push_str(segment);
+        return;
+    }
+    let mut rest = segment;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at + 1..at + 3).unwrap_or_default();
+        match u8::from_str_radix(escape, 16) {
+            Ok(byte) if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) => {
+                out.push(char::from(byte));
+            }
+            _ => {
+                out.push('%');
+                out.push_str(&escape.to_ascii_uppercase());
+            }
+        }
+        rest = rest.get(at + 1 + escape.len()..).unwrap_or_default();
+    }
+    out.push_str(rest);
 }
 
 /// Refuses control bytes and NUL anywhere in the query, in any encoding.
@@ -168,6 +195,22 @@ mod tests {
         assert_eq!(
             route_path("/population/persons/").unwrap().rest,
             "/persons/"
+        );
+    }
+
+    #[test]
+    fn encoded_unreserved_characters_are_forwarded_decoded_and_other_escapes_upper_case() {
+        assert_eq!(
+            route_path("/income/persons/01819010001/income/%32022")
+                .unwrap()
+                .rest,
+            "/persons/01819010001/income/2022"
+        );
+        assert_eq!(
+            route_path("/population/persons/%7e%41-%2d%5F/%c3%a6%20x%2523")
+                .unwrap()
+                .rest,
+            "/persons/~A--_/%C3%A6%20x%2523"
         );
     }
 
