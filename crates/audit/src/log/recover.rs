@@ -124,20 +124,22 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
 
     let mut report = RecoveryReport::default();
     let mut segments = list_segments(&seg_dir)?;
-    if segments.is_empty() {
-        let path = seg_dir.join(segment_name(0));
-        storage
-            .open_segment(&path, 0)
-            .map_err(AuditError::io(&path))?;
-        storage
-            .sync_dir(&seg_dir)
-            .map_err(AuditError::io(&seg_dir))?;
-        segments.push(SegmentInfo { first_seq: 0, path });
-    }
-    let last = segments[segments.len() - 1].clone();
+    // No segment: a new log, or one whose segments were all deleted (a rollback the checks below
+    // refuse). Its first segment is created only once they pass.
+    let first_segment = segments.is_empty().then(|| SegmentInfo {
+        first_seq: 0,
+        path: seg_dir.join(segment_name(0)),
+    });
+    let last = match &first_segment {
+        Some(first) => first.clone(),
+        None => segments[segments.len() - 1].clone(),
+    };
     // Only read here: a cut of the tail is made once the checks below have found that it removes
     // nothing the log already vouched for. A refused open leaves every file as it was.
-    let (count, good_len, file_len, cut_reason) = scan_tail(&last)?;
+    let (count, good_len, file_len, cut_reason) = match &first_segment {
+        Some(_) => (0, 0, 0, None),
+        None => scan_tail(&last)?,
+    };
     // Without a reason, what follows the frames is the zero tail written ahead of the appends:
     // kept, and written over by the next ones.
     let cut = cut_reason.filter(|_| good_len < file_len);
@@ -224,6 +226,12 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
     let mut segment = storage
         .open_segment(&last.path, good_len)
         .map_err(AuditError::io(&last.path))?;
+    if let Some(first) = first_segment {
+        storage
+            .sync_dir(&seg_dir)
+            .map_err(AuditError::io(&seg_dir))?;
+        segments.push(first);
+    }
     if let Some(reason) = cut {
         let data_end = data_end(&last.path, good_len, file_len)?;
         segment
