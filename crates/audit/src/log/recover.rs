@@ -19,7 +19,7 @@ use crate::segment::{
     FRAME_HEADER, FrameRead, FrameReader, SegmentFile, SegmentInfo, Storage, for_each_in_range,
     list_segments, segment_name, write_atomic,
 };
-use crate::tile::{TILE_WIDTH, TileStore, stored_count, tile_path, write_full_tiles};
+use crate::tile::{TILE_WIDTH, TileStore, read_tile, stored_count, tile_path, write_full_tiles};
 use crate::tree;
 
 /// What opening the log found and repaired. Nothing is repaired silently: a non-clean report
@@ -124,11 +124,13 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
 
     let mut report = RecoveryReport::default();
     let mut segments = list_segments(&seg_dir)?;
-    // No segment: a new log, or one whose segments were all deleted (a rollback the checks below
-    // refuse). Its first segment is created only once they pass.
+    let pruned = crate::tooling::first_retained(dir);
+    // No segment: a new log, a closed one retention emptied (it goes on after the records the
+    // `pruned` marker says were removed), or one whose segments were deleted otherwise (a
+    // rollback the checks below refuse). Its first segment is created only once they pass.
     let first_segment = segments.is_empty().then(|| SegmentInfo {
-        first_seq: 0,
-        path: seg_dir.join(segment_name(0)),
+        first_seq: pruned,
+        path: seg_dir.join(segment_name(pruned)),
     });
     let last = match &first_segment {
         Some(first) => first.clone(),
@@ -199,7 +201,7 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
     // Tiles are synced before each checkpoint is signed, so only those after it need checking.
     let trusted = checkpoint.as_ref().map_or(0, |(cp, _)| cp.size);
     let (mut tiles, rebuilt) = TileStore::rebuild(dir, size, trusted, |from, to| {
-        leaf_hashes(&segments, from, to)
+        leaf_hashes(dir, &segments, pruned, from, to)
     })?;
     report.tiles_rebuilt = rebuilt;
 
@@ -354,9 +356,26 @@ fn data_end(path: &Path, from: u64, to: u64) -> Result<u64, AuditError> {
     Ok(from)
 }
 
-fn leaf_hashes(segments: &[SegmentInfo], from: u64, to: u64) -> Result<Vec<Hash>, AuditError> {
+/// Leaf hashes of records `from..to`: of those below `pruned` (removed by retention), from the
+/// level-0 tiles, which a closed log emptied by retention may hold only in a partial tile; of the
+/// others, from the records.
+fn leaf_hashes(
+    dir: &Path,
+    segments: &[SegmentInfo],
+    pruned: u64,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Hash>, AuditError> {
     let mut out = Vec::with_capacity((to - from) as usize);
-    for_each_in_range(segments, from, to, |_, _, _, bytes| {
+    let mut pos = from;
+    while pos < to.min(pruned) {
+        let skip = pos % TILE_WIDTH;
+        let take = (to.min(pruned) - pos).min(TILE_WIDTH - skip);
+        let hashes = read_tile(dir, 0, pos / TILE_WIDTH, skip + take)?;
+        out.extend_from_slice(&hashes[skip as usize..]);
+        pos += take;
+    }
+    for_each_in_range(segments, pos, to, |_, _, _, bytes| {
         out.push(leaf_hash(bytes));
         Ok(())
     })?;
