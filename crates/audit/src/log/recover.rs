@@ -88,7 +88,6 @@ fn check_pin(
 pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opened, AuditError> {
     let dir = &cfg.dir;
     let seg_dir = dir.join("segments");
-    std::fs::create_dir_all(&seg_dir).map_err(AuditError::io(&seg_dir))?;
     let signer = CheckpointSigner::from_pem_file(&cfg.signing_key_pem, &cfg.origin)?;
     let pseudonymiser = Pseudonymiser::from_key_file(&cfg.pseudonym_key)?;
     let mut pins = Vec::new();
@@ -225,6 +224,8 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
     // that disagree with the records as they were, for the investigation.
     write_full_tiles(dir, &tiles.take_unwritten())?;
     tiles.forget_written(size);
+    // A new log's (or a rolled-back one's, refused above) `segments` directory is made only now.
+    std::fs::create_dir_all(&seg_dir).map_err(AuditError::io(&seg_dir))?;
     let mut segment = storage
         .open_segment(&last.path, good_len)
         .map_err(AuditError::io(&last.path))?;

@@ -599,6 +599,15 @@ fn a_log_with_every_segment_deleted_is_refused_and_left_as_it_was() {
         .collect();
     assert!(changed.is_empty(), "a refused open changed {changed:?}");
     assert_first_bad(&f.verify(), 0);
+
+    // The `segments` directory itself removed: refused, and not made again.
+    std::fs::remove_dir(&seg_dir).unwrap();
+    assert!(matches!(
+        AuditLog::open(f.keys.config(f.dir.path())),
+        Err(tollbu_audit::AuditError::Rollback { records: 0, .. })
+    ));
+    assert!(!seg_dir.exists(), "a refused open made `segments/` again");
+    assert!(snapshot(f.dir.path()) == before);
 }
 
 /// (offset, total frame length) of every entry of `checkpoints.log`.
