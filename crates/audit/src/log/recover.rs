@@ -19,7 +19,7 @@ use crate::segment::{
     FRAME_HEADER, FrameRead, FrameReader, SegmentFile, SegmentInfo, Storage, for_each_in_range,
     list_segments, segment_name, write_atomic,
 };
-use crate::tile::{TILE_WIDTH, TileStore, stored_count, tile_path, write_full_tiles};
+use crate::tile::{TILE_WIDTH, TileStore, read_tile, stored_count, tile_path, write_full_tiles};
 use crate::tree;
 
 /// What opening the log found and repaired. Nothing is repaired silently: a non-clean report
@@ -88,7 +88,6 @@ fn check_pin(
 pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opened, AuditError> {
     let dir = &cfg.dir;
     let seg_dir = dir.join("segments");
-    std::fs::create_dir_all(&seg_dir).map_err(AuditError::io(&seg_dir))?;
     let signer = CheckpointSigner::from_pem_file(&cfg.signing_key_pem, &cfg.origin)?;
     let pseudonymiser = Pseudonymiser::from_key_file(&cfg.pseudonym_key)?;
     let mut pins = Vec::new();
@@ -124,20 +123,24 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
 
     let mut report = RecoveryReport::default();
     let mut segments = list_segments(&seg_dir)?;
-    if segments.is_empty() {
-        let path = seg_dir.join(segment_name(0));
-        storage
-            .open_segment(&path, 0)
-            .map_err(AuditError::io(&path))?;
-        storage
-            .sync_dir(&seg_dir)
-            .map_err(AuditError::io(&seg_dir))?;
-        segments.push(SegmentInfo { first_seq: 0, path });
-    }
-    let last = segments[segments.len() - 1].clone();
+    let pruned = crate::tooling::first_retained(dir);
+    // No segment: a new log, a closed one retention emptied (it goes on after the records the
+    // `pruned` marker says were removed), or one whose segments were deleted otherwise (a
+    // rollback the checks below refuse). Its first segment is created only once they pass.
+    let first_segment = segments.is_empty().then(|| SegmentInfo {
+        first_seq: pruned,
+        path: seg_dir.join(segment_name(pruned)),
+    });
+    let last = match &first_segment {
+        Some(first) => first.clone(),
+        None => segments[segments.len() - 1].clone(),
+    };
     // Only read here: a cut of the tail is made once the checks below have found that it removes
     // nothing the log already vouched for. A refused open leaves every file as it was.
-    let (count, good_len, file_len, cut_reason) = scan_tail(&last)?;
+    let (count, good_len, file_len, cut_reason) = match &first_segment {
+        Some(_) => (0, 0, 0, None),
+        None => scan_tail(&last)?,
+    };
     // Without a reason, what follows the frames is the zero tail written ahead of the appends:
     // kept, and written over by the next ones.
     let cut = cut_reason.filter(|_| good_len < file_len);
@@ -197,7 +200,7 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
     // Tiles are synced before each checkpoint is signed, so only those after it need checking.
     let trusted = checkpoint.as_ref().map_or(0, |(cp, _)| cp.size);
     let (mut tiles, rebuilt) = TileStore::rebuild(dir, size, trusted, |from, to| {
-        leaf_hashes(&segments, from, to)
+        leaf_hashes(dir, &segments, pruned, from, to)
     })?;
     report.tiles_rebuilt = rebuilt;
 
@@ -221,9 +224,17 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
     // that disagree with the records as they were, for the investigation.
     write_full_tiles(dir, &tiles.take_unwritten())?;
     tiles.forget_written(size);
+    // A new log's (or a rolled-back one's, refused above) `segments` directory is made only now.
+    std::fs::create_dir_all(&seg_dir).map_err(AuditError::io(&seg_dir))?;
     let mut segment = storage
         .open_segment(&last.path, good_len)
         .map_err(AuditError::io(&last.path))?;
+    if let Some(first) = first_segment {
+        storage
+            .sync_dir(&seg_dir)
+            .map_err(AuditError::io(&seg_dir))?;
+        segments.push(first);
+    }
     if let Some(reason) = cut {
         let data_end = data_end(&last.path, good_len, file_len)?;
         segment
@@ -346,9 +357,26 @@ fn data_end(path: &Path, from: u64, to: u64) -> Result<u64, AuditError> {
     Ok(from)
 }
 
-fn leaf_hashes(segments: &[SegmentInfo], from: u64, to: u64) -> Result<Vec<Hash>, AuditError> {
+/// Leaf hashes of records `from..to`: of those below `pruned` (removed by retention), from the
+/// level-0 tiles, which a closed log emptied by retention may hold only in a partial tile; of the
+/// others, from the records.
+fn leaf_hashes(
+    dir: &Path,
+    segments: &[SegmentInfo],
+    pruned: u64,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Hash>, AuditError> {
     let mut out = Vec::with_capacity((to - from) as usize);
-    for_each_in_range(segments, from, to, |_, _, _, bytes| {
+    let mut pos = from;
+    while pos < to.min(pruned) {
+        let skip = pos % TILE_WIDTH;
+        let take = (to.min(pruned) - pos).min(TILE_WIDTH - skip);
+        let hashes = read_tile(dir, 0, pos / TILE_WIDTH, skip + take)?;
+        out.extend_from_slice(&hashes[skip as usize..]);
+        pos += take;
+    }
+    for_each_in_range(segments, pos, to, |_, _, _, bytes| {
         out.push(leaf_hash(bytes));
         Ok(())
     })?;

@@ -19,7 +19,7 @@ use crate::error::AuditError;
 use crate::index::{BUCKET_COUNT, compacted_below, drop_bucket_entries_below, write_compacted};
 use crate::record::parse_time;
 use crate::segment::{FrameRead, FrameReader, SegmentInfo, list_segments, sync_dir, write_atomic};
-use crate::tile::{TILE_WIDTH, stored_count};
+use crate::tile::{TILE_WIDTH, read_tile, stored_count};
 
 /// How far a record's time can trail the records committed before it: a record is timed when its
 /// request starts and committed when it ends, and requests last seconds, never a day.
@@ -186,6 +186,39 @@ pub(crate) fn select_removable(
     (removable, first_retained, false)
 }
 
+/// The end of a closed log (one past its last record) if every record of its `last` segment is
+/// older than `cutoff` and the latest checkpoint (`published` records) covers exactly those, with
+/// its level-0 partial tile on disk: the hashes that stand in for the records once they are gone.
+/// `None` keeps the segment: a record not yet due, records no checkpoint covers, no records (an
+/// empty segment holds nothing to remove), or a tail that does not read cleanly (a crash's, for
+/// the writer's recovery to judge should the log be opened again).
+fn all_due_end(
+    dir: &Path,
+    last: &SegmentInfo,
+    cutoff: OffsetDateTime,
+    published: u64,
+) -> Result<Option<u64>, AuditError> {
+    let mut times = RecordTimes::open(last)?;
+    let mut count = 0u64;
+    loop {
+        match times.next_time() {
+            Ok(Some(t)) if t < cutoff => count += 1,
+            Ok(Some(_)) | Err(AuditError::Corrupt(_)) => return Ok(None),
+            Ok(None) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let end = last.first_seq + count;
+    if count == 0 || end != published {
+        return Ok(None);
+    }
+    let width = end % TILE_WIDTH;
+    if width > 0 && read_tile(dir, 0, end / TILE_WIDTH, width).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(end))
+}
+
 /// Writes the `pruned` marker: records below `first_retained` exist only as hashes. It goes before
 /// any segment is deleted, so a crash midway leaves extra segments, never a missing marker.
 pub(crate) fn mark_pruned(dir: &Path, first_retained: u64) -> Result<(), AuditError> {
@@ -202,7 +235,10 @@ pub(crate) fn prunable_limit(published: u64) -> u64 {
 }
 
 /// Retention on a log no gateway has open (e.g. the kept volume of a replica scaled away): removes
-/// the bodies of records older than `cutoff` as a sweep would, then compacts the whole index. Takes
+/// the bodies of records older than `cutoff` as a sweep would, then compacts the whole index. No
+/// writer appends to it, so once all its records are due its last segment goes too (see
+/// `all_due_end`); the `pruned` marker then holds the record count, and a later open goes on
+/// from there. Takes
 /// the directory's writer lock, so it refuses a log that is open. Needs no key: it signs nothing,
 /// and prunes only below the latest signed checkpoint.
 pub fn prune_closed_log(
@@ -225,13 +261,34 @@ pub fn prune_closed_log_in_steps(
     super::require_log(dir)?;
     let seg_dir = dir.join("segments");
     let _lock = super::lock_dir(dir)?;
-    let first_kept = first_record_to_keep(&seg_dir, OffsetDateTime::from(cutoff))?;
+    let cutoff = OffsetDateTime::from(cutoff);
+    let first_kept = first_record_to_keep(&seg_dir, cutoff)?;
     let published = crate::tooling::checkpoint_size(dir).unwrap_or(0);
-    let limit = first_kept.min(prunable_limit(published));
     let segments = list_segments(&seg_dir)?;
-    let active_first = segments.last().map_or(0, |s| s.first_seq);
-    let (removable, first_retained, more_due) =
+    let last = segments.last();
+    // No writer appends to a closed log: its last segment goes too once all its records are due
+    // and the latest checkpoint covers them, whose partial tiles then hold the tree's right edge.
+    let end_if_all_due = match last {
+        Some(last) if first_kept == last.first_seq => all_due_end(dir, last, cutoff, published)?,
+        _ => None,
+    };
+    let limit = end_if_all_due.unwrap_or_else(|| first_kept.min(prunable_limit(published)));
+    let active_first = last.map_or(0, |s| s.first_seq);
+    let (mut removable, mut first_retained, mut more_due) =
         select_removable(&segments, limit, active_first, max_segments);
+    if let (Some(end), Some(last)) = (end_if_all_due, last)
+        && !more_due
+        && first_retained == last.first_seq
+    {
+        if removable.len() < max_segments {
+            removable.push(last.path.clone());
+            first_retained = end;
+        } else {
+            more_due = true;
+        }
+    }
+    // With every segment gone, the marker alone says where the records end.
+    first_retained = first_retained.max(crate::tooling::first_retained(dir));
     if !removable.is_empty() {
         mark_pruned(dir, first_retained)?;
     }

@@ -15,6 +15,7 @@ use std::path::Path;
 use crate::error::AuditError;
 use crate::index::{BUCKET_COUNT, IndexKind, bucket_entries, entry_bytes, watermark};
 use crate::record::Record;
+use crate::tooling::first_retained;
 
 /// Accumulates the entries the records imply, then compares them with the buckets.
 pub(crate) struct IndexCheck {
@@ -22,6 +23,8 @@ pub(crate) struct IndexCheck {
     /// Records in `covered` must have their entries in the index.
     covered: std::ops::Range<u64>,
     expected: Vec<u128>,
+    /// `expected` as it stood when the records noted reached each marked record number.
+    marks: Vec<(u64, Vec<u128>)>,
 }
 
 impl IndexCheck {
@@ -30,6 +33,35 @@ impl IndexCheck {
             keys: [RandomState::new(), RandomState::new()],
             covered: first_retained..watermark(dir).seq,
             expected: vec![0; BUCKET_COUNT],
+            marks: Vec::new(),
+        }
+    }
+
+    /// Marks that the records noted so far are those below `seq` (a segment boundary, where a
+    /// sweep's `pruned` marker can land).
+    pub(crate) fn mark(&mut self, seq: u64) {
+        if seq <= self.covered.start || seq >= self.covered.end {
+            // Nothing noted yet, or nothing noted from here on: no need to start there.
+            return;
+        }
+        if let Some(last) = self.marks.last_mut()
+            && last.0 == seq
+        {
+            last.1.clone_from(&self.expected);
+            return;
+        }
+        self.marks.push((seq, self.expected.clone()));
+    }
+
+    /// Forgets the records noted since the mark at `seq` (a segment retention removed while it
+    /// was read; its records are pruned now).
+    pub(crate) fn undo_to(&mut self, seq: u64) {
+        if seq <= self.covered.start {
+            self.marks.clear();
+            self.expected.iter_mut().for_each(|e| *e = 0);
+        } else if let Some(i) = self.marks.iter().position(|(at, _)| *at == seq) {
+            self.expected.clone_from(&self.marks[i].1);
+            self.marks.truncate(i + 1);
         }
     }
 
@@ -54,18 +86,49 @@ impl IndexCheck {
         (u128::from(a.hash_one(entry)) << 64) | u128::from(b.hash_one(entry))
     }
 
-    /// The buckets (as paths relative to the log) whose entries differ from what the records imply.
+    /// The buckets (as paths relative to the log) whose entries differ from what the records imply,
+    /// from the first retained record on. Compaction may drop entries below a marker a sweep
+    /// writes while the buckets are read, so the marker is read again afterwards and the
+    /// comparison repeated from there when it moved.
     pub(crate) fn mismatched_buckets(&self, dir: &Path) -> Result<Vec<String>, AuditError> {
+        let mut pruned = first_retained(dir);
+        let mut tries = 0;
+        loop {
+            let mismatched = self.mismatched_from(dir, pruned)?;
+            let now = first_retained(dir);
+            tries += 1;
+            if now == pruned || tries == 4 {
+                return Ok(mismatched);
+            }
+            pruned = now;
+        }
+    }
+
+    fn mismatched_from(&self, dir: &Path, pruned: u64) -> Result<Vec<String>, AuditError> {
+        // What the records below the start contributed; the start is a marked boundary (where a
+        // marker lands), else the nearest one below it.
+        let (start, noted_below) = if pruned <= self.covered.start {
+            (self.covered.start, None)
+        } else if pruned >= self.covered.end {
+            (pruned, Some(&self.expected))
+        } else {
+            match self.marks.iter().rev().find(|(at, _)| *at <= pruned) {
+                Some((at, expected)) => (*at, Some(expected)),
+                None => (self.covered.start, None),
+            }
+        };
+        let covered = start..self.covered.end;
         let mut mismatched = Vec::new();
         for (n, expected) in self.expected.iter().enumerate() {
+            let expected = expected ^ noted_below.map_or(0, |below| below[n]);
             let (name, mut entries) = bucket_entries(dir, n)?;
-            entries.retain(|(seq, _)| self.covered.contains(seq));
+            entries.retain(|(seq, _)| covered.contains(seq));
             entries.sort_unstable();
             entries.dedup();
             let held = entries
                 .iter()
                 .fold(0u128, |acc, (_, entry)| acc ^ self.keyed(entry));
-            if held != *expected {
+            if held != expected {
                 mismatched.push(name);
             }
         }

@@ -19,7 +19,7 @@ use crate::checkpoint::{Checkpoint, NoteVerifier, open_checkpoint};
 use crate::error::AuditError;
 use crate::hash::{Hash, leaf_hash, node_hash};
 use crate::record::decode;
-use crate::segment::{FrameRead, FrameReader, list_segments};
+use crate::segment::{FrameRead, FrameReader, SegmentInfo, list_segments};
 use crate::tile::{
     TILE_HEIGHT, TILE_WIDTH, find_tile, leaves_below_tile_end, read_tile, stored_count,
     tile_index_path, tile_path,
@@ -47,7 +47,42 @@ struct Stream<'a> {
     missing_full_tiles: u64,
 }
 
+/// Where the stream stood before a segment was read, to go back to should retention remove
+/// the segment meanwhile. O(log n): the compact range and one partial tile per level.
+struct StreamMark {
+    range: CompactRange,
+    levels: Vec<Vec<Hash>>,
+    tiles_done: Vec<u64>,
+    problems: usize,
+    missing_full_tiles: u64,
+}
+
 impl Stream<'_> {
+    fn mark(&self) -> StreamMark {
+        StreamMark {
+            range: self.range.clone(),
+            levels: self.levels.clone(),
+            tiles_done: self.tiles_done.clone(),
+            problems: self.problems.len(),
+            missing_full_tiles: self.missing_full_tiles,
+        }
+    }
+
+    /// Goes back to `mark`, taken at record `from`; forgets the roots of the sizes up to `to`
+    /// that the records read since gave.
+    fn restore(&mut self, mark: StreamMark, from: u64, to: u64) {
+        self.range = mark.range;
+        self.levels = mark.levels;
+        self.tiles_done = mark.tiles_done;
+        self.problems.truncate(mark.problems);
+        self.missing_full_tiles = mark.missing_full_tiles;
+        if from < to {
+            for (_, root) in self.wanted.range_mut(from + 1..=to) {
+                *root = None;
+            }
+        }
+    }
+
     fn problem(&mut self, index: Option<u64>, text: String) {
         self.problems.push(Problem {
             index,
@@ -431,99 +466,20 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
     // Listed before the records are read: every tile listed now hashes records already durable.
     let furthest = furthest_tiles(dir);
 
-    // Pruned prefix: only leaf hashes remain, taken from the level-0 tiles.
-    let pruned = super::first_retained(dir);
-    let mut pos = 0u64;
-    // Difference between stored sequence numbers and positions; reported only when it changes, so a
-    // removed record yields one finding rather than one per later record.
-    let mut seq_shift: i128 = 0;
-    while pos < pruned {
-        let n = pos / TILE_WIDTH;
-        match read_tile(dir, 0, n, TILE_WIDTH) {
-            Ok(hashes) => {
-                let take = (pruned - pos).min(TILE_WIDTH) as usize;
-                for h in &hashes[..take] {
-                    s.push(*h);
-                }
-                pos += take as u64;
-            }
-            Err(e) => {
-                s.problem(
-                    Some(pos),
-                    format!("records below {pruned} were pruned but their hashes are gone: {e}"),
-                );
-                break;
-            }
-        }
-    }
+    // Pruned prefix: only leaf hashes remain, taken from the level-0 tiles. A sweep beside a
+    // live log can move the marker while this runs; `pruned` follows it (see `read_records`).
+    let pruned_at_start = super::first_retained(dir);
+    let mut index_check = IndexCheck::new(dir, pruned_at_start);
+    let (n, pruned) = read_records(&mut s, &mut index_check, pruned_at_start)?;
     if pruned > 0 {
         let _ = writeln!(out, "pruned: records 0..{pruned} kept as hashes only");
     }
-
-    let mut index_check = IndexCheck::new(dir, pruned);
-    for seg in list_segments(&dir.join("segments"))? {
-        if seg.first_seq < pruned {
-            continue;
-        }
-        if seg.first_seq != pos {
-            let at = pos.min(seg.first_seq);
-            s.problem(
-                Some(at),
-                format!(
-                    "segment `{}` starts at record {} but {} records precede it: records removed or inserted",
-                    seg.path.display(),
-                    seg.first_seq,
-                    pos
-                ),
-            );
-        }
-        let mut r = FrameReader::open(&seg.path)?;
-        loop {
-            match r.next_frame().map_err(AuditError::io(&seg.path))? {
-                FrameRead::End => break,
-                FrameRead::Frame { offset, payload } => {
-                    match decode(&payload) {
-                        Ok(rec) => {
-                            index_check.note_record(pos, seg.first_seq, offset, &rec.record);
-                            let shift = i128::from(rec.seq) - i128::from(pos);
-                            if shift != seq_shift && shift != 0 {
-                                s.problem(
-                                    Some(pos),
-                                    format!("record {pos} carries sequence number {}: a record was removed, reordered or inserted", rec.seq),
-                                );
-                            }
-                            seq_shift = shift;
-                        }
-                        Err(e) => s.problem(Some(pos), format!("record {pos} is altered: {e}")),
-                    }
-                    s.push(leaf_hash(&payload));
-                    pos += 1;
-                }
-                FrameRead::Bad {
-                    offset,
-                    reason,
-                    payload,
-                } => {
-                    let where_ = format!("`{}` offset {offset}", seg.path.display());
-                    match payload {
-                        Some(p) => {
-                            s.problem(
-                                Some(pos),
-                                format!("record {pos} is altered ({reason} at {where_})"),
-                            );
-                            s.push(leaf_hash(&p));
-                            pos += 1;
-                        }
-                        None => {
-                            s.problem(Some(pos), format!("record {pos} is unreadable ({reason} at {where_}); the rest of the segment is skipped"));
-                            break;
-                        }
-                    }
-                }
-            }
-        }
+    if pruned > pruned_at_start {
+        let _ = writeln!(
+            out,
+            "note: a retention sweep removed records {pruned_at_start}..{pruned} while this check ran; they were verified through their kept hashes"
+        );
     }
-    let n = pos;
 
     // The right edge: partial tiles must be prefixes of what the records give.
     for level in 0..s.levels.len() {
@@ -666,6 +622,185 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
     })
 }
 
+/// Pushes the leaf hashes of records `pos..to`, which retention removed, from the level-0 tiles;
+/// returns how far it got (`to`, unless their hashes are gone, which is reported).
+fn push_pruned(s: &mut Stream<'_>, mut pos: u64, to: u64) -> u64 {
+    while pos < to {
+        let n = pos / TILE_WIDTH;
+        let skip = pos % TILE_WIDTH;
+        let take = (to - pos).min(TILE_WIDTH - skip);
+        // The last records of a closed log's tree may sit in a partial tile.
+        match read_tile(s.dir, 0, n, skip + take) {
+            Ok(hashes) => {
+                for h in &hashes[skip as usize..] {
+                    s.push(*h);
+                }
+                pos += take;
+            }
+            Err(e) => {
+                s.problem(
+                    Some(pos),
+                    format!("records below {to} were pruned but their hashes are gone: {e}"),
+                );
+                break;
+            }
+        }
+    }
+    pos
+}
+
+/// Feeds every record into the stream, in order: the pruned ones as their kept hashes, the rest
+/// read from the segments. Returns the number of records and the `pruned` marker it ended with.
+///
+/// A retention sweep beside a live log (or a retired one the gateway sweeps) may remove segments
+/// after they were listed, even while one is being read (it is shrunk before it is unlinked).
+/// Retention writes the marker durably before it renames the first segment away, so after each
+/// segment the marker is read again: if it now lies above the segment's first record, the
+/// segment was given up to retention, whatever the read found, and its records are taken from
+/// the tiles, exactly as if they had been pruned before the check began. A segment that went
+/// missing or changed while the marker stayed below it was not removed by retention: reported.
+fn read_records(
+    s: &mut Stream<'_>,
+    index_check: &mut IndexCheck,
+    pruned_at_start: u64,
+) -> Result<(u64, u64), AuditError> {
+    let dir = s.dir;
+    let mut pruned = pruned_at_start;
+    let mut pos = push_pruned(s, 0, pruned);
+    // Difference between stored sequence numbers and positions; reported only when it changes, so a
+    // removed record yields one finding rather than one per later record.
+    let mut seq_shift: i128 = 0;
+    // Records from here on were found missing already: the gap they leave is not reported again.
+    let mut missing_from = None;
+    for seg in list_segments(&dir.join("segments"))? {
+        if seg.first_seq < pruned {
+            continue;
+        }
+        if seg.first_seq != pos {
+            // Segments removed by a sweep since the marker was last read are not listed at all.
+            let marker = super::first_retained(dir);
+            if marker > pos {
+                pos = push_pruned(s, pos, marker);
+                pruned = marker;
+                index_check.mark(pos);
+                missing_from = None;
+                if seg.first_seq < pruned {
+                    continue;
+                }
+            }
+        }
+        if seg.first_seq != pos && missing_from != Some(pos) {
+            let at = pos.min(seg.first_seq);
+            s.problem(
+                Some(at),
+                format!(
+                    "segment `{}` starts at record {} but {} records precede it: records removed or inserted",
+                    seg.path.display(),
+                    seg.first_seq,
+                    pos
+                ),
+            );
+        }
+        missing_from = None;
+        let before = s.mark();
+        let (pos_before, shift_before) = (pos, seq_shift);
+        index_check.mark(pos);
+        let found = read_segment(s, index_check, &seg, &mut pos, &mut seq_shift)?;
+        let marker = super::first_retained(dir);
+        if marker > seg.first_seq {
+            s.restore(before, pos_before, pos);
+            index_check.undo_to(pos_before);
+            seq_shift = shift_before;
+            pos = push_pruned(s, pos_before, marker);
+            pruned = marker;
+            index_check.mark(pos);
+            continue;
+        }
+        if !found {
+            s.problem(
+                Some(pos),
+                format!(
+                    "segment `{}` was listed but is gone, and retention did not remove it (the `pruned` marker is at record {marker}): records from {} on were deleted",
+                    seg.path.display(),
+                    seg.first_seq
+                ),
+            );
+            missing_from = Some(pos);
+        }
+    }
+    // A sweep that removed the last segments listed (all of a retired log's, say).
+    let marker = super::first_retained(dir);
+    if marker > pos {
+        pos = push_pruned(s, pos, marker);
+        pruned = marker;
+    }
+    Ok((pos, pruned))
+}
+
+/// Reads one segment's records into the stream and the index check; false if the file is gone.
+fn read_segment(
+    s: &mut Stream<'_>,
+    index_check: &mut IndexCheck,
+    seg: &SegmentInfo,
+    pos: &mut u64,
+    seq_shift: &mut i128,
+) -> Result<bool, AuditError> {
+    #[cfg(test)]
+    tests::before_segment(seg);
+    let mut r = match FrameReader::open(&seg.path) {
+        Ok(r) => r,
+        Err(AuditError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    loop {
+        match r.next_frame().map_err(AuditError::io(&seg.path))? {
+            FrameRead::End => break,
+            FrameRead::Frame { offset, payload } => {
+                match decode(&payload) {
+                    Ok(rec) => {
+                        index_check.note_record(*pos, seg.first_seq, offset, &rec.record);
+                        let shift = i128::from(rec.seq) - i128::from(*pos);
+                        if shift != *seq_shift && shift != 0 {
+                            s.problem(
+                                Some(*pos),
+                                format!("record {pos} carries sequence number {}: a record was removed, reordered or inserted", rec.seq),
+                            );
+                        }
+                        *seq_shift = shift;
+                    }
+                    Err(e) => s.problem(Some(*pos), format!("record {pos} is altered: {e}")),
+                }
+                s.push(leaf_hash(&payload));
+                *pos += 1;
+            }
+            FrameRead::Bad {
+                offset,
+                reason,
+                payload,
+            } => {
+                let where_ = format!("`{}` offset {offset}", seg.path.display());
+                match payload {
+                    Some(p) => {
+                        s.problem(
+                            Some(*pos),
+                            format!("record {pos} is altered ({reason} at {where_})"),
+                        );
+                        s.push(leaf_hash(&p));
+                        *pos += 1;
+                    }
+                    None => {
+                        s.problem(Some(*pos), format!("record {pos} is unreadable ({reason} at {where_}); the rest of the segment is skipped"));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
 /// "1 full tile is", "2 full tiles are".
 fn tiles_are(count: u64, kind: &str) -> String {
     if count == 1 {
@@ -686,4 +821,172 @@ fn verdicts_good_below(
         .map(|(_, c)| c.size)
         .max()
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use std::cell::RefCell;
+
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+
+    use super::*;
+    use crate::{AuditConfig, AuditLog, Decision, Record};
+
+    type Hook = Box<dyn FnMut(&SegmentInfo)>;
+
+    thread_local! {
+        /// Runs just before `verify` opens each segment it listed (after the listing): the moment
+        /// a retention sweep beside a live log can remove it.
+        static BEFORE_SEGMENT: RefCell<Option<Hook>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn before_segment(seg: &SegmentInfo) {
+        BEFORE_SEGMENT.with(|hook| {
+            if let Some(hook) = hook.borrow_mut().as_mut() {
+                hook(seg);
+            }
+        });
+    }
+
+    /// `verify` of `dir` with `hook` run before each segment is opened.
+    fn verify_with(dir: &Path, hook: impl FnMut(&SegmentInfo) + 'static) -> Report {
+        BEFORE_SEGMENT.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+        let report = verify(dir, &[], None);
+        BEFORE_SEGMENT.with(|h| *h.borrow_mut() = None);
+        report
+    }
+
+    /// A live log of `n` records in segments of 16 KiB (about 30 records each), all covered by
+    /// a signed checkpoint and indexed; the key directory lives as long as the first value.
+    fn live_log(n: u64) -> (tempfile::TempDir, tempfile::TempDir, AuditLog) {
+        let keys = tempfile::tempdir().unwrap();
+        let pem = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32])
+            .to_pkcs8_pem(LineEnding::LF)
+            .unwrap();
+        std::fs::write(keys.path().join("signing.pem"), pem.as_bytes()).unwrap();
+        std::fs::write(keys.path().join("pseudonym.key"), "5a".repeat(32)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = AuditConfig::new(
+            dir.path(),
+            "tollbu.example/test/replica-0",
+            keys.path().join("signing.pem"),
+            keys.path().join("pseudonym.key"),
+        );
+        cfg.segment_max_bytes = 16 * 1024;
+        let (log, _) = AuditLog::open(cfg.clone()).unwrap();
+        for i in 0..n {
+            let record = Record {
+                time: Record::timestamp(time::OffsetDateTime::now_utc()),
+                request_id: format!("req-{i}"),
+                consumer: Some(format!("0192:91000000{}", i % 3)),
+                service: "folkeregister".into(),
+                operation: "read".into(),
+                subject: Some(log.pseudonymise(&format!("person-{}", i % 7))),
+                purpose: Some("loan-application".repeat(8)),
+                decision: Decision::Allow,
+                ..Record::default()
+            };
+            log.append_blocking(record).unwrap();
+        }
+        // Reopened, so that the index covers every record and `verify` checks it throughout.
+        log.shutdown().unwrap();
+        let (log, _) = AuditLog::open(cfg).unwrap();
+        assert_eq!(crate::index::watermark(dir.path()).seq, n);
+        (keys, dir, log)
+    }
+
+    /// Prunes below `first_kept` and waits for the writer's index compaction of what it removed,
+    /// so that the buckets `verify` reads afterwards no longer hold those records' entries.
+    fn prune_and_compact(log: &AuditLog, first_kept: u64) -> u64 {
+        let report = log.prune_before(first_kept).unwrap();
+        assert!(report.segments_removed > 0, "{report:?}");
+        let compacted = log.dir().join("index").join("compacted");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while crate::index::compacted_below(log.dir()) < report.first_retained {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no compaction of `{}`",
+                compacted.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        report.first_retained
+    }
+
+    /// A sweep that removes segments after `verify` listed them (some already read, the next
+    /// one about to be opened) is told apart from tampering by the `pruned` marker retention
+    /// writes before it deletes anything: those records verify through their kept hashes, as
+    /// if they had been pruned before the check started.
+    #[test]
+    fn segments_retention_removes_while_verify_runs_verify_through_their_hashes() {
+        let (_keys, dir, log) = live_log(1_500);
+        // Two segments read, then a sweep removes them and the one about to be opened.
+        let sweeper = log.clone();
+        let mut visits = 0;
+        let pruned = std::rc::Rc::new(std::cell::Cell::new(0));
+        let pruned_by_hook = pruned.clone();
+        let report = verify_with(dir.path(), move |_| {
+            visits += 1;
+            if visits == 3 {
+                pruned_by_hook.set(prune_and_compact(&sweeper, 512));
+            }
+        });
+        assert!(report.ok, "{}", report.text);
+        assert!(
+            report.text.contains(&format!(
+                "pruned: records 0..{} kept as hashes only",
+                pruned.get()
+            )),
+            "{}",
+            report.text
+        );
+        assert!(report.text.contains("records: 1500"), "{}", report.text);
+
+        // Again, the first segment still there removed just before it is opened.
+        let sweeper = log.clone();
+        let mut swept = false;
+        let report = verify_with(dir.path(), move |_| {
+            if !std::mem::replace(&mut swept, true) {
+                prune_and_compact(&sweeper, 1_024);
+            }
+        });
+        assert!(report.ok, "{}", report.text);
+        assert!(report.text.contains("records: 1500"), "{}", report.text);
+        log.shutdown().unwrap();
+    }
+
+    /// A segment that disappears during the check while the `pruned` marker does not cover it
+    /// was not removed by retention: it fails, even right after a sweep moved the marker.
+    #[test]
+    fn a_segment_that_vanishes_during_verify_without_retention_fails() {
+        let (_keys, dir, log) = live_log(1_500);
+        let sweeper = log.clone();
+        let mut done = false;
+        let gone = std::rc::Rc::new(RefCell::new(None));
+        let gone_in_hook = gone.clone();
+        let report = verify_with(dir.path(), move |seg| {
+            if seg.first_seq > 600 && !std::mem::replace(&mut done, true) {
+                prune_and_compact(&sweeper, 512);
+                std::fs::remove_file(&seg.path).unwrap();
+                *gone_in_hook.borrow_mut() = Some(seg.clone());
+            }
+        });
+        let gone = gone.borrow().clone().unwrap();
+        assert!(!report.ok, "{}", report.text);
+        assert!(
+            report
+                .text
+                .contains(&format!("FIRST bad record index: {}", gone.first_seq)),
+            "{}",
+            report.text
+        );
+        assert!(
+            report.text.contains(&gone.path.display().to_string()),
+            "{}",
+            report.text
+        );
+        log.shutdown().unwrap();
+    }
 }

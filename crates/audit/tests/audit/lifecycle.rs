@@ -595,13 +595,20 @@ fn retention_of_an_old_backlog_reads_only_where_each_segment_starts() {
 
 /// Retention on a closed log (`tollbu audit prune`): refused while the log is open; afterwards
 /// the old segments go, the whole index is compacted at once, and the log verifies and reopens.
+/// (The last records are recent, so the last segment stays: see
+/// `a_retired_log_whose_records_are_all_due_keeps_no_segment` for a log whose records all go.)
 #[test]
 fn retention_on_a_closed_log_prunes_and_compacts_the_index() {
     let (t, log) = SegmentedLog::open(16 * 1024);
     let dir = &t.dir;
     let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(400);
+    let yesterday = time::OffsetDateTime::now_utc() - time::Duration::days(1);
     t.append_timed(&log, 800, |i| {
-        Record::timestamp(long_ago + time::Duration::seconds(i as i64))
+        Record::timestamp(if i < 795 {
+            long_ago + time::Duration::seconds(i as i64)
+        } else {
+            yesterday
+        })
     });
     let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
     assert!(matches!(
@@ -645,6 +652,93 @@ fn retention_on_a_closed_log_prunes_and_compacts_the_index() {
     log.append_blocking(record(800, &t.ps)).unwrap();
     log.shutdown().unwrap();
     assert!(tooling::verify(dir.path(), &[], None).ok);
+}
+
+/// A retired log (closed for good after a key rotation) whose records are all older than the
+/// cutoff keeps no segment: its last one is nobody's to write, so it goes too, and every record
+/// outlives its retention period by no more than a sweep interval. The tiles and checkpoints
+/// stay, so the log still verifies (naming the pruned records), proofs are still served, queries
+/// and the citizen report answer that the records were removed, and the log reopens where it
+/// ended. While any record in it is not yet due, the last segment stays whole.
+#[test]
+fn a_retired_log_whose_records_are_all_due_keeps_no_segment() {
+    // One segment (300 records, not a multiple of a tile), and many (16 KiB segments, 800).
+    for (n, segment_max_bytes) in [(300u64, 64u64 << 20), (800, 16 * 1024)] {
+        let (t, log) = SegmentedLog::open(segment_max_bytes);
+        let dir = t.dir.path();
+        let long_ago = time::OffsetDateTime::now_utc() - time::Duration::days(400);
+        t.append_timed(&log, n, |i| {
+            Record::timestamp(long_ago + time::Duration::seconds(i as i64))
+        });
+        log.shutdown().unwrap();
+        let segments = t.segments().len();
+        let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
+
+        // The newest record not yet due (stored times are cut to the millisecond): nothing of
+        // the last segment goes.
+        let not_yet = std::time::SystemTime::from(
+            long_ago + time::Duration::milliseconds(n as i64 * 1_000 - 1_500),
+        );
+        let report = tollbu_audit::prune_closed_log(dir, not_yet).unwrap();
+        assert!(!t.segments().is_empty(), "{n}: {report:?}");
+        assert!(report.first_retained < n, "{n}: {report:?}");
+
+        let report = tollbu_audit::prune_closed_log_in_steps(dir, cutoff, 64).unwrap();
+        assert_eq!(
+            (report.first_retained, report.more_due),
+            (n, false),
+            "{n} records in {segments} segments: {report:?}"
+        );
+        assert!(t.segments().is_empty(), "{n}: {:?}", t.segments());
+        assert_eq!(t.indexed_seqs(), Vec::<u64>::new(), "{n}");
+        let again = tollbu_audit::prune_closed_log(dir, cutoff).unwrap();
+        assert_eq!((again.segments_removed, again.first_retained), (0, n));
+
+        let v = tooling::verify(dir, &[], None);
+        assert!(v.ok, "{n}: {}", v.text);
+        assert!(
+            v.text
+                .contains(&format!("pruned: records 0..{n} kept as hashes only")),
+            "{}",
+            v.text
+        );
+        assert!(v.text.contains(&format!("records: {n}\n")), "{}", v.text);
+        let proof = tooling::prove(dir, n - 1, None);
+        assert!(proof.ok, "{}", proof.text);
+        let q = Query {
+            subject: Some(person(3)),
+            ..Query::default()
+        };
+        let about = tooling::query(dir, &q, Some(&t.keys.pseudonym()), false);
+        assert!(about.ok, "{}", about.text);
+        assert!(
+            about.text.contains(&format!(
+                "Records 0..{n} were removed under the retention policy"
+            )),
+            "{}",
+            about.text
+        );
+        let citizen = tooling::citizen(dir, &person(3), &t.keys.pseudonym());
+        assert!(citizen.ok, "{}", citizen.text);
+        assert!(
+            citizen.text.contains("Requests concerning this person: 0"),
+            "{}",
+            citizen.text
+        );
+
+        // Opened again, the log goes on where it ended.
+        let (log, opened) = AuditLog::open(t.cfg.clone()).unwrap();
+        assert_eq!(opened.records, n);
+        assert_eq!(log.append_blocking(record(n, &t.ps)).unwrap(), n);
+        log.shutdown().unwrap();
+        let v = tooling::verify(dir, &[], None);
+        assert!(v.ok, "{}", v.text);
+        assert!(
+            v.text.contains(&format!("records: {}\n", n + 1)),
+            "{}",
+            v.text
+        );
+    }
 }
 
 #[test]

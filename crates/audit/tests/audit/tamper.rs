@@ -572,6 +572,44 @@ fn a_refused_open_leaves_every_file_as_it_was() {
     }
 }
 
+/// Every segment deleted (the log rolled back to nothing): opening refuses, and creates no empty
+/// segment in their place first, so the directory stays exactly as the deletion left it.
+#[test]
+fn a_log_with_every_segment_deleted_is_refused_and_left_as_it_was() {
+    let f = Fixture::new();
+    let seg_dir = f.path("segments");
+    for seg in list_segments(&seg_dir).unwrap() {
+        std::fs::remove_file(&seg.path).unwrap();
+    }
+    let before = snapshot(f.dir.path());
+    assert!(
+        !before.keys().any(|p| p.starts_with(&seg_dir)),
+        "{before:?}"
+    );
+    match AuditLog::open(f.keys.config(f.dir.path())) {
+        Err(tollbu_audit::AuditError::Rollback { records: 0, .. }) => {}
+        Err(e) => panic!("expected a rollback to 0 records, got {e}"),
+        Ok(_) => panic!("opened a log whose signed records are all gone"),
+    }
+    let after = snapshot(f.dir.path());
+    let changed: Vec<_> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|p| before.get(*p) != after.get(*p))
+        .collect();
+    assert!(changed.is_empty(), "a refused open changed {changed:?}");
+    assert_first_bad(&f.verify(), 0);
+
+    // The `segments` directory itself removed: refused, and not made again.
+    std::fs::remove_dir(&seg_dir).unwrap();
+    assert!(matches!(
+        AuditLog::open(f.keys.config(f.dir.path())),
+        Err(tollbu_audit::AuditError::Rollback { records: 0, .. })
+    ));
+    assert!(!seg_dir.exists(), "a refused open made `segments/` again");
+    assert!(snapshot(f.dir.path()) == before);
+}
+
 /// (offset, total frame length) of every entry of `checkpoints.log`.
 fn history_frames(f: &Fixture) -> Vec<(usize, usize)> {
     let mut r = FrameReader::open(&f.path("checkpoints.log")).unwrap();
