@@ -70,6 +70,20 @@ pub enum AuditError {
     },
     #[error("index {index} is out of range for tree size {size}")]
     OutOfRange { index: u64, size: u64 },
+    /// The subject and consumer index lost entries (a bucket truncated, deleted or with entries
+    /// cut out): an answer from it would silently leave requests out, so none is given.
+    #[error(
+        "the audit log index is damaged: `{path}` {problem}, so an answer from it would leave requests out; \
+         run `tollbu audit verify {dir}`, then rebuild the index with `tollbu audit reindex {dir}` \
+         while no gateway has the log open (or remove `{dir}/index` and restart the gateway, which rebuilds it)",
+        path = path.display(),
+        dir = dir.display()
+    )]
+    IndexDamaged {
+        dir: PathBuf,
+        path: PathBuf,
+        problem: String,
+    },
     /// A caller's request the log cannot answer as asked (a bad filter, proof range or batch).
     #[error("invalid request: {0}")]
     BadRequest(String),

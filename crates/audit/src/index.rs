@@ -4,11 +4,18 @@
 //! An entry is 40 bytes: `SHA-256(key)[..16] ‖ seq u64 LE ‖ segment first seq u64 LE ‖ frame offset
 //! u64 LE`. Entries are appended to their buckets whenever enough are buffered, without fsync, and
 //! every so often the written buckets are fsynced and `index/watermark` records how many records
-//! are durably indexed (see the writer). On open the records after the watermark are indexed
-//! again, after a bucket's torn last entry (a crash during an append) is cut so the entries stay
-//! aligned. Entries are hints: a query re-reads and re-checks every record it returns, and
-//! duplicates are removed, so entries written ahead of the watermark and written again after a
-//! crash are harmless.
+//! are durably indexed (see the writer), and how many entries each bucket held then. On open the
+//! records after the watermark are indexed again, after a bucket's torn last entry (a crash during
+//! an append) is cut so the entries stay aligned. Entries are hints: a query re-reads and
+//! re-checks every record it returns, and duplicates are removed, so entries written ahead of the
+//! watermark and written again after a crash are harmless.
+//!
+//! A missing entry is not harmless: the answer would silently leave that request out. Buckets
+//! only grow, except when retention compaction rewrites them, and compaction lowers the recorded
+//! count before it shrinks the file. So a bucket holding fewer entries than `index/watermark`
+//! records lost some (truncated, deleted, an entry cut out), and [`lookup`] refuses to answer from
+//! it rather than answer short. Entries rewritten in place, or removed and replaced by as many
+//! others, keep the count; `verify` compares the entries with the records and finds those.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -88,31 +95,33 @@ impl IndexWriter {
         self.pending_bytes
     }
 
-    /// Appends every buffered entry to its bucket without fsync, adding the buckets written to
-    /// `unsynced`. A crash may lose or tear these entries; that is harmless while the watermark
-    /// stays behind them, since the records after it are indexed again on open.
+    /// Appends every buffered entry to its bucket without fsync, noting the buckets written and
+    /// their entries in `files`. A crash may lose or tear these entries; that is harmless while
+    /// the watermark stays behind them, since the records after it are indexed again on open.
     pub(crate) fn write_out(
         &mut self,
         dir: &Path,
-        unsynced: &mut BTreeSet<Bucket>,
+        files: &mut BucketFiles,
     ) -> Result<(), AuditError> {
         self.pending_bytes = 0;
         for (bucket, buf) in std::mem::take(&mut self.pending) {
             append_unsynced(&bucket_path(dir, bucket), &buf)?;
-            unsynced.insert(bucket);
+            files.unsynced.insert(bucket);
+            files.entries[bucket_number(bucket)] += (buf.len() / ENTRY_BYTES) as u64;
         }
         Ok(())
     }
 
     /// Writes every buffered entry, fsyncs every bucket written since the last durable flush
-    /// (`unsynced`, emptied), then moves the watermark.
+    /// (`files.unsynced`, emptied), then moves the watermark, recording every bucket's entries.
     pub(crate) fn flush_durably(
         &mut self,
         dir: &Path,
-        unsynced: &mut BTreeSet<Bucket>,
+        files: &mut BucketFiles,
         mark: Watermark,
     ) -> Result<(), AuditError> {
-        self.write_out(dir, unsynced)?;
+        self.write_out(dir, files)?;
+        let unsynced = &mut files.unsynced;
         for &bucket in unsynced.iter() {
             let path = bucket_path(dir, bucket);
             std::fs::File::open(&path)
@@ -130,10 +139,80 @@ impl IndexWriter {
             }
         }
         unsynced.clear();
-        write_atomic(
-            &dir.join("index").join("watermark"),
-            format!("{} {} {}\n", mark.seq, mark.segment, mark.offset).as_bytes(),
-        )
+        write_watermark(dir, mark, &files.entries)
+    }
+}
+
+/// The bucket files as the index writer left them: the buckets written since the last durable
+/// flush, and how many entries each bucket holds by the writer's own count. The count is kept
+/// here, not read back from the files, so that a bucket damaged meanwhile is not recorded as if
+/// it were whole.
+#[derive(Debug, Clone)]
+pub(crate) struct BucketFiles {
+    unsynced: BTreeSet<Bucket>,
+    /// Entries per bucket, by [`bucket_number`].
+    entries: Vec<u64>,
+}
+
+impl BucketFiles {
+    /// An index with no buckets yet (a rebuild after [`remove_index`]).
+    pub(crate) fn empty() -> Self {
+        Self {
+            unsynced: BTreeSet::new(),
+            entries: vec![0; BUCKET_COUNT],
+        }
+    }
+
+    /// The buckets of the index in `dir` after a restart (and after [`cut_torn_entries`]), with
+    /// notes on any bucket that holds fewer entries than `index/watermark` records. Entries beyond
+    /// the recorded ones were written out before a crash and not fsynced: they are counted, and
+    /// fsynced at the next durable flush. A short bucket keeps its recorded count, so queries go
+    /// on refusing it until the index is rebuilt. An index written before the counts were
+    /// recorded (or whose watermark is damaged) is taken as it is, and fsynced at the next flush,
+    /// which records it.
+    pub(crate) fn open(dir: &Path) -> Result<(Self, Vec<String>), AuditError> {
+        let recorded = read_watermark_file(dir).entries;
+        let mut files = Self::empty();
+        let mut notes = Vec::new();
+        if let Recorded::Damaged(problem) = &recorded {
+            notes.push(format!(
+                "`{}` {problem}: the index buckets are taken as they are",
+                dir.join("index").join("watermark").display()
+            ));
+        }
+        for n in 0..BUCKET_COUNT {
+            let Some(bucket) = numbered_bucket(n) else {
+                continue;
+            };
+            let path = bucket_path(dir, bucket);
+            let held = match std::fs::metadata(&path) {
+                Ok(m) => m.len() / ENTRY_BYTES as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(AuditError::io(&path)(e)),
+            };
+            let want = match &recorded {
+                Recorded::Entries(entries) => entries.get(n).copied().unwrap_or(0),
+                Recorded::Unknown | Recorded::Damaged(_) => 0,
+            };
+            if held < want {
+                notes.push(format!(
+                    "index bucket `{}` holds {held} entries but {want} were recorded: entries were \
+                     removed, and queries it answers fail until the index is rebuilt \
+                     (`tollbu audit reindex`, or remove the `index` directory before a start)",
+                    path.display()
+                ));
+            }
+            if held > want || (held > 0 && !matches!(recorded, Recorded::Entries(_))) {
+                files.unsynced.insert(bucket);
+            }
+            files.entries[n] = held.max(want);
+        }
+        Ok((files, notes))
+    }
+
+    /// True when buckets were written (or found) that the next durable flush must fsync.
+    pub(crate) fn has_unsynced(&self) -> bool {
+        !self.unsynced.is_empty()
     }
 }
 
@@ -278,12 +357,17 @@ pub(crate) const BUCKET_COUNT: usize = INDEX_KINDS.len() * 256;
 /// `below`, whose bodies were removed, so the index neither keeps growing with them nor keeps
 /// saying which key a removed record had. A changed bucket is replaced atomically (temporary
 /// file, fsync, rename, directory fsync), so a reader or a crash sees the old or the new bucket,
-/// and a bucket not yet compacted only holds entries that queries skip anyway. Returns how many
-/// entries were dropped. Must run where appends to the buckets run (the index thread).
+/// and a bucket not yet compacted only holds entries that queries skip anyway. The count
+/// `index/watermark` records for the bucket is lowered first: a crash between the two leaves a
+/// bucket holding more than recorded, which is normal, never less, which is damage. `files`, the
+/// index writer's own counts when it runs this, are lowered by what was dropped (not set to what
+/// the file holds, which may be short). Returns how many entries were dropped. Must run where
+/// appends to the buckets run (the index thread).
 pub(crate) fn drop_bucket_entries_below(
     dir: &Path,
     n: usize,
     below: u64,
+    files: Option<&mut BucketFiles>,
 ) -> Result<u64, AuditError> {
     let Some(bucket) = numbered_bucket(n) else {
         return Ok(0);
@@ -299,10 +383,28 @@ pub(crate) fn drop_bucket_entries_below(
     if kept.len() == bytes.len() {
         return Ok(0);
     }
+    let dropped = ((bytes.len() / ENTRY_BYTES) - kept.len() / ENTRY_BYTES) as u64;
+    let file = read_watermark_file(dir);
+    if let Recorded::Entries(mut recorded) = file.entries
+        && let Some(want) = recorded.get_mut(n)
+    {
+        let dropped_of_recorded = bytes
+            .chunks_exact(ENTRY_BYTES)
+            .take(usize::try_from(*want).unwrap_or(usize::MAX))
+            .filter(|entry| entry_seq(entry) < below)
+            .count() as u64;
+        if dropped_of_recorded > 0 {
+            *want -= dropped_of_recorded;
+            write_watermark(dir, file.mark, &recorded)?;
+        }
+    }
     replace_file(&path, &kept)?;
     let kind_dir = dir.join("index").join(bucket.0.dir());
     sync_dir(&kind_dir).map_err(AuditError::io(&kind_dir))?;
-    Ok(((bytes.len() - kept.len()) / ENTRY_BYTES) as u64)
+    if let Some(files) = files {
+        files.entries[n] = files.entries[n].saturating_sub(dropped);
+    }
+    Ok(dropped)
 }
 
 /// Records every bucket's entries below `below` as dropped (`index/compacted`), once a compaction
@@ -345,9 +447,35 @@ pub struct Watermark {
 
 /// The durable watermark (zero when there is none).
 pub fn watermark(dir: &Path) -> Watermark {
+    read_watermark_file(dir).mark
+}
+
+/// What `index/watermark` holds: `<seq> <segment> <offset>` and, on a second line,
+/// `entries <n₀> … <n₅₁₁>`, the entries each bucket (by [`bucket_number`]) held at that durable
+/// flush. Versions before the counts wrote the first line only; they read past the second.
+struct WatermarkFile {
+    mark: Watermark,
+    entries: Recorded,
+}
+
+/// The per-bucket entry counts of `index/watermark`.
+enum Recorded {
+    /// No watermark, or one written before the counts were: nothing to check against.
+    Unknown,
+    /// A second line that is not 512 counts (the file was altered or damaged).
+    Damaged(String),
+    Entries(Vec<u64>),
+}
+
+fn read_watermark_file(dir: &Path) -> WatermarkFile {
     let text = std::fs::read_to_string(dir.join("index").join("watermark")).unwrap_or_default();
-    let mut parts = text.split_whitespace().map(|p| p.parse::<u64>().ok());
-    match (
+    let mut lines = text.lines();
+    let mut parts = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|p| p.parse::<u64>().ok());
+    let mark = match (
         parts.next().flatten(),
         parts.next().flatten(),
         parts.next().flatten(),
@@ -358,13 +486,43 @@ pub fn watermark(dir: &Path) -> Watermark {
             offset,
         },
         _ => Watermark::default(),
-    }
+    };
+    let entries = match lines.next() {
+        None => Recorded::Unknown,
+        Some(line) => {
+            let mut words = line.split_whitespace();
+            let counts: Option<Vec<u64>> = match words.next() {
+                Some("entries") => words.map(|w| w.parse().ok()).collect(),
+                _ => None,
+            };
+            match counts {
+                Some(counts) if counts.len() == BUCKET_COUNT => Recorded::Entries(counts),
+                _ => Recorded::Damaged(format!(
+                    "has a second line that is not `entries` and {BUCKET_COUNT} counts"
+                )),
+            }
+        }
+    };
+    WatermarkFile { mark, entries }
 }
 
-/// Locations of records whose `kind` key equals `key`, sorted and without duplicates.
+/// Writes `index/watermark` atomically: `mark`, and the entries each bucket holds.
+fn write_watermark(dir: &Path, mark: Watermark, entries: &[u64]) -> Result<(), AuditError> {
+    let mut text = format!("{} {} {}\nentries", mark.seq, mark.segment, mark.offset);
+    for count in entries {
+        text.push(' ');
+        text.push_str(&count.to_string());
+    }
+    text.push('\n');
+    write_atomic(&dir.join("index").join("watermark"), text.as_bytes())
+}
+
+/// Locations of records whose `kind` key equals `key`, sorted and without duplicates. Fails when
+/// the bucket holds fewer entries than `index/watermark` records for it: entries were removed,
+/// and an answer from what is left would silently leave requests out.
 pub fn lookup(dir: &Path, kind: IndexKind, key: &str) -> Result<Vec<Location>, AuditError> {
     let k = key16(key);
-    let bytes = read_bucket(bucket_path(dir, (kind, k[0])))?;
+    let bytes = read_checked_bucket(dir, (kind, k[0]))?;
     let mut out: Vec<Location> = bytes
         .chunks_exact(ENTRY_BYTES)
         .filter(|c| c[..16] == k)
@@ -377,6 +535,48 @@ pub fn lookup(dir: &Path, kind: IndexKind, key: &str) -> Result<Vec<Location>, A
     out.sort();
     out.dedup_by_key(|l| l.seq);
     Ok(out)
+}
+
+/// Attempts at reading a bucket that looks short before calling it damaged.
+const CHECKED_READ_ATTEMPTS: usize = 3;
+
+/// A bucket's bytes, checked against the count `index/watermark` records for it. The count is read
+/// before the bucket: a durable flush in between only adds entries. A compaction in between may
+/// shrink the bucket below the count read, but it lowers the count first, so the next attempt
+/// reads the lowered count; a bucket still short is damaged.
+fn read_checked_bucket(dir: &Path, bucket: Bucket) -> Result<Vec<u8>, AuditError> {
+    let path = bucket_path(dir, bucket);
+    let mut attempt = 1;
+    loop {
+        let want = match read_watermark_file(dir).entries {
+            Recorded::Unknown => None,
+            Recorded::Damaged(problem) => {
+                return Err(AuditError::IndexDamaged {
+                    dir: dir.to_path_buf(),
+                    path: dir.join("index").join("watermark"),
+                    problem,
+                });
+            }
+            Recorded::Entries(entries) => entries.get(bucket_number(bucket)).copied(),
+        };
+        let bytes = read_bucket(path.clone())?;
+        let held = (bytes.len() / ENTRY_BYTES) as u64;
+        match want {
+            Some(want) if held < want => {
+                if attempt == CHECKED_READ_ATTEMPTS {
+                    return Err(AuditError::IndexDamaged {
+                        dir: dir.to_path_buf(),
+                        path,
+                        problem: format!(
+                            "holds {held} entries but {want} were recorded at its last durable flush"
+                        ),
+                    });
+                }
+                attempt += 1;
+            }
+            _ => return Ok(bytes),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -412,7 +612,7 @@ mod tests {
         );
         w.flush_durably(
             dir.path(),
-            &mut BTreeSet::new(),
+            &mut BucketFiles::empty(),
             Watermark {
                 seq: 100,
                 segment: 0,
@@ -457,7 +657,7 @@ mod tests {
             w.add(IndexKind::Subject, &format!("person-{}", seq % 13), loc);
             w.add(IndexKind::Consumer, "0192:1", loc);
         }
-        w.write_out(dir.path(), &mut BTreeSet::new()).unwrap();
+        w.write_out(dir.path(), &mut BucketFiles::empty()).unwrap();
         let all_bytes = || -> u64 {
             INDEX_KINDS
                 .iter()
@@ -467,7 +667,7 @@ mod tests {
         };
         let pass = |below| -> u64 {
             (0..BUCKET_COUNT)
-                .map(|n| drop_bucket_entries_below(dir.path(), n, below).unwrap())
+                .map(|n| drop_bucket_entries_below(dir.path(), n, below, None).unwrap())
                 .sum()
         };
         assert_eq!(all_bytes(), 600 * ENTRY_BYTES as u64);

@@ -8,6 +8,8 @@ mod audit {
 mod crash;
 #[path = "audit/faults.rs"]
 mod faults;
+#[path = "audit/index_damage.rs"]
+mod index_damage;
 #[path = "audit/lifecycle.rs"]
 mod lifecycle;
 #[path = "audit/tamper.rs"]

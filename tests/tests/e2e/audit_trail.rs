@@ -739,6 +739,79 @@ async fn the_citizen_view_says_when_it_shows_only_the_newest_requests() {
     );
 }
 
+/// A damaged index (here a subject bucket cut short while the gateway was stopped) makes the
+/// console's citizen view and record list fail naming the file, instead of listing fewer requests.
+#[tokio::test]
+async fn the_console_refuses_to_answer_from_a_damaged_index() {
+    use sha2::Digest;
+    let password = "damaged-index-officer-password";
+    let mut env = Env::start(Options {
+        extra_config: console_section(password),
+        ..Options::default()
+    })
+    .await;
+    env.stop_gateway().await;
+    let certs = certs_dir();
+    let (log, _) = tollbu_audit::AuditLog::open(tollbu_audit::AuditConfig::new(
+        env.audit_dir(),
+        "tollbu.example/test/gateway-0",
+        certs.join("audit-signing.key.pem"),
+        certs.join("audit-pseudonym.key"),
+    ))
+    .expect("open the gateway's log");
+    let subject = log.pseudonymise(&example_pid(1));
+    let now = tollbu_audit::Record::timestamp(time::OffsetDateTime::now_utc());
+    let batch = (0..200)
+        .map(|_| tollbu_audit::Record {
+            time: now.clone(),
+            service: "population".into(),
+            operation: "get-person".into(),
+            subject: Some(subject.clone()),
+            decision: tollbu_audit::Decision::Allow,
+            ..tollbu_audit::Record::default()
+        })
+        .collect();
+    log.append_batch(batch).await.expect("append");
+    close(log).await;
+    let bucket = env.audit_dir().join("index").join("subject").join(format!(
+        "{:02x}.idx",
+        sha2::Sha256::digest(subject.as_bytes())[0]
+    ));
+    let bytes = std::fs::read(&bucket).expect("the subject's bucket");
+    std::fs::write(&bucket, &bytes[..bytes.len() / 2]).expect("cut the bucket short");
+
+    env.restart_gateway().await;
+    let session = console_login(&env, password).await;
+    let damaged = format!("the audit log index is damaged: `{}`", bucket.display());
+    for path in [
+        format!("/console/api/citizen?subject={subject}"),
+        format!("/console/api/records?subject={subject}"),
+    ] {
+        let answer = console_get(&env, &session, &path).await;
+        assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        assert!(
+            answer.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&damaged) && e.contains("tollbu audit verify")),
+            "{path}: {}",
+            answer.json()
+        );
+    }
+    let page = console_get(
+        &env,
+        &session,
+        &format!("/console/citizen?subject={subject}"),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(
+        html.contains("the audit log index is damaged") && html.contains(".idx"),
+        "{}",
+        &html[..html.len().min(2_000)]
+    );
+}
+
 /// The console's record list refuses a filter it cannot apply: ignoring it would answer a wider
 /// question than the officer asked, with nothing on the page to show it.
 #[tokio::test]

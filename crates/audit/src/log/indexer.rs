@@ -6,20 +6,19 @@
 //! write only stops the watermark from moving; it never fails an append. At most one job waits
 //! while another runs, so a slow disk makes jobs larger, not more numerous.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, TryRecvError, TrySendError};
 
 use crate::error::AuditError;
 use crate::index::{
-    BUCKET_COUNT, Bucket, IndexWriter, Watermark, drop_bucket_entries_below, write_compacted,
+    BUCKET_COUNT, BucketFiles, IndexWriter, Watermark, drop_bucket_entries_below, write_compacted,
 };
 
 pub(crate) struct Indexer {
     tx: Option<mpsc::SyncSender<IndexJob>>,
     join: Option<std::thread::JoinHandle<()>>,
-    /// Buckets written but not yet fsynced, when no thread could be started.
-    inline_unsynced: BTreeSet<Bucket>,
+    /// The bucket files, when no thread could be started (or it is gone).
+    inline_files: BucketFiles,
 }
 
 /// Entries for the index thread to write; with a watermark, also to make durable up to it; with
@@ -33,11 +32,12 @@ struct IndexJob {
 }
 
 impl IndexJob {
-    /// Writes the entries; with a watermark, fsyncs every bucket in `unsynced` and moves it.
-    fn write(&mut self, unsynced: &mut BTreeSet<Bucket>) -> Result<(), AuditError> {
+    /// Writes the entries; with a watermark, fsyncs every bucket written since the last one and
+    /// moves it.
+    fn write(&mut self, files: &mut BucketFiles) -> Result<(), AuditError> {
         match self.mark {
-            Some(mark) => self.entries.flush_durably(&self.dir, unsynced, mark),
-            None => self.entries.write_out(&self.dir, unsynced),
+            Some(mark) => self.entries.flush_durably(&self.dir, files, mark),
+            None => self.entries.write_out(&self.dir, files),
         }
     }
 }
@@ -53,8 +53,8 @@ impl Compaction {
     /// Compacts one bucket; true once every bucket is done (then recorded in `index/compacted`).
     /// Best effort: a bucket that cannot be rewritten keeps entries that queries skip, and the
     /// pass goes on; only a finished pass is recorded.
-    fn step(&mut self) -> bool {
-        let _ = drop_bucket_entries_below(&self.dir, self.next, self.below);
+    fn step(&mut self, files: &mut BucketFiles) -> bool {
+        let _ = drop_bucket_entries_below(&self.dir, self.next, self.below, Some(files));
         self.next += 1;
         if self.next < BUCKET_COUNT {
             return false;
@@ -65,21 +65,25 @@ impl Compaction {
 }
 
 impl Indexer {
-    pub fn start() -> Self {
+    /// Starts the thread, which keeps `files` (the buckets as recovery left them) up to date.
+    pub fn start(files: BucketFiles) -> Self {
         let (tx, rx) = mpsc::sync_channel::<IndexJob>(1);
+        let thread_files = files.clone();
         let join = std::thread::Builder::new()
             .name("tollbu-audit-index".into())
-            .spawn(move || run(&rx));
+            .spawn(move || run(&rx, thread_files));
         match join {
+            // The inline copy is only written through without a watermark (the thread is
+            // gone), which records no counts.
             Ok(join) => Self {
                 tx: Some(tx),
                 join: Some(join),
-                inline_unsynced: BTreeSet::new(),
+                inline_files: files,
             },
             Err(_) => Self {
                 tx: None,
                 join: None,
-                inline_unsynced: BTreeSet::new(),
+                inline_files: files,
             },
         }
     }
@@ -105,7 +109,7 @@ impl Indexer {
             // No thread could be started: write inline rather than not at all (and leave
             // compaction to a later start).
             let mut job = job;
-            let _ = job.write(&mut self.inline_unsynced);
+            let _ = job.write(&mut self.inline_files);
             return Ok(());
         };
         let refused = if wait {
@@ -122,7 +126,7 @@ impl Indexer {
         // not be durable (the next open indexes those records again).
         if let Err(mut job) = refused {
             job.mark = None;
-            let _ = job.write(&mut self.inline_unsynced);
+            let _ = job.write(&mut self.inline_files);
         }
         Ok(())
     }
@@ -139,9 +143,8 @@ impl Indexer {
 
 /// The thread: jobs first; while a compaction pass is under way and no job waits, one bucket at a
 /// time, so a pass over a large index never holds up the entries piling up behind it.
-fn run(rx: &mpsc::Receiver<IndexJob>) {
+fn run(rx: &mpsc::Receiver<IndexJob>, mut files: BucketFiles) {
     let mut failed = false;
-    let mut unsynced = BTreeSet::new();
     let mut compaction: Option<Compaction> = None;
     loop {
         let job = match compaction {
@@ -156,14 +159,14 @@ fn run(rx: &mpsc::Receiver<IndexJob>) {
             },
         };
         let Some(mut job) = job else {
-            if compaction.as_mut().is_some_and(Compaction::step) {
+            if compaction.as_mut().is_some_and(|c| c.step(&mut files)) {
                 compaction = None;
             }
             continue;
         };
         // After one failure the watermark must stay put: moving it past entries that were never
         // written would hide those records from indexed queries for good.
-        if !failed && job.write(&mut unsynced).is_err() {
+        if !failed && job.write(&mut files).is_err() {
             failed = true;
         }
         if let Some(below) = job.compact_below {

@@ -1,7 +1,6 @@
 //! Opening a log directory: identity checks, torn-tail repair, tree and index catch-up, and the
 //! refusal to continue a log that is shorter than, or disagrees with, what it already signed.
 
-use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -12,7 +11,7 @@ use super::{AuditConfig, Durability, Shared};
 use crate::checkpoint::{CheckpointSigner, NoteVerifier, open_checkpoint};
 use crate::error::AuditError;
 use crate::hash::{Hash, leaf_hash};
-use crate::index::{IndexWriter, Watermark, cut_torn_entries, watermark};
+use crate::index::{BucketFiles, IndexWriter, Watermark, cut_torn_entries, watermark};
 use crate::pseudonym::Pseudonymiser;
 use crate::record::{MAX_RECORD_BYTES, decode};
 use crate::segment::{
@@ -62,6 +61,8 @@ pub(crate) struct Opened {
     pub seg_first: u64,
     pub seg_len: u64,
     pub index: IndexWriter,
+    /// The index buckets as recovery left them, for the index thread to keep count of.
+    pub index_files: BucketFiles,
     pub last_checkpoint: Option<u64>,
 }
 
@@ -252,16 +253,18 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
     }
 
     report.notes.extend(cut_torn_entries(dir)?);
+    let (mut index_files, index_notes) = BucketFiles::open(dir)?;
+    report.notes.extend(index_notes);
     let mut index = IndexWriter::default();
     let from = watermark(dir).seq.min(size);
-    let mut unsynced = BTreeSet::new();
-    index_records(dir, &segments, from, size, &mut index, &mut unsynced)?;
-    if !unsynced.is_empty() {
-        // A long rebuild (the index was removed) wrote buckets the index thread does not know
-        // about: make them and the watermark durable here, before the writer moves it on.
+    index_records(dir, &segments, from, size, &mut index, &mut index_files)?;
+    if index_files.has_unsynced() {
+        // A long rebuild (the index was removed) wrote buckets, or a crash left entries beyond
+        // the recorded counts (or an earlier version recorded none): make them, the counts and
+        // the watermark durable here, before the writer moves it on.
         index.flush_durably(
             dir,
-            &mut unsynced,
+            &mut index_files,
             Watermark {
                 seq: size,
                 segment: last.first_seq,
@@ -300,6 +303,7 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
         seg_first: last.first_seq,
         seg_len: good_len,
         index,
+        index_files,
         last_checkpoint,
     })
 }

@@ -2,12 +2,11 @@
 //! records after the watermark (all of them when the index was removed), and for a log no gateway
 //! has open (`tollbu audit reindex`) when `verify` found the index does not match the records.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::recover::scan_tail;
 use crate::error::AuditError;
-use crate::index::{Bucket, IndexKind, IndexWriter, Location, Watermark, remove_index};
+use crate::index::{BucketFiles, IndexKind, IndexWriter, Location, Watermark, remove_index};
 use crate::record::decode;
 use crate::segment::{SegmentInfo, for_each_in_range, list_segments};
 
@@ -15,24 +14,17 @@ use crate::segment::{SegmentInfo, for_each_in_range, list_segments};
 /// records would otherwise hold 800 MB of entries at once.
 const REINDEX_BUFFER_BYTES: usize = 16 << 20;
 
-/// Adds the entries of records `from..to` to `index`, writing them out (unsynced, recorded in
-/// `unsynced`) whenever [`REINDEX_BUFFER_BYTES`] are pending.
+/// Adds the entries of records `from..to` to `index`, writing them out (unsynced, noted in
+/// `files`) whenever [`REINDEX_BUFFER_BYTES`] are pending.
 pub(crate) fn index_records(
     dir: &Path,
     segments: &[SegmentInfo],
     from: u64,
     to: u64,
     index: &mut IndexWriter,
-    unsynced: &mut BTreeSet<Bucket>,
+    files: &mut BucketFiles,
 ) -> Result<(), AuditError> {
-    index_records_buffered(
-        dir,
-        segments,
-        from..to,
-        index,
-        unsynced,
-        REINDEX_BUFFER_BYTES,
-    )
+    index_records_buffered(dir, segments, from..to, index, files, REINDEX_BUFFER_BYTES)
 }
 
 fn index_records_buffered(
@@ -40,7 +32,7 @@ fn index_records_buffered(
     segments: &[SegmentInfo],
     range: std::ops::Range<u64>,
     index: &mut IndexWriter,
-    unsynced: &mut BTreeSet<Bucket>,
+    files: &mut BucketFiles,
     buffer_bytes: usize,
 ) -> Result<(), AuditError> {
     let (from, to) = (range.start, range.end);
@@ -58,7 +50,7 @@ fn index_records_buffered(
             index.add(IndexKind::Consumer, c, loc);
         }
         if index.pending_bytes() >= buffer_bytes {
-            index.write_out(dir, unsynced)?;
+            index.write_out(dir, files)?;
         }
         Ok(())
     })
@@ -86,18 +78,11 @@ pub fn reindex_closed_log(dir: &Path) -> Result<ReindexReport, AuditError> {
     let end = last.first_seq + count;
     remove_index(dir)?;
     let mut index = IndexWriter::default();
-    let mut unsynced = BTreeSet::new();
-    index_records(
-        dir,
-        &segments,
-        first.first_seq,
-        end,
-        &mut index,
-        &mut unsynced,
-    )?;
+    let mut files = BucketFiles::empty();
+    index_records(dir, &segments, first.first_seq, end, &mut index, &mut files)?;
     index.flush_durably(
         dir,
-        &mut unsynced,
+        &mut files,
         Watermark {
             seq: end,
             segment: last.first_seq,
@@ -138,20 +123,12 @@ mod tests {
         std::fs::write(seg_dir.join(segment_name(0)), &bytes).unwrap();
         let segments = list_segments(&seg_dir).unwrap();
         let mut index = IndexWriter::default();
-        let mut unsynced = BTreeSet::new();
+        let mut files = BucketFiles::empty();
         // 400 bytes: written out every five records rather than held to the end.
-        index_records_buffered(
-            dir.path(),
-            &segments,
-            0..200,
-            &mut index,
-            &mut unsynced,
-            400,
-        )
-        .unwrap();
-        assert!(index.pending_bytes() < 400 && !unsynced.is_empty());
+        index_records_buffered(dir.path(), &segments, 0..200, &mut index, &mut files, 400).unwrap();
+        assert!(index.pending_bytes() < 400 && files.has_unsynced());
         index
-            .flush_durably(dir.path(), &mut unsynced, Watermark::default())
+            .flush_durably(dir.path(), &mut files, Watermark::default())
             .unwrap();
         let about_2: Vec<u64> = lookup(dir.path(), IndexKind::Subject, &subject(2))
             .unwrap()

@@ -295,7 +295,7 @@ pub fn prune_closed_log_in_steps(
     delete_segments(&seg_dir, &removable)?;
     if !more_due && compacted_below(dir) < first_retained {
         for n in 0..BUCKET_COUNT {
-            drop_bucket_entries_below(dir, n, first_retained)?;
+            drop_bucket_entries_below(dir, n, first_retained, None)?;
         }
         write_compacted(dir, first_retained)?;
     }

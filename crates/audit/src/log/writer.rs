@@ -203,7 +203,7 @@ impl Writer {
             seg_grows,
             next_seq,
             index: o.index,
-            indexer: Indexer::start(),
+            indexer: Indexer::start(o.index_files),
             compact_index_below: None,
             index_compacted_below: compacted_below(&cfg.dir),
             // Records re-indexed on open are pending too, so count from the durable watermark.
