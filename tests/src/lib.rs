@@ -435,7 +435,18 @@ pub async fn get_with(
 
 /// POST with an empty body (admin actions).
 pub async fn post(url: &str) -> Answer {
-    let request = ok(Request::post(url).body(Empty::new()), "request");
+    send(http::Method::POST, url).await
+}
+
+/// `method` on `url` with an empty body and no headers.
+pub async fn send(method: http::Method, url: &str) -> Answer {
+    let request = ok(
+        Request::builder()
+            .method(method)
+            .uri(url)
+            .body(Empty::new()),
+        "request",
+    );
     let response = ok(client(false).request(request).await, "HTTP request");
     let (parts, body) = response.into_parts();
     let body = ok(body.collect().await, "body").to_bytes();

@@ -100,7 +100,14 @@ fn admin_connection_builder(
 async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let state = live.state();
     let query = request.uri().query().unwrap_or_default();
-    match (request.method(), request.uri().path()) {
+    // HEAD is GET without the body (RFC 9110 §9.3.2): monitors and caches ask whether a tile or
+    // a new checkpoint is there. hyper sends the headers of the GET answer and no body.
+    let method = if request.method() == Method::HEAD {
+        &Method::GET
+    } else {
+        request.method()
+    };
+    match (method, request.uri().path()) {
         (&Method::GET, "/healthz") => liveness(&state),
         (&Method::GET, "/readyz") => readiness(live, &state),
         (&Method::GET, "/metrics") => metrics(live, &state),
@@ -109,6 +116,7 @@ async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>
             format!("{}\n", state.audit.verifier_key()),
             "text/plain; charset=utf-8",
         ),
+        // A monitor must see each new checkpoint: a cache may keep it only to revalidate.
         (&Method::GET, "/audit/checkpoint") => match state.audit.latest_checkpoint() {
             Some(note) => text_response(StatusCode::OK, note, "text/plain; charset=utf-8"),
             None => json_response(
@@ -148,9 +156,17 @@ async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>
                 Some((level, n, width)) => match state.audit.tile(level, n, width) {
                     Ok(bytes) => {
                         let mut response = Response::new(Full::new(Bytes::from(bytes)));
-                        response.headers_mut().insert(
+                        let headers = response.headers_mut();
+                        headers.insert(
                             header::CONTENT_TYPE,
                             HeaderValue::from_static("application/octet-stream"),
+                        );
+                        // A tile's URL names its contents for good, a partial one by its width
+                        // (C2SP tlog-tiles): caches may keep it. A log that ever served other
+                        // bytes at the same URL has forked, which a kept copy helps show.
+                        headers.insert(
+                            header::CACHE_CONTROL,
+                            HeaderValue::from_static("public, max-age=31536000, immutable"),
                         );
                         response
                     }
@@ -164,7 +180,36 @@ async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>
                 ),
             }
         }
-        _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
+        (_, path) => match allowed_methods(path) {
+            Some(allowed) => {
+                let mut response = json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &json!({"error": format!("use {allowed}")}),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allowed));
+                response
+            }
+            None => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
+        },
+    }
+}
+
+/// The methods a known admin path answers (for 405's `Allow`, RFC 9110 §15.5.6); `None` for a
+/// path the admin port does not serve.
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/admin/reload" => Some("POST"),
+        "/healthz"
+        | "/readyz"
+        | "/metrics"
+        | "/audit/verifier-key"
+        | "/audit/checkpoint"
+        | "/audit/proof/inclusion"
+        | "/audit/proof/consistency" => Some("GET, HEAD"),
+        tile if tile.starts_with("/audit/tile/") => Some("GET, HEAD"),
+        _ => None,
     }
 }
 
@@ -396,6 +441,7 @@ const TILE_WIDTH: u64 = 256;
 /// Parses `<L>/<N>[.p/<W>]` where `N` is written in 3-digit groups, all but
 /// the last prefixed `x` (C2SP tlog-tiles), into (level, index, width).
 fn parse_tile_path(path: &str) -> Option<(u8, u64, u64)> {
+    let original = path;
     let (path, width) = match path.split_once(".p/") {
         Some((head, w)) => {
             let width: u64 = w.parse().ok().filter(|w| (1..TILE_WIDTH).contains(w))?;
@@ -417,8 +463,10 @@ fn parse_tile_path(path: &str) -> Option<(u8, u64, u64)> {
         return None;
     }
     n = n.checked_mul(1000)?.checked_add(last.parse().ok()?)?;
-    // One spelling per tile: `x000/005` would be a second URL for tile 5.
-    if leading.first().is_some_and(|g| *g == "x000") {
+    // One spelling per tile (`x000/005`, `00/005`, `+0/005` or `.p/017` would be second URLs
+    // for a tile): the path must be the one the tile's own name renders to.
+    let canonical = tollbu_audit::tile::tile_path(level, n, width);
+    if canonical.strip_prefix("tile/") != Some(original) {
         return None;
     }
     Some((level, n, width))
@@ -445,27 +493,37 @@ fn proof_response<P: serde::Serialize>(
     }
 }
 
+/// A decimal number given once, in its one spelling (no sign, no leading zero): the proof the
+/// JSON answers is for exactly the numbers the URL names.
 fn param(query: &str, name: &str) -> Option<u64> {
-    form_urlencoded_pairs(query)
-        .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| v.parse().ok())
+    let mut values = form_urlencoded_pairs(query).filter(|(k, _)| *k == name);
+    let (_, value) = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let number: u64 = value.parse().ok()?;
+    (number.to_string() == value).then_some(number)
 }
 
 fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
     query.split('&').filter_map(|pair| pair.split_once('='))
 }
 
+/// Health, metrics, proofs and errors describe this moment: no cache keeps them.
 fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
+/// The checkpoint, the verifier key and metrics: a cache may keep them only to revalidate.
 fn text_response(
     status: StatusCode,
     body: String,
@@ -473,9 +531,9 @@ fn text_response(
 ) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
@@ -504,5 +562,45 @@ mod tests {
         assert_eq!(parse_tile_path("0/000.p/0"), None);
         assert_eq!(parse_tile_path("64/000"), None);
         assert_eq!(parse_tile_path("../000"), None);
+        for second_spelling in [
+            "00/000",
+            "+0/000",
+            "01/000",
+            "0/269.p/0137",
+            "0/269.p/+137",
+            "1/000.p/011",
+        ] {
+            assert_eq!(parse_tile_path(second_spelling), None, "{second_spelling}");
+        }
+        assert_eq!(parse_tile_path("0/269.p/137"), Some((0, 269, 137)));
+    }
+
+    #[test]
+    fn a_proof_parameter_is_one_number_in_its_one_spelling() {
+        assert_eq!(super::param("index=1&size=5", "index"), Some(1));
+        assert_eq!(super::param("index=0&size=5", "index"), Some(0));
+        for bad in [
+            "index=01",
+            "index=+1",
+            "index=1&index=2",
+            "index=",
+            "index=1x",
+        ] {
+            assert_eq!(super::param(bad, "index"), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn known_paths_name_their_methods() {
+        assert_eq!(super::allowed_methods("/admin/reload"), Some("POST"));
+        assert_eq!(
+            super::allowed_methods("/audit/tile/0/000"),
+            Some("GET, HEAD")
+        );
+        assert_eq!(
+            super::allowed_methods("/audit/checkpoint"),
+            Some("GET, HEAD")
+        );
+        assert_eq!(super::allowed_methods("/nothing"), None);
     }
 }

@@ -250,9 +250,38 @@ async fn an_outsider_verifies_a_record_from_the_admin_endpoints_alone() {
     } else {
         "0/000".to_owned()
     };
-    let tile = get(&format!("{}/audit/tile/{tile_path}", env.admin()), &[]).await;
+    let tile_url = format!("{}/audit/tile/{tile_path}", env.admin());
+    let tile = get(&tile_url, &[]).await;
     assert_eq!(tile.status, StatusCode::OK);
     assert_eq!(tile.body.len() as u64, 32 * checkpoint.size.min(256));
+    // What a monitor or a cache in front of the admin port relies on (RFC 9110 §9.3.2, §15.5.6).
+    assert_eq!(
+        tile.header("cache-control"),
+        "public, max-age=31536000, immutable"
+    );
+    let head = send(http::Method::HEAD, &tile_url).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length"), tile.body.len().to_string());
+    let checkpoint_head = send(
+        http::Method::HEAD,
+        &format!("{}/audit/checkpoint", env.admin()),
+    )
+    .await;
+    assert_eq!(checkpoint_head.status, StatusCode::OK);
+    assert_eq!(checkpoint_head.header("cache-control"), "no-cache");
+    let delete = send(http::Method::DELETE, &tile_url).await;
+    assert_eq!(delete.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(delete.header("allow"), "GET, HEAD");
+    let reload = get(&format!("{}/admin/reload", env.admin()), &[]).await;
+    assert_eq!(reload.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reload.header("allow"), "POST");
+    let second_spelling = get(
+        &format!("{}/audit/tile/00/{}", env.admin(), &tile_path[2..]),
+        &[],
+    )
+    .await;
+    assert_eq!(second_spelling.status, StatusCode::BAD_REQUEST);
     assert_eq!(&tile.body[32..64], &proof.leaf_hash[..]);
     assert!(tollbu_audit::tree::verify_inclusion(
         &proof.leaf_hash,
