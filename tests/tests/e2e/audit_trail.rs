@@ -440,6 +440,33 @@ async fn write_log_with_year_old_records(
 }
 
 /// A `[console]` section with one officer, `officer`, whose password is `password`.
+/// The test gateway's own log, opened while the gateway is stopped.
+fn open_gateway_log(env: &Env) -> tollbu_audit::AuditLog {
+    let certs = certs_dir();
+    let (log, _) = tollbu_audit::AuditLog::open(tollbu_audit::AuditConfig::new(
+        env.audit_dir(),
+        "tollbu.example/test/gateway-0",
+        certs.join("audit-signing.key.pem"),
+        certs.join("audit-pseudonym.key"),
+    ))
+    .expect("open the gateway's log");
+    log
+}
+
+/// `count` allowed reads of the person with pseudonym `subject`, at `now`.
+fn reads_of(subject: &str, now: &str, count: usize) -> Vec<tollbu_audit::Record> {
+    (0..count)
+        .map(|_| tollbu_audit::Record {
+            time: now.to_owned(),
+            service: "population".into(),
+            operation: "get-person".into(),
+            subject: Some(subject.to_owned()),
+            decision: tollbu_audit::Decision::Allow,
+            ..tollbu_audit::Record::default()
+        })
+        .collect()
+}
+
 fn console_section(password: &str) -> String {
     console_section_for("officer", password)
 }
@@ -716,28 +743,12 @@ async fn the_citizen_view_says_when_it_shows_only_the_newest_requests() {
     })
     .await;
     env.stop_gateway().await;
-    let certs = certs_dir();
-    let (log, _) = tollbu_audit::AuditLog::open(tollbu_audit::AuditConfig::new(
-        env.audit_dir(),
-        "tollbu.example/test/gateway-0",
-        certs.join("audit-signing.key.pem"),
-        certs.join("audit-pseudonym.key"),
-    ))
-    .expect("open the gateway's log");
+    let log = open_gateway_log(&env);
     let person = example_pid(0);
     let subject = log.pseudonymise(&person);
     let now = tollbu_audit::Record::timestamp(time::OffsetDateTime::now_utc());
     for _ in 0..11 {
-        let batch = (0..1_000)
-            .map(|_| tollbu_audit::Record {
-                time: now.clone(),
-                service: "population".into(),
-                operation: "get-person".into(),
-                subject: Some(subject.clone()),
-                decision: tollbu_audit::Decision::Allow,
-                ..tollbu_audit::Record::default()
-            })
-            .collect();
+        let batch = reads_of(&subject, &now, 1_000);
         log.append_batch(batch).await.expect("append");
     }
     close(log).await;
@@ -780,26 +791,10 @@ async fn the_console_refuses_to_answer_from_a_damaged_index() {
     })
     .await;
     env.stop_gateway().await;
-    let certs = certs_dir();
-    let (log, _) = tollbu_audit::AuditLog::open(tollbu_audit::AuditConfig::new(
-        env.audit_dir(),
-        "tollbu.example/test/gateway-0",
-        certs.join("audit-signing.key.pem"),
-        certs.join("audit-pseudonym.key"),
-    ))
-    .expect("open the gateway's log");
+    let log = open_gateway_log(&env);
     let subject = log.pseudonymise(&example_pid(1));
     let now = tollbu_audit::Record::timestamp(time::OffsetDateTime::now_utc());
-    let batch = (0..200)
-        .map(|_| tollbu_audit::Record {
-            time: now.clone(),
-            service: "population".into(),
-            operation: "get-person".into(),
-            subject: Some(subject.clone()),
-            decision: tollbu_audit::Decision::Allow,
-            ..tollbu_audit::Record::default()
-        })
-        .collect();
+    let batch = reads_of(&subject, &now, 200);
     log.append_batch(batch).await.expect("append");
     close(log).await;
     let bucket = env.audit_dir().join("index").join("subject").join(format!(

@@ -8,7 +8,7 @@ use sha2::Digest;
 use tollbu_audit::AuditLog;
 use tollbu_audit::tooling::{self, Query, Report};
 
-use crate::support::{Keys, assert_fails_saying, closed_log, person, record};
+use crate::support::{Keys, assert_fails_saying, closed_log, copy_tree, person, record};
 
 /// The bucket file holding the entries of `key` (a pseudonym or a consumer) in `kind`.
 fn bucket_of(dir: &Path, kind: &str, key: &str) -> PathBuf {
@@ -276,18 +276,4 @@ fn an_index_from_before_the_counts_is_counted_at_its_next_open() {
     let bucket = subject_bucket(dir.path(), &keys, 3);
     cut_entry(&bucket, 0);
     assert_refused_naming(&query_about(dir.path(), &keys, 3), &bucket);
-}
-
-/// Copies a log directory as it is on disk, files and subdirectories.
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }

@@ -9,7 +9,9 @@ use tollbu_audit::{
     MAX_SEGMENTS_PER_PRUNE, NoteVerifier, Pseudonymiser, Record, open_checkpoint,
 };
 
-use crate::support::{Keys, ORIGIN, assert_fails_saying, closed_log, person, record, runtime};
+use crate::support::{
+    Keys, ORIGIN, assert_fails_saying, closed_log, copy_tree, person, record, runtime,
+};
 
 #[test]
 fn appends_are_proven_and_a_restart_continues_the_same_log() {
@@ -1362,20 +1364,6 @@ fn index_entries_are_written_out_before_the_watermark_moves_and_a_crash_then_los
     let want: Vec<u64> = (0..20_000).filter(|i| i % 7 == 3).collect();
     assert_eq!(seqs_about(copy.path(), &person(3), &keys), want);
     log.shutdown().unwrap();
-}
-
-/// Copies a log directory as it is on disk, files and subdirectories.
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// A log with `records` records, shut down cleanly: the state a crash test then damages.
