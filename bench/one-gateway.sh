@@ -47,7 +47,7 @@ trap 'kill $I $U ${G:-} $HT 2>/dev/null || true; sleep 0.5; rm -rf "$OUT"' EXIT
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/18005) 2>/dev/null && break; sleep 0.2; done
 if [[ -n $HT ]]; then G=$(pgrep -f "^$BIN serve" | head -1); fi
 BENCH_TOKEN=$("$REL/tollbu" token --issuer "$ISSUER" --client-id demo-welfare \
-  --key "$ROOT/certs-example/clients/demo-welfare.key.pem" --scope demo:population)
+  --key "$ROOT/certs-example/clients/demo-welfare.key.pem" --kid demo-welfare-1 --scope demo:population)
 PERSON=$("$REL/examples/bench_upstream" 127.0.0.1:0 --print-body)
 # shellcheck disable=SC2034 # read by the scripts that source this file
 URL=http://127.0.0.1:18005/population/persons/$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$PERSON")

@@ -148,7 +148,7 @@ if [[ " $TARGETS " == *" relaxed "* ]]; then
 fi
 
 TOKEN=$("$REL/tollbu" token --issuer "$ISSUER" --client-id demo-welfare \
-  --key "$ROOT/certs-example/clients/demo-welfare.key.pem" --scope demo:population)
+  --key "$ROOT/certs-example/clients/demo-welfare.key.pem" --kid demo-welfare-1 --scope demo:population)
 PERSON=$("$REL/examples/bench_upstream" 127.0.0.1:0 --print-body)
 PID0=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$PERSON")
 PATH_=/population/persons/$PID0

@@ -77,7 +77,7 @@ sleep 0.5
 TOKEN_BIN=$REL/tollbu
 [[ -x $TOKEN_BIN ]] || TOKEN_BIN=$PGO_GENERATE/release/tollbu
 TOKEN=$(LLVM_PROFILE_FILE="$WORK/token.profraw" "$TOKEN_BIN" token --issuer "$ISSUER" --client-id demo-welfare \
-  --key "$ROOT/certs-example/clients/demo-welfare.key.pem" --scope demo:population)
+  --key "$ROOT/certs-example/clients/demo-welfare.key.pem" --kid demo-welfare-1 --scope demo:population)
 PERSON=$("$REL/examples/bench_upstream" 127.0.0.1:0 --print-body)
 PID0=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$PERSON")
 URL=http://127.0.0.1:$PORT/population/persons/$PID0

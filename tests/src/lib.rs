@@ -257,7 +257,7 @@ impl Env {
             issuer_url: self.issuer_url.clone(),
             client_id: client_id.to_owned(),
             key_pem: key.to_owned(),
-            kid: Some(kid.to_owned()),
+            kid: kid.to_owned(),
             scope: scope.to_owned(),
             consumer_org: consumer_org.map(str::to_owned),
             consent: consents.iter().map(|c| ((*c).to_owned(), None)).collect(),

@@ -39,8 +39,9 @@ pub struct TokenRequest {
     pub client_id: String,
     /// The client's RSA private key, PKCS#8 or PKCS#1 PEM.
     pub key_pem: String,
-    /// The kid the issuer knows the key by; omitted from the grant when `None`.
-    pub kid: Option<String>,
+    /// The kid the issuer knows the key by (chosen when the key was registered).
+    /// Required: Maskinporten finds a client's key by `kid` and does not guess.
+    pub kid: String,
     /// Space-separated scopes.
     pub scope: String,
     /// Act for this organisation through a registered delegation.
@@ -155,7 +156,12 @@ pub fn build_grant(req: &TokenRequest, issuer: &str, now: i64) -> Result<String,
             .collect();
         claims["authorization_details"] = Value::Array(details);
     }
-    sign_grant(&req.key_pem, req.kid.as_deref(), &claims)
+    if req.kid.is_empty() {
+        return Err(DevkitError::Key(
+            "a kid is required: the issuer finds the client's key by it".into(),
+        ));
+    }
+    sign_grant(&req.key_pem, Some(&req.kid), &claims)
 }
 
 /// Signs any `claims` as a grant (`{"alg":"RS256","typ":"JWT","kid":…}`),
@@ -167,6 +173,16 @@ pub fn sign_grant(key_pem: &str, kid: Option<&str>, claims: &Value) -> Result<St
         header["kid"] = Value::String(kid.to_owned());
     }
     key.sign(&header, claims)
+}
+
+/// Signs `claims` under exactly `header` (its `alg` should say RS256, the only
+/// signature made), for tests that forge grant headers (`x5c`, `jku`, …).
+pub fn sign_grant_with_header(
+    key_pem: &str,
+    header: &Value,
+    claims: &Value,
+) -> Result<String, DevkitError> {
+    RsaSigningKey::from_pem(key_pem, None)?.sign(header, claims)
 }
 
 fn normalise_issuer(url: &str) -> String {

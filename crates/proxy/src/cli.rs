@@ -43,9 +43,10 @@ enum Command {
         /// The client's RSA private key (PEM).
         #[arg(long)]
         key: PathBuf,
-        /// Key id the issuer knows the key by.
+        /// Key id the issuer knows the key by (given when the key was registered).
+        /// Required: Maskinporten refuses a grant that names no key.
         #[arg(long)]
-        kid: Option<String>,
+        kid: String,
         /// Space-separated scopes.
         #[arg(long)]
         scope: String,

@@ -320,9 +320,13 @@ fn print_guide(g: &Guide) {
         .unwrap_or_default();
     let audit = g.state.join("audit");
     let audit = audit.display();
+    // `--kid` names the key as the issuer registered it: a grant naming no key is refused.
     let token = |client: &str, scope: &str, extra: &str| {
+        let kid = demo_material::client_key(client)
+            .map(|(kid, _)| kid)
+            .unwrap_or_default();
         format!(
-            "{exe} token --issuer {} --client-id {client} --key {keys}/clients/{client}.key.pem --scope {scope}{extra}",
+            "{exe} token --issuer {} --client-id {client} --key {keys}/clients/{client}.key.pem --kid {kid} --scope {scope}{extra}",
             g.issuer
         )
     };

@@ -333,20 +333,35 @@ fn demo_prints_commands_that_work() {
         .iter()
         .find(|l| l.starts_with("TOKEN=$("))
         .unwrap_or_else(|| panic!("{guide:#?}"));
-    let command = token_line
+    // Every `$(tollbu token …)` the guide prints gets a token (the welfare agency's, the
+    // suspended agency's, the bank's with consents): each is a grant the issuer must accept.
+    let token_commands: Vec<&str> = guide
+        .iter()
+        .flat_map(|line| line.split("$(").skip(1))
+        .filter_map(|rest| rest.split_once(')').map(|(command, _)| command))
+        .filter(|command| command.starts_with(&format!("{TOLLBU} token ")))
+        .collect();
+    assert!(token_commands.len() >= 4, "{guide:#?}");
+    let mut tokens = Vec::new();
+    for command in &token_commands {
+        let mut words = command.split_whitespace();
+        let program = words.next().unwrap();
+        assert_eq!(program, TOLLBU, "the guide names the built binary");
+        let out = Command::new(program).args(words).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        assert_eq!(token.split('.').count(), 3);
+        tokens.push(token);
+    }
+    let first = token_line
         .trim_start_matches("TOKEN=$(")
         .trim_end_matches(')');
-    let mut words = command.split_whitespace();
-    let program = words.next().unwrap();
-    assert_eq!(program, TOLLBU, "the guide names the built binary");
-    let out = Command::new(program).args(words).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert_eq!(token.split('.').count(), 3);
+    assert_eq!(token_commands[0], first, "the welfare agency's comes first");
+    let token = tokens.remove(0);
 
     let allowed = guide
         .iter()
@@ -479,7 +494,7 @@ fn serve_reloads_on_sighup_and_drains_on_sigterm() {
             issuer_url: issuer.issuer_url(),
             client_id: "demo-welfare".into(),
             key_pem: key.into(),
-            kid: Some(kid.into()),
+            kid: kid.into(),
             scope: "demo:population".into(),
             ..Default::default()
         })

@@ -498,7 +498,7 @@ checkpoint_interval_secs = 1
             issuer_url: issuer.issuer_url(),
             client_id: "demo-welfare".into(),
             key_pem: key.into(),
-            kid: Some(kid.into()),
+            kid: kid.into(),
             scope: "demo:population".into(),
             consumer_org: None,
             consent: Vec::new(),

@@ -139,7 +139,7 @@ keys = [{ kid = "k1", public_key_path = "clients/demo-tax.pub.pem" }]
         issuer_url: issuer.issuer_url(),
         client_id: "demo-tax".into(),
         key_pem: client_pem,
-        kid: Some("k1".into()),
+        kid: "k1".into(),
         scope: "demo:income".into(),
         ..Default::default()
     })

@@ -30,7 +30,7 @@ fn request(issuer: &IssuerHandle, client_id: &str, scope: &str) -> TokenRequest 
         issuer_url: issuer.issuer_url(),
         client_id: client_id.to_owned(),
         key_pem: key.to_owned(),
-        kid: Some(kid.to_owned()),
+        kid: kid.to_owned(),
         scope: scope.to_owned(),
         ..TokenRequest::default()
     }
