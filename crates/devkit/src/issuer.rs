@@ -44,8 +44,8 @@ use crate::server::Server;
 
 /// Put in `delegation_source` of delegated tokens, as Maskinporten names Altinn.
 pub const DELEGATION_SOURCE: &str = "https://altinn.example/";
-/// The `typ` header of issued access tokens (RFC 9068).
-pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// The only request media type `/token` takes (RFC 6749 §4.5, RFC 7523 §2.1).
+const FORM_MEDIA_TYPE: &str = "application/x-www-form-urlencoded";
 /// How long clients may cache the JWKS. Short, so rotation tests see new keys.
 const JWKS_MAX_AGE: &str = "max-age=60";
 
@@ -97,6 +97,7 @@ pub async fn start_issuer(
         listener,
         None,
         Arc::new(move |req| route(&handler_state, &req)),
+        Some(Arc::new(unreadable_body)),
     )?;
     tracing::info!(issuer = %state.issuer_url, "devkit issuer started");
     Ok(IssuerHandle { state, server })
@@ -137,7 +138,7 @@ impl IssuerHandle {
 
     /// Signs arbitrary `claims` with the issuer's current key, so tests can
     /// forge expired, mis-addressed or oddly-headed tokens that are otherwise
-    /// genuine. The header starts as `{"alg":"RS256","typ":"at+jwt","kid":…}`;
+    /// genuine. The header starts as `{"alg":"RS256","kid":…}`, as `/token` issues it;
     /// each member of `header_overrides` (a JSON object) replaces one, and a
     /// `null` member removes it. The signature is always RS256.
     pub fn sign_access_token(
@@ -146,7 +147,7 @@ impl IssuerHandle {
         claims: Value,
     ) -> Result<String, DevkitError> {
         let key = self.state.keys.current();
-        let mut header = key.header(ACCESS_TOKEN_TYP);
+        let mut header = key.header();
         if let (Value::Object(base), Value::Object(overrides)) = (&mut header, header_overrides) {
             for (name, value) in overrides {
                 if value.is_null() {
@@ -223,18 +224,10 @@ impl IssuerState {
     }
 
     fn token(&self, req: &Request<Bytes>) -> Response<Full<Bytes>> {
-        let form = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim_start()
-                    .starts_with("application/x-www-form-urlencoded")
-            });
-        if !form {
+        if !is_form(req.headers()) {
             let body = json!({
                 "error": "invalid_request",
-                "error_description": "content type must be `application/x-www-form-urlencoded`",
+                "error_description": format!("content type must be `{FORM_MEDIA_TYPE}`"),
             });
             return respond::json_no_store(StatusCode::BAD_REQUEST, &body);
         }
@@ -254,7 +247,9 @@ impl IssuerState {
         };
         let claims = self.claims_for(&grant, now);
         let key = self.keys.current();
-        match key.sign(&key.header(ACCESS_TOKEN_TYP), &claims) {
+        // Maskinporten's header: `alg` and `kid`. No RFC 9068 `typ: at+jwt`, whose required
+        // `sub` and `aud` these tokens do not carry.
+        match key.sign(&key.header(), &claims) {
             Ok(token) => respond::json_no_store(
                 StatusCode::OK,
                 &json!({
@@ -272,6 +267,30 @@ impl IssuerState {
                 )
             }
         }
+    }
+}
+
+/// Whether the request's media type (before any `;` parameters, ASCII case-insensitive, as
+/// RFC 9110 §8.3.1 has it) is exactly the form type.
+fn is_form(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case(FORM_MEDIA_TYPE))
+}
+
+/// A request whose body was too large to read: `/token` answers as RFC 6749 §5.2 has
+/// token errors (a client parses those), every other path with the usual problem document.
+fn unreadable_body(head: &http::request::Parts) -> Response<Full<Bytes>> {
+    if head.uri.path() == "/token" {
+        let body = json!({
+            "error": "invalid_request",
+            "error_description": "request body too large or unreadable",
+        });
+        respond::json_no_store(StatusCode::PAYLOAD_TOO_LARGE, &body)
+    } else {
+        respond::body_too_large()
     }
 }
 

@@ -116,9 +116,10 @@ impl RsaSigningKey {
         Ok(format!("{signing_input}.{}", b64url(sig)))
     }
 
-    /// The default header for this key: `{"alg":"RS256","typ":…,"kid":…}`.
-    pub(crate) fn header(&self, typ: &str) -> Value {
-        json!({"alg": "RS256", "typ": typ, "kid": self.kid})
+    /// The default header for this key: `{"alg":"RS256","kid":…}`, as
+    /// Maskinporten's access tokens have it.
+    pub(crate) fn header(&self) -> Value {
+        json!({"alg": "RS256", "kid": self.kid})
     }
 }
 
@@ -211,7 +212,7 @@ mod tests {
         let key = RsaSigningKey::generate().unwrap();
         let public_pem = crate::certs::pem_encode("PUBLIC KEY", &key.spki_der().unwrap());
         let verifier = RsaVerifyingKey::from_pem(&public_pem).unwrap();
-        let token = key.sign(&key.header("JWT"), &json!({"sub": "a"})).unwrap();
+        let token = key.sign(&key.header(), &json!({"sub": "a"})).unwrap();
         let jws = CompactJws::parse(&token).unwrap();
         assert!(verifier.verify(&jws));
         assert_eq!(jws.header["kid"], key.kid());

@@ -70,7 +70,7 @@ fn start(
     let scheme = if tls.is_some() { "https" } else { "http" };
     // Build the population now, not on the first (timed) request.
     let _ = people::all();
-    let server = Server::spawn(listener, tls, handler)?;
+    let server = Server::spawn(listener, tls, handler, None)?;
     tracing::info!(url = %format!("{scheme}://{}", server.addr()), "devkit registry started");
     Ok(RegistryHandle { server, scheme })
 }

@@ -59,6 +59,15 @@ pub(crate) fn problem(status: StatusCode, kind: &str, detail: &str) -> Response<
     )
 }
 
+/// 413 for a request body over the servers' limit (or one that could not be read).
+pub(crate) fn body_too_large() -> Response<Full<Bytes>> {
+    problem(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        "request body too large or unreadable",
+    )
+}
+
 pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
     let mut response = problem(
         StatusCode::METHOD_NOT_ALLOWED,

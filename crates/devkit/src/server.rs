@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -28,6 +28,17 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 pub(crate) type Handler = Arc<dyn Fn(Request<Bytes>) -> Response<Full<Bytes>> + Send + Sync>;
+/// Answers a request whose body could not be read whole (over [`MAX_BODY_BYTES`], or cut
+/// off), from its head alone, for a stand-in whose clients expect a particular error shape.
+pub(crate) type UnreadableBodyHandler =
+    Arc<dyn Fn(&http::request::Parts) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// What a server answers with: the stand-in's handler, and its answer to unreadable bodies.
+#[derive(Clone)]
+struct Handlers {
+    handler: Handler,
+    unreadable: Option<UnreadableBodyHandler>,
+}
 
 /// A running server. Dropping it stops the server too (the stop channel
 /// closes), so a forgotten handle cannot leak a listener between tests.
@@ -38,15 +49,22 @@ pub(crate) struct Server {
 }
 
 impl Server {
+    /// Serves `handler`; a request whose body cannot be read gets `unreadable`'s answer, or
+    /// a 413 problem document when that is `None`.
     pub(crate) fn spawn(
         listener: TcpListener,
         tls: Option<Arc<rustls::ServerConfig>>,
         handler: Handler,
+        unreadable: Option<UnreadableBodyHandler>,
     ) -> Result<Self, DevkitError> {
         let addr = listener.local_addr().map_err(DevkitError::Socket)?;
         let (stop, stopped) = oneshot::channel();
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-        let task = tokio::spawn(accept_loop(listener, acceptor, handler, stopped));
+        let handlers = Handlers {
+            handler,
+            unreadable,
+        };
+        let task = tokio::spawn(accept_loop(listener, acceptor, handlers, stopped));
         Ok(Self { addr, stop, task })
     }
 
@@ -65,7 +83,7 @@ impl Server {
 async fn accept_loop(
     listener: TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-    handler: Handler,
+    handlers: Handlers,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -76,13 +94,13 @@ async fn accept_loop(
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
                     let watcher = graceful.watcher();
-                    let handler = handler.clone();
+                    let handlers = handlers.clone();
                     let acceptor = acceptor.clone();
                     tokio::spawn(async move {
                         match acceptor {
-                            None => serve(stream, handler, watcher).await,
+                            None => serve(stream, handlers, watcher).await,
                             Some(acceptor) => match acceptor.accept(stream).await {
-                                Ok(tls) => serve(tls, handler, watcher).await,
+                                Ok(tls) => serve(tls, handlers, watcher).await,
                                 Err(e) => tracing::debug!("tls handshake failed: {e}"),
                             },
                         }
@@ -106,13 +124,13 @@ async fn accept_loop(
     }
 }
 
-async fn serve<IO>(io: IO, handler: Handler, watcher: Watcher)
+async fn serve<IO>(io: IO, handlers: Handlers, watcher: Watcher)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let handler = handler.clone();
-        async move { Ok::<_, Infallible>(handle(req, &handler).await) }
+        let handlers = handlers.clone();
+        async move { Ok::<_, Infallible>(handle(req, &handlers).await) }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection(TokioIo::new(io), service);
@@ -121,14 +139,13 @@ where
     }
 }
 
-async fn handle(req: Request<Incoming>, handler: &Handler) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, handlers: &Handlers) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => handler(Request::from_parts(parts, collected.to_bytes())),
-        Err(_) => respond::problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body-too-large",
-            "request body too large or unreadable",
-        ),
+        Ok(collected) => (handlers.handler)(Request::from_parts(parts, collected.to_bytes())),
+        Err(_) => match &handlers.unreadable {
+            Some(unreadable) => unreadable(&parts),
+            None => respond::body_too_large(),
+        },
     }
 }

@@ -61,8 +61,9 @@ fn attacker_rsa_key() -> EncodingKey {
     EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()
 }
 
+/// Maskinporten's access-token header: `alg` and `kid`, no `typ`.
 fn header(issuer: &IssuerHandle, alg: &str) -> Value {
-    json!({"alg": alg, "typ": "at+jwt", "kid": issuer.current_kid()})
+    json!({"alg": alg, "kid": issuer.current_kid()})
 }
 
 fn welfare_claims(issuer: &IssuerHandle) -> Value {
@@ -183,6 +184,14 @@ fn cases(env: &Env, second: &IssuerHandle) -> Vec<Case> {
         ),
         Expect::Accepted,
     );
+    // Maskinporten sends no `typ`; issuers following RFC 9068 send `at+jwt`.
+    for typ in ["at+jwt", "application/at+jwt", "JWT"] {
+        add(
+            &format!("typ {typ}"),
+            forge(json!({"typ": typ}), claims()),
+            Expect::Accepted,
+        );
+    }
 
     // alg none and friends.
     for alg in ["none", "None", "NONE", "nOnE"] {
@@ -455,7 +464,7 @@ fn cases(env: &Env, second: &IssuerHandle) -> Vec<Case> {
         ),
         Expect::Invalid("malformed"),
     );
-    let dup_alg = format!(r#"{{"alg":"none","alg":"RS256","typ":"at+jwt","kid":"{kid}"}}"#);
+    let dup_alg = format!(r#"{{"alg":"none","alg":"RS256","kid":"{kid}"}}"#);
     add(
         "duplicate alg header",
         sign_raw(

@@ -17,6 +17,12 @@ pub const MAX_IAT_SKEW_SECS: i64 = 10;
 pub const MAX_GRANT_LIFETIME_SECS: i64 = 120;
 /// The only `authorization_details` type understood.
 pub const CONSENT_DETAIL_TYPE: &str = "urn:altinn:consent";
+/// Header members that bring a key or certificate of their own (RFC 7515 §4.1.2-6). A grant
+/// must name a registered key by `kid`; trusting a key the grant carries would let anyone sign.
+const KEY_BEARING_HEADERS: [&str; 3] = ["jku", "jwk", "x5u"];
+/// The largest NumericDate accepted (about the year 36812): far beyond any real grant, and
+/// small enough that differences between two of them cannot overflow.
+const MAX_NUMERIC_DATE: i64 = 1 << 40;
 
 /// An RFC 6749 section 5.2 error.
 #[derive(Debug)]
@@ -96,7 +102,9 @@ pub(crate) fn check(
         }
     }
     let assertion = assertion.ok_or_else(|| OAuthError::request("missing `assertion`"))?;
-    let jws = CompactJws::parse(&assertion).map_err(OAuthError::request)?;
+    // RFC 7523 §3.1: an assertion that is not a valid JWT is `invalid_grant`, like any other
+    // invalid JWT; `invalid_request` is kept for the form around it.
+    let jws = CompactJws::parse(&assertion).map_err(OAuthError::grant)?;
 
     if jws.header.get("alg").and_then(Value::as_str) != Some("RS256") {
         return Err(OAuthError::grant("grant `alg` must be `RS256`"));
@@ -108,6 +116,33 @@ pub(crate) fn check(
             "grant header names critical extensions (`crit`); none is supported",
         ));
     }
+    // Maskinporten takes the client's key from an enterprise certificate chain (`x5c`) or a
+    // registered key named by `kid`. This issuer has no certificate path, so `x5c` is refused
+    // rather than ignored: ignoring it would accept grants Maskinporten would judge by the
+    // certificate (another organisation's, or garbage).
+    if jws.header.contains_key("x5c") {
+        return Err(OAuthError::grant(
+            "certificate grants (`x5c`) are not supported by this issuer; name a registered key with `kid`",
+        ));
+    }
+    if let Some(name) = KEY_BEARING_HEADERS
+        .iter()
+        .find(|name| jws.header.contains_key(**name))
+    {
+        return Err(OAuthError::grant(format!(
+            "key-bearing headers are refused (`{name}`); name a registered key with `kid`"
+        )));
+    }
+    let kid = match jws.header.get("kid") {
+        Some(Value::String(kid)) => kid,
+        Some(_) => return Err(OAuthError::grant("grant `kid` must be a string")),
+        None => {
+            return Err(OAuthError::grant(
+                "the grant names no key: set `kid` to the id of a key registered for the client \
+                 (`x5c` is not supported by this issuer)",
+            ));
+        }
+    };
     let claims = &jws.claims;
     let client_id = str_claim(claims, "iss")?
         .ok_or_else(|| OAuthError::grant("grant has no `iss` (the client id)"))?;
@@ -115,25 +150,12 @@ pub(crate) fn check(
         .client(client_id)
         .ok_or_else(|| OAuthError::client(format!("unknown client `{client_id}`")))?;
 
-    let key = match jws.header.get("kid") {
-        Some(Value::String(kid)) => client
-            .keys
-            .iter()
-            .find(|(k, _)| k == kid)
-            .map(|(_, key)| key)
-            .ok_or_else(|| {
-                OAuthError::client(format!("client `{client_id}` has no key `{kid}`"))
-            })?,
-        Some(_) => return Err(OAuthError::request("grant `kid` must be a string")),
-        None => match client.keys.as_slice() {
-            [(_, only)] => only,
-            _ => {
-                return Err(OAuthError::client(format!(
-                    "client `{client_id}` has several keys; the grant must name one with `kid`"
-                )));
-            }
-        },
-    };
+    let key = client
+        .keys
+        .iter()
+        .find(|(k, _)| k == kid)
+        .map(|(_, key)| key)
+        .ok_or_else(|| OAuthError::client(format!("client `{client_id}` has no key `{kid}`")))?;
     if !key.verify(&jws) {
         return Err(OAuthError::grant("grant signature is not valid"));
     }
@@ -147,6 +169,7 @@ pub(crate) fn check(
         }
         _ => return Err(OAuthError::grant("grant `aud` must be a single string")),
     }
+    // `time_claim` bounds every time to 0..=2^40 s, so none of the differences below overflows.
     let iat = time_claim(claims, "iat")?;
     let exp = time_claim(claims, "exp")?;
     if (iat - now).abs() > MAX_IAT_SKEW_SECS {
@@ -156,6 +179,13 @@ pub(crate) fn check(
     }
     if exp <= now {
         return Err(OAuthError::grant("grant has expired"));
+    }
+    if exp <= iat {
+        return Err(OAuthError::grant("grant `exp` must be after `iat`"));
+    }
+    // RFC 7523 §3: not accepted before `nbf`, with the clock skew allowed for `iat`.
+    if claims.contains_key("nbf") && time_claim(claims, "nbf")? - now > MAX_IAT_SKEW_SECS {
+        return Err(OAuthError::grant("grant is not valid yet (`nbf`)"));
     }
     if exp - iat > MAX_GRANT_LIFETIME_SECS {
         return Err(OAuthError::grant(format!(
@@ -192,7 +222,7 @@ pub(crate) fn check(
         Some(org) if org == client.org => (client.org.clone(), None),
         Some(org) => {
             if !is_valid_orgno(org) {
-                return Err(OAuthError::request(format!(
+                return Err(OAuthError::grant(format!(
                     "`consumer_org` `{org}` is not an organisation number"
                 )));
             }
@@ -218,7 +248,7 @@ pub(crate) fn check(
             Some(Value::Array(items.clone()))
         }
         Some(_) => {
-            return Err(OAuthError::request(
+            return Err(OAuthError::grant(
                 "`resource` must be a string or an array of strings",
             ));
         }
@@ -226,12 +256,25 @@ pub(crate) fn check(
 
     let consents = match claims.get("authorization_details") {
         None => Vec::new(),
-        Some(Value::Array(details)) => details
-            .iter()
-            .map(|d| check_consent(d, registry, &consumer_org, now))
-            .collect::<Result<_, _>>()?,
+        Some(Value::Array(details)) => {
+            let mut consents = Vec::with_capacity(details.len());
+            let mut ids: Vec<&str> = Vec::with_capacity(details.len());
+            for detail in details {
+                let (id, consent) = check_consent(detail, registry, &consumer_org, now)?;
+                // Refused, not merged: a token must not list one consent twice, and merging
+                // would hide which of two differing entries (`from`) the client meant.
+                if ids.contains(&id) {
+                    return Err(OAuthError::grant(format!(
+                        "consent `{id}` is named twice in `authorization_details`"
+                    )));
+                }
+                ids.push(id);
+                consents.push(consent);
+            }
+            consents
+        }
         Some(_) => {
-            return Err(OAuthError::request(
+            return Err(OAuthError::grant(
                 "`authorization_details` must be an array",
             ));
         }
@@ -247,22 +290,23 @@ pub(crate) fn check(
     })
 }
 
-fn check_consent(
-    detail: &Value,
+/// Checks one `authorization_details` entry; returns its consent id and the entry for the token.
+fn check_consent<'a>(
+    detail: &'a Value,
     registry: &Registry,
     consumer_org: &str,
     now: i64,
-) -> Result<Value, OAuthError> {
+) -> Result<(&'a str, Value), OAuthError> {
     let kind = detail.get("type").and_then(Value::as_str);
     if kind != Some(CONSENT_DETAIL_TYPE) {
-        return Err(OAuthError::request(format!(
+        return Err(OAuthError::grant(format!(
             "unsupported `authorization_details` type; only `{CONSENT_DETAIL_TYPE}` is supported"
         )));
     }
     let id = detail
         .get("id")
         .and_then(Value::as_str)
-        .ok_or_else(|| OAuthError::request("consent detail has no string `id`"))?;
+        .ok_or_else(|| OAuthError::grant("consent detail has no string `id`"))?;
     let consent = registry
         .consent(id)
         .ok_or_else(|| OAuthError::grant(format!("unknown consent `{id}`")))?;
@@ -289,7 +333,7 @@ fn check_consent(
             "consent `{id}` is not valid now"
         )));
     }
-    Ok(consent.entry.clone())
+    Ok((id, consent.entry.clone()))
 }
 
 fn str_claim<'a>(
@@ -299,13 +343,14 @@ fn str_claim<'a>(
     match claims.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(OAuthError::request(format!(
+        Some(_) => Err(OAuthError::grant(format!(
             "grant `{name}` must be a string"
         ))),
     }
 }
 
-/// A NumericDate claim; fractions are allowed by RFC 7519 and truncated.
+/// A NumericDate claim; fractions are allowed by RFC 7519 and truncated. Only
+/// 0..=[`MAX_NUMERIC_DATE`] is accepted, so the checks can subtract times freely.
 fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<i64, OAuthError> {
     let value = claims
         .get(name)
@@ -318,7 +363,12 @@ fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<i64, OAuthError
                 .filter(|f| f.is_finite() && f.abs() < 1e15)
                 .map(|f| f.trunc() as i64)
         })
-        .ok_or_else(|| OAuthError::grant(format!("grant `{name}` must be a number of seconds")))
+        .filter(|secs| (0..=MAX_NUMERIC_DATE).contains(secs))
+        .ok_or_else(|| {
+            OAuthError::grant(format!(
+                "grant `{name}` must be a number of seconds since 1970 (0 to 2^40)"
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -419,7 +469,7 @@ mod tests {
         );
         assert_eq!(
             run("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=x.y"),
-            "invalid_request"
+            "invalid_grant"
         );
         assert_eq!(run("grant_type=a&grant_type=b"), "invalid_request");
     }

@@ -1,5 +1,7 @@
+use base64::Engine as _;
 use http::{Method, StatusCode};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use rustls_pki_types::pem::PemObject as _;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -7,7 +9,7 @@ use tollbu_devkit::demo_material::{
     self, CONSENT_EXPIRED_PERSON1, CONSENT_INCOME_PERSON0, CONSENT_KYC_PERSON0,
 };
 use tollbu_devkit::token_client::{
-    TokenRequest, TokenResponse, post_grant, request_token, sign_grant,
+    TokenRequest, TokenResponse, post_grant, request_token, sign_grant, sign_grant_with_header,
 };
 use tollbu_devkit::{DevkitError, IssuerConfig, IssuerHandle, people, start_issuer};
 
@@ -159,10 +161,16 @@ async fn grant_is_exchanged_for_a_maskinporten_shaped_token() {
     assert_eq!(response.expires_in, 120);
     assert_eq!(response.scope.as_deref(), Some("demo:population"));
 
-    let header = jsonwebtoken::decode_header(&response.access_token).unwrap();
-    assert_eq!(header.alg, Algorithm::RS256);
-    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
-    assert_eq!(header.kid, Some(issuer.current_kid()));
+    // Maskinporten's access-token header is `alg` and `kid`, nothing else (no RFC 9068 `typ`:
+    // the token does not carry RFC 9068's `sub` and `aud`).
+    let header = response.access_token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header, json!({"alg": "RS256", "kid": issuer.current_kid()}));
 
     let claims = verify(&issuer, &response.access_token).await;
     assert_eq!(claims["iss"], issuer.issuer_url());
@@ -208,7 +216,9 @@ async fn token_lifetime_is_configurable() {
 }
 
 #[tokio::test]
-async fn a_grant_without_kid_uses_the_clients_only_key() {
+async fn a_grant_without_kid_is_refused() {
+    // Maskinporten finds the client's key by `kid` (or takes it from an `x5c` chain); it never
+    // guesses, so a client that forgets `kid` must fail here as it would there.
     let issuer = issuer().await;
     let (_, key) = demo_material::client_key("demo-bank").unwrap();
     let grant = sign_grant(
@@ -217,11 +227,263 @@ async fn a_grant_without_kid_uses_the_clients_only_key() {
         &grant_claims(&issuer, "demo-bank", "demo:income"),
     )
     .unwrap();
-    let response = post_grant(&issuer.token_endpoint(), &grant).await.unwrap();
-    assert_eq!(
-        verify(&issuer, &response.access_token).await["client_id"],
-        "demo-bank"
+    assert_refused(
+        post_grant(&issuer.token_endpoint(), &grant).await,
+        400,
+        "invalid_grant",
+        "names no key",
     );
+}
+
+#[tokio::test]
+async fn grants_carrying_their_own_key_or_certificate_are_refused() {
+    let issuer = issuer().await;
+    let (kid, key) = demo_material::client_key("demo-welfare").unwrap();
+    let jwk = get(&issuer.jwks_url()).await.json()["keys"][0].clone();
+    // Another organisation's enterprise certificate, DER in standard base64 as `x5c` wants it.
+    let bank_cert = rustls_pki_types::CertificateDer::from_pem_slice(
+        demo_material::AGENCY_BANK_CERT_PEM.as_bytes(),
+    )
+    .unwrap();
+    let bank_cert = base64::engine::general_purpose::STANDARD.encode(bank_cert.as_ref());
+    for (extra, mention) in [
+        (json!({"x5c": [bank_cert]}), "x5c"),
+        (json!({"x5c": ["garbage"]}), "x5c"),
+        (json!({"kid": null, "x5c": [bank_cert]}), "x5c"),
+        (json!({"x5u": "https://evil.example/chain.pem"}), "x5u"),
+        (json!({"jku": "https://evil.example/jwks"}), "jku"),
+        (json!({"jwk": jwk}), "jwk"),
+    ] {
+        let mut header = json!({"alg": "RS256", "typ": "JWT", "kid": kid});
+        for (name, value) in extra.as_object().unwrap() {
+            if value.is_null() {
+                header.as_object_mut().unwrap().remove(name);
+            } else {
+                header[name] = value.clone();
+            }
+        }
+        let claims = grant_claims(&issuer, "demo-welfare", "demo:population");
+        let grant = sign_grant_with_header(key, &header, &claims).unwrap();
+        assert_refused(
+            post_grant(&issuer.token_endpoint(), &grant).await,
+            400,
+            "invalid_grant",
+            mention,
+        );
+    }
+}
+
+#[tokio::test]
+async fn grant_times_out_of_range_are_refused_not_panicked_on() {
+    let issuer = issuer().await;
+    let c = "demo-welfare";
+    let s = "demo:population";
+    for (claim, value) in [
+        ("iat", json!(i64::MIN)),
+        ("iat", json!(-1)),
+        ("exp", json!(i64::MIN)),
+        ("exp", json!(i64::MAX)),
+        ("exp", json!(-1e14)),
+        ("nbf", json!(i64::MIN)),
+        ("nbf", json!(u64::MAX)),
+    ] {
+        let mut claims = grant_claims(&issuer, c, s);
+        claims[claim] = value.clone();
+        assert_refused(
+            post_signed(&issuer, c, &claims).await,
+            400,
+            "invalid_grant",
+            claim,
+        );
+    }
+    // The issuer is still serving.
+    assert!(
+        post_signed(&issuer, c, &grant_claims(&issuer, c, s))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn grant_times_that_cannot_hold_are_refused() {
+    let issuer = issuer().await;
+    let c = "demo-welfare";
+    let s = "demo:population";
+
+    let mut exp_before_iat = grant_claims(&issuer, c, s);
+    exp_before_iat["iat"] = json!(now() + 9);
+    exp_before_iat["exp"] = json!(now() + 3);
+    assert_refused(
+        post_signed(&issuer, c, &exp_before_iat).await,
+        400,
+        "invalid_grant",
+        "`exp` must be after `iat`",
+    );
+
+    let mut exp_at_iat = grant_claims(&issuer, c, s);
+    exp_at_iat["iat"] = json!(now() + 5);
+    exp_at_iat["exp"] = json!(now() + 5);
+    assert_refused(
+        post_signed(&issuer, c, &exp_at_iat).await,
+        400,
+        "invalid_grant",
+        "`exp` must be after `iat`",
+    );
+
+    let mut not_yet_valid = grant_claims(&issuer, c, s);
+    not_yet_valid["nbf"] = json!(now() + 60);
+    assert_refused(
+        post_signed(&issuer, c, &not_yet_valid).await,
+        400,
+        "invalid_grant",
+        "nbf",
+    );
+
+    let mut nbf_not_a_number = grant_claims(&issuer, c, s);
+    nbf_not_a_number["nbf"] = json!("soon");
+    assert_refused(
+        post_signed(&issuer, c, &nbf_not_a_number).await,
+        400,
+        "invalid_grant",
+        "nbf",
+    );
+
+    // The same few seconds of clock skew as for `iat`.
+    let mut nbf_within_skew = grant_claims(&issuer, c, s);
+    nbf_within_skew["nbf"] = json!(now() + 5);
+    assert!(post_signed(&issuer, c, &nbf_within_skew).await.is_ok());
+}
+
+#[tokio::test]
+async fn invalid_jwts_are_invalid_grants() {
+    // RFC 7523 section 3.1: a JWT that is not valid is `invalid_grant`; `invalid_request` is
+    // for the form around it.
+    let issuer = issuer().await;
+    let c = "demo-welfare";
+    let s = "demo:population";
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let token = issuer.token_endpoint();
+    let prefix = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer";
+
+    for assertion in ["a.b.c", "not-a-jwt"] {
+        let reply = send(
+            Method::POST,
+            &token,
+            &form,
+            &format!("{prefix}&assertion={assertion}"),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, reply.json()["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+            "{assertion}"
+        );
+    }
+    for (claim, value) in [
+        ("jti", json!(5)),
+        ("scope", Value::Null),
+        ("consumer_org", json!("nope")),
+        ("resource", json!(7)),
+        ("authorization_details", json!({})),
+        ("authorization_details", json!([{"type": "urn:example:x"}])),
+    ] {
+        let mut claims = grant_claims(&issuer, c, s);
+        claims[claim] = value;
+        assert_refused(
+            post_signed(&issuer, c, &claims).await,
+            400,
+            "invalid_grant",
+            claim,
+        );
+    }
+    let (kid, key) = demo_material::client_key(c).unwrap();
+    let header = json!({"alg": "RS256", "kid": 7});
+    let grant = sign_grant_with_header(key, &header, &grant_claims(&issuer, c, s)).unwrap();
+    assert_refused(
+        post_grant(&token, &grant).await,
+        400,
+        "invalid_grant",
+        "kid",
+    );
+
+    // The form itself: still `invalid_request`.
+    let reply = send(Method::POST, &token, &form, prefix).await;
+    assert_eq!(reply.json()["error"], "invalid_request");
+    let grant = sign_grant(key, Some(kid), &grant_claims(&issuer, c, s)).unwrap();
+    let twice = format!("{prefix}&assertion={grant}&assertion={grant}");
+    let reply = send(Method::POST, &token, &form, &twice).await;
+    assert_eq!(reply.json()["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn token_requests_are_told_apart_by_their_media_type() {
+    let issuer = issuer().await;
+    let c = "demo-welfare";
+    let s = "demo:population";
+    let token = issuer.token_endpoint();
+    let (kid, key) = demo_material::client_key(c).unwrap();
+    for (content_type, accepted) in [
+        ("application/x-www-form-urlencoded", true),
+        ("Application/X-WWW-Form-URLEncoded", true),
+        (" application/x-www-form-urlencoded ; charset=utf-8", true),
+        ("application/x-www-form-urlencodedjunk", false),
+        ("application/x-www-form-urlencoded-x; a=b", false),
+        ("application/json", false),
+    ] {
+        let grant = sign_grant(key, Some(kid), &grant_claims(&issuer, c, s)).unwrap();
+        let body = format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={grant}"
+        );
+        let reply = send(
+            Method::POST,
+            &token,
+            &[("content-type", content_type)],
+            &body,
+        )
+        .await;
+        if accepted {
+            assert_eq!(reply.status, StatusCode::OK, "{content_type}");
+        } else {
+            assert_eq!(
+                (reply.status, reply.json()["error"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("invalid_request")),
+                "{content_type}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_token_request_gets_an_oauth_error() {
+    let issuer = issuer().await;
+    let body = format!("grant_type=x&assertion={}", "a".repeat(70 * 1024));
+    let reply = send(
+        Method::POST,
+        &issuer.token_endpoint(),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &body,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.content_type(), "application/json");
+    assert_eq!(reply.json()["error"], "invalid_request");
+    assert!(
+        reply.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("too large")
+    );
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    // Elsewhere the issuer answers as the other stand-ins do.
+    let reply = send(
+        Method::POST,
+        &format!("{}jwk", issuer.issuer_url()),
+        &[],
+        &body,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.content_type(), "application/problem+json");
 }
 
 #[tokio::test]
@@ -407,7 +669,7 @@ async fn malformed_token_requests_get_rfc6749_errors() {
     .await;
     assert_eq!(
         (reply.status, reply.json()["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
 
     let reply = send(
@@ -550,6 +812,18 @@ async fn consents_that_do_not_fit_are_refused() {
         "invalid_grant",
         "not given to",
     );
+}
+
+#[tokio::test]
+async fn a_consent_named_twice_is_refused() {
+    // Two entries for one consent would put it twice in the token's `authorization_details`.
+    let issuer = issuer().await;
+    let mut twice = request(&issuer, "demo-bank", "demo:population");
+    twice.consent = vec![
+        (CONSENT_KYC_PERSON0.into(), None),
+        (CONSENT_KYC_PERSON0.into(), None),
+    ];
+    assert_refused(request_token(&twice).await, 400, "invalid_grant", "twice");
 }
 
 #[tokio::test]
