@@ -62,6 +62,8 @@ pub struct Options {
     pub population_extra: String,
     /// `[gateway] workers`; `None` = the default (one per CPU).
     pub workers: Option<usize>,
+    /// Start the gateway from a config file ([`Env::config_path`]), so that a reload re-reads it.
+    pub config_file: bool,
 }
 
 impl Default for Options {
@@ -79,9 +81,13 @@ impl Default for Options {
             tls_reload_check_secs: 30,
             population_extra: String::new(),
             workers: None,
+            config_file: false,
         }
     }
 }
+
+/// Name of the config file in the state directory (see [`Options::config_file`]).
+const CONFIG_FILE: &str = "tollbu.toml";
 
 /// One running environment.
 pub struct Env {
@@ -156,11 +162,19 @@ impl Env {
             Config::parse(&config_text, "test.toml", state_dir.path()),
             "gateway config",
         );
+        let config_path = state_dir.path().join(CONFIG_FILE);
         let gateway = match audit {
             Some(log) => ok(
                 tollbu_proxy::start_with_audit(config, log).await,
                 "gateway start",
             ),
+            None if options.config_file => {
+                ok(std::fs::write(&config_path, &config_text), "config file");
+                ok(
+                    tollbu_proxy::start_with(config, Some(config_path)).await,
+                    "gateway start",
+                )
+            }
             None => ok(tollbu_proxy::start(config).await, "gateway start"),
         };
         Env {
@@ -216,6 +230,11 @@ impl Env {
 
     pub fn admin(&self) -> String {
         format!("http://{}", self.gateway().admin_addr)
+    }
+
+    /// The config file a gateway started with [`Options::config_file`] reloads from.
+    pub fn config_path(&self) -> PathBuf {
+        self.state_dir.path().join(CONFIG_FILE)
     }
 
     pub fn audit_dir(&self) -> PathBuf {

@@ -53,7 +53,15 @@ pub struct RunningGateway {
     pub live: Arc<Live>,
     stop: watch::Sender<bool>,
     graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
+    /// The listeners and the admin port: each ends as soon as `stop` flips.
     tasks: Vec<JoinHandle<()>>,
+    /// Reloads on renewed TLS files. Aborted at shutdown: a reload swaps
+    /// nothing in until it has finished, and one waiting on an issuer's keys
+    /// must not hold the drain.
+    tls_watcher: JoinHandle<()>,
+    /// The audit retention sweeps. Let finish within the grace (it stops
+    /// between its prune calls), then aborted: each prune call is crash-safe.
+    retention: JoinHandle<()>,
     grace: Duration,
     telemetry: telemetry::Telemetry,
     /// Serve the connections; dropped (so stopped) with the gateway.
@@ -138,13 +146,11 @@ async fn start_parts(
             stop_rx.clone(),
         )));
     }
-    tasks.push(tokio::spawn(
-        Arc::clone(&live).watch_tls_files(stop_rx.clone()),
-    ));
-    tasks.push(tokio::spawn(retention::sweep_audit_log(
+    let tls_watcher = tokio::spawn(Arc::clone(&live).watch_tls_files(stop_rx.clone()));
+    let retention = tokio::spawn(retention::sweep_audit_log(
         Arc::clone(&live),
         stop_rx.clone(),
-    )));
+    ));
     let admin_listener = server::bind(config.admin.listen).await?;
     let admin_addr = admin_listener
         .local_addr()
@@ -164,6 +170,8 @@ async fn start_parts(
         stop,
         graceful,
         tasks,
+        tls_watcher,
+        retention,
         grace: Duration::from_millis(config.limits.shutdown_grace_ms),
         telemetry,
         workers,
@@ -181,12 +189,27 @@ impl RunningGateway {
     /// period, then flushes the audit log and writes a final checkpoint.
     /// Requests whose client already hung up count as in flight too: the
     /// registry may have answered them, so their records are still due.
+    /// Registry exchanges still running shortly before the grace ends are
+    /// ended as timeouts (see [`upstream::UpstreamCutoff`]), so that they are
+    /// answered and recorded too.
     pub async fn shutdown(self) {
         let deadline = tokio::time::Instant::now() + self.grace;
         let _ = self.stop.send(true);
+        // The drain starts at once: a reload or a retention sweep that happens
+        // to run must not take the grace from the requests in flight.
+        self.tls_watcher.abort();
         for task in self.tasks {
             let _ = task.await;
         }
+        let cutoff = self.live.state().upstream_cutoff.clone();
+        let cut_at = deadline - cutoff_margin(self.grace);
+        let cutting = tokio::spawn(async move {
+            tokio::time::sleep_until(cut_at).await;
+            tracing::warn!(
+                "shutdown grace period nearly over; ending registry exchanges still waiting as timeouts"
+            );
+            cutoff.cut();
+        });
         match Arc::try_unwrap(self.graceful) {
             Ok(graceful) => {
                 if tokio::time::timeout_at(deadline, graceful.shutdown())
@@ -209,6 +232,14 @@ impl RunningGateway {
                 "shutdown grace period over; requests still running will fail closed without a record"
             );
         }
+        cutting.abort();
+        let mut retention = self.retention;
+        if tokio::time::timeout_at(deadline, &mut retention)
+            .await
+            .is_err()
+        {
+            retention.abort();
+        }
         let audit = self.live.state().audit.clone();
         let flushed = tokio::task::spawn_blocking(move || audit.shutdown()).await;
         match flushed {
@@ -223,4 +254,10 @@ impl RunningGateway {
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     }
+}
+
+/// How long before the grace ends the registry exchanges still running are
+/// ended: time left to record and answer them. A second, or half a short grace.
+fn cutoff_margin(grace: Duration) -> Duration {
+    Duration::from_secs(1).min(grace / 2)
 }

@@ -558,6 +558,117 @@ async fn shutdown_lets_in_flight_requests_finish_and_records_them() {
     );
 }
 
+/// A reload that runs when the shutdown starts (here one triggered by renewed TLS files, waiting
+/// on a new issuer whose key set never comes) does not hold the drain: the request in flight
+/// finishes and is recorded, and the shutdown ends long before the grace. It did not: the
+/// shutdown waited for the reload first, the grace ran out meanwhile, and the request in flight
+/// was cut with no answer and no record.
+#[tokio::test]
+async fn a_reload_running_at_shutdown_does_not_hold_the_drain() {
+    let tls_dir = tempfile::tempdir().unwrap();
+    for name in ["gateway.pem", "gateway.key.pem", "ca.pem"] {
+        std::fs::copy(certs_dir().join(name), tls_dir.path().join(name)).unwrap();
+    }
+    let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
+        std::time::Duration::from_millis(1_500),
+    ))
+    .await;
+    let mut env = Env::start(Options {
+        population_upstream: Some(registry.url.clone()),
+        tls: true,
+        tls_dir: Some(tls_dir.path().to_path_buf()),
+        tls_reload_check_secs: 1,
+        config_file: true,
+        limits: "shutdown_grace_ms = 4000\n".to_owned(),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+
+    // A new issuer whose key set never comes, then a "renewal" of the certificate.
+    let hanging = JwksStub::start(JwksMode::Hang).await;
+    let mut config = std::fs::read_to_string(env.config_path()).unwrap();
+    config.push_str(&format!(
+        "\n[[issuer]]\nissuer = \"http://hanging.example/\"\njwks_url = \"{}\"\n",
+        hanging.url
+    ));
+    std::fs::write(env.config_path(), config).unwrap();
+    let cert = std::fs::read(tls_dir.path().join("gateway.pem")).unwrap();
+    std::fs::write(tls_dir.path().join("gateway.pem"), cert).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while hanging.fetches() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload never asked for the new issuer's keys"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let url = format!("{}/population/persons/{}", env.base(), example_pid(0));
+    let in_flight = tokio::spawn(async move {
+        let mut s = String::new();
+        get(&url, &auth(&token, Some("benefit-assessment"), &mut s)).await
+    });
+    while registry.seen().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let stopping = std::time::Instant::now();
+    env.stop_gateway().await;
+    let took = stopping.elapsed();
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "finished during the drain");
+    assert!(
+        took < std::time::Duration::from_millis(3_000),
+        "the drain waited for the reload: {took:?}"
+    );
+    let records = audit_records(&env.audit_dir());
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["request_id"], answer.header("x-request-id"));
+    assert_eq!(records[0]["decision"], "allow");
+}
+
+/// A registry that never answers, and a grace shorter than the upstream timeout (as with the
+/// defaults, 10 s and 15 s): shortly before the grace ends the exchange is ended as a timeout,
+/// so the caller gets 504 and the request an `error` record, and the shutdown still ends within
+/// the grace. Before, the request was cut at the end of the grace with neither.
+#[tokio::test]
+async fn a_request_held_by_a_hanging_registry_at_shutdown_is_answered_and_recorded() {
+    let registry =
+        RecordingUpstream::start(UpstreamBehaviour::Hold(std::time::Duration::from_secs(120)))
+            .await;
+    let mut env = Env::start(Options {
+        population_upstream: Some(registry.url.clone()),
+        upstream_timeout_ms: 60_000,
+        limits: "shutdown_grace_ms = 2000\n".to_owned(),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let url = format!("{}/population/persons/{}", env.base(), example_pid(0));
+    let in_flight = tokio::spawn(async move {
+        let mut s = String::new();
+        get(&url, &auth(&token, Some("benefit-assessment"), &mut s)).await
+    });
+    while registry.seen().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let stopping = std::time::Instant::now();
+    env.stop_gateway().await;
+    let took = stopping.elapsed();
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(answer.code(), "upstream_timeout");
+    assert!(
+        took < std::time::Duration::from_millis(2_500),
+        "the shutdown kept to its grace: {took:?}"
+    );
+    let records = audit_records(&env.audit_dir());
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["request_id"], answer.header("x-request-id"));
+    assert_eq!(records[0]["decision"], "error");
+    assert_eq!(records[0]["reason"], "upstream_timeout");
+}
+
 #[tokio::test]
 async fn a_cancelled_request_that_reached_the_registry_is_recorded_even_if_shutdown_follows() {
     // A registry that holds each request for 600 ms before answering.
