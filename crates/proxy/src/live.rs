@@ -36,6 +36,8 @@ pub struct Live {
     /// after a later one and swapped in the files as they were when it started (a policy set
     /// and an issuer since removed from disk). Tokio's mutex is fair: waiters go in order.
     reload_serial: tokio::sync::Mutex<()>,
+    /// Set when shutdown begins: `/readyz` then answers 503 (see `limits.shutdown_delay_ms`).
+    pub shutting_down: std::sync::atomic::AtomicBool,
     /// Client connections currently open on the gateway listeners.
     pub open_connections: AtomicU64,
     /// The request workers' runtimes and request counts (metrics read the counts).
@@ -89,6 +91,7 @@ impl Live {
             retention_failures: AtomicU64::new(0),
             last_reload_error: RwLock::new(None),
             reload_serial: tokio::sync::Mutex::new(()),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
             open_connections: AtomicU64::new(0),
             workers,
             requests: tokio_util::task::TaskTracker::new(),

@@ -663,6 +663,54 @@ async fn shutdown_lets_in_flight_requests_finish_and_records_them() {
     );
 }
 
+/// Kubernetes takes a terminating pod out of its endpoints as it sends SIGTERM, but kube-proxy
+/// and ingresses go on sending it new connections for a few seconds. During
+/// `shutdown_delay_ms` the gateway says it is not ready and goes on accepting and serving;
+/// only then do the listeners close. They closed at once, so each such connection was refused.
+#[tokio::test]
+async fn during_the_shutdown_delay_new_connections_are_served_and_readyz_says_shutting_down() {
+    let mut env = Env::start(Options {
+        limits: "shutdown_delay_ms = 1500\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let ready_url = format!("{}/readyz", env.admin());
+    assert_eq!(get(&ready_url, &[]).await.json()["shutting_down"], false);
+    let gateway_addr = env.gateway().plain_addr.unwrap();
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(env.gateway.take().unwrap().shutdown());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // `get` opens a new connection for each request.
+    let ready = get(&ready_url, &[]).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json()["shutting_down"], true, "{:?}", ready.body);
+    let mut s = String::new();
+    let url = format!(
+        "http://{gateway_addr}/population/persons/{}",
+        example_pid(0)
+    );
+    let served = get(&url, &auth(&token, Some("benefit-assessment"), &mut s)).await;
+    assert_eq!(served.status, StatusCode::OK, "{:?}", served.body);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1500),
+        "still within the delay"
+    );
+    assert!(!stopping.is_finished());
+
+    stopping.await.unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+    let refused = tokio::net::TcpStream::connect(gateway_addr).await;
+    assert!(refused.is_err(), "the listener is closed after the delay");
+    let records = audit_records(&env.audit_dir());
+    assert_eq!(
+        records.len(),
+        1,
+        "the request served in the delay is on record"
+    );
+}
+
 #[tokio::test]
 async fn a_cancelled_request_that_reached_the_registry_is_recorded_even_if_shutdown_follows() {
     // A registry that holds each request for 600 ms before answering.
