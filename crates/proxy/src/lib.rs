@@ -185,6 +185,25 @@ impl RunningGateway {
         self.live.workers.requests_served()
     }
 
+    /// First step of shutdown: `/readyz` answers 503 while the listeners go on accepting and
+    /// serving for `limits.shutdown_delay_ms` (as in force now; a reload changes it). Kubernetes
+    /// takes the pod out of its endpoints as it sends SIGTERM, but kube-proxy and ingresses
+    /// learn of it seconds later and meanwhile still send new connections here: a closed
+    /// listener would refuse each one. The drain and its grace period start after the delay.
+    async fn announce_shutdown(&self) {
+        self.live
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let delay_ms = self.live.config().limits.shutdown_delay_ms;
+        if delay_ms > 0 {
+            tracing::info!(
+                delay_ms,
+                "shutting down: /readyz answers 503; serving on until the delay ends"
+            );
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+    }
+
     /// Stops accepting, lets in-flight requests finish within the grace
     /// period, then flushes the audit log and writes a final checkpoint.
     /// Requests whose client already hung up count as in flight too: the
@@ -193,6 +212,7 @@ impl RunningGateway {
     /// ended as timeouts (see [`upstream::UpstreamCutoff`]), so that they are
     /// answered and recorded too.
     pub async fn shutdown(self) {
+        self.announce_shutdown().await;
         let deadline = tokio::time::Instant::now() + self.grace;
         let _ = self.stop.send(true);
         // The drain starts at once: a reload or a retention sweep that happens
