@@ -259,8 +259,11 @@ def test_retired_generations_are_swept_with_the_active_log():
 CRASH_LOOP_VALUES = [
     (["--set", "admin.port=8080"], "must differ"),
     (["--set", "gateway.bindAddress=127.0.0.1"], "loopback"),
-    (["--set", "terminationGracePeriodSeconds=5"], "must exceed config.limits.shutdown_grace_ms"),
-    (["--set", "config.limits.shutdown_grace_ms=60000"], "must exceed config.limits.shutdown_grace_ms"),
+    (["--set", "terminationGracePeriodSeconds=5"], "must exceed config.limits.shutdown_delay_ms + shutdown_grace_ms"),
+    (["--set", "config.limits.shutdown_grace_ms=60000"], "must exceed config.limits.shutdown_delay_ms + shutdown_grace_ms"),
+    # The chart's 5 s shutdown delay counts: 5 + 10 (default grace) + 5 > 19.
+    (["--set", "terminationGracePeriodSeconds=19"], "(5000 + 10000 ms)"),
+    (["--set", "config.limits.shutdown_delay_ms=20000"], "(20000 + 10000 ms)"),
     (["--set", "config.services[0].id=population", "--set", "config.services[0].upstream=https://r.example",
       "--set", "config.services[0].mtls=true"], "mtls needs tlsSecret"),
     (["--set", "config.services[0].id=population", "--set", "config.services[0].upstream=http://r.example",
@@ -286,6 +289,17 @@ def test_a_longer_shutdown_grace_renders_with_a_longer_termination_grace_and_ups
     docs = render("--set", "config.limits.shutdown_grace_ms=60000", "--set", "terminationGracePeriodSeconds=70",
                   "--set", "config.limits.upstream_max_connections=512")
     assert config_toml(docs)["limits"]["upstream_max_connections"] == 512
+
+
+def test_the_gateway_serves_on_through_a_shutdown_delay_that_the_termination_grace_covers():
+    # Kubernetes removes a terminating pod's endpoint as it sends SIGTERM; kube-proxy and ingresses learn of it
+    # seconds later, so the gateway keeps its listeners open (not ready) for the delay before it drains.
+    docs = render()
+    assert config_toml(docs)["limits"]["shutdown_delay_ms"] == 5000
+    assert statefulset(docs)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 5 + 10 + 5
+    # 0 closes the listeners at once, and then a shorter termination grace is enough.
+    docs = render("--set", "config.limits.shutdown_delay_ms=0", "--set", "terminationGracePeriodSeconds=15")
+    assert config_toml(docs)["limits"]["shutdown_delay_ms"] == 0
 
 
 def test_audit_retention_is_rendered_only_when_set():

@@ -62,6 +62,9 @@ pub struct Options {
     pub population_extra: String,
     /// `[gateway] workers`; `None` = the default (one per CPU).
     pub workers: Option<usize>,
+    /// Start the gateway from a config file ([`Env::config_path`]), so that a reload re-reads
+    /// it, as `tollbu serve` does; otherwise from the text, and a reload keeps the config.
+    pub config_file: bool,
 }
 
 impl Default for Options {
@@ -79,9 +82,13 @@ impl Default for Options {
             tls_reload_check_secs: 30,
             population_extra: String::new(),
             workers: None,
+            config_file: false,
         }
     }
 }
+
+/// Name of the config file under the state directory ([`Options::config_file`]).
+const CONFIG_FILE: &str = "tollbu.toml";
 
 /// One running environment.
 pub struct Env {
@@ -92,6 +99,8 @@ pub struct Env {
     pub state_dir: tempfile::TempDir,
     pub issuer_url: String,
     config_text: String,
+    /// Where the config was written ([`Options::config_file`]).
+    config_file: Option<PathBuf>,
 }
 
 async fn listener() -> tokio::net::TcpListener {
@@ -156,12 +165,21 @@ impl Env {
             Config::parse(&config_text, "test.toml", state_dir.path()),
             "gateway config",
         );
-        let gateway = match audit {
-            Some(log) => ok(
+        let config_path = options.config_file.then(|| {
+            let path = state_dir.path().join(CONFIG_FILE);
+            ok(std::fs::write(&path, &config_text), "config file");
+            path
+        });
+        let gateway = match (audit, config_path.clone()) {
+            (Some(log), _) => ok(
                 tollbu_proxy::start_with_audit(config, log).await,
                 "gateway start",
             ),
-            None => ok(tollbu_proxy::start(config).await, "gateway start"),
+            (None, Some(path)) => ok(
+                tollbu_proxy::start_with(config, Some(path)).await,
+                "gateway start",
+            ),
+            (None, None) => ok(tollbu_proxy::start(config).await, "gateway start"),
         };
         Env {
             issuer: Some(issuer),
@@ -171,6 +189,7 @@ impl Env {
             state_dir,
             issuer_url,
             config_text,
+            config_file: config_path,
         }
     }
 
@@ -182,7 +201,8 @@ impl Env {
             Config::parse(&self.config_text, "test.toml", self.state_dir.path()),
             "gateway config",
         );
-        self.gateway = Some(ok(tollbu_proxy::start(config).await, "gateway restart"));
+        let started = tollbu_proxy::start_with(config, self.config_file.clone()).await;
+        self.gateway = Some(ok(started, "gateway restart"));
     }
 
     pub fn gateway(&self) -> &RunningGateway {
@@ -216,6 +236,19 @@ impl Env {
 
     pub fn admin(&self) -> String {
         format!("http://{}", self.gateway().admin_addr)
+    }
+
+    /// The config file a gateway started with [`Options::config_file`] reloads from.
+    pub fn config_path(&self) -> PathBuf {
+        match &self.config_file {
+            Some(path) => path.clone(),
+            None => panic!("the gateway was started without a config file"),
+        }
+    }
+
+    /// The config the gateway started with.
+    pub fn config_text(&self) -> &str {
+        &self.config_text
     }
 
     pub fn audit_dir(&self) -> PathBuf {
@@ -947,6 +980,8 @@ pub enum JwksMode {
     Close = 5,
     /// Status 200 and the document last given to [`JwksStub::set_body`].
     Body = 6,
+    /// As [`JwksMode::Real`], two seconds late (within the gateway's fetch timeout).
+    Slow = 7,
 }
 
 /// A gateway whose key set comes through a [`JwksStub`] serving the devkit issuer's keys, so
@@ -1009,9 +1044,14 @@ impl JwksStub {
                             let shared = shared.clone();
                             async move {
                                 shared.fetches.fetch_add(1, Ordering::SeqCst);
+                                let mut mode = shared.mode.load(Ordering::SeqCst);
+                                if mode == JwksMode::Slow as u8 {
+                                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                                    mode = JwksMode::Real as u8;
+                                }
                                 let real_url =
                                     shared.real.lock().map(|u| u.clone()).unwrap_or_default();
-                                let (status, body) = match shared.mode.load(Ordering::SeqCst) {
+                                let (status, body) = match mode {
                                     0 if real_url.is_empty() => {
                                         (StatusCode::SERVICE_UNAVAILABLE, Bytes::new())
                                     }

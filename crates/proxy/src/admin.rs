@@ -246,9 +246,14 @@ fn readiness(live: &Live, state: &GatewayState) -> Response<Full<Bytes>> {
         // Every request is refused (503) until a batch of records is written again.
         not_ready.push("audit records cannot be written (retrying)".to_owned());
     }
+    let shutting_down = live.shutting_down.load(Ordering::Relaxed);
+    if shutting_down {
+        not_ready.push("shutting down: send new requests to another replica".to_owned());
+    }
     let body = json!({
         "ready": not_ready.is_empty(),
         "not_ready": not_ready,
+        "shutting_down": shutting_down,
         "policy_version": state.policies.version(),
         "last_reload_error": live.last_reload_error(),
         "reload_failures": live.reload_failures.load(Ordering::Relaxed),

@@ -470,6 +470,17 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    // Requests run on the gateway's own workers (`[gateway] workers`); this
+    // runtime only accepts, serves the admin listener and refreshes keys.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    // First of all, so that no signal during start-up kills the process or goes unheeded.
+    let mut signals = {
+        let _entered = runtime.enter();
+        crate::demo::Signals::catch()
+    };
     let config = match Config::load(&config_path) {
         Ok(config) => config,
         Err(error) => {
@@ -478,12 +489,6 @@ fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
         }
     };
     crate::init_logging(true, config.log.level.get_ref());
-    // Requests run on the gateway's own workers (`[gateway] workers`); this
-    // runtime only accepts, serves the admin listener and refreshes keys.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
     runtime.block_on(async {
         let gateway = tollbu_proxy::start_with(config, Some(config_path.clone())).await?;
         tracing::info!(
@@ -492,7 +497,7 @@ fn serve(config_path: PathBuf) -> anyhow::Result<ExitCode> {
             admin = %gateway.admin_addr,
             "gateway serving"
         );
-        crate::demo::wait_for_shutdown_signal(&gateway).await;
+        signals.wait_for_shutdown(&gateway).await;
         // Logged here, so that `serve`'s lines carry its target (not the demo's).
         tracing::info!("shutting down: draining connections, flushing the audit log");
         gateway.shutdown().await;

@@ -127,6 +127,10 @@ pub struct LimitsSection {
     pub max_connections: usize,
     pub max_h2_streams: u32,
     pub shutdown_grace_ms: u64,
+    /// On SIGTERM/SIGINT, how long `/readyz` answers 503 while the listeners keep accepting and
+    /// serving, before the drain: load balancers (Kubernetes endpoints) take a few seconds to
+    /// stop sending new connections, and a closed listener refuses each of them.
+    pub shutdown_delay_ms: u64,
     /// Concurrent exchanges per registry (bounds upstream connections).
     pub upstream_max_connections: usize,
     /// Rate limit for grants that set none: requests per period.
@@ -148,6 +152,7 @@ impl Default for LimitsSection {
             max_connections: 10_000,
             max_h2_streams: 100,
             shutdown_grace_ms: 10_000,
+            shutdown_delay_ms: 0,
             upstream_max_connections: crate::upstream::DEFAULT_MAX_CONNECTIONS,
             default_rate_requests: 6_000,
             default_rate_per_seconds: 60,
@@ -886,11 +891,13 @@ pseudonym_key = "p.key"
         assert_eq!(
             (
                 documented.shutdown_grace_ms,
+                documented.shutdown_delay_ms,
                 documented.default_rate_requests,
                 documented.default_rate_per_seconds
             ),
             (
                 defaults.shutdown_grace_ms,
+                defaults.shutdown_delay_ms,
                 defaults.default_rate_requests,
                 defaults.default_rate_per_seconds
             )

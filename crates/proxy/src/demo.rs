@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tollbu_devkit::demo_material;
 use tollbu_devkit::registries;
 use tollbu_proxy::{Config, RunningGateway};
@@ -63,6 +64,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
+    let mut signals = Signals::catch();
     let state_dir = absolute(&args.state_dir)?;
     let keys_dir = state_dir.join("keys");
     write_demo_keys(&keys_dir).context("writing the demo keys")?;
@@ -145,7 +147,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     if args.exit_after > 0 {
         tokio::time::sleep(std::time::Duration::from_secs(args.exit_after)).await;
     } else {
-        wait_for_shutdown_signal(&gateway).await;
+        signals.wait_for_shutdown(&gateway).await;
         tracing::info!("shutting down: draining connections, flushing the audit log");
     }
     gateway.shutdown().await;
@@ -159,24 +161,61 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for SIGINT or SIGTERM; SIGHUP reloads the policies meanwhile.
-pub async fn wait_for_shutdown_signal(gateway: &RunningGateway) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = hup.recv() => {
-                let _ = gateway.live.reload().await;
+/// SIGTERM, SIGINT and SIGHUP, caught from the start of the process: before, they were caught
+/// only once the gateway served, so a SIGHUP during start-up killed the process (its default
+/// action) and a SIGTERM ended it (exit 143) without closing the audit log. A signal that comes
+/// while nothing waits for it is kept, and acted on once the gateway serves.
+pub struct Signals {
+    terminate: Option<Signal>,
+    interrupt: Option<Signal>,
+    hangup: Option<Signal>,
+}
+
+impl Signals {
+    /// Catches the signals from now on. Needs the runtime (entered, or inside `block_on`).
+    pub fn catch() -> Signals {
+        let catch = |kind| match signal(kind) {
+            Ok(caught) => Some(caught),
+            Err(error) => {
+                tracing::warn!(%error, ?kind, "cannot catch the signal");
+                None
+            }
+        };
+        Signals {
+            terminate: catch(SignalKind::terminate()),
+            interrupt: catch(SignalKind::interrupt()),
+            hangup: catch(SignalKind::hangup()),
+        }
+    }
+
+    /// Waits for SIGINT or SIGTERM (returns at once for one that came during start-up). SIGHUP
+    /// reloads meanwhile, on a task of its own: a reload can take seconds (an issuer's keys, a
+    /// large policy set), and a shutdown signal is acted on while it runs.
+    pub async fn wait_for_shutdown(&mut self, gateway: &RunningGateway) {
+        loop {
+            tokio::select! {
+                () = next(&mut self.terminate) => break,
+                () = next(&mut self.interrupt) => break,
+                () = next(&mut self.hangup) => {
+                    let live = std::sync::Arc::clone(&gateway.live);
+                    tokio::spawn(async move {
+                        let _ = live.reload().await;
+                    });
+                }
             }
         }
+    }
+}
+
+/// The next delivery of a caught signal; never, for one that could not be caught.
+async fn next(caught: &mut Option<Signal>) {
+    match caught {
+        Some(caught) => {
+            if caught.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

@@ -16,7 +16,7 @@ use crate::config::{Config, LimitsSection, parse_algorithms};
 use crate::http_client::{ClientTls, build_client, build_clients};
 use crate::metrics::Metrics;
 use crate::rate_limit::{Limit, RateLimits};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamCutoff};
 
 /// Why the gateway could not be built. A cause is printed in the message and never also
 /// returned as `source`, so an error chain (`{:#}`) names it once.
@@ -68,6 +68,9 @@ pub struct GatewayState {
     /// The request workers the registry pools are made for. Fixed at start: a
     /// reload keeps it, since the workers themselves do not change.
     workers: NonZeroUsize,
+    /// Ends the registry exchanges a shutdown would otherwise cut without a
+    /// record; kept by a reload, so requests on an older state end too.
+    pub upstream_cutoff: UpstreamCutoff,
 }
 
 impl GatewayState {
@@ -98,6 +101,7 @@ impl GatewayState {
             Arc::clone(&previous.rate_limits),
         )?;
         state.tracer = previous.tracer.clone();
+        state.upstream_cutoff = previous.upstream_cutoff.clone();
         Ok(state)
     }
 
@@ -140,6 +144,7 @@ impl GatewayState {
             limits,
             tracer: None,
             workers,
+            upstream_cutoff: UpstreamCutoff::default(),
         })
     }
 

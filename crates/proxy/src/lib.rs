@@ -53,7 +53,15 @@ pub struct RunningGateway {
     pub live: Arc<Live>,
     stop: watch::Sender<bool>,
     graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
+    /// The listeners and the admin port: each ends as soon as `stop` flips.
     tasks: Vec<JoinHandle<()>>,
+    /// Reloads on renewed TLS files. Aborted at shutdown: a reload swaps
+    /// nothing in until it has finished, and one waiting on an issuer's keys
+    /// must not hold the drain.
+    tls_watcher: JoinHandle<()>,
+    /// The audit retention sweeps. Let finish within the grace (it stops
+    /// between its prune calls), then aborted: each prune call is crash-safe.
+    retention: JoinHandle<()>,
     grace: Duration,
     telemetry: telemetry::Telemetry,
     /// Serve the connections; dropped (so stopped) with the gateway.
@@ -138,13 +146,11 @@ async fn start_parts(
             stop_rx.clone(),
         )));
     }
-    tasks.push(tokio::spawn(
-        Arc::clone(&live).watch_tls_files(stop_rx.clone()),
-    ));
-    tasks.push(tokio::spawn(retention::sweep_audit_log(
+    let tls_watcher = tokio::spawn(Arc::clone(&live).watch_tls_files(stop_rx.clone()));
+    let retention = tokio::spawn(retention::sweep_audit_log(
         Arc::clone(&live),
         stop_rx.clone(),
-    )));
+    ));
     let admin_listener = server::bind(config.admin.listen).await?;
     let admin_addr = admin_listener
         .local_addr()
@@ -164,6 +170,8 @@ async fn start_parts(
         stop,
         graceful,
         tasks,
+        tls_watcher,
+        retention,
         grace: Duration::from_millis(config.limits.shutdown_grace_ms),
         telemetry,
         workers,
@@ -177,16 +185,51 @@ impl RunningGateway {
         self.live.workers.requests_served()
     }
 
+    /// First step of shutdown: `/readyz` answers 503 while the listeners go on accepting and
+    /// serving for `limits.shutdown_delay_ms` (as in force now; a reload changes it). Kubernetes
+    /// takes the pod out of its endpoints as it sends SIGTERM, but kube-proxy and ingresses
+    /// learn of it seconds later and meanwhile still send new connections here: a closed
+    /// listener would refuse each one. The drain and its grace period start after the delay.
+    async fn announce_shutdown(&self) {
+        self.live
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let delay_ms = self.live.config().limits.shutdown_delay_ms;
+        if delay_ms > 0 {
+            tracing::info!(
+                delay_ms,
+                "shutting down: /readyz answers 503; serving on until the delay ends"
+            );
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+    }
+
     /// Stops accepting, lets in-flight requests finish within the grace
     /// period, then flushes the audit log and writes a final checkpoint.
     /// Requests whose client already hung up count as in flight too: the
     /// registry may have answered them, so their records are still due.
+    /// Registry exchanges still running shortly before the grace ends are
+    /// ended as timeouts (see [`upstream::UpstreamCutoff`]), so that they are
+    /// answered and recorded too.
     pub async fn shutdown(self) {
+        self.announce_shutdown().await;
         let deadline = tokio::time::Instant::now() + self.grace;
         let _ = self.stop.send(true);
+        // The drain starts at once: a reload or a retention sweep that happens
+        // to run must not take the grace from the requests in flight.
+        self.tls_watcher.abort();
         for task in self.tasks {
             let _ = task.await;
         }
+        let cutoff = self.live.state().upstream_cutoff.clone();
+        let cut_at = deadline - cutoff_margin(self.grace);
+        let cutting = tokio::spawn(async move {
+            tokio::time::sleep_until(cut_at).await;
+            tracing::warn!(
+                "shutdown grace period nearly over; ending registry exchanges still waiting as timeouts"
+            );
+            cutoff.cut();
+        });
         match Arc::try_unwrap(self.graceful) {
             Ok(graceful) => {
                 if tokio::time::timeout_at(deadline, graceful.shutdown())
@@ -209,6 +252,14 @@ impl RunningGateway {
                 "shutdown grace period over; requests still running will fail closed without a record"
             );
         }
+        cutting.abort();
+        let mut retention = self.retention;
+        if tokio::time::timeout_at(deadline, &mut retention)
+            .await
+            .is_err()
+        {
+            retention.abort();
+        }
         let audit = self.live.state().audit.clone();
         let flushed = tokio::task::spawn_blocking(move || audit.shutdown()).await;
         match flushed {
@@ -223,4 +274,10 @@ impl RunningGateway {
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     }
+}
+
+/// How long before the grace ends the registry exchanges still running are
+/// ended: time left to record and answer them. A second, or half a short grace.
+fn cutoff_margin(grace: Duration) -> Duration {
+    Duration::from_secs(1).min(grace / 2)
 }

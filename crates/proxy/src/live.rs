@@ -1,10 +1,12 @@
 //! The configuration in force, and its reload.
 //!
-//! A reload (SIGHUP or `POST /admin/reload`) re-reads the config file (when
-//! the gateway was started from one), the policies and the TLS certificate
-//! files, validates everything, and only then swaps the new state in. A
-//! broken file is refused with a log line, a metric and a `/readyz` note,
-//! and the previous set keeps serving. Listener addresses, limits that shape
+//! A reload (SIGHUP, `POST /admin/reload` or a change of the TLS files)
+//! re-reads the config file (when the gateway was started from one), the
+//! policies and the TLS certificate files, validates everything, and only
+//! then swaps the new state in. A broken file is refused with a log line, a
+//! metric and a `/readyz` note, and the previous set keeps serving. Reloads
+//! run one at a time, in the order they were asked for, so the last one asked
+//! for is the one left in force. Listener addresses, limits that shape
 //! connections, and the audit section need a restart; a reload that changes
 //! them says so.
 
@@ -30,6 +32,12 @@ pub struct Live {
     /// Audit retention sweeps that failed (each is retried at the next sweep).
     pub retention_failures: AtomicU64,
     last_reload_error: RwLock<Option<String>>,
+    /// Held across a whole reload. Without it a reload waiting on a new issuer's keys finished
+    /// after a later one and swapped in the files as they were when it started (a policy set
+    /// and an issuer since removed from disk). Tokio's mutex is fair: waiters go in order.
+    reload_serial: tokio::sync::Mutex<()>,
+    /// Set when shutdown begins: `/readyz` then answers 503 (see `limits.shutdown_delay_ms`).
+    pub shutting_down: std::sync::atomic::AtomicBool,
     /// Client connections currently open on the gateway listeners.
     pub open_connections: AtomicU64,
     /// The request workers' runtimes and request counts (metrics read the counts).
@@ -82,6 +90,8 @@ impl Live {
             reload_failures: AtomicU64::new(0),
             retention_failures: AtomicU64::new(0),
             last_reload_error: RwLock::new(None),
+            reload_serial: tokio::sync::Mutex::new(()),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
             open_connections: AtomicU64::new(0),
             workers,
             requests: tokio_util::task::TaskTracker::new(),
@@ -109,7 +119,13 @@ impl Live {
     }
 
     /// Validates everything, then swaps it in; on any error nothing changes.
+    ///
+    /// Waits for a reload already running, then reads the files as they are
+    /// by then. A reload that changes the issuers fetches every issuer's keys
+    /// before it swaps in (one after another, each cut off by the 5 s fetch
+    /// timeout), and a reload asked for meanwhile waits that long too.
     pub async fn reload(&self) -> Result<ReloadReport, BuildError> {
+        let _one_at_a_time = self.reload_serial.lock().await;
         match self.try_reload().await {
             Ok(report) => {
                 self.reloads.fetch_add(1, Ordering::Relaxed);

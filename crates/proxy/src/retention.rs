@@ -39,7 +39,7 @@ pub async fn sweep_audit_log(live: Arc<Live>, mut stop: watch::Receiver<bool>) {
     }
     loop {
         let more_due = match live.config().audit.retention_days.map(|d| *d.get_ref()) {
-            Some(days) => sweep_once(&live, days).await,
+            Some(days) => sweep_once(&live, days, &stop).await,
             None => false,
         };
         let wait = if more_due {
@@ -55,8 +55,8 @@ pub async fn sweep_audit_log(live: Arc<Live>, mut stop: watch::Receiver<bool>) {
 }
 
 /// One prune call on the active log and one on each retired log; true when any stopped at its
-/// segment limit with more due.
-async fn sweep_once(live: &Live, days: u64) -> bool {
+/// segment limit with more due. A shutdown stops it between calls (the next start sweeps again).
+async fn sweep_once(live: &Live, days: u64, stop: &watch::Receiver<bool>) -> bool {
     let max_age = Duration::from_secs(days.saturating_mul(SECONDS_PER_DAY));
     let Some(cutoff) = SystemTime::now().checked_sub(max_age) else {
         return false;
@@ -64,6 +64,9 @@ async fn sweep_once(live: &Live, days: u64) -> bool {
     let mut more_due = sweep_active_log(live, days, cutoff).await;
     let config = live.config();
     for dir in &config.audit.retired_dirs {
+        if *stop.borrow() {
+            return more_due;
+        }
         more_due |= sweep_retired_log(live, days, cutoff, config.resolve(dir.get_ref())).await;
     }
     more_due
@@ -107,7 +110,9 @@ async fn run_prune(
     prune: impl FnOnce() -> Result<PruneReport, tollbu_audit::AuditError> + Send + 'static,
 ) -> Option<PruneReport> {
     // Reading the oldest segments and deleting them blocks; keep it off the runtime that accepts
-    // connections. A shutdown waits for this call, a few seconds at most.
+    // connections. A shutdown waits for this call within its grace, a few seconds at most; past
+    // the grace it goes on alone, and a prune cut short by the exit is finished by the next one
+    // (the `pruned` marker is written before any segment goes).
     let failure = match tokio::task::spawn_blocking(prune).await {
         Ok(Ok(report)) => {
             if report.segments_removed > 0 {

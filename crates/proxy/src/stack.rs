@@ -10,7 +10,8 @@
 //! 4. operation the policy's operation table gives the path template and subject
 //! 5. decide    policy decision → Allow (grant, fields, rate) or Deny (reason)
 //! 6. rate      after the decision, because the bucket is per (consumer, grant)
-//! 7. forward   upstream call with our headers, under the total timeout
+//! 7. forward   upstream call with our headers, under the total timeout (cut short near the
+//!    end of a shutdown's grace, so that it is still answered and recorded)
 //! 8. minimise  only the grant's fields leave; unfilterable answers are refused
 //! 9. record    durable audit record, or 503 and nothing released
 
@@ -425,20 +426,24 @@ where
         peer,
         scheme,
     };
-    let forwarded = upstream
-        .forward(
-            Outbound {
-                method: parts.method,
-                rest: &routed.rest,
-                query: query.as_deref(),
-                headers: &parts.headers,
-                body,
-            },
-            &assertions,
-            state.limits.upstream_timeout(),
-            state.limits.max_response_body_bytes,
-        )
-        .await;
+    let exchange = upstream.forward(
+        Outbound {
+            method: parts.method,
+            rest: &routed.rest,
+            query: query.as_deref(),
+            headers: &parts.headers,
+            body,
+        },
+        &assertions,
+        state.limits.upstream_timeout(),
+        state.limits.max_response_body_bytes,
+    );
+    // A shutdown near the end of its grace ends the exchange as a timeout, so that it is
+    // still answered and recorded before the audit log closes.
+    let forwarded = tokio::select! {
+        forwarded = exchange => forwarded,
+        () = state.upstream_cutoff.reached() => Err(UpstreamError::Timeout),
+    };
     let answer = match forwarded {
         Ok(answer) => answer,
         Err(error) => {

@@ -74,6 +74,39 @@ pub enum UpstreamError {
     Build(String),
 }
 
+/// Ends the exchanges still waiting on a registry when a shutdown's grace
+/// period is nearly over, as upstream timeouts: each is then answered 504 and
+/// recorded (decision `error`) before the audit log closes. Without it, a
+/// request held by a hanging registry past the grace had no record at all.
+///
+/// One per process, shared by every state a reload builds. A request pays for
+/// a receiver (two atomic counts) and a wait registered on one of the watch
+/// channel's shards; nothing is allocated.
+#[derive(Clone)]
+pub struct UpstreamCutoff(std::sync::Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for UpstreamCutoff {
+    fn default() -> Self {
+        UpstreamCutoff(std::sync::Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+}
+
+impl UpstreamCutoff {
+    /// Ends every exchange in flight now, and any started later.
+    pub fn cut(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once [`UpstreamCutoff::cut`] was called (at once if it already was).
+    pub async fn reached(&self) {
+        let mut cut = self.0.subscribe();
+        if cut.wait_for(|cut| *cut).await.is_err() {
+            // The sender lives as long as `self`: unreachable, but never a cut.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// The caller's request as it will be forwarded.
 pub struct Outbound<'a> {
     pub method: Method,

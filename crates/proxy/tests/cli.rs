@@ -800,3 +800,135 @@ fn audit_citizen_reports_every_log_it_is_given() {
     );
     assert!(String::from_utf8_lossy(&verify.stderr).contains("holds no audit log"));
 }
+
+/// An issuer's JWKS endpoint that accepts and never answers; counts the connections.
+fn hanging_jwks() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwk", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (url, accepted)
+}
+
+/// `tollbu serve` on a config whose only issuer's keys never come (start-up waits 5 s for them).
+fn serve_waiting_on_keys(dir: &Path, jwks_url: &str) -> (Running, u16, PathBuf) {
+    let certs = repo().join("certs-example");
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::copy(
+        repo().join("policies/population.toml"),
+        policies.join("population.toml"),
+    )
+    .unwrap();
+    let admin_port = free_port();
+    let config = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+         [[issuer]]\nissuer = \"http://hanging.example/\"\njwks_url = \"{jwks_url}\"\n\
+         [[service]]\nid = \"population\"\nupstream = \"http://127.0.0.1:9\"\n[policies]\ndir = \"policies\"\n\
+         [audit]\ndir = \"audit\"\norigin = \"tollbu.example/cli-signals/0\"\nsigning_key = \"{c}/audit-signing.key.pem\"\npseudonym_key = \"{c}/audit-pseudonym.key\"\n",
+        c = certs.display(),
+    );
+    let config_path = dir.join("tollbu.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let child = Command::new(TOLLBU)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (Running(child), admin_port, config_path)
+}
+
+/// Collects the child's log lines on a thread, so a full pipe never blocks it.
+fn collect_logs(running: &mut Running) -> std::thread::JoinHandle<String> {
+    let stderr = running.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        text
+    })
+}
+
+fn wait_for_exit(running: &mut Running, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "no exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Signals are caught from the start: a SIGHUP during start-up (here: while the gateway waits
+/// for an issuer's keys) no longer kills the process but reloads once it serves, and a SIGTERM
+/// during start-up ends it with exit 0 and the audit log closed. And a SIGTERM that comes while
+/// a SIGHUP reload runs (one waiting on a new issuer's keys) is acted on at once, not after it.
+#[test]
+fn signals_during_start_up_and_during_a_reload_are_acted_on() {
+    let (jwks_url, fetches) = hanging_jwks();
+    let fetching = |at_least: usize| {
+        wait_until(|| fetches.load(std::sync::atomic::Ordering::SeqCst) >= at_least)
+    };
+
+    // SIGTERM during start-up.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, _, _) = serve_waiting_on_keys(dir.path(), &jwks_url);
+    let logs = collect_logs(&mut running);
+    fetching(1);
+    signal(&running.0, "TERM");
+    let status = wait_for_exit(&mut running, Duration::from_secs(20));
+    let logs = logs.join().unwrap();
+    assert!(status.success(), "exit status {status:?}: {logs}");
+    assert!(
+        logs.contains("audit log flushed; final checkpoint written"),
+        "{logs}"
+    );
+
+    // SIGHUP during start-up, then a SIGTERM while a SIGHUP reload runs.
+    let dir = tempfile::tempdir().unwrap();
+    let started_fetches = fetches.load(std::sync::atomic::Ordering::SeqCst);
+    let (mut running, admin_port, config_path) = serve_waiting_on_keys(dir.path(), &jwks_url);
+    let logs = collect_logs(&mut running);
+    fetching(started_fetches + 1);
+    signal(&running.0, "HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        running.0.try_wait().unwrap().is_none(),
+        "SIGHUP during start-up ended the process"
+    );
+    let metrics = format!("http://127.0.0.1:{admin_port}/metrics");
+    wait_until(|| {
+        std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_ok()
+            && http_get(&metrics, &[]).1.contains("tollbu_reloads_total 1")
+    });
+
+    let mut config = std::fs::read_to_string(&config_path).unwrap();
+    config.push_str(&format!(
+        "[[issuer]]\nissuer = \"http://hanging-too.example/\"\njwks_url = \"{jwks_url}\"\n"
+    ));
+    std::fs::write(&config_path, config).unwrap();
+    let before_reload = fetches.load(std::sync::atomic::Ordering::SeqCst);
+    signal(&running.0, "HUP");
+    fetching(before_reload + 1);
+    // Past the point where both signals could be pending at once.
+    std::thread::sleep(Duration::from_millis(300));
+    let terminated = Instant::now();
+    signal(&running.0, "TERM");
+    let status = wait_for_exit(&mut running, Duration::from_secs(30));
+    let took = terminated.elapsed();
+    let logs = logs.join().unwrap();
+    assert!(status.success(), "exit status {status:?}: {logs}");
+    assert!(
+        took < Duration::from_millis(2_500),
+        "SIGTERM waited for the reload: {took:?}"
+    );
+}

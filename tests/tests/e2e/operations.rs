@@ -519,6 +519,111 @@ async fn requests_are_served_while_a_reload_is_still_reading_its_files() {
     gateway.shutdown().await;
 }
 
+/// Reloads run one at a time and the last one asked for wins. They did not: a reload that
+/// trusted a new issuer waited for its keys, a second reload (files put back) finished first,
+/// and the first then swapped in the policy set and the issuer no longer on disk.
+#[tokio::test]
+async fn a_reload_asked_for_while_another_waits_on_keys_leaves_the_files_on_disk_in_force() {
+    let policies = tempfile::tempdir().unwrap();
+    for name in ["population.toml", "income.toml"] {
+        std::fs::copy(policies_dir().join(name), policies.path().join(name)).unwrap();
+    }
+    let env = Env::start(Options {
+        policies: Some(policies.path().to_path_buf()),
+        config_file: true,
+        ..Options::default()
+    })
+    .await;
+    let ready_url = format!("{}/readyz", env.admin());
+    let reload_url = format!("{}/admin/reload", env.admin());
+    let on_disk_version = get(&ready_url, &[]).await.json()["policy_version"].clone();
+    let population_a = std::fs::read_to_string(policies.path().join("population.toml")).unwrap();
+    let config_a = env.config_text().to_owned();
+
+    // Config B trusts a second issuer whose key set answers 2 s late; policy B renames the
+    // welfare agency's purpose.
+    let second = start_second_issuer().await;
+    let slow_jwks = JwksStub::start(JwksMode::Slow).await;
+    slow_jwks.set_real(&second.jwks_url());
+    let config_b = format!(
+        "{config_a}\n[[issuer]]\nissuer = \"{}\"\njwks_url = \"{}\"\n",
+        second.issuer_url(),
+        slow_jwks.url
+    );
+    std::fs::write(env.config_path(), &config_b).unwrap();
+    std::fs::write(
+        policies.path().join("population.toml"),
+        population_a.replace("\"benefit-assessment\"", "\"benefit-review\""),
+    )
+    .unwrap();
+    let first = tokio::spawn({
+        let reload_url = reload_url.clone();
+        async move { post(&reload_url).await }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while slow_jwks.fetches() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no key fetch");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // The operator puts A back and reloads while the first reload still waits for the keys.
+    std::fs::write(env.config_path(), &config_a).unwrap();
+    std::fs::write(policies.path().join("population.toml"), &population_a).unwrap();
+    let second_reload = post(&reload_url).await;
+    assert_eq!(
+        second_reload.status,
+        StatusCode::OK,
+        "{:?}",
+        second_reload.body
+    );
+    assert_eq!(
+        second_reload.json()["report"]["policy_version"],
+        on_disk_version
+    );
+    let first_reload = first.await.unwrap();
+    assert_eq!(
+        first_reload.status,
+        StatusCode::OK,
+        "{:?}",
+        first_reload.body
+    );
+
+    let ready = get(&ready_url, &[]).await.json();
+    assert_eq!(
+        ready["policy_version"], on_disk_version,
+        "the policy set on disk is in force"
+    );
+    let trusted: Vec<_> = ready["issuers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["issuer"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(trusted, [env.issuer_url.as_str()], "{ready}");
+
+    let mut claims = second
+        .access_token_claims("demo-welfare", "demo:population")
+        .unwrap();
+    claims["iss"] = serde_json::json!(second.issuer_url());
+    let removed_issuers_token = second
+        .sign_access_token(serde_json::json!({}), claims)
+        .unwrap();
+    let refused = env.read_person(&removed_issuers_token, None).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(refused.json()["token_error"], "untrusted_issuer");
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    assert_eq!(
+        env.read_person(&token, None).await.status,
+        StatusCode::OK,
+        "policy A's purpose is allowed"
+    );
+}
+
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish_and_records_them() {
     let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
@@ -555,6 +660,165 @@ async fn shutdown_lets_in_flight_requests_finish_and_records_them() {
         report.text.contains(&answer.header("x-request-id")),
         "{}",
         report.text
+    );
+}
+
+/// A reload that runs when the shutdown starts (here one triggered by renewed TLS files, waiting
+/// on a new issuer whose key set never comes) does not hold the drain: the request in flight
+/// finishes and is recorded, and the shutdown ends long before the grace. It did not: the
+/// shutdown waited for the reload first, the grace ran out meanwhile, and the request in flight
+/// was cut with no answer and no record.
+#[tokio::test]
+async fn a_reload_running_at_shutdown_does_not_hold_the_drain() {
+    let tls_dir = tempfile::tempdir().unwrap();
+    for name in ["gateway.pem", "gateway.key.pem", "ca.pem"] {
+        std::fs::copy(certs_dir().join(name), tls_dir.path().join(name)).unwrap();
+    }
+    let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
+        std::time::Duration::from_millis(1_500),
+    ))
+    .await;
+    let mut env = Env::start(Options {
+        population_upstream: Some(registry.url.clone()),
+        tls: true,
+        tls_dir: Some(tls_dir.path().to_path_buf()),
+        tls_reload_check_secs: 1,
+        config_file: true,
+        limits: "shutdown_grace_ms = 4000\n".to_owned(),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+
+    // A new issuer whose key set never comes, then a "renewal" of the certificate.
+    let hanging = JwksStub::start(JwksMode::Hang).await;
+    let mut config = std::fs::read_to_string(env.config_path()).unwrap();
+    config.push_str(&format!(
+        "\n[[issuer]]\nissuer = \"http://hanging.example/\"\njwks_url = \"{}\"\n",
+        hanging.url
+    ));
+    std::fs::write(env.config_path(), config).unwrap();
+    let cert = std::fs::read(tls_dir.path().join("gateway.pem")).unwrap();
+    std::fs::write(tls_dir.path().join("gateway.pem"), cert).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while hanging.fetches() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload never asked for the new issuer's keys"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let url = format!("{}/population/persons/{}", env.base(), example_pid(0));
+    let in_flight = tokio::spawn(async move {
+        let mut s = String::new();
+        get(&url, &auth(&token, Some("benefit-assessment"), &mut s)).await
+    });
+    while registry.seen().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let stopping = std::time::Instant::now();
+    env.stop_gateway().await;
+    let took = stopping.elapsed();
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "finished during the drain");
+    assert!(
+        took < std::time::Duration::from_millis(3_000),
+        "the drain waited for the reload: {took:?}"
+    );
+    let records = audit_records(&env.audit_dir());
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["request_id"], answer.header("x-request-id"));
+    assert_eq!(records[0]["decision"], "allow");
+}
+
+/// A registry that never answers, and a grace shorter than the upstream timeout (as with the
+/// defaults, 10 s and 15 s): shortly before the grace ends the exchange is ended as a timeout,
+/// so the caller gets 504 and the request an `error` record, and the shutdown still ends within
+/// the grace. Before, the request was cut at the end of the grace with neither.
+#[tokio::test]
+async fn a_request_held_by_a_hanging_registry_at_shutdown_is_answered_and_recorded() {
+    let registry =
+        RecordingUpstream::start(UpstreamBehaviour::Hold(std::time::Duration::from_secs(120)))
+            .await;
+    let mut env = Env::start(Options {
+        population_upstream: Some(registry.url.clone()),
+        upstream_timeout_ms: 60_000,
+        limits: "shutdown_grace_ms = 2000\n".to_owned(),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let url = format!("{}/population/persons/{}", env.base(), example_pid(0));
+    let in_flight = tokio::spawn(async move {
+        let mut s = String::new();
+        get(&url, &auth(&token, Some("benefit-assessment"), &mut s)).await
+    });
+    while registry.seen().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let stopping = std::time::Instant::now();
+    env.stop_gateway().await;
+    let took = stopping.elapsed();
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(answer.code(), "upstream_timeout");
+    assert!(
+        took < std::time::Duration::from_millis(2_500),
+        "the shutdown kept to its grace: {took:?}"
+    );
+    let records = audit_records(&env.audit_dir());
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["request_id"], answer.header("x-request-id"));
+    assert_eq!(records[0]["decision"], "error");
+    assert_eq!(records[0]["reason"], "upstream_timeout");
+}
+
+/// Kubernetes takes a terminating pod out of its endpoints as it sends SIGTERM, but kube-proxy
+/// and ingresses go on sending it new connections for a few seconds. During
+/// `shutdown_delay_ms` the gateway says it is not ready and goes on accepting and serving;
+/// only then do the listeners close. They closed at once, so each such connection was refused.
+#[tokio::test]
+async fn during_the_shutdown_delay_new_connections_are_served_and_readyz_says_shutting_down() {
+    let mut env = Env::start(Options {
+        limits: "shutdown_delay_ms = 1500\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let ready_url = format!("{}/readyz", env.admin());
+    assert_eq!(get(&ready_url, &[]).await.json()["shutting_down"], false);
+    let gateway_addr = env.gateway().plain_addr.unwrap();
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(env.gateway.take().unwrap().shutdown());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // `get` opens a new connection for each request.
+    let ready = get(&ready_url, &[]).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json()["shutting_down"], true, "{:?}", ready.body);
+    let mut s = String::new();
+    let url = format!(
+        "http://{gateway_addr}/population/persons/{}",
+        example_pid(0)
+    );
+    let served = get(&url, &auth(&token, Some("benefit-assessment"), &mut s)).await;
+    assert_eq!(served.status, StatusCode::OK, "{:?}", served.body);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1500),
+        "still within the delay"
+    );
+    assert!(!stopping.is_finished());
+
+    stopping.await.unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
+    let refused = tokio::net::TcpStream::connect(gateway_addr).await;
+    assert!(refused.is_err(), "the listener is closed after the delay");
+    let records = audit_records(&env.audit_dir());
+    assert_eq!(
+        records.len(),
+        1,
+        "the request served in the delay is on record"
     );
 }
 
