@@ -566,6 +566,17 @@ impl Config {
                 ));
             }
         }
+        // As a grant's `per_seconds`: a bucket is kept, idle, for the longest window only.
+        if self.limits.default_rate_per_seconds > crate::rate_limit::MAX_WINDOW_SECS {
+            let start = key_offset_in(text, "limits", "default_rate_per_seconds");
+            return Err(at(
+                start..start,
+                format!(
+                    "`limits.default_rate_per_seconds` must be at most {} (a day)",
+                    crate::rate_limit::MAX_WINDOW_SECS
+                ),
+            ));
+        }
         self.validate_retired_dirs(&at)?;
         if !matches!(self.audit.durability.as_str(), "fsync" | "relaxed") {
             let start = key_offset_in(text, "audit", "durability");
@@ -1087,6 +1098,14 @@ pseudonym_key = "p.key"
                 MINIMAL.replace("[audit]", "[limits]\ndefault_rate_requests = 0\n\n[audit]"),
                 "`limits.default_rate_requests` must be at least 1",
                 "default_rate_requests = 0",
+            ),
+            (
+                MINIMAL.replace(
+                    "[audit]",
+                    "[limits]\ndefault_rate_per_seconds = 86401\n\n[audit]",
+                ),
+                "`limits.default_rate_per_seconds` must be at most 86400 (a day)",
+                "default_rate_per_seconds = 86401",
             ),
             (
                 MINIMAL.replace("id = \"population\"", "id = \"Pop/ulation\""),

@@ -4,13 +4,12 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use moka::Expiry;
 use moka::sync::Cache;
 
 /// Most buckets held at once.
@@ -39,48 +38,15 @@ struct Bucket {
     limiter: Limiter,
 }
 
-/// A bucket idle for its whole window is full again, so it may go then, and not before: a
-/// fixed idle time shorter than a window (limits run up to a day) would hand a consumer a full
-/// bucket early.
-struct IdleForItsWindow;
+/// The longest window a limit may have (a policy's `per_seconds`, `[limits]
+/// default_rate_per_seconds`).
+pub const MAX_WINDOW_SECS: u32 = 86_400;
 
-impl IdleForItsWindow {
-    fn window(bucket: &Bucket) -> Duration {
-        Duration::from_secs(u64::from(bucket.limit.per_seconds.max(1)) + 1)
-    }
-}
-
-impl Expiry<String, Arc<Bucket>> for IdleForItsWindow {
-    fn expire_after_create(
-        &self,
-        _: &String,
-        bucket: &Arc<Bucket>,
-        _: Instant,
-    ) -> Option<Duration> {
-        Some(Self::window(bucket))
-    }
-
-    fn expire_after_read(
-        &self,
-        _: &String,
-        bucket: &Arc<Bucket>,
-        _: Instant,
-        _: Option<Duration>,
-        _: Instant,
-    ) -> Option<Duration> {
-        Some(Self::window(bucket))
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &String,
-        bucket: &Arc<Bucket>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(Self::window(bucket))
-    }
-}
+/// A bucket idle for its whole window is full again, so it may go then, and not before: one idle
+/// time for all, the longest window's (an hour handed a consumer of a daily limit a full bucket
+/// after an idle hour). Memory stays bounded by [`MAX_BUCKETS`]: moka evicts the least useful
+/// buckets first.
+const BUCKET_IDLE: Duration = Duration::from_secs(MAX_WINDOW_SECS as u64 + 1);
 
 /// Buckets keyed by the policy's rate key (grant and consumer).
 pub struct RateLimits {
@@ -99,7 +65,7 @@ impl RateLimits {
         RateLimits {
             buckets: Cache::builder()
                 .max_capacity(max_buckets)
-                .expire_after(IdleForItsWindow)
+                .time_to_idle(BUCKET_IDLE)
                 .build(),
             clock: DefaultClock::default(),
         }
@@ -241,19 +207,5 @@ mod tests {
             2,
             "one bucket per consumer and grant"
         );
-    }
-
-    #[test]
-    fn a_bucket_is_kept_for_its_whole_window() {
-        let day = Limit {
-            requests: 2,
-            per_seconds: 86_400,
-        };
-        let bucket = Bucket {
-            limit: day,
-            limiter: RateLimiter::direct(quota(day).unwrap_or_else(|| panic!("quota")))
-                .with_middleware(),
-        };
-        assert!(IdleForItsWindow::window(&bucket) > Duration::from_secs(86_400));
     }
 }
