@@ -144,11 +144,19 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         console_password,
     });
 
-    if args.exit_after > 0 {
-        tokio::time::sleep(std::time::Duration::from_secs(args.exit_after)).await;
-    } else {
-        signals.wait_for_shutdown(&gateway).await;
-        tracing::info!("shutting down: draining connections, flushing the audit log");
+    // The signals are caught from the start, so `--exit-after` must watch them too: otherwise a
+    // SIGTERM or Ctrl-C would be swallowed until the time is up.
+    let exit_after = async {
+        match args.exit_after {
+            0 => std::future::pending::<()>().await,
+            secs => tokio::time::sleep(std::time::Duration::from_secs(secs)).await,
+        }
+    };
+    tokio::select! {
+        () = exit_after => {}
+        () = signals.wait_for_shutdown(&gateway) => {
+            tracing::info!("shutting down: draining connections, flushing the audit log");
+        }
     }
     gateway.shutdown().await;
     issuer.shutdown().await;

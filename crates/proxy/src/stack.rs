@@ -426,22 +426,23 @@ where
         peer,
         scheme,
     };
-    let exchange = upstream.forward(
-        Outbound {
-            method: parts.method,
-            rest: &routed.rest,
-            query: query.as_deref(),
-            headers: &parts.headers,
-            body,
-        },
-        &assertions,
-        state.limits.upstream_timeout(),
-        state.limits.max_response_body_bytes,
-    );
     // A shutdown near the end of its grace ends the exchange as a timeout, so that it is
-    // still answered and recorded before the audit log closes.
+    // still answered and recorded before the audit log closes. The exchange is built inside the
+    // `select!`: a future bound to a local and then moved can keep two slots in the request's
+    // state (rust-lang/rust#62958), and this one is large.
     let forwarded = tokio::select! {
-        forwarded = exchange => forwarded,
+        forwarded = upstream.forward(
+            Outbound {
+                method: parts.method,
+                rest: &routed.rest,
+                query: query.as_deref(),
+                headers: &parts.headers,
+                body,
+            },
+            &assertions,
+            state.limits.upstream_timeout(),
+            state.limits.max_response_body_bytes,
+        ) => forwarded,
         () = state.upstream_cutoff.reached() => Err(UpstreamError::Timeout),
     };
     let answer = match forwarded {

@@ -317,6 +317,39 @@ fn read_guide(child: &mut Child) -> Vec<String> {
     lines
 }
 
+/// `--exit-after` (the console tests' demo) must still stop on SIGTERM: the signals are caught
+/// from the start, and a demo that only slept swallowed them until its time was up.
+#[test]
+fn a_demo_with_exit_after_stops_on_sigterm() {
+    let state = tempfile::tempdir().unwrap();
+    let child = Command::new(TOLLBU)
+        .args(["demo", "--any-ports", "--exit-after", "600", "--state-dir"])
+        .arg(state.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let guide = read_guide(&mut running.0);
+    assert!(
+        guide.iter().any(|l| l.contains("/audit/checkpoint")),
+        "{guide:#?}"
+    );
+    signal(&running.0, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+}
+
 #[test]
 fn demo_prints_commands_that_work() {
     let state = tempfile::tempdir().unwrap();
