@@ -336,17 +336,7 @@ fn a_demo_with_exit_after_stops_on_sigterm() {
         "{guide:#?}"
     );
     signal(&running.0, "TERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = running.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the demo did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_for_exit(&mut running, Duration::from_secs(30));
     assert!(status.success(), "{status}");
 }
 
@@ -574,17 +564,7 @@ fn serve_reloads_on_sighup_and_drains_on_sigterm() {
     assert_eq!(http_get(&url, &[("authorization", &forged)]).0, 401);
 
     signal(&running.0, "TERM");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = running.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_for_exit(&mut running, Duration::from_secs(20));
     assert!(status.success(), "exit status {status:?}");
     let logs = logs.join().unwrap();
     assert!(logs.lines().count() > 3, "{logs}");

@@ -709,14 +709,7 @@ async fn a_reload_running_at_shutdown_does_not_hold_the_drain() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
-    let url = format!("{}/population/persons/{}", env.base(), example_pid(0));
-    let in_flight = tokio::spawn(async move {
-        let mut s = String::new();
-        get(&url, &auth(&token, Some("benefit-assessment"), &mut s)).await
-    });
-    while registry.seen().is_empty() {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let in_flight = read_in_flight(&env, token, &registry).await;
     let stopping = std::time::Instant::now();
     env.stop_gateway().await;
     let took = stopping.elapsed();
@@ -749,14 +742,7 @@ async fn a_request_held_by_a_hanging_registry_at_shutdown_is_answered_and_record
     })
     .await;
     let token = env.token("demo-welfare", "demo:population", &[]).await;
-    let url = format!("{}/population/persons/{}", env.base(), example_pid(0));
-    let in_flight = tokio::spawn(async move {
-        let mut s = String::new();
-        get(&url, &auth(&token, Some("benefit-assessment"), &mut s)).await
-    });
-    while registry.seen().is_empty() {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let in_flight = read_in_flight(&env, token, &registry).await;
     let stopping = std::time::Instant::now();
     env.stop_gateway().await;
     let took = stopping.elapsed();
@@ -912,4 +898,22 @@ async fn concurrent_exchanges_with_a_registry_are_capped() {
         "peak {} exchanges at once",
         registry.peak_in_flight()
     );
+}
+
+/// A read of person 0 sent with `token`, returned once `registry` has received it: a request in
+/// flight, allowed and forwarded, for the shutdown tests.
+async fn read_in_flight(
+    env: &Env,
+    token: String,
+    registry: &RecordingUpstream,
+) -> tokio::task::JoinHandle<Answer> {
+    let url = format!("{}/population/persons/{}", env.base(), example_pid(0));
+    let in_flight = tokio::spawn(async move {
+        let mut s = String::new();
+        get(&url, &auth(&token, Some("benefit-assessment"), &mut s)).await
+    });
+    while registry.seen().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    in_flight
 }
