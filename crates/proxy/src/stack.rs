@@ -430,8 +430,8 @@ where
     // still answered and recorded before the audit log closes. The exchange is built inside the
     // `select!` (a future bound to a local and then moved can keep two slots in the request's
     // state, rust-lang/rust#62958) and the wait for the cutoff is boxed: held in place it grew
-    // every request's state, and the peak memory at 1,000 connections by ≈ 5 MB
-    // (bench/results/2026-12-07/request-path-ab/).
+    // every request's state (≈ 5 MB more at 1,000 connections in the A/B pairs of
+    // bench/results/2026-12-07/request-path-ab/).
     let forwarded = tokio::select! {
         forwarded = upstream.forward(
             Outbound {
