@@ -265,6 +265,21 @@ impl Drop for Running {
     }
 }
 
+/// `tollbu demo` on any free ports in `state`, stopping by itself after `exit_after_secs`; its
+/// guide on stdout.
+fn spawn_demo(state: &Path, exit_after_secs: u32) -> Running {
+    let child = Command::new(TOLLBU)
+        .args(["demo", "--any-ports", "--exit-after"])
+        .arg(exit_after_secs.to_string())
+        .arg("--state-dir")
+        .arg(state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Running(child)
+}
+
 fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill")
         .args([&format!("-{sig}"), &child.id().to_string()])
@@ -322,14 +337,7 @@ fn read_guide(child: &mut Child) -> Vec<String> {
 #[test]
 fn a_demo_with_exit_after_stops_on_sigterm() {
     let state = tempfile::tempdir().unwrap();
-    let child = Command::new(TOLLBU)
-        .args(["demo", "--any-ports", "--exit-after", "600", "--state-dir"])
-        .arg(state.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = Running(child);
+    let mut running = spawn_demo(state.path(), 600);
     let guide = read_guide(&mut running.0);
     assert!(
         guide.iter().any(|l| l.contains("/audit/checkpoint")),
@@ -343,14 +351,7 @@ fn a_demo_with_exit_after_stops_on_sigterm() {
 #[test]
 fn demo_prints_commands_that_work() {
     let state = tempfile::tempdir().unwrap();
-    let child = Command::new(TOLLBU)
-        .args(["demo", "--any-ports", "--exit-after", "60", "--state-dir"])
-        .arg(state.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut running = Running(child);
+    let mut running = spawn_demo(state.path(), 60);
     let guide = read_guide(&mut running.0);
     let token_line = guide
         .iter()
