@@ -6,6 +6,8 @@
 #   ROUNDS=5 DURATION=15 bench/run.sh
 #   SKIP_INSTALL=1 SKIP_BUILD=1 SCENARIOS="c50" bench/run.sh
 #   SKIP_INSTALL=1 SKIP_BUILD=1 SCENARIOS=rate RATE=20000 bench/run.sh
+#   SKIP_INSTALL=1 SKIP_BUILD=1 TARGETS=tollbu SCENARIOS=c1000 TOLLBU_BIN=/tmp/tollbu-old bench/run.sh
+#                                # another build of the gateway (e.g. an older commit) serves instead
 #
 # Scenarios: c50 and c1000 (wrk, as many requests as each server answers), h2 (h2load over h2c,
 # 50 connections x 10 streams), rate (h2load over HTTP/1.1 at RATE requests/s in all, default
@@ -142,9 +144,10 @@ start haproxy $HAPROXY_PORT haproxy -db -f "$OUT/haproxy/haproxy.cfg"
 start plain $PLAIN_PORT "$REL/examples/bench_plain_proxy" "127.0.0.1:$PLAIN_PORT" "http://127.0.0.1:$UPSTREAM_PORT"
 # The gateway runs with the environment its container image sets (Dockerfile `ENV`).
 IMAGE_ENV=$(sed -n 's/^ENV //p' "$ROOT/Dockerfile")
-start tollbu $TOLLBU_PORT env $IMAGE_ENV "$REL/tollbu" serve --config "$OUT/tollbu.toml"
+TOLLBU_BIN=${TOLLBU_BIN:-$REL/tollbu}
+start tollbu $TOLLBU_PORT env $IMAGE_ENV "$TOLLBU_BIN" serve --config "$OUT/tollbu.toml"
 if [[ " $TARGETS " == *" relaxed "* ]]; then
-  start relaxed $RELAXED_PORT env $IMAGE_ENV "$REL/tollbu" serve --config "$OUT/tollbu-relaxed.toml"
+  start relaxed $RELAXED_PORT env $IMAGE_ENV "$TOLLBU_BIN" serve --config "$OUT/tollbu-relaxed.toml"
 fi
 
 TOKEN=$("$REL/tollbu" token --issuer "$ISSUER" --client-id demo-welfare \

@@ -259,11 +259,13 @@ def test_retired_generations_are_swept_with_the_active_log():
 CRASH_LOOP_VALUES = [
     (["--set", "admin.port=8080"], "must differ"),
     (["--set", "gateway.bindAddress=127.0.0.1"], "loopback"),
-    (["--set", "terminationGracePeriodSeconds=5"], "must exceed config.limits.shutdown_delay_ms + shutdown_grace_ms"),
-    (["--set", "config.limits.shutdown_grace_ms=60000"], "must exceed config.limits.shutdown_delay_ms + shutdown_grace_ms"),
-    # The chart's 5 s shutdown delay counts: 5 + 10 (default grace) + 5 > 19.
-    (["--set", "terminationGracePeriodSeconds=19"], "(5000 + 10000 ms)"),
-    (["--set", "config.limits.shutdown_delay_ms=20000"], "(20000 + 10000 ms)"),
+    (["--set", "terminationGracePeriodSeconds=5"], "must exceed config.limits.shutdown_delay_ms + shutdown_grace_ms + shutdown_flush_ms"),
+    (["--set", "config.limits.shutdown_grace_ms=60000"], "must exceed config.limits.shutdown_delay_ms + shutdown_grace_ms + shutdown_flush_ms"),
+    # The chart's 5 s shutdown delay counts: 5 + 10 (default grace) + 4 (default flush) + 1 > 19.
+    (["--set", "terminationGracePeriodSeconds=19"], "(5000 + 10000 + 4000 ms)"),
+    (["--set", "config.limits.shutdown_delay_ms=20000"], "(20000 + 10000 + 4000 ms)"),
+    # A longer flush bound needs a longer termination grace too.
+    (["--set", "config.limits.shutdown_flush_ms=20000"], "(5000 + 10000 + 20000 ms)"),
     (["--set", "config.services[0].id=population", "--set", "config.services[0].upstream=https://r.example",
       "--set", "config.services[0].mtls=true"], "mtls needs tlsSecret"),
     (["--set", "config.services[0].id=population", "--set", "config.services[0].upstream=http://r.example",
@@ -296,7 +298,7 @@ def test_the_gateway_serves_on_through_a_shutdown_delay_that_the_termination_gra
     # seconds later, so the gateway keeps its listeners open (not ready) for the delay before it drains.
     docs = render()
     assert config_toml(docs)["limits"]["shutdown_delay_ms"] == 5000
-    assert statefulset(docs)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 5 + 10 + 5
+    assert statefulset(docs)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 5 + 10 + 4 + 1
     # 0 closes the listeners at once, and then a shorter termination grace is enough.
     docs = render("--set", "config.limits.shutdown_delay_ms=0", "--set", "terminationGracePeriodSeconds=15")
     assert config_toml(docs)["limits"]["shutdown_delay_ms"] == 0

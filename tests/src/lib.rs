@@ -197,12 +197,20 @@ impl Env {
     /// directory (new ports).
     pub async fn restart_gateway(&mut self) {
         self.stop_gateway().await;
+        let started = self.try_start_gateway().await;
+        ok(started, "gateway restart");
+    }
+
+    /// Starts the gateway again on the same config and state directory, or says why it cannot
+    /// (yet): e.g. the audit log is still held by a previous run's thread.
+    pub async fn try_start_gateway(&mut self) -> Result<(), tollbu_proxy::BuildError> {
         let config = ok(
             Config::parse(&self.config_text, "test.toml", self.state_dir.path()),
             "gateway config",
         );
-        let started = tollbu_proxy::start_with(config, self.config_file.clone()).await;
-        self.gateway = Some(ok(started, "gateway restart"));
+        let gateway = tollbu_proxy::start_with(config, self.config_file.clone()).await?;
+        self.gateway = Some(gateway);
+        Ok(())
     }
 
     pub fn gateway(&self) -> &RunningGateway {

@@ -131,6 +131,10 @@ pub struct LimitsSection {
     /// serving, before the drain: load balancers (Kubernetes endpoints) take a few seconds to
     /// stop sending new connections, and a closed listener refuses each of them.
     pub shutdown_delay_ms: u64,
+    /// After the drain, how long the audit log's final checkpoint and index flush may take before
+    /// the process exits anyway: a stalled volume must not keep it past the orchestrator's kill
+    /// (every record answered is already durable; the next open recovers the rest).
+    pub shutdown_flush_ms: u64,
     /// Concurrent exchanges per registry (bounds upstream connections).
     pub upstream_max_connections: usize,
     /// Rate limit for grants that set none: requests per period.
@@ -153,6 +157,7 @@ impl Default for LimitsSection {
             max_h2_streams: 100,
             shutdown_grace_ms: 10_000,
             shutdown_delay_ms: 0,
+            shutdown_flush_ms: 4_000,
             upstream_max_connections: crate::upstream::DEFAULT_MAX_CONNECTIONS,
             default_rate_requests: 6_000,
             default_rate_per_seconds: 60,
@@ -551,6 +556,15 @@ impl Config {
                 ));
             }
         }
+        if self.limits.shutdown_flush_ms == 0 {
+            let start = key_offset_in(text, "limits", "shutdown_flush_ms");
+            return Err(at(
+                start..start,
+                "`limits.shutdown_flush_ms` must be at least 1 (at 0 no final audit checkpoint \
+                 would ever be written)"
+                    .to_owned(),
+            ));
+        }
         for (key, value) in [
             ("default_rate_requests", self.limits.default_rate_requests),
             (
@@ -903,12 +917,14 @@ pseudonym_key = "p.key"
             (
                 documented.shutdown_grace_ms,
                 documented.shutdown_delay_ms,
+                documented.shutdown_flush_ms,
                 documented.default_rate_requests,
                 documented.default_rate_per_seconds
             ),
             (
                 defaults.shutdown_grace_ms,
                 defaults.shutdown_delay_ms,
+                defaults.shutdown_flush_ms,
                 defaults.default_rate_requests,
                 defaults.default_rate_per_seconds
             )

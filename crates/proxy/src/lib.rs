@@ -260,20 +260,57 @@ impl RunningGateway {
         {
             retention.abort();
         }
+        // Bounded: a stalled audit volume must not hold the exit past the orchestrator's kill.
+        // The final checkpoint is written first, the index after it (see `AuditLog::shutdown`).
+        let flush_ms = self.live.config().limits.shutdown_flush_ms;
+        let flush_deadline = tokio::time::Instant::now() + Duration::from_millis(flush_ms);
         let audit = self.live.state().audit.clone();
-        let flushed = tokio::task::spawn_blocking(move || audit.shutdown()).await;
-        match flushed {
-            Ok(Ok(())) => tracing::info!("audit log flushed; final checkpoint written"),
-            Ok(Err(error)) => tracing::error!(%error, "audit log flush failed"),
-            Err(error) => tracing::error!(%error, "audit flush task failed"),
+        match finish_by(flush_deadline, "tollbu-audit-flush", move || {
+            audit.shutdown()
+        })
+        .await
+        {
+            Some(Ok(())) => tracing::info!("audit log flushed; final checkpoint written"),
+            Some(Err(error)) => tracing::error!(%error, "audit log flush failed"),
+            None => tracing::error!(
+                flush_ms,
+                "audit log flush did not finish within limits.shutdown_flush_ms; exiting without \
+                 it: every answered request's record is already durable, and the next start \
+                 checks what the last checkpoint does not cover and rebuilds the index"
+            ),
         }
         let telemetry = self.telemetry;
-        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        if finish_by(flush_deadline, "tollbu-telemetry-flush", move || {
+            telemetry.shutdown()
+        })
+        .await
+        .is_none()
+        {
+            tracing::warn!("telemetry export did not finish within limits.shutdown_flush_ms");
+        }
         // Last: whatever still runs on a worker now (past the grace period) is
         // dropped, and its request fails closed as the log is already shut.
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     }
+}
+
+/// Runs `job` on a thread of its own and waits for it until `deadline`; `None` if it has not
+/// returned by then (or could not run). A thread still running is left behind and ends with the
+/// process, where a runtime's blocking pool would hold the exit until it returns.
+async fn finish_by<T: Send + 'static>(
+    deadline: tokio::time::Instant,
+    thread_name: &str,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(thread_name.to_owned())
+        .spawn(move || {
+            let _ = done.send(job());
+        })
+        .ok()?;
+    tokio::time::timeout_at(deadline, finished).await.ok()?.ok()
 }
 
 /// How long before the grace ends the registry exchanges still running are

@@ -808,6 +808,79 @@ async fn during_the_shutdown_delay_new_connections_are_served_and_readyz_says_sh
     );
 }
 
+/// A stalled audit volume at shutdown (here: the index's watermark file is a FIFO nobody reads,
+/// so writing it blocks for ever) no longer holds the process past `shutdown_flush_ms` (under
+/// Kubernetes, until the kill): the shutdown returns, the final checkpoint, written before the
+/// index, covers every answered request, and once the volume answers again the next start opens
+/// the log and finds the record through the rebuilt index. Before, the shutdown waited for ever.
+#[tokio::test]
+async fn a_stalled_audit_flush_at_shutdown_is_bounded_and_the_checkpoint_comes_first() {
+    let mut env = Env::start(Options {
+        limits: "shutdown_flush_ms = 1000\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    for _ in 0..3 {
+        assert_eq!(env.read_person(&token, None).await.status, StatusCode::OK);
+    }
+    let index_dir = env.audit_dir().join("index");
+    std::fs::create_dir_all(&index_dir).unwrap();
+    let fifo = index_dir.join("watermark.tmp");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+
+    let shutdown = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        env.gateway.take().unwrap().shutdown(),
+    )
+    .await;
+    assert!(
+        shutdown.is_ok(),
+        "the shutdown waited for the stalled flush"
+    );
+    let checkpoint = std::fs::read_to_string(env.audit_dir().join("checkpoint")).unwrap();
+    assert!(
+        checkpoint.contains("\n3\n"),
+        "the final checkpoint covers every answered request: {checkpoint}"
+    );
+
+    // The volume answers again: the flush left behind finishes (its fsync of a FIFO fails) and
+    // lets go of the log; the next start takes it over.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo))
+    };
+    let _ = reader.join();
+    // The failed flush removes its temporary file itself; make sure of it.
+    let _ = std::fs::remove_file(&fifo);
+    let mut started = env.try_start_gateway().await;
+    for _ in 0..100 {
+        if started.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        started = env.try_start_gateway().await;
+    }
+    if let Err(error) = started {
+        panic!("the log is not free again once the stalled flush ends: {error}");
+    }
+    env.stop_gateway().await;
+    let by_subject = Query {
+        subject: Some(example_pid(0)),
+        ..Query::default()
+    };
+    let key = certs_dir().join("audit-pseudonym.key");
+    let found = tooling::query(&env.audit_dir(), &by_subject, Some(&key), true);
+    assert!(found.ok, "{}", found.text);
+    assert_eq!(found.text.lines().count(), 3, "{}", found.text);
+    let verified = tooling::verify(&env.audit_dir(), &[], None);
+    assert!(verified.ok, "{}", verified.text);
+}
+
 #[tokio::test]
 async fn a_cancelled_request_that_reached_the_registry_is_recorded_even_if_shutdown_follows() {
     // A registry that holds each request for 600 ms before answering.

@@ -95,9 +95,14 @@ impl Spare {
         true
     }
 
+    /// Tells a preparation in progress to stop, without waiting for it ([`Spare::finish`] waits).
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
     /// Stops a preparation in progress and removes what it left: a spare is cheap to make again.
     pub fn finish(&mut self) {
-        self.cancel.store(true, Ordering::Relaxed);
+        self.cancel();
         if let Some((tx, join)) = self.thread.take() {
             drop(tx);
             let _ = join.join();

@@ -264,7 +264,11 @@ impl Writer {
                     .fetch_sub(records, Ordering::Relaxed);
                 self.commit(std::mem::take(&mut batch));
             }
-            self.periodic();
+            // At shutdown nothing periodic starts (a checkpoint or an index compaction pass that
+            // `finish` would then wait for): the final checkpoint comes first.
+            if !matches!(control, Some(Command::Shutdown(_))) {
+                self.periodic();
+            }
             match control {
                 None => {}
                 Some(Command::Append { .. } | Command::AppendBatch { .. }) => {}
@@ -741,6 +745,11 @@ impl Writer {
     }
 
     fn finish(&mut self) -> Result<(), AuditError> {
+        // What matters most goes first, as the process may be stopped at any point of this (the
+        // gateway bounds its wait, `limits.shutdown_flush_ms`): the final checkpoint, then the
+        // index (which the next open rebuilds from the records if it is cut short). A spare
+        // being zeroed would only compete with them for the disk; the next open makes another.
+        self.spare.cancel();
         // `checkpoint` refuses on a poisoned log, so this only signs when it is safe to.
         let signed = self.checkpoint(true);
         if signed.is_ok() {
