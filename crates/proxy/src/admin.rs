@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::gateway::GatewayState;
 use crate::live::Live;
+use crate::operator_problem;
 
 /// Connections the admin listener serves at once; more wait in the backlog. Probes, scrapes and a
 /// few officers need far fewer, and every connection holds a file descriptor the gateway's own
@@ -119,9 +120,10 @@ async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>
         // A monitor must see each new checkpoint: a cache may keep it only to revalidate.
         (&Method::GET, "/audit/checkpoint") => match state.audit.latest_checkpoint() {
             Some(note) => text_response(StatusCode::OK, note, "text/plain; charset=utf-8"),
-            None => json_response(
+            None => operator_problem::response(
                 StatusCode::NOT_FOUND,
-                &json!({"error": "no checkpoint yet"}),
+                "no_checkpoint",
+                "the log has signed no checkpoint yet",
             ),
         },
         (&Method::GET, "/audit/proof/inclusion") => {
@@ -137,19 +139,28 @@ async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>
         // Operators reload with curl or a probe, which send no `Origin`; a browser always does on a
         // POST, so a page an officer happens to open cannot make the gateway reload.
         (&Method::POST, "/admin/reload") if request.headers().contains_key(header::ORIGIN) => {
-            json_response(
+            let mut refused = operator_problem::body(
                 StatusCode::FORBIDDEN,
-                &json!({"reloaded": false, "error": "reload is not accepted from a browser page (it sent `Origin`)"}),
-            )
+                "reload_from_browser",
+                "reload is not accepted from a browser page (it sent `Origin`)",
+            );
+            refused["reloaded"] = json!(false);
+            operator_problem::with_body(StatusCode::FORBIDDEN, &refused)
         }
         (&Method::POST, "/admin/reload") => match live.reload().await {
             Ok(report) => {
                 json_response(StatusCode::OK, &json!({"reloaded": true, "report": report}))
             }
-            Err(error) => json_response(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &json!({"reloaded": false, "error": error.to_string()}),
-            ),
+            // The operator is told what is wrong and where (file and line): it is their config.
+            Err(error) => {
+                let mut refused = operator_problem::body(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "reload_refused",
+                    &error.to_string(),
+                );
+                refused["reloaded"] = json!(false);
+                operator_problem::with_body(StatusCode::UNPROCESSABLE_ENTITY, &refused)
+            }
         },
         (&Method::GET, path) if path.starts_with("/audit/tile/") => {
             match parse_tile_path(&path["/audit/tile/".len()..]) {
@@ -170,28 +181,32 @@ async fn route(live: &Live, request: &Request<Incoming>) -> Response<Full<Bytes>
                         );
                         response
                     }
-                    Err(error) => {
-                        json_response(StatusCode::NOT_FOUND, &json!({"error": error.to_string()}))
-                    }
+                    Err(error) => log_read_failure(error, StatusCode::NOT_FOUND, "tile_not_found"),
                 },
-                None => json_response(
+                None => operator_problem::response(
                     StatusCode::BAD_REQUEST,
-                    &json!({"error": "not a tlog-tiles path"}),
+                    "bad_tile_path",
+                    "not a tlog-tiles path (tile/<L>/<N>[.p/<W>])",
                 ),
             }
         }
         (_, path) => match allowed_methods(path) {
             Some(allowed) => {
-                let mut response = json_response(
+                let mut response = operator_problem::response(
                     StatusCode::METHOD_NOT_ALLOWED,
-                    &json!({"error": format!("use {allowed}")}),
+                    "method_not_allowed",
+                    &format!("use {allowed}"),
                 );
                 response
                     .headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static(allowed));
                 response
             }
-            None => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
+            None => operator_problem::response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "the admin port serves no such path",
+            ),
         },
     }
 }
@@ -486,15 +501,36 @@ fn proof_response<P: serde::Serialize>(
     match (param(query, first), param(query, second)) {
         (Some(a), Some(b)) => match prove(a, b) {
             Ok(proof) => json_response(StatusCode::OK, &proof),
-            Err(error) => json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"error": error.to_string()}),
-            ),
+            Err(error) => log_read_failure(error, StatusCode::BAD_REQUEST, "bad_proof_request"),
         },
-        _ => json_response(
+        _ => operator_problem::response(
             StatusCode::BAD_REQUEST,
-            &json!({"error": format!("give `{first}` and `{second}`")}),
+            "bad_proof_request",
+            &format!("give `{first}` and `{second}`, each once, as plain decimal numbers"),
         ),
+    }
+}
+
+/// A proof or tile the log cannot give: a range beyond the log (the caller's, with `code`) is
+/// told as it is; a failure to read the log is logged and answered 500 without its internals.
+fn log_read_failure(
+    error: tollbu_audit::AuditError,
+    status: StatusCode,
+    code: &'static str,
+) -> Response<Full<Bytes>> {
+    use tollbu_audit::AuditError;
+    match error {
+        AuditError::OutOfRange { .. }
+        | AuditError::SizeBeyond { .. }
+        | AuditError::BadRequest(_) => operator_problem::response(status, code, &error.to_string()),
+        other => {
+            tracing::error!(error = %other, "admin port: the audit log's hashes could not be read");
+            operator_problem::response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "audit_unreadable",
+                "the audit log could not be read; the gateway's log names the cause",
+            )
+        }
     }
 }
 

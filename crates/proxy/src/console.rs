@@ -28,6 +28,7 @@ use tollbu_audit::{Decision, Record};
 use crate::config::ConsoleSection;
 use crate::gateway::GatewayState;
 use crate::live::Live;
+use crate::operator_problem;
 use auth::{Gate, Lifetimes, PasswordHash, Session};
 
 /// Largest form body accepted.
@@ -44,6 +45,8 @@ struct Ctx {
     retired_logs: Vec<std::path::PathBuf>,
     session: Session,
     started: Instant,
+    /// Under `/console/api/`: errors are problem+json rather than pages or text.
+    api: bool,
 }
 
 /// Handles any request under `/console`.
@@ -113,12 +116,14 @@ where
         Gate::Pass(session) => session,
         Gate::Login => return redirect("/console/login", None),
         Gate::Unauthorized => {
-            return json_response(
+            return operator_problem::response(
                 StatusCode::UNAUTHORIZED,
-                &serde_json::json!({"error": "log in at /console/login first"}),
+                "login_required",
+                "log in at /console/login first",
             );
         }
     };
+    let api = path.starts_with("/console/api");
     let query = parse_form(request.uri().query().unwrap_or_default());
     let gateway_config = live.config();
     let ctx = Ctx {
@@ -131,6 +136,7 @@ where
             .collect(),
         session,
         started: Instant::now(),
+        api,
     };
     if method == Method::POST {
         let token = auth::cookie(request.headers(), auth::COOKIE).map(str::to_owned);
@@ -140,12 +146,19 @@ where
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let Some(form) = read_form(request).await else {
-            return text(StatusCode::PAYLOAD_TOO_LARGE, "form too large");
+            return refusal(
+                api,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "form_too_large",
+                "form too large",
+            );
         };
         let sent = header_csrf.or_else(|| form.get("csrf").cloned());
         if !sent.is_some_and(|t| auth::ct_eq(t.as_bytes(), ctx.session.csrf.as_bytes())) {
-            return text(
+            return refusal(
+                api,
                 StatusCode::FORBIDDEN,
+                "csrf_token_wrong",
                 "missing or wrong CSRF token; reload the page",
             );
         }
@@ -162,15 +175,20 @@ where
             "/console/records" => pages::records_post(&ctx, &form),
             "/console/citizen" => pages::citizen_post(&ctx, &form),
             "/console/api/citizen" => pages::citizen(&ctx, &form, true, true).await,
-            _ => not_found(),
+            _ => refusal(api, StatusCode::NOT_FOUND, "not_found", "not found"),
         };
     }
     if method != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        return refusal(
+            api,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed",
+        );
     }
-    let (api, rest) = match path.strip_prefix("/console/api") {
-        Some(rest) => (true, rest),
-        None => (false, path.strip_prefix("/console").unwrap_or_default()),
+    let rest = match path.strip_prefix("/console/api") {
+        Some(rest) => rest,
+        None => path.strip_prefix("/console").unwrap_or_default(),
     };
     match rest {
         "" | "/" if !api => redirect("/console/records", None),
@@ -181,7 +199,7 @@ where
         "/charts" => pages::charts(&ctx, &query, api).await,
         other => match other.strip_prefix("/records/").map(str::parse::<u64>) {
             Some(Ok(seq)) => pages::record(&ctx, seq, api).await,
-            _ => not_found(),
+            _ => refusal(api, StatusCode::NOT_FOUND, "not_found", "not found"),
         },
     }
 }
@@ -356,8 +374,10 @@ impl Ctx {
             Ok(_) => Ok(()),
             Err(error) => {
                 tracing::error!(%error, "console read not recorded; refused");
-                Err(text(
+                Err(refusal(
+                    self.api,
                     StatusCode::SERVICE_UNAVAILABLE,
+                    "audit_unavailable",
                     "the audit log is not accepting records; the console shows nothing it cannot record",
                 ))
             }
@@ -448,6 +468,21 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     with_type(response, "text/plain; charset=utf-8")
+}
+
+/// An error answer: problem+json under `/console/api/` (a script reads `code`), plain text on
+/// the pages' paths (a browser shows it).
+fn refusal(
+    api: bool,
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+) -> Response<Body> {
+    if api {
+        operator_problem::response(status, code, message)
+    } else {
+        text(status, message)
+    }
 }
 
 fn not_found() -> Response<Body> {

@@ -23,6 +23,7 @@ pub mod ids;
 pub mod live;
 pub mod metrics;
 pub mod minimise;
+pub mod operator_problem;
 pub mod rate_limit;
 pub mod retention;
 pub mod route;

@@ -282,6 +282,43 @@ async fn an_outsider_verifies_a_record_from_the_admin_endpoints_alone() {
     )
     .await;
     assert_eq!(second_spelling.status, StatusCode::BAD_REQUEST);
+    // The admin port's refusals are problem+json with a stable code, as the gateway's are.
+    for (answer, code) in [
+        (&delete, "method_not_allowed"),
+        (&second_spelling, "bad_tile_path"),
+    ] {
+        assert_eq!(answer.header("content-type"), "application/problem+json");
+        assert_eq!(answer.json()["code"], code, "{}", answer.json());
+    }
+    let beyond = get(
+        &format!(
+            "{}/audit/proof/inclusion?index=0&size={}",
+            env.admin(),
+            checkpoint.size + 1_000
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(beyond.status, StatusCode::BAD_REQUEST);
+    assert_eq!(beyond.json()["code"], "bad_proof_request");
+    assert!(
+        beyond.json()["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("larger than")),
+        "{}",
+        beyond.json()
+    );
+    let no_tile = get(
+        &format!(
+            "{}/audit/tile/0/{}",
+            env.admin(),
+            tollbu_audit::tile::tile_index_path(1_000)
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(no_tile.status, StatusCode::NOT_FOUND);
+    assert_eq!(no_tile.json()["code"], "tile_not_found");
     assert_eq!(&tile.body[32..64], &proof.leaf_hash[..]);
     assert!(tollbu_audit::tree::verify_inclusion(
         &proof.leaf_hash,
@@ -813,8 +850,10 @@ async fn the_console_refuses_to_answer_from_a_damaged_index() {
     ] {
         let answer = console_get(&env, &session, &path).await;
         assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        assert_eq!(answer.header("content-type"), "application/problem+json");
+        assert_eq!(answer.json()["code"], "audit_index_damaged", "{path}");
         assert!(
-            answer.json()["error"]
+            answer.json()["detail"]
                 .as_str()
                 .is_some_and(|e| e.contains(&damaged) && e.contains("tollbu audit verify")),
             "{path}: {}",
@@ -864,8 +903,9 @@ async fn the_console_refuses_filters_it_cannot_apply() {
     ] {
         let answer = records(query).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(answer.json()["code"], "bad_filter", "{query}");
         assert!(
-            answer.json()["error"]
+            answer.json()["detail"]
                 .as_str()
                 .is_some_and(|e| e.contains(why)),
             "{query}: {}",

@@ -97,8 +97,11 @@ async fn broken_policy_reload_is_refused_and_the_old_set_keeps_serving() {
         "{}",
         String::from_utf8_lossy(&refused.body)
     );
+    assert_eq!(refused.header("content-type"), "application/problem+json");
+    assert_eq!(refused.json()["code"], "reload_refused");
+    assert_eq!(refused.json()["reloaded"], false);
     assert!(
-        refused.json()["error"]
+        refused.json()["detail"]
             .as_str()
             .unwrap()
             .contains("population.toml:"),

@@ -10,12 +10,13 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tollbu_audit::record::{StoredRecord, parse_time};
 use tollbu_audit::tooling::browse::{self, Filter, Page};
-use tollbu_audit::{Decision, NoteVerifier, open_checkpoint};
+use tollbu_audit::{AuditError, Decision, NoteVerifier, open_checkpoint};
 use tollbu_policy::WhoCanConsumers;
 
 use super::chart::{Series, stacked_bars};
 use super::html::{Nav, decision_tag, esc, input, notice, or_dash, page, select, url};
-use super::{Body, Ctx, html_response, json_response, redirect, text};
+use super::{Body, Ctx, html_response, json_response, redirect};
+use crate::operator_problem;
 
 /// Records per page unless `limit` says otherwise.
 const PAGE_SIZE: usize = 50;
@@ -53,17 +54,47 @@ fn short(pseudonym: &str) -> String {
     format!("{}…", pseudonym.get(..12).unwrap_or(pseudonym))
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(format!("task failed: {e}")))
+/// Why a view could not read the log.
+enum ReadFailure {
+    Log(AuditError),
+    Task(tokio::task::JoinError),
 }
 
-fn failure(api: bool, status: StatusCode, message: &str) -> Response<Body> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AuditError> + Send + 'static,
+) -> Result<T, ReadFailure> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(read) => read.map_err(ReadFailure::Log),
+        Err(failed) => Err(ReadFailure::Task(failed)),
+    }
+}
+
+/// A read that failed: a damaged index is told as it is (what to run to repair it is the
+/// officer's next step); anything else is logged, and the officer told where to find it.
+fn read_failure(api: bool, read: ReadFailure) -> Response<Body> {
+    let status = StatusCode::INTERNAL_SERVER_ERROR;
+    match read {
+        ReadFailure::Log(damaged @ AuditError::IndexDamaged { .. }) => {
+            tracing::error!(error = %damaged, "console: the audit log index is damaged");
+            failure(api, status, "audit_index_damaged", &damaged.to_string())
+        }
+        ReadFailure::Log(error) => {
+            tracing::error!(%error, "console: the audit log could not be read");
+            failure(api, status, "audit_unreadable", UNREADABLE)
+        }
+        ReadFailure::Task(error) => {
+            tracing::error!(%error, "console: reading the audit log failed");
+            failure(api, status, "audit_unreadable", UNREADABLE)
+        }
+    }
+}
+
+const UNREADABLE: &str = "the audit log could not be read; the gateway's log names the cause";
+
+/// An error answer: problem+json with `code` under `/console/api/`, an error page otherwise.
+fn failure(api: bool, status: StatusCode, code: &'static str, message: &str) -> Response<Body> {
     if api {
-        json_response(status, &json!({"error": message}))
+        operator_problem::response(status, code, message)
     } else {
         html_response(
             status,
@@ -198,6 +229,7 @@ pub fn records_post(ctx: &Ctx, form: &Form) -> Response<Body> {
                 return failure(
                     false,
                     StatusCode::BAD_REQUEST,
+                    "bad_subject",
                     "a national identity number has 11 digits",
                 );
             }
@@ -210,7 +242,7 @@ pub async fn records(ctx: &Ctx, query: &Form, api: bool) -> Response<Body> {
     let params = Params::read(query);
     let filter = match params.filter() {
         Ok(f) => f,
-        Err(e) => return failure(api, StatusCode::BAD_REQUEST, &e),
+        Err(e) => return failure(api, StatusCode::BAD_REQUEST, "bad_filter", &e),
     };
     let before = match field(query, "before").map(str::parse::<u64>) {
         None => None,
@@ -219,6 +251,7 @@ pub async fn records(ctx: &Ctx, query: &Form, api: bool) -> Response<Body> {
             return failure(
                 api,
                 StatusCode::BAD_REQUEST,
+                "bad_filter",
                 "`before` must be a record number",
             );
         }
@@ -227,7 +260,12 @@ pub async fn records(ctx: &Ctx, query: &Form, api: bool) -> Response<Body> {
         None => PAGE_SIZE,
         Some(Ok(l)) => l.clamp(1, 1000),
         Some(Err(_)) => {
-            return failure(api, StatusCode::BAD_REQUEST, "`limit` must be a number");
+            return failure(
+                api,
+                StatusCode::BAD_REQUEST,
+                "bad_filter",
+                "`limit` must be a number",
+            );
         }
     };
     if let Err(r) = ctx
@@ -238,13 +276,10 @@ pub async fn records(ctx: &Ctx, query: &Form, api: bool) -> Response<Body> {
     }
     let dir = ctx.state.audit.dir().to_path_buf();
     let f = filter.clone();
-    let found = blocking(move || {
-        browse::page(&dir, &f, before, limit, SCAN_BUDGET).map_err(|e| e.to_string())
-    })
-    .await;
+    let found = blocking(move || browse::page(&dir, &f, before, limit, SCAN_BUDGET)).await;
     let found = match found {
         Ok(p) => p,
-        Err(e) => return failure(api, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return read_failure(api, e),
     };
     if api {
         return json_response(
@@ -399,19 +434,20 @@ pub async fn record(ctx: &Ctx, seq: u64, api: bool) -> Response<Body> {
         return r;
     }
     let dir = ctx.state.audit.dir().to_path_buf();
-    let found = blocking(move || browse::record_at(&dir, seq).map_err(|e| e.to_string())).await;
+    let found = blocking(move || browse::record_at(&dir, seq)).await;
     let (stored, bytes) = match found {
         Ok(Some(found)) => found,
         Ok(None) => {
             return failure(
                 api,
                 StatusCode::NOT_FOUND,
+                "record_not_found",
                 &format!(
                     "record {seq} is not in the log (beyond its end, removed by retention, or altered)"
                 ),
             );
         }
-        Err(e) => return failure(api, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return read_failure(api, e),
     };
     let leaf = tollbu_audit::hash::leaf_hash(&bytes);
     let note = ctx.state.audit.latest_checkpoint();
@@ -581,7 +617,7 @@ pub async fn verify(ctx: &Ctx, api: bool) -> Response<Body> {
         blocking(move || Ok(tollbu_audit::tooling::verify(&d, &[], Some(key.trim())))).await;
     let report = match report {
         Ok(r) => r,
-        Err(e) => return failure(api, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return read_failure(api, e),
     };
     let took = started.elapsed();
     let first_bad = report
@@ -671,6 +707,7 @@ pub fn citizen_post(ctx: &Ctx, form: &Form) -> Response<Body> {
         None => failure(
             false,
             StatusCode::BAD_REQUEST,
+            "bad_subject",
             "a national identity number has 11 digits",
         ),
     }
@@ -685,6 +722,7 @@ pub async fn citizen(ctx: &Ctx, form: &Form, api: bool, clear_id: bool) -> Respo
                 return failure(
                     api,
                     StatusCode::BAD_REQUEST,
+                    "bad_subject",
                     "a national identity number has 11 digits",
                 );
             }
@@ -696,7 +734,12 @@ pub async fn citizen(ctx: &Ctx, form: &Form, api: bool, clear_id: bool) -> Respo
     };
     let Some(subject) = subject else {
         if api {
-            return failure(api, StatusCode::BAD_REQUEST, "give `subject`");
+            return failure(
+                api,
+                StatusCode::BAD_REQUEST,
+                "bad_subject",
+                "give `subject`",
+            );
         }
         let main = format!(
             "<p>What a citizen is owed: every request about them — who, when, what, why, and on which legal basis.</p>\
@@ -742,7 +785,7 @@ pub async fn citizen(ctx: &Ctx, form: &Form, api: bool, clear_id: bool) -> Respo
     .await;
     let (current, earlier) = match found {
         Ok(logs) => logs,
-        Err(e) => return failure(api, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return read_failure(api, e),
     };
     if api {
         let mut answer = current.json();
@@ -809,7 +852,7 @@ struct CitizenLog {
 
 impl CitizenLog {
     /// `key_check`: the pseudonym key's check, for a log this gateway did not write.
-    fn read(dir: PathBuf, filter: &Filter, key_check: Option<&str>) -> Result<Self, String> {
+    fn read(dir: PathBuf, filter: &Filter, key_check: Option<&str>) -> Result<Self, AuditError> {
         if !dir.join("segments").is_dir() {
             return Ok(Self {
                 dir,
@@ -830,8 +873,7 @@ impl CitizenLog {
                 absent: false,
             });
         }
-        let page = browse::page(&dir, filter, None, CITIZEN_VIEW_LIMIT, SCAN_BUDGET)
-            .map_err(|e| e.to_string())?;
+        let page = browse::page(&dir, filter, None, CITIZEN_VIEW_LIMIT, SCAN_BUDGET)?;
         let retention =
             tollbu_audit::tooling::retention_boundary(&dir).map(|(first, time)| {
                 (
@@ -1102,16 +1144,18 @@ pub async fn charts(ctx: &Ctx, query: &Form, api: bool) -> Response<Body> {
         OffsetDateTime::from_unix_timestamp(from_unix),
         OffsetDateTime::from_unix_timestamp(end),
     ) else {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, "clock out of range");
+        return failure(
+            api,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "clock_out_of_range",
+            "the gateway's clock is out of range",
+        );
     };
     let dir = ctx.state.audit.dir().to_path_buf();
-    let hist = blocking(move || {
-        browse::histogram(&dir, from, to, bucket_secs, SCAN_BUDGET).map_err(|e| e.to_string())
-    })
-    .await;
+    let hist = blocking(move || browse::histogram(&dir, from, to, bucket_secs, SCAN_BUDGET)).await;
     let hist = match hist {
         Ok(h) => h,
-        Err(e) => return failure(api, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => return read_failure(api, e),
     };
     let labels: Vec<String> = (0..hist.buckets.len())
         .map(|i| {
