@@ -2,15 +2,18 @@
 //! Python standard library can produce them), constant-time comparisons, random session and CSRF
 //! tokens, an in-memory session store with absolute and idle expiry, and failed-login throttling.
 //!
-//! PBKDF2 is written here on top of `sha2` (RFC 2104 HMAC, RFC 8018 PBKDF2) and checked against
-//! published test vectors, so the console adds no dependency. Sessions live in this process only:
-//! a restart logs everyone out, which is the safe direction.
+//! PBKDF2, the constant-time comparison and the random bytes come from aws-lc (`aws-lc-rs`), the
+//! library the gateway's TLS and token signatures already run on: no hand-written cryptography,
+//! and its SHA-256 is the fast one. Published test vectors check the PBKDF2 we call. Sessions live
+//! in this process only: a restart logs everyone out, which is the safe direction.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::pbkdf2;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use sha2::{Digest, Sha256};
@@ -96,14 +99,23 @@ impl PasswordHash {
         Some(PasswordHash {
             iterations,
             salt: salt.to_vec(),
-            hash: pbkdf2_sha256(password.as_bytes(), &salt, iterations),
+            hash: pbkdf2_sha256(password.as_bytes(), &salt, NonZeroU32::new(iterations)?),
         })
     }
 
     /// True when `password` hashes to this; the comparison is constant-time.
     pub fn verify(&self, password: &str) -> bool {
-        let derived = pbkdf2_sha256(password.as_bytes(), &self.salt, self.iterations);
-        ct_eq(&derived, &self.hash)
+        let Some(iterations) = NonZeroU32::new(self.iterations) else {
+            return false;
+        };
+        pbkdf2::verify(
+            pbkdf2::PBKDF2_HMAC_SHA256,
+            iterations,
+            &self.salt,
+            password.as_bytes(),
+            &self.hash,
+        )
+        .is_ok()
     }
 }
 
@@ -117,76 +129,40 @@ pub fn credential_id(password_hash: &str) -> [u8; 32] {
 /// hash of fewer iterations than another user's, takes as long as the dearest one, so the time
 /// does not tell which names exist.
 pub fn spend_iterations(iterations: u32) {
-    if iterations > 0 {
-        let _ = pbkdf2_sha256(b"", b"tollbu-console-padding", iterations);
+    if let Some(iterations) = NonZeroU32::new(iterations) {
+        // `verify` rather than `derive`: the same work, and no panic path on a login.
+        let _ = pbkdf2::verify(
+            pbkdf2::PBKDF2_HMAC_SHA256,
+            iterations,
+            b"tollbu-console-padding",
+            b"",
+            &[0; 32],
+        );
     }
 }
 
-/// HMAC-SHA-256 keyed state with the inner and outer pads absorbed once (RFC 2104).
-struct HmacSha256 {
-    inner: Sha256,
-    outer: Sha256,
-}
-
-impl HmacSha256 {
-    fn new(key: &[u8]) -> Self {
-        let mut block = [0u8; 64];
-        if key.len() > 64 {
-            block[..32].copy_from_slice(&Sha256::digest(key));
-        } else {
-            block[..key.len()].copy_from_slice(key);
-        }
-        let pad = |byte: u8| {
-            let mut h = Sha256::new();
-            h.update(block.map(|b| b ^ byte));
-            h
-        };
-        HmacSha256 {
-            inner: pad(0x36),
-            outer: pad(0x5c),
-        }
-    }
-
-    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut inner = self.inner.clone();
-        for part in parts {
-            inner.update(part);
-        }
-        let mut outer = self.outer.clone();
-        outer.update(inner.finalize());
-        outer.finalize().into()
-    }
-}
-
-/// PBKDF2-HMAC-SHA256 with a 32-byte output (one block, RFC 8018 §5.2).
-pub fn pbkdf2_sha256(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-    let prf = HmacSha256::new(password);
-    let mut u = prf.mac(&[salt, &1u32.to_be_bytes()]);
-    let mut out = u;
-    for _ in 1..iterations {
-        u = prf.mac(&[&u]);
-        for (o, b) in out.iter_mut().zip(u) {
-            *o ^= b;
-        }
-    }
+/// PBKDF2-HMAC-SHA256 with a 32-byte output (RFC 8018 §5.2), for new hashes (`tollbu console
+/// hash-password`); logins check with [`PasswordHash::verify`].
+pub fn pbkdf2_sha256(password: &[u8], salt: &[u8], iterations: NonZeroU32) -> [u8; 32] {
+    let mut out = [0; 32];
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        iterations,
+        salt,
+        password,
+        &mut out,
+    );
     out
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
 /// Fills `buf` from the TLS library's CSPRNG (aws-lc); `None` if it failed.
 pub fn fill_random(buf: &mut [u8]) -> Option<()> {
-    rustls::crypto::aws_lc_rs::default_provider()
-        .secure_random
-        .fill(buf)
-        .ok()
+    aws_lc_rs::rand::fill(buf).ok()
 }
 
 /// 32 random bytes as 64 hex characters.
@@ -393,31 +369,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hmac_matches_rfc_4231() {
-        // Test case 2.
-        let mac = HmacSha256::new(b"Jefe").mac(&[b"what do ya want ", b"for nothing?"]);
-        assert_eq!(
-            hex::encode(mac),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-        // Test case 6: a key longer than the block is hashed first.
-        let mac = HmacSha256::new(&[0xaa; 131])
-            .mac(&[b"Test Using Larger Than Block-Size Key - Hash Key First"]);
-        assert_eq!(
-            hex::encode(mac),
-            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
-        );
-    }
-
-    #[test]
     fn pbkdf2_matches_published_vectors() {
         // RFC 7914 §11 (first 32 of 64 bytes).
+        let rounds = |n| NonZeroU32::new(n).unwrap();
         assert_eq!(
-            hex::encode(pbkdf2_sha256(b"passwd", b"salt", 1)),
+            hex::encode(pbkdf2_sha256(b"passwd", b"salt", rounds(1))),
             "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc"
         );
         assert_eq!(
-            hex::encode(pbkdf2_sha256(b"password", b"salt", 4096)),
+            hex::encode(pbkdf2_sha256(b"password", b"salt", rounds(4096))),
             "c5e478d59288c841aa530db6845c4c8d962893a001ce4e11a4963873aa98134a"
         );
     }
