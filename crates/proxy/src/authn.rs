@@ -186,25 +186,33 @@ impl TokenVerifier {
         }
     }
 
-    /// Fetches every issuer's keys once, then refreshes them in the
+    /// Fetches every issuer's keys once, all issuers at once, then refreshes them in the
     /// background for as long as the verifier lives: every `refresh_every`
     /// while fetches succeed, sooner (see [`next_refresh_wait`]) after a
     /// failed fetch or while the issuer holds no key, so that a gateway that
     /// started while an issuer was down becomes ready soon after it is back
     /// (a gateway that is not ready gets no token that would fetch the keys).
+    ///
+    /// Returns once every first fetch has ended: with several issuers down, a start or reload
+    /// waits one `fetch_timeout`, not one per issuer (and a SIGTERM during start-up with it).
     pub async fn start_refresh(self: &Arc<Self>) {
-        let mut first = Vec::with_capacity(self.issuers.len());
+        let mut first_fetches = Vec::with_capacity(self.issuers.len());
         for issuer in self.issuers.values() {
-            let fetched = issuer
-                .keys
-                .refresh(&self.client, RefreshReason::Scheduled)
-                .await
-                .is_ok();
-            first.push((Arc::clone(issuer), fetched));
-        }
-        for (issuer, fetched) in first {
+            let issuer = Arc::clone(issuer);
             let weak = Arc::downgrade(self);
+            let (first_done, first_fetch) = tokio::sync::oneshot::channel::<()>();
+            first_fetches.push(first_fetch);
             tokio::spawn(async move {
+                let Some(verifier) = weak.upgrade() else {
+                    return;
+                };
+                let fetched = issuer
+                    .keys
+                    .refresh(&verifier.client, RefreshReason::Scheduled)
+                    .await
+                    .is_ok();
+                drop(verifier);
+                let _ = first_done.send(());
                 let mut healthy = fetched && issuer.keys.key_count() > 0;
                 let mut retry = None;
                 loop {
@@ -221,6 +229,10 @@ impl TokenVerifier {
                     healthy = fetched && issuer.keys.key_count() > 0;
                 }
             });
+        }
+        for first_fetch in first_fetches {
+            // An error only means the task ended without sending: it has nothing left to wait for.
+            let _ = first_fetch.await;
         }
     }
 
@@ -789,6 +801,49 @@ mod tests {
             ..settings()
         };
         TokenVerifier::new(vec![settings], client, 16384)
+    }
+
+    /// Issuers' first key fetches run together: with two issuers whose key-set servers accept
+    /// and never answer, the second is asked while the first still hangs. One after the other,
+    /// the second would be asked only once the first fetch timed out (here after 10 minutes).
+    #[tokio::test]
+    async fn first_key_fetches_of_all_issuers_run_at_once() {
+        let hanging = [
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ];
+        let issuers = hanging
+            .iter()
+            .enumerate()
+            .map(|(n, listener)| IssuerSettings {
+                issuer: format!("https://issuer-{n}.test/"),
+                jwks_url: format!("http://{}/jwk", listener.local_addr().unwrap())
+                    .parse()
+                    .unwrap(),
+                fetch_timeout: Duration::from_secs(600),
+                ..settings()
+            })
+            .collect();
+        let client =
+            crate::http_client::build_client(&Default::default(), Duration::from_secs(2)).unwrap();
+        let verifier = Arc::new(TokenVerifier::new(issuers, client, 16384));
+        let starting = tokio::spawn({
+            let verifier = Arc::clone(&verifier);
+            async move { verifier.start_refresh().await }
+        });
+        let [first, second] = hanging;
+        let both_asked = async {
+            let (held_first, _) = first.accept().await.unwrap();
+            let (held_second, _) = second.accept().await.unwrap();
+            (held_first, held_second)
+        };
+        let asked = tokio::time::timeout(Duration::from_secs(120), both_asked).await;
+        assert!(
+            asked.is_ok(),
+            "the second issuer's keys were not asked for while the first fetch hung"
+        );
+        assert!(!starting.is_finished(), "both first fetches still hang");
+        starting.abort();
     }
 
     #[tokio::test]
