@@ -75,7 +75,8 @@ pub enum AuditError {
     #[error(
         "the audit log index is damaged: `{path}` {problem}, so an answer from it would leave requests out; \
          run `tollbu audit verify {dir}`, then rebuild the index with `tollbu audit reindex {dir}` \
-         while no gateway has the log open (or remove `{dir}/index` and restart the gateway, which rebuilds it)",
+         while no gateway has the log open (or remove `{dir}/index` and restart the gateway, which rebuilds it); \
+         until then `tollbu audit query` and `tollbu audit citizen` answer in full with `--scan`, which reads every record",
         path = path.display(),
         dir = dir.display()
     )]

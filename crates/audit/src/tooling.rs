@@ -8,7 +8,7 @@ mod verify;
 
 use std::path::Path;
 
-pub use query::{Query, citizen, query};
+pub use query::{Lookup, Query, citizen, query};
 pub use verify::verify;
 
 use crate::checkpoint::parse_checkpoint_body;

@@ -148,6 +148,10 @@ enum AuditCommand {
         /// JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Read every record instead of the subject or consumer index (a complete answer while
+        /// the index is damaged; slower on a large log).
+        #[arg(long)]
+        scan: bool,
     },
     /// Inclusion proof for record `index` in the tree of `size`.
     Prove {
@@ -174,6 +178,9 @@ enum AuditCommand {
         subject: String,
         #[arg(long)]
         pseudonym_key: PathBuf,
+        /// Read every record instead of the subject index (see `query --scan`).
+        #[arg(long)]
+        scan: bool,
     },
     /// Rebuild the subject and consumer index of a log no gateway has open, from its records (when
     /// `verify` says the index does not match them).
@@ -220,6 +227,15 @@ pub fn run(args: Args) -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--scan` of `audit query` and `audit citizen`.
+fn lookup(scan: bool) -> audit_tools::Lookup {
+    if scan {
+        audit_tools::Lookup::Scan
+    } else {
+        audit_tools::Lookup::Index
     }
 }
 
@@ -338,6 +354,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 from,
                 to,
                 json,
+                scan,
             } => {
                 let decision = match decision.as_deref() {
                     None => None,
@@ -355,6 +372,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     decision,
                     from,
                     to,
+                    lookup: lookup(scan),
                 };
                 let r = audit_tools::query(&dir, &query, pseudonym_key.as_deref(), json);
                 report(r.ok, &r.text)
@@ -371,6 +389,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 dirs,
                 subject,
                 pseudonym_key,
+                scan,
             } => {
                 // Each log's report as it comes, a failing one on stderr; fails if any did.
                 let mut status = ExitCode::SUCCESS;
@@ -378,7 +397,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     if dirs.len() > 1 {
                         println!("== Log {}", dir.display());
                     }
-                    let r = audit_tools::citizen(dir, &subject, &pseudonym_key);
+                    let r = audit_tools::citizen(dir, &subject, &pseudonym_key, lookup(scan));
                     if report(r.ok, &r.text) != ExitCode::SUCCESS {
                         status = ExitCode::FAILURE;
                     }

@@ -28,6 +28,20 @@ pub struct Query {
     pub from: Option<String>,
     /// RFC 3339, exclusive.
     pub to: Option<String>,
+    /// How subject and consumer queries find their records.
+    pub lookup: Lookup,
+}
+
+/// How a subject or consumer query finds its records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Lookup {
+    /// The index bucket, then the records after its watermark; refuses a damaged bucket.
+    #[default]
+    Index,
+    /// Every record, without the index: a complete answer while the index is damaged (before
+    /// `tollbu audit reindex` can run, which needs the gateway stopped), at the cost of a pass
+    /// over the whole log.
+    Scan,
 }
 
 struct Filter {
@@ -134,10 +148,11 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
     // The watermark is read before the buckets: a flush finishing in between then only adds
     // entries the tail scan also covers, instead of moving the watermark past entries not yet seen.
     let wm = watermark(dir);
-    let indexed = match (&filter.pseudonym, &filter.consumer) {
-        (Some(p), _) => Some(lookup(dir, IndexKind::Subject, p)?),
-        (None, Some(c)) => Some(lookup(dir, IndexKind::Consumer, c)?),
-        _ => None,
+    let indexed = match (q.lookup, &filter.pseudonym, &filter.consumer) {
+        (Lookup::Scan, _, _) => None,
+        (Lookup::Index, Some(p), _) => Some(lookup(dir, IndexKind::Subject, p)?),
+        (Lookup::Index, None, Some(c)) => Some(lookup(dir, IndexKind::Consumer, c)?),
+        (Lookup::Index, None, None) => None,
     };
     let scan_from = match indexed {
         Some(locs) => {
@@ -296,9 +311,10 @@ pub fn query(dir: &Path, q: &Query, pseudonym_key: Option<&Path>, json_lines: bo
 }
 
 /// "Who looked at my data": every request about this person — who, what, when, why, on what basis.
-pub fn citizen(dir: &Path, subject: &str, pseudonym_key: &Path) -> Report {
+pub fn citizen(dir: &Path, subject: &str, pseudonym_key: &Path, lookup: Lookup) -> Report {
     let q = Query {
         subject: Some(subject.to_string()),
+        lookup,
         ..Query::default()
     };
     let (found, pruned) = match find(dir, &q, Some(pseudonym_key)) {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 use tollbu_audit::AuditLog;
-use tollbu_audit::tooling::{self, Query, Report};
+use tollbu_audit::tooling::{self, Lookup, Query, Report};
 
 use crate::support::{Keys, assert_fails_saying, closed_log, copy_tree, person, record};
 
@@ -24,29 +24,39 @@ fn subject_bucket(dir: &Path, keys: &Keys, p: u64) -> PathBuf {
 
 /// `tollbu audit query DIR --subject <person p>`.
 fn query_about(dir: &Path, keys: &Keys, p: u64) -> Report {
+    query_with(dir, keys, p, Lookup::Index)
+}
+
+/// The same, `--scan` with [`Lookup::Scan`].
+fn query_with(dir: &Path, keys: &Keys, p: u64, lookup: Lookup) -> Report {
     let q = Query {
         subject: Some(person(p)),
+        lookup,
         ..Query::default()
     };
     tooling::query(dir, &q, Some(&keys.pseudonym()), false)
 }
 
 fn citizen(dir: &Path, keys: &Keys, p: u64) -> Report {
-    tooling::citizen(dir, &person(p), &keys.pseudonym())
+    tooling::citizen(dir, &person(p), &keys.pseudonym(), Lookup::Index)
 }
 
 /// Asserts a complete answer about person `p` of a log holding records `0..n` (every 7th record
 /// is about each person).
 fn assert_complete_about(dir: &Path, keys: &Keys, p: u64, n: u64) {
+    assert_complete_with(dir, keys, p, n, Lookup::Index);
+}
+
+fn assert_complete_with(dir: &Path, keys: &Keys, p: u64, n: u64, lookup: Lookup) {
     let want = (0..n).filter(|i| i % 7 == p).count();
-    let r = query_about(dir, keys, p);
+    let r = query_with(dir, keys, p, lookup);
     assert!(r.ok, "{}", r.text);
     assert!(
         r.text.ends_with(&format!("\n{want} records\n")),
         "{}",
         r.text
     );
-    let c = citizen(dir, keys, p);
+    let c = tooling::citizen(dir, &person(p), &keys.pseudonym(), lookup);
     assert!(c.ok, "{}", c.text);
     assert!(
         c.text
@@ -64,6 +74,7 @@ fn assert_refused_naming(r: &Report, bucket: &Path) {
     );
     assert_fails_saying(r, "run `tollbu audit verify");
     assert_fails_saying(r, "tollbu audit reindex");
+    assert_fails_saying(r, "--scan");
 }
 
 /// Cuts entry number `entry` (40 bytes each) out of `bucket`.
@@ -90,6 +101,8 @@ fn a_truncated_bucket_fails_the_query_and_the_citizen_report_until_it_is_rebuilt
 
     assert_refused_naming(&query_about(dir.path(), &keys, 3), &bucket);
     assert_refused_naming(&citizen(dir.path(), &keys, 3), &bucket);
+    // Meanwhile `--scan` answers in full from the records alone.
+    assert_complete_with(dir.path(), &keys, 3, 700, Lookup::Scan);
     // What the refusal points to: verify names the bucket, a rebuild makes the answer whole.
     assert_fails_saying(
         &tooling::verify(dir.path(), &[], None),

@@ -188,7 +188,12 @@ fn rotation_queries_citizen_report_and_retention() {
     let want = (0..1_010).filter(|i| i % 3 == 1 && i % 5 == 0).count();
     assert_eq!(r.text.lines().count(), want, "{}", r.text);
 
-    let c = tooling::citizen(dir.path(), &person(3), &keys.pseudonym());
+    let c = tooling::citizen(
+        dir.path(),
+        &person(3),
+        &keys.pseudonym(),
+        tooling::Lookup::Index,
+    );
     assert!(c.ok);
     assert!(c.text.starts_with(&format!(
         "Requests concerning this person: {}",
@@ -222,7 +227,12 @@ fn rotation_queries_citizen_report_and_retention() {
     let v = tooling::verify(dir.path(), &[], None);
     assert!(v.ok, "{}", v.text);
     assert!(v.text.contains("pruned: records 0.."), "{}", v.text);
-    let c = tooling::citizen(dir.path(), &person(3), &keys.pseudonym());
+    let c = tooling::citizen(
+        dir.path(),
+        &person(3),
+        &keys.pseudonym(),
+        tooling::Lookup::Index,
+    );
     assert!(
         c.text.contains("removed under the retention policy"),
         "{}",
@@ -262,7 +272,7 @@ fn a_log_is_searched_and_continued_only_with_its_own_pseudonym_key() {
             .contains("pseudonymised with another key"),
         "{refused}"
     );
-    let c = tooling::citizen(dir.path(), &person(3), &other_key);
+    let c = tooling::citizen(dir.path(), &person(3), &other_key, tooling::Lookup::Index);
     assert!(!c.ok);
     assert!(c.text.contains("not the one"), "{}", c.text);
     let q = Query {
@@ -271,7 +281,12 @@ fn a_log_is_searched_and_continued_only_with_its_own_pseudonym_key() {
     };
     assert!(!tooling::query(dir.path(), &q, Some(&other_key), true).ok);
     // With its own key the person's request is found, and the log continues.
-    let c = tooling::citizen(dir.path(), &person(3), &keys.pseudonym());
+    let c = tooling::citizen(
+        dir.path(),
+        &person(3),
+        &keys.pseudonym(),
+        tooling::Lookup::Index,
+    );
     assert!(
         c.ok && c.text.starts_with("Requests concerning this person: 1"),
         "{}",
@@ -316,8 +331,13 @@ fn queries_refuse_filters_that_could_only_match_nothing() {
     let (dir, _) = closed_log(&keys, 10);
     let id = person(3);
     let spaced = format!("{} {}", &id[..6], &id[6..]);
-    let plain = tooling::citizen(dir.path(), &id, &keys.pseudonym());
-    let with_space = tooling::citizen(dir.path(), &spaced, &keys.pseudonym());
+    let plain = tooling::citizen(dir.path(), &id, &keys.pseudonym(), tooling::Lookup::Index);
+    let with_space = tooling::citizen(
+        dir.path(),
+        &spaced,
+        &keys.pseudonym(),
+        tooling::Lookup::Index,
+    );
     assert!(
         plain.ok && plain.text.starts_with("Requests concerning this person: 1"),
         "{}",
@@ -727,7 +747,8 @@ fn a_retired_log_whose_records_are_all_due_keeps_no_segment() {
             "{}",
             about.text
         );
-        let citizen = tooling::citizen(dir, &person(3), &t.keys.pseudonym());
+        let citizen =
+            tooling::citizen(dir, &person(3), &t.keys.pseudonym(), tooling::Lookup::Index);
         assert!(citizen.ok, "{}", citizen.text);
         assert!(
             citizen.text.contains("Requests concerning this person: 0"),
