@@ -1,7 +1,8 @@
 //! Times `tooling::verify` (and a subject query) over a large log:
 //! `cargo run --release -p tollbu-audit --example verify_timing -- [records]` (default 1,000,000).
 //! Builds the log in a temp dir (batched appends, relaxed durability, since only verification and
-//! queries are timed), then times `verify`, a subject query and a consumer query.
+//! queries are timed), then times `verify`, a subject query (from the index, then with `--scan`)
+//! and a consumer query.
 //! A second argument names a directory to build the log in instead, which is then kept (used to
 //! cross-check the files with independent tools).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -10,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use tollbu_audit::tooling::{self, Query};
+use tollbu_audit::tooling::{self, Lookup, Query};
 use tollbu_audit::{AuditLog, Decision, Durability, Record};
 
 fn main() {
@@ -92,6 +93,20 @@ fn main() {
     println!(
         "subject query: {} records in {:?}",
         r.text.lines().count(),
+        start.elapsed()
+    );
+    // The same with `--scan` (every record read, no index): what an officer waits while the
+    // index is damaged.
+    let scan = Query {
+        lookup: Lookup::Scan,
+        ..q
+    };
+    let start = Instant::now();
+    let scanned = tooling::query(&base.join("log"), &scan, Some(&base.join("p.key")), true);
+    assert_eq!(scanned.text, r.text, "the scan finds what the index does");
+    println!(
+        "subject query with --scan: {} records in {:?}",
+        scanned.text.lines().count(),
         start.elapsed()
     );
     let q = Query {
