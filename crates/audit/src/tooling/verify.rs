@@ -472,7 +472,17 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
     let mut index_check = IndexCheck::new(dir, pruned_at_start);
     let (n, pruned) = read_records(&mut s, &mut index_check, pruned_at_start)?;
     if pruned > 0 {
-        let _ = writeln!(out, "pruned: records 0..{pruned} kept as hashes only");
+        // The marker is not signed: only its date tells an officer whether the removal matches
+        // the retention period (a prefix removed by hand would verify the same way).
+        let oldest_kept = super::retention_boundary(dir)
+            .filter(|(first, _)| *first == pruned)
+            .and_then(|(_, time)| time)
+            .map(|time| format!("; the oldest record kept, #{pruned}, is from {time}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "pruned: records 0..{pruned} kept as hashes only{oldest_kept}"
+        );
     }
     if pruned > pruned_at_start {
         let _ = writeln!(
