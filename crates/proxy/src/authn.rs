@@ -203,21 +203,9 @@ impl TokenVerifier {
             let (first_done, first_fetch) = tokio::sync::oneshot::channel::<()>();
             first_fetches.push(first_fetch);
             tokio::spawn(async move {
-                let Some(verifier) = weak.upgrade() else {
-                    return;
-                };
-                let fetched = issuer
-                    .keys
-                    .refresh(&verifier.client, RefreshReason::Scheduled)
-                    .await
-                    .is_ok();
-                drop(verifier);
-                let _ = first_done.send(());
-                let mut healthy = fetched && issuer.keys.key_count() > 0;
+                let mut first_done = Some(first_done);
                 let mut retry = None;
                 loop {
-                    let wait = next_refresh_wait(&issuer.settings, healthy, &mut retry);
-                    tokio::time::sleep(wait).await;
                     let Some(verifier) = weak.upgrade() else {
                         break;
                     };
@@ -226,7 +214,13 @@ impl TokenVerifier {
                         .refresh(&verifier.client, RefreshReason::Scheduled)
                         .await
                         .is_ok();
-                    healthy = fetched && issuer.keys.key_count() > 0;
+                    drop(verifier);
+                    if let Some(first_done) = first_done.take() {
+                        let _ = first_done.send(());
+                    }
+                    let healthy = fetched && issuer.keys.key_count() > 0;
+                    let wait = next_refresh_wait(&issuer.settings, healthy, &mut retry);
+                    tokio::time::sleep(wait).await;
                 }
             });
         }
