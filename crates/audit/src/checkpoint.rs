@@ -96,14 +96,41 @@ impl CheckpointSigner {
         )
     }
 
+    /// The key's name in its notes' signature lines: the origin of the log it was made for.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Signed checkpoint note for a tree.
     pub fn sign(&self, size: u64, root: &Hash) -> String {
-        let body = format!("{}\n{}\n{}\n", self.name, size, B64.encode(root));
+        self.sign_note(&format!("{}\n{}\n{}\n", self.name, size, B64.encode(root)))
+    }
+
+    /// A signed note over `body` (which ends in a newline). Checkpoints and retention statements
+    /// share the key; their bodies cannot be taken for one another (a statement's first line has
+    /// spaces, which no origin has, and its second is no tree size).
+    pub fn sign_note(&self, body: &str) -> String {
         let sig = self.key.sign(body.as_bytes());
         let mut blob = self.key_id.to_vec();
         blob.extend_from_slice(&sig.to_bytes());
         format!("{body}\n\u{2014} {} {}\n", self.name, B64.encode(blob))
     }
+}
+
+/// Who signed a note, as `<key name> (key id <8 hex>)` per signature line, unchecked: for telling
+/// an officer which key a note bears when none they trust signed it.
+pub fn note_signers(note: &str) -> Vec<String> {
+    let Some(split) = note.rfind("\n\n") else {
+        return Vec::new();
+    };
+    note[split + 2..]
+        .lines()
+        .filter_map(|line| {
+            let (name, b64) = line.strip_prefix("\u{2014} ")?.rsplit_once(' ')?;
+            let blob = B64.decode(b64).ok()?;
+            Some(format!("`{name}` (key id {})", hex::encode(blob.get(..4)?)))
+        })
+        .collect()
 }
 
 impl NoteVerifier {

@@ -19,6 +19,7 @@ pub mod index;
 mod log;
 mod pseudonym;
 pub mod record;
+pub mod retention_statement;
 pub mod segment;
 pub mod tile;
 pub mod tooling;
@@ -35,5 +36,6 @@ pub use log::{
 };
 pub use pseudonym::{KEY_CHECK_FILE, Pseudonymiser, ensure_key_matches_log};
 pub use record::{Decision, Record};
+pub use retention_statement::RetentionStatement;
 pub use segment::{FsStorage, SegmentFile, Storage};
 pub use tree::{ConsistencyProof, InclusionProof};

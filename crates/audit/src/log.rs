@@ -280,6 +280,8 @@ struct Inner {
     shared: Arc<Shared>,
     pseudonymiser: Pseudonymiser,
     verifier_key: String,
+    /// The log's key, for the retention statements of retired logs this gateway sweeps.
+    signer: Arc<crate::checkpoint::CheckpointSigner>,
     dir: PathBuf,
     join: Mutex<Option<JoinHandle<()>>>,
     /// Exclusive lock on `<dir>/LOCK`: two writers would fork the log.
@@ -342,6 +344,7 @@ impl AuditLog {
         let opened = recover::open(&cfg, storage)?;
         let shared = opened.shared.clone();
         let verifier_key = opened.signer.verifier_key();
+        let signer = opened.signer.clone();
         let pseudonymiser = opened.pseudonymiser.clone();
         // Unbounded on its own: `enqueue` holds it to QUEUE_CAPACITY records. A bounded channel
         // would allocate and touch all its slots up front (2.5 MiB, most of an idle gateway's
@@ -359,6 +362,7 @@ impl AuditLog {
                 shared,
                 pseudonymiser,
                 verifier_key,
+                signer,
                 dir: cfg.dir.clone(),
                 join: Mutex::new(Some(join)),
                 lock: Mutex::new(Some(lock)),
@@ -576,11 +580,22 @@ impl AuditLog {
     /// leaf hashes in the tiles so every proof and checkpoint still verifies. The active segment and
     /// records not yet covered by a full level-0 tile are always kept. The writer only decides and
     /// marks; the files are deleted on the calling thread, so call it where blocking is fine.
-    pub fn prune_before(&self, first_kept: u64) -> Result<PruneReport, AuditError> {
+    /// `cutoff` goes into the signed retention statement: the caller vouches that the records
+    /// below `first_kept` are older than it ([`AuditLog::prune_older_than`] finds such a record).
+    pub fn prune_before(
+        &self,
+        first_kept: u64,
+        cutoff: std::time::SystemTime,
+    ) -> Result<PruneReport, AuditError> {
         let (tx, rx) = mpsc::channel();
+        let cutoff = time::OffsetDateTime::from(cutoff);
         self.inner
             .tx
-            .send(Command::Prune { first_kept, tx })
+            .send(Command::Prune {
+                first_kept,
+                cutoff,
+                tx,
+            })
             .map_err(|_| AuditError::Closed)?;
         rx.recv().map_err(|_| AuditError::Closed)??.remove()
     }
@@ -597,7 +612,20 @@ impl AuditLog {
             &self.inner.dir.join("segments"),
             time::OffsetDateTime::from(cutoff),
         )?;
-        self.prune_before(first_kept)
+        self.prune_before(first_kept, cutoff)
+    }
+
+    /// Retention on a log this gateway no longer writes (one a signing-key rotation retired):
+    /// [`prune_closed_log_in_steps`] with the retention statement signed by this log's key, since
+    /// the retired log's own may be gone. Whoever verifies the retired log trusts this log's
+    /// verifier key for its retention statement (`verify --retention-key`).
+    pub fn prune_retired_log(
+        &self,
+        dir: &Path,
+        cutoff: std::time::SystemTime,
+        max_segments: usize,
+    ) -> Result<PruneReport, AuditError> {
+        prune_closed_log_in_steps(dir, cutoff, max_segments, &self.inner.signer)
     }
 
     /// Flushes, signs a final checkpoint and stops the writer. Later appends fail with `Closed`.

@@ -9,7 +9,7 @@ mod verify;
 use std::path::Path;
 
 pub use query::{Lookup, Query, citizen, query};
-pub use verify::verify;
+pub use verify::{verify, verify_trusting};
 
 use crate::checkpoint::parse_checkpoint_body;
 use crate::error::AuditError;

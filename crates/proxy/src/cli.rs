@@ -123,6 +123,10 @@ enum AuditCommand {
         /// Verifier key `<name>+<keyid>+<base64>`; when given, checkpoints must be signed by it.
         #[arg(long)]
         key: Option<String>,
+        /// Another verifier key trusted to sign the retention statement (repeatable): the key of
+        /// the gateway that swept this log after a signing-key rotation retired it.
+        #[arg(long)]
+        retention_key: Vec<String>,
     },
     /// Records by subject, consumer, service, decision and time.
     Query {
@@ -191,6 +195,14 @@ enum AuditCommand {
         dir: PathBuf,
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=36_500))]
         older_than_days: u64,
+        /// Ed25519 private key (PKCS#8 PEM) that signs the retention statement `verify` requires
+        /// for the removed records: the log's own signing key, or another whose verifier key the
+        /// log's verifiers are given with `--retention-key`.
+        #[arg(long)]
+        signing_key: PathBuf,
+        /// The key's name in the statement's signature (its log's origin); by default this log's.
+        #[arg(long)]
+        key_name: Option<String>,
     },
 }
 
@@ -237,6 +249,47 @@ fn lookup(scan: bool) -> audit_tools::Lookup {
     } else {
         audit_tools::Lookup::Index
     }
+}
+
+/// The key `audit prune` signs the retention statement with, named after this log's origin unless
+/// another name is given (the key of another log, such as the gateway's current one).
+fn retention_signer(
+    dir: &std::path::Path,
+    signing_key: &std::path::Path,
+    key_name: Option<String>,
+) -> Result<tollbu_audit::CheckpointSigner, String> {
+    let name = match key_name {
+        Some(name) => name,
+        None => {
+            if !dir.join("segments").is_dir() {
+                return Err(tollbu_audit::AuditError::NoLog(dir.to_path_buf()).to_string());
+            }
+            let origin = dir.join("origin");
+            std::fs::read_to_string(&origin)
+                .map(|o| o.trim().to_string())
+                .map_err(|e| {
+                    format!(
+                        "`{}` cannot be read ({e}); is `{}` an audit log? Name the key with `--key-name`",
+                        origin.display(),
+                        dir.display()
+                    )
+                })?
+        }
+    };
+    tollbu_audit::CheckpointSigner::from_pem_file(signing_key, &name).map_err(|e| e.to_string())
+}
+
+/// When the statement was signed by a key other than the log's own, what its verifiers must pass.
+fn foreign_signer_advice(dir: &std::path::Path, signer: &tollbu_audit::CheckpointSigner) -> String {
+    let own = std::fs::read_to_string(dir.join("verifier-key")).unwrap_or_default();
+    let signer_key = signer.verifier_key();
+    if own.trim() == signer_key {
+        return String::new();
+    }
+    format!(
+        "\nthe retention statement is signed by a key other than the log's: verify it with `tollbu audit verify {} --retention-key {signer_key}`",
+        dir.display()
+    )
 }
 
 fn report(ok: bool, text: &str) -> ExitCode {
@@ -340,8 +393,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 dir,
                 checkpoint,
                 key,
+                retention_key,
             } => {
-                let r = audit_tools::verify(&dir, &checkpoint, key.as_deref());
+                let r =
+                    audit_tools::verify_trusting(&dir, &checkpoint, key.as_deref(), &retention_key);
                 report(r.ok, &r.text)
             }
             AuditCommand::Query {
@@ -421,17 +476,25 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             AuditCommand::Prune {
                 dir,
                 older_than_days,
+                signing_key,
+                key_name,
             } => {
                 let age = std::time::Duration::from_secs(older_than_days.saturating_mul(86_400));
                 let cutoff = std::time::SystemTime::now()
                     .checked_sub(age)
                     .unwrap_or(std::time::UNIX_EPOCH);
-                match tollbu_audit::prune_closed_log(&dir, cutoff) {
+                let signer = match retention_signer(&dir, &signing_key, key_name) {
+                    Ok(signer) => signer,
+                    Err(e) => return Ok(report(false, &format!("error: {e}\n"))),
+                };
+                match tollbu_audit::prune_closed_log(&dir, cutoff, &signer) {
                     Ok(r) if r.segments_removed > 0 => report(
                         true,
                         &format!(
-                            "removed {} segments: records 0..{} are now kept as hashes only\n",
-                            r.segments_removed, r.first_retained
+                            "removed {} segments: records 0..{} are now kept as hashes only{}\n",
+                            r.segments_removed,
+                            r.first_retained,
+                            foreign_signer_advice(&dir, &signer)
                         ),
                     ),
                     Ok(_) => report(true, "nothing older than that to remove\n"),

@@ -81,7 +81,9 @@ async fn sweep_active_log(live: &Live, days: u64, cutoff: SystemTime) -> bool {
 }
 
 /// Retention on a log this gateway no longer writes; true when more is due. A replica created
-/// after the rotation has no such log on its volume, which is not a failure. As on the active log,
+/// after the rotation has no such log on its volume, which is not a failure. The retention
+/// statement is signed with the active log's key (the retired log's may be gone), so verifying the
+/// retired log takes that verifier key with `--retention-key`. As on the active log,
 /// at most [`tollbu_audit::MAX_SEGMENTS_PER_PRUNE`] segments go per call, deleted gently (the
 /// active log's writer shares the disk), so a long backlog never holds a shutdown for long.
 async fn sweep_retired_log(live: &Live, days: u64, cutoff: SystemTime, dir: PathBuf) -> bool {
@@ -90,12 +92,9 @@ async fn sweep_retired_log(live: &Live, days: u64, cutoff: SystemTime, dir: Path
         return false;
     }
     let target = dir.clone();
+    let audit = live.state().audit.clone();
     run_prune(live, days, dir, move || {
-        tollbu_audit::prune_closed_log_in_steps(
-            &target,
-            cutoff,
-            tollbu_audit::MAX_SEGMENTS_PER_PRUNE,
-        )
+        audit.prune_retired_log(&target, cutoff, tollbu_audit::MAX_SEGMENTS_PER_PRUNE)
     })
     .await
     .is_some_and(|report| report.more_due)

@@ -630,7 +630,9 @@ fn wait_until(mut condition: impl FnMut() -> bool) {
 }
 
 /// `tollbu audit prune` on a log no gateway has open (a scaled-away replica's kept volume):
-/// year-old record bodies go, the log still verifies, and an open log is refused.
+/// old record bodies go, the log still verifies, and an open log is refused. The removal is
+/// vouched for by a retention statement signed with the key given: the log's own, or another
+/// (a successor's), which `verify` then has to be told to trust with `--retention-key`.
 #[test]
 fn audit_prune_applies_retention_to_a_closed_log() {
     let state = tempfile::tempdir().unwrap();
@@ -644,13 +646,16 @@ fn audit_prune_applies_retention_to_a_closed_log() {
     );
     cfg.segment_max_bytes = 16 * 1024;
     let (log, _) = tollbu_audit::AuditLog::open(cfg.clone()).unwrap();
-    let year_ago = tollbu_audit::Record::timestamp(
-        time::OffsetDateTime::now_utc() - time::Duration::days(365),
-    );
+    let age = |days| {
+        tollbu_audit::Record::timestamp(
+            time::OffsetDateTime::now_utc() - time::Duration::days(days),
+        )
+    };
+    let (two_years_ago, year_ago) = (age(730), age(365));
     for first in (0..1_000).step_by(50) {
         let batch = (first..first + 50)
             .map(|i| tollbu_audit::Record {
-                time: year_ago.clone(),
+                time: if i < 500 { &two_years_ago } else { &year_ago }.clone(),
                 request_id: format!("old-{i}"),
                 service: "population".into(),
                 operation: "get-person".into(),
@@ -660,13 +665,28 @@ fn audit_prune_applies_retention_to_a_closed_log() {
             .collect();
         log.append_batch_blocking(batch).unwrap();
     }
-    let prune = |dir: &Path, days: &str| {
-        Command::new(TOLLBU)
+    let own_key = certs.join("audit-signing.key.pem");
+    let prune_signed = |dir: &Path, days: &str, key: &Path, name: Option<&str>| {
+        let mut command = Command::new(TOLLBU);
+        command
             .args(["audit", "prune"])
             .arg(dir)
             .args(["--older-than-days", days])
-            .output()
-            .unwrap()
+            .arg("--signing-key")
+            .arg(key);
+        if let Some(name) = name {
+            command.args(["--key-name", name]);
+        }
+        command.output().unwrap()
+    };
+    let prune = |dir: &Path, days: &str| prune_signed(dir, days, &own_key, None);
+    let verify = |dir: &Path, retention_key: Option<&str>| {
+        let mut command = Command::new(TOLLBU);
+        command.args(["audit", "verify"]).arg(dir);
+        if let Some(key) = retention_key {
+            command.args(["--retention-key", key]);
+        }
+        command.output().unwrap()
     };
     // While the log is open its own gateway's retention applies; the tool stays out.
     let refused = prune(&dir, "30");
@@ -678,7 +698,23 @@ fn audit_prune_applies_retention_to_a_closed_log() {
     );
     log.shutdown().unwrap();
 
-    let out = prune(&dir, "30");
+    // No key, no removal: nothing could vouch for it.
+    let unsigned = Command::new(TOLLBU)
+        .args(["audit", "prune"])
+        .arg(&dir)
+        .args(["--older-than-days", "30"])
+        .output()
+        .unwrap();
+    assert!(!unsigned.status.success());
+    assert!(
+        String::from_utf8_lossy(&unsigned.stderr).contains("--signing-key"),
+        "{}",
+        String::from_utf8_lossy(&unsigned.stderr)
+    );
+    assert!(!dir.join("pruned").exists());
+
+    // The two-year-old records, with the log's own key.
+    let out = prune(&dir, "500");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -686,14 +722,62 @@ fn audit_prune_applies_retention_to_a_closed_log() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.starts_with("removed "), "{text}");
-    let verify = Command::new(TOLLBU)
-        .args(["audit", "verify"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&verify.stdout);
-    assert!(verify.status.success(), "{report}");
+    assert!(!text.contains("--retention-key"), "{text}");
+    let checked = verify(&dir, None);
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{report}");
     assert!(report.contains("pruned: records 0.."), "{report}");
+    assert!(
+        report.contains("by `tollbu.example/test/gateway-9`\n"),
+        "{report}"
+    );
+
+    // The year-old ones with a successor's key: the tool says how to verify the log now.
+    let successor = state.path().join("successor.key.pem");
+    let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .unwrap()
+        .serialize_pem();
+    std::fs::write(&successor, pem).unwrap();
+    let out = prune_signed(
+        &dir,
+        "30",
+        &successor,
+        Some("tollbu.example/test/gateway-10"),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let advice = "--retention-key tollbu.example/test/gateway-10+";
+    let successor_key = text
+        .split_once(advice)
+        .map(|(_, rest)| {
+            format!(
+                "tollbu.example/test/gateway-10+{}",
+                rest.trim_end_matches(['`', '\n'])
+            )
+        })
+        .unwrap_or_else(|| panic!("no `{advice}` in: {text}"));
+    let untrusted = verify(&dir, None);
+    assert!(!untrusted.status.success());
+    assert!(
+        String::from_utf8_lossy(&untrusted.stderr).contains("--retention-key"),
+        "{}",
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
+    let checked = verify(&dir, Some(&successor_key));
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        checked.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        report.contains("by `tollbu.example/test/gateway-10`\n"),
+        "{report}"
+    );
     // A mistyped directory is an error, and is not created.
     let missing = state.path().join("no-such-log");
     let typo = prune(&missing, "30");

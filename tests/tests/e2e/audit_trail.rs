@@ -419,7 +419,7 @@ async fn retention_days_removes_old_record_bodies_at_start_and_the_log_still_ver
     env.stop_gateway().await;
 
     // (The officer's console reads are recorded too, as service `console`.)
-    assert_pruned_yet_verified(&audit_dir, first_retained, now, Some("population"), 11);
+    assert_pruned_yet_verified(&audit_dir, first_retained, now, Some("population"), 11, &[]);
     // An officer's table says where the kept records start.
     let table = tooling::query(&audit_dir, &Query::default(), None, false);
     // (Records below 1,200 all carry the same time, a year ago.)
@@ -568,21 +568,30 @@ async fn close(log: tollbu_audit::AuditLog) {
         .expect("shutdown");
 }
 
-/// The log at `dir` verifies with records below `first_retained` kept as hashes only, and holds
-/// `recent` records of the last day (of `service`, when given).
+/// The log at `dir` verifies with records below `first_retained` kept as hashes only, their
+/// removal vouched for by a retention statement (signed by the log's key, or by one of
+/// `retention_keys`), and holds `recent` records of the last day (of `service`, when given).
 fn assert_pruned_yet_verified(
     dir: &std::path::Path,
     first_retained: u64,
     now: time::OffsetDateTime,
     service: Option<&str>,
     recent: usize,
+    retention_keys: &[String],
 ) {
-    let report = tooling::verify(dir, &[], None);
+    let report = tooling::verify_trusting(dir, &[], None, retention_keys);
     assert!(report.ok, "{}", report.text);
     assert!(
         report
             .text
             .contains(&format!("pruned: records 0..{first_retained}")),
+        "{}",
+        report.text
+    );
+    assert!(
+        report.text.contains(&format!(
+            "retention statement: records below {first_retained} removed by retention (the latest sweep removed records older than "
+        )),
         "{}",
         report.text
     );
@@ -766,7 +775,28 @@ async fn retention_days_applies_to_retired_logs_on_the_volume() {
     );
     env.stop_gateway().await;
 
-    assert_pruned_yet_verified(&retired, first_retained, now, None, 10);
+    // The retired log's key may be gone, so the gateway signed the retention statement with the
+    // active log's: an officer verifying the retired log names that key as trusted for it.
+    let active_key = std::fs::read_to_string(env.audit_dir().join("verifier-key"))
+        .expect("the active log's verifier key");
+    let untrusted = tooling::verify(&retired, &[], None);
+    assert!(!untrusted.ok, "{}", untrusted.text);
+    assert!(
+        untrusted
+            .text
+            .contains("is signed by `tollbu.example/test/gateway-0` (key id")
+            && untrusted.text.contains("--retention-key"),
+        "{}",
+        untrusted.text
+    );
+    assert_pruned_yet_verified(
+        &retired,
+        first_retained,
+        now,
+        None,
+        10,
+        &[active_key.trim().to_string()],
+    );
 }
 
 /// The console's citizen view lists at most 10,000 requests per log; beyond that it must say the

@@ -52,7 +52,7 @@ pub(crate) struct Notary {
 impl Notary {
     pub fn start(
         dir: PathBuf,
-        signer: CheckpointSigner,
+        signer: Arc<CheckpointSigner>,
         shared: Arc<Shared>,
     ) -> Result<Self, AuditError> {
         let (tx, rx) = mpsc::channel::<Job>();

@@ -53,7 +53,8 @@ impl RecoveryReport {
 
 pub(crate) struct Opened {
     pub shared: Arc<Shared>,
-    pub signer: CheckpointSigner,
+    /// Signs checkpoints (the notary) and retention statements (the writer).
+    pub signer: Arc<CheckpointSigner>,
     pub pseudonymiser: Pseudonymiser,
     pub report: RecoveryReport,
     pub storage: Arc<dyn Storage>,
@@ -295,7 +296,7 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
     });
     Ok(Opened {
         shared,
-        signer,
+        signer: Arc::new(signer),
         pseudonymiser,
         report,
         storage,

@@ -15,9 +15,11 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::PruneReport;
+use crate::checkpoint::CheckpointSigner;
 use crate::error::AuditError;
 use crate::index::{BUCKET_COUNT, compacted_below, drop_bucket_entries_below, write_compacted};
 use crate::record::parse_time;
+use crate::retention_statement::RetentionStatement;
 use crate::segment::{FrameRead, FrameReader, SegmentInfo, list_segments, sync_dir, write_atomic};
 use crate::tile::{TILE_WIDTH, read_tile, stored_count};
 
@@ -219,9 +221,19 @@ fn all_due_end(
     Ok(Some(end))
 }
 
-/// Writes the `pruned` marker: records below `first_retained` exist only as hashes. It goes before
-/// any segment is deleted, so a crash midway leaves extra segments, never a missing marker.
-pub(crate) fn mark_pruned(dir: &Path, first_retained: u64) -> Result<(), AuditError> {
+/// Signs the retention statement for the log `origin` and then writes the `pruned` marker: records
+/// below `first_retained` exist only as hashes, removed as older than `cutoff`. Both go before any
+/// segment is deleted, the statement first, so a crash midway leaves extra segments or a statement
+/// reaching past the marker, never a marker no statement covers.
+pub(crate) fn state_and_mark_pruned(
+    dir: &Path,
+    signer: &CheckpointSigner,
+    origin: &str,
+    first_retained: u64,
+    cutoff: OffsetDateTime,
+) -> Result<(), AuditError> {
+    let statement = RetentionStatement::new(origin, first_retained, cutoff);
+    crate::retention_statement::write(dir, &statement.sign(signer))?;
     write_atomic(
         &dir.join("pruned"),
         format!("{first_retained}\n").as_bytes(),
@@ -239,13 +251,16 @@ pub(crate) fn prunable_limit(published: u64) -> u64 {
 /// writer appends to it, so once all its records are due its last segment goes too (see
 /// `all_due_end`); the `pruned` marker then holds the record count, and a later open goes on
 /// from there. Takes
-/// the directory's writer lock, so it refuses a log that is open. Needs no key: it signs nothing,
-/// and prunes only below the latest signed checkpoint.
+/// the directory's writer lock, so it refuses a log that is open. Prunes only below the latest
+/// signed checkpoint, and signs the retention statement with `signer` before it removes anything:
+/// the log's own key, or (for a log a key rotation retired) the key of whoever prunes it now,
+/// which whoever verifies the log then passes as a trusted retention key.
 pub fn prune_closed_log(
     dir: &Path,
     cutoff: std::time::SystemTime,
+    signer: &CheckpointSigner,
 ) -> Result<PruneReport, AuditError> {
-    prune_closed_log_in_steps(dir, cutoff, usize::MAX)
+    prune_closed_log_in_steps(dir, cutoff, usize::MAX, signer)
 }
 
 /// [`prune_closed_log`] removing at most `max_segments` per call (`more_due` says when more are),
@@ -256,9 +271,12 @@ pub fn prune_closed_log_in_steps(
     dir: &Path,
     cutoff: std::time::SystemTime,
     max_segments: usize,
+    signer: &CheckpointSigner,
 ) -> Result<PruneReport, AuditError> {
     // Before the lock, which would create the directory.
     super::require_log(dir)?;
+    let origin_file = dir.join("origin");
+    let origin = std::fs::read_to_string(&origin_file).map_err(AuditError::io(&origin_file))?;
     let seg_dir = dir.join("segments");
     let _lock = super::lock_dir(dir)?;
     let cutoff = OffsetDateTime::from(cutoff);
@@ -290,7 +308,7 @@ pub fn prune_closed_log_in_steps(
     // With every segment gone, the marker alone says where the records end.
     first_retained = first_retained.max(crate::tooling::first_retained(dir));
     if !removable.is_empty() {
-        mark_pruned(dir, first_retained)?;
+        state_and_mark_pruned(dir, signer, origin.trim(), first_retained, cutoff)?;
     }
     delete_segments(&seg_dir, &removable)?;
     if !more_due && compacted_below(dir) < first_retained {

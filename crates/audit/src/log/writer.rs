@@ -21,9 +21,10 @@ use tokio::sync::oneshot;
 use super::indexer::Indexer;
 use super::notary::{NewTiles, Notary, Signing};
 use super::recover::Opened;
-use super::retention::{mark_pruned, prunable_limit, select_removable};
+use super::retention::{prunable_limit, select_removable, state_and_mark_pruned};
 use super::spare::Spare;
 use super::{AuditConfig, Durability, MAX_SEGMENTS_PER_PRUNE, PruneReport, Shared, Trouble};
+use crate::checkpoint::CheckpointSigner;
 use crate::error::AuditError;
 use crate::hash::leaf_hash;
 use crate::index::{IndexKind, IndexWriter, Location, Watermark, compacted_below};
@@ -63,6 +64,7 @@ pub(crate) enum Command {
     Checkpoint(mpsc::Sender<Result<(), AuditError>>),
     Prune {
         first_kept: u64,
+        cutoff: time::OffsetDateTime,
         tx: mpsc::Sender<Result<Pruning, AuditError>>,
     },
     Shutdown(mpsc::Sender<Result<(), AuditError>>),
@@ -141,6 +143,8 @@ pub(crate) struct Writer {
     checkpoint_interval: Duration,
     segment_max_bytes: u64,
     shared: Arc<Shared>,
+    /// Signs the retention statement before a prune marks anything (the notary signs checkpoints).
+    signer: Arc<CheckpointSigner>,
     notary: Notary,
     storage: Arc<dyn Storage>,
     segment: Box<dyn SegmentFile>,
@@ -177,7 +181,7 @@ pub(crate) struct Writer {
 impl Writer {
     pub fn new(cfg: &AuditConfig, o: Opened) -> Result<Self, AuditError> {
         let next_seq = o.report.records;
-        let notary = Notary::start(cfg.dir.clone(), o.signer, o.shared.clone())?;
+        let notary = Notary::start(cfg.dir.clone(), o.signer.clone(), o.shared.clone())?;
         let mut segment = o.segment;
         segment.reserve(cfg.segment_max_bytes);
         let seg_dir = cfg.dir.join("segments");
@@ -193,6 +197,7 @@ impl Writer {
             checkpoint_interval: cfg.checkpoint_interval,
             segment_max_bytes: cfg.segment_max_bytes,
             shared: o.shared,
+            signer: o.signer,
             notary,
             storage: o.storage,
             segment,
@@ -276,8 +281,12 @@ impl Writer {
                     let r = self.checkpoint(true);
                     let _ = tx.send(r);
                 }
-                Some(Command::Prune { first_kept, tx }) => {
-                    let r = self.prune(first_kept);
+                Some(Command::Prune {
+                    first_kept,
+                    cutoff,
+                    tx,
+                }) => {
+                    let r = self.prune(first_kept, cutoff);
                     let _ = tx.send(r);
                 }
                 Some(Command::Shutdown(tx)) => {
@@ -763,10 +772,15 @@ impl Writer {
         self.sync_if_dirty()
     }
 
-    /// Decides which segments retention removes and writes the `pruned` marker; the caller
-    /// deletes the files ([`Pruning::remove`]), so the writer never waits for a file system's
-    /// deletes (tens of milliseconds per 64 MiB segment with online discard).
-    fn prune(&mut self, first_kept: u64) -> Result<Pruning, AuditError> {
+    /// Decides which segments retention removes, signs the retention statement and writes the
+    /// `pruned` marker; the caller deletes the files ([`Pruning::remove`]), so the writer never
+    /// waits for a file system's deletes (tens of milliseconds per 64 MiB segment with online
+    /// discard).
+    fn prune(
+        &mut self,
+        first_kept: u64,
+        cutoff: time::OffsetDateTime,
+    ) -> Result<Pruning, AuditError> {
         // Only records whose leaf hashes sit in full, durable level-0 tiles may lose their bodies,
         // and only once a published checkpoint covers them (so `verify` can still prove the tree).
         // The notary publishes a checkpoint only after its tiles are on disk. No checkpoint is
@@ -778,7 +792,13 @@ impl Writer {
         let (removable, first_retained, more_due) =
             select_removable(&segments, limit, self.seg_first, MAX_SEGMENTS_PER_PRUNE);
         if !removable.is_empty() {
-            mark_pruned(&self.dir, first_retained)?;
+            state_and_mark_pruned(
+                &self.dir,
+                &self.signer,
+                self.signer.name(),
+                first_retained,
+                cutoff,
+            )?;
             self.shared
                 .first_retained
                 .store(first_retained, Ordering::Release);

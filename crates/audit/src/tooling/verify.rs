@@ -7,7 +7,9 @@
 //! roots. A checkpoint larger than the log is a rollback; one whose root disagrees is a fork, and
 //! the checkpoints around it bound where the first altered record lies. Records no signed checkpoint
 //! covers fail too (they could have been rewritten wholesale), and so does any tile reaching past
-//! the last record (records were removed). Missing tiles are derived data: noted, not failed.
+//! the last record (records were removed). Missing tiles are derived data: noted, not failed. A
+//! pruned prefix (retention keeps only its leaf hashes) needs a retention statement signed by the
+//! log's key or one the caller trusts for that, covering it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -377,13 +379,29 @@ fn rebuild_index_advice(dir: &Path) -> String {
 }
 
 pub fn verify(dir: &Path, checkpoints: &[PathBuf], verifier_key: Option<&str>) -> Report {
-    match run(dir, checkpoints, verifier_key) {
+    verify_trusting(dir, checkpoints, verifier_key, &[])
+}
+
+/// [`verify`], also accepting a retention statement signed by one of `retention_keys` (verifier
+/// keys): the gateway that sweeps a log a signing-key rotation retired signs with its current key.
+pub fn verify_trusting(
+    dir: &Path,
+    checkpoints: &[PathBuf],
+    verifier_key: Option<&str>,
+    retention_keys: &[String],
+) -> Report {
+    match run(dir, checkpoints, verifier_key, retention_keys) {
         Ok(r) => r,
         Err(e) => Report::fail(e),
     }
 }
 
-fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Report, AuditError> {
+fn run(
+    dir: &Path,
+    kept: &[PathBuf],
+    verifier_key: Option<&str>,
+    retention_keys: &[String],
+) -> Result<Report, AuditError> {
     // With `--key`, nothing else would be read before the segments: a mistyped directory would
     // verify as an empty log.
     crate::log::require_log(dir)?;
@@ -397,6 +415,10 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
         ),
     };
     let verifier = NoteVerifier::parse(vkey.trim())?;
+    let mut retention_signers = vec![verifier.clone()];
+    for key in retention_keys {
+        retention_signers.push(NoteVerifier::parse(key)?);
+    }
     let _ = writeln!(
         out,
         "log: {}\nverifier key: {}{key_note}",
@@ -472,8 +494,6 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
     let mut index_check = IndexCheck::new(dir, pruned_at_start);
     let (n, pruned) = read_records(&mut s, &mut index_check, pruned_at_start)?;
     if pruned > 0 {
-        // The marker is not signed: only its date tells an officer whether the removal matches
-        // the retention period (a prefix removed by hand would verify the same way).
         let oldest_kept = super::retention_boundary(dir)
             .filter(|(first, _)| *first == pruned)
             .and_then(|(_, time)| time)
@@ -483,6 +503,13 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
             out,
             "pruned: records 0..{pruned} kept as hashes only{oldest_kept}"
         );
+        // Read after the records: a sweep signs its statement before it moves the marker.
+        match retention_vouched(dir, pruned, verifier.name(), &retention_signers) {
+            Ok(line) => {
+                let _ = writeln!(out, "{line}");
+            }
+            Err((first_unvouched, why)) => s.problem(Some(first_unvouched), why),
+        }
     }
     if pruned > pruned_at_start {
         let _ = writeln!(
@@ -630,6 +657,73 @@ fn run(dir: &Path, kept: &[PathBuf], verifier_key: Option<&str>) -> Result<Repor
         ok: false,
         text: out,
     })
+}
+
+/// The report's line on the signed retention statement that covers records `0..pruned` of the log
+/// `origin`, or the first record no statement vouches for and why. Without one, a prefix deleted
+/// by hand with a `pruned` marker to match would verify like retention.
+fn retention_vouched(
+    dir: &Path,
+    pruned: u64,
+    origin: &str,
+    trusted: &[NoteVerifier],
+) -> Result<String, (u64, String)> {
+    let path = dir.join(crate::retention_statement::STATEMENT_FILE);
+    let note = match std::fs::read_to_string(&path) {
+        Ok(note) => note,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err((
+                0,
+                format!(
+                    "records 0..{pruned} are gone (the `pruned` marker says so) but no signed retention statement (`{}`) vouches for their removal: retention signs one before it removes anything, so they were deleted some other way",
+                    path.display()
+                ),
+            ));
+        }
+        Err(e) => {
+            return Err((
+                0,
+                format!(
+                    "records 0..{pruned} are gone and the retention statement `{}` cannot be read: {e}",
+                    path.display()
+                ),
+            ));
+        }
+    };
+    let (statement, signed_by) =
+        crate::retention_statement::open(&note, trusted).map_err(|e| {
+            (
+                0,
+                format!(
+                    "records 0..{pruned} are gone and `{}` does not vouch for it: {e}. If that key is the one of the gateway that swept this log after a signing-key rotation, pass its verifier key with `--retention-key`",
+                    path.display()
+                ),
+            )
+        })?;
+    if statement.log != origin {
+        return Err((
+            0,
+            format!(
+                "records 0..{pruned} are gone and the retention statement `{}` is about the log `{}`, not this one (`{origin}`)",
+                path.display(),
+                statement.log
+            ),
+        ));
+    }
+    let below = statement.removed_below;
+    if below < pruned {
+        return Err((
+            below,
+            format!(
+                "records {below}..{pruned} are gone beyond what the signed retention statement covers (records 0..{below})"
+            ),
+        ));
+    }
+    Ok(format!(
+        "retention statement: records below {below} removed by retention (the latest sweep removed records older than {}), signed at {} by `{signed_by}`",
+        crate::record::Record::timestamp(statement.cutoff),
+        crate::record::Record::timestamp(statement.signed_at)
+    ))
 }
 
 /// Pushes the leaf hashes of records `pos..to`, which retention removed, from the level-0 tiles;
@@ -910,7 +1004,9 @@ mod tests {
     /// Prunes below `first_kept` and waits for the writer's index compaction of what it removed,
     /// so that the buckets `verify` reads afterwards no longer hold those records' entries.
     fn prune_and_compact(log: &AuditLog, first_kept: u64) -> u64 {
-        let report = log.prune_before(first_kept).unwrap();
+        let report = log
+            .prune_before(first_kept, std::time::SystemTime::now())
+            .unwrap();
         assert!(report.segments_removed > 0, "{report:?}");
         let compacted = log.dir().join("index").join("compacted");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

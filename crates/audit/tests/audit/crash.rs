@@ -1,7 +1,9 @@
 //! Crash safety: a child process appends under load and is SIGKILLed at random moments; after each
 //! kill the log reopens, verifies, and holds every record the child saw acknowledged.
 //!
-//! The child is this test binary re-executed with `CHILD_ENV` set (see `child_process`).
+//! The child is this test binary re-executed with `CHILD_ENV` set (see `child_process`). In the
+//! retention variant it also prunes all the while, so kills land between the retention statement,
+//! the `pruned` marker and the deletes too.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -26,12 +28,13 @@ fn child_process() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let (log_dir, key_dir, round) = {
+    let (log_dir, key_dir, round, prune) = {
         let mut p = spec.split('|');
         (
             p.next().unwrap().to_string(),
             p.next().unwrap().to_string(),
             p.next().unwrap().parse::<u64>().unwrap(),
+            p.next() == Some("prune"),
         )
     };
     let keys = Keys::at(key_dir.as_ref());
@@ -44,6 +47,16 @@ fn child_process() {
         };
     }
     let (log, _) = AuditLog::open(cfg).unwrap();
+    if prune {
+        // Everything the latest checkpoint's full tiles cover, again and again.
+        let sweeper = log.clone();
+        std::thread::spawn(move || {
+            loop {
+                let _ = sweeper.prune_before(u64::MAX, std::time::SystemTime::now());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+    }
     let ps = keys.pseudonymiser();
     let rt = runtime();
     rt.block_on(async move {
@@ -183,6 +196,81 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
         "crash test: {} acknowledged records, {torn_rounds} of {ROUNDS} kills left a torn tail, \
          {zero_tail_rounds} reopened an active segment with a zero tail",
         acked.len()
+    );
+}
+
+/// Retention beside the appends, killed at random moments: whatever the kill interrupted (the
+/// statement, the marker, the deletes), the log reopens with every acknowledged record that
+/// retention did not remove, and verifies: the `pruned` marker never reaches past the signed
+/// retention statement.
+#[test]
+fn sigkill_during_retention_sweeps_leaves_a_log_that_verifies() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = rand::thread_rng();
+    let mut max_acked = 0;
+    let mut pruned_rounds = 0;
+    for round in 0..ROUNDS {
+        let mut child = Command::new(&exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "crash::child_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                CHILD_ENV,
+                format!(
+                    "{}|{}|{round}|prune",
+                    dir.path().display(),
+                    keys.dir().display()
+                ),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("ACK ") {
+                    let seq = rest.split_once(' ').unwrap().0.parse::<u64>().unwrap();
+                    if tx.send(seq).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("child acknowledged nothing");
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..80)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        max_acked = rx.try_iter().fold(max_acked.max(first), u64::max);
+
+        let mut cfg = keys.config(dir.path());
+        cfg.checkpoint_every = 64;
+        let (log, report) = AuditLog::open(cfg).unwrap();
+        assert!(
+            report.records > max_acked,
+            "round {round}: acked {max_acked} but only {} records: {report:?}",
+            report.records
+        );
+        log.shutdown().unwrap();
+        let v = tooling::verify(dir.path(), &[], None);
+        assert!(v.ok, "round {round}: {}", v.text);
+        if v.text.contains("retention statement: records below") {
+            pruned_rounds += 1;
+        }
+    }
+    assert!(
+        pruned_rounds > ROUNDS / 2,
+        "retention removed records in only {pruned_rounds} of {ROUNDS} rounds"
     );
 }
 

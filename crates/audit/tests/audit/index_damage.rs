@@ -252,7 +252,7 @@ fn a_compacted_index_answers_and_later_damage_is_still_found() {
     let bucket = subject_bucket(dir.path(), &keys, 3);
     let before = std::fs::metadata(&bucket).unwrap().len();
     let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
-    let pruned = tollbu_audit::prune_closed_log(dir.path(), cutoff).unwrap();
+    let pruned = tollbu_audit::prune_closed_log(dir.path(), cutoff, &keys.signer()).unwrap();
     assert!(pruned.first_retained > 600, "{pruned:?}");
     assert!(std::fs::metadata(&bucket).unwrap().len() < before);
 

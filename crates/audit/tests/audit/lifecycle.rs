@@ -217,7 +217,7 @@ fn rotation_queries_citizen_report_and_retention() {
     let before = log.inclusion_proof(5, 1_010).unwrap();
     // Retention takes what the latest published checkpoint covers.
     log.checkpoint_now().unwrap();
-    let pruned = log.prune_before(600).unwrap();
+    let pruned = log.prune_before(600, std::time::SystemTime::now()).unwrap();
     assert!(
         pruned.segments_removed > 0 && pruned.first_retained <= 600,
         "{pruned:?}"
@@ -544,14 +544,107 @@ fn retention_by_age_keeps_every_record_at_or_after_the_cutoff() {
     );
     let v = tooling::verify(dir.path(), &[], None);
     assert!(v.ok, "{}", v.text);
-    // With the date of the oldest record kept, for the officer to hold against the retention
-    // period (the marker itself is not signed).
+    // With the date of the oldest record kept, and the signed statement's cutoff.
     let first = all.first_retained;
     let dated = format!(
         "pruned: records 0..{first} kept as hashes only; the oldest record kept, #{first}, is from {}\n",
         at(time_of(first))
     );
     assert!(v.text.contains(&dated), "{}", v.text);
+    let vouched = format!(
+        "retention statement: records below {first} removed by retention (the latest sweep removed records older than {}), signed at ",
+        Record::timestamp(start + time::Duration::days(1))
+    );
+    assert!(v.text.contains(&vouched), "{}", v.text);
+    assert!(v.text.contains(&format!("by `{ORIGIN}`\n")), "{}", v.text);
+}
+
+/// Retention keeps a removed prefix's leaf hashes, so the tree verifies without the records; what
+/// tells retention apart from a prefix deleted by hand (with a `pruned` marker written to match)
+/// is the retention statement the sweep signs first. Without one, with one that covers less than
+/// the marker, or one signed by a key nobody trusts for it, `verify` fails at the first record it
+/// does not vouch for; a key passed as trusted (a retired log swept by its successor) is accepted.
+#[test]
+fn a_pruned_prefix_verifies_only_with_a_signed_retention_statement_covering_it() {
+    use ed25519_dalek::SigningKey;
+    use tollbu_audit::{CheckpointSigner, RetentionStatement};
+
+    let (t, log) = SegmentedLog::open(16 * 1024);
+    let dir = t.dir.path();
+    let start = time::macros::datetime!(2026-03-01 00:00:00 UTC);
+    t.append_timed(&log, 1_200, |i| {
+        Record::timestamp(start + time::Duration::seconds(i as i64))
+    });
+    log.checkpoint_now().unwrap();
+    let cutoff = start + time::Duration::seconds(500);
+    let report = log
+        .prune_older_than(std::time::SystemTime::from(cutoff))
+        .unwrap();
+    log.shutdown().unwrap();
+    let first = report.first_retained;
+    assert!(first > 0 && first <= 500, "{report:?}");
+    let statement_file = dir.join("retention");
+    let genuine = std::fs::read_to_string(&statement_file).unwrap();
+    t.assert_verifies(1_200);
+
+    // The statement deleted: the marker alone vouches for nothing.
+    std::fs::remove_file(&statement_file).unwrap();
+    let v = tooling::verify(dir, &[], None);
+    assert_fails_saying(&v, "FIRST bad record index: 0\n");
+    assert_fails_saying(&v, "no signed retention statement");
+
+    // More records deleted by hand, the marker moved past what the statement covers.
+    std::fs::write(&statement_file, &genuine).unwrap();
+    let next = t
+        .segments()
+        .into_iter()
+        .nth(1)
+        .map(|p| {
+            p.file_stem()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .unwrap();
+    std::fs::remove_file(t.segment(first)).unwrap();
+    std::fs::write(dir.join("pruned"), format!("{next}\n")).unwrap();
+    let v = tooling::verify(dir, &[], None);
+    assert_fails_saying(&v, &format!("FIRST bad record index: {first}\n"));
+    assert_fails_saying(
+        &v,
+        &format!(
+            "records {first}..{next} are gone beyond what the signed retention statement covers"
+        ),
+    );
+
+    // A statement covering that far, signed by a key of another name: refused naming it, accepted
+    // once the caller trusts that key for retention statements.
+    let other = CheckpointSigner::from_key(
+        SigningKey::from_bytes(&[9u8; 32]),
+        "tollbu.example/test/successor",
+    )
+    .unwrap();
+    let widened = RetentionStatement::new(ORIGIN, next, cutoff).sign(&other);
+    std::fs::write(&statement_file, &widened).unwrap();
+    let v = tooling::verify(dir, &[], None);
+    assert_fails_saying(&v, "FIRST bad record index: 0\n");
+    assert_fails_saying(&v, "is signed by `tollbu.example/test/successor` (key id");
+    assert_fails_saying(&v, "--retention-key");
+    let v = tooling::verify_trusting(dir, &[], None, &[other.verifier_key()]);
+    assert!(v.ok, "{}", v.text);
+    assert!(
+        v.text.contains("by `tollbu.example/test/successor`\n"),
+        "{}",
+        v.text
+    );
+
+    // A trusted key's statement about another log vouches for nothing here.
+    let elsewhere = RetentionStatement::new("tollbu.example/test/replica-9", next, cutoff);
+    std::fs::write(&statement_file, elsewhere.sign(&other)).unwrap();
+    let v = tooling::verify_trusting(dir, &[], None, &[other.verifier_key()]);
+    assert_fails_saying(&v, "is about the log `tollbu.example/test/replica-9`");
 }
 
 /// A backlog far older than the cutoff (retention turned on for a long-kept log) is judged by the
@@ -643,7 +736,7 @@ fn retention_on_a_closed_log_prunes_and_compacts_the_index() {
     });
     let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
     assert!(matches!(
-        tollbu_audit::prune_closed_log(dir.path(), cutoff),
+        tollbu_audit::prune_closed_log(dir.path(), cutoff, &t.keys.signer()),
         Err(AuditError::Locked(_))
     ));
     log.shutdown().unwrap();
@@ -652,7 +745,8 @@ fn retention_on_a_closed_log_prunes_and_compacts_the_index() {
     // nothing more is due, and a step with nothing to remove changes nothing.
     let mut steps = 0;
     let report = loop {
-        let step = tollbu_audit::prune_closed_log_in_steps(dir.path(), cutoff, 2).unwrap();
+        let step = tollbu_audit::prune_closed_log_in_steps(dir.path(), cutoff, 2, &t.keys.signer())
+            .unwrap();
         steps += 1;
         assert!(step.segments_removed <= 2, "{step:?}");
         let compacted = dir.path().join("index").join("compacted").exists();
@@ -662,7 +756,7 @@ fn retention_on_a_closed_log_prunes_and_compacts_the_index() {
         }
     };
     assert!(steps > 2, "{steps} steps");
-    let again = tollbu_audit::prune_closed_log(dir.path(), cutoff).unwrap();
+    let again = tollbu_audit::prune_closed_log(dir.path(), cutoff, &t.keys.signer()).unwrap();
     assert_eq!(
         (again.segments_removed, again.first_retained),
         (0, report.first_retained)
@@ -710,11 +804,12 @@ fn a_retired_log_whose_records_are_all_due_keeps_no_segment() {
         let not_yet = std::time::SystemTime::from(
             long_ago + time::Duration::milliseconds(n as i64 * 1_000 - 1_500),
         );
-        let report = tollbu_audit::prune_closed_log(dir, not_yet).unwrap();
+        let report = tollbu_audit::prune_closed_log(dir, not_yet, &t.keys.signer()).unwrap();
         assert!(!t.segments().is_empty(), "{n}: {report:?}");
         assert!(report.first_retained < n, "{n}: {report:?}");
 
-        let report = tollbu_audit::prune_closed_log_in_steps(dir, cutoff, 64).unwrap();
+        let report =
+            tollbu_audit::prune_closed_log_in_steps(dir, cutoff, 64, &t.keys.signer()).unwrap();
         assert_eq!(
             (report.first_retained, report.more_due),
             (n, false),
@@ -722,7 +817,7 @@ fn a_retired_log_whose_records_are_all_due_keeps_no_segment() {
         );
         assert!(t.segments().is_empty(), "{n}: {:?}", t.segments());
         assert_eq!(t.indexed_seqs(), Vec::<u64>::new(), "{n}");
-        let again = tollbu_audit::prune_closed_log(dir, cutoff).unwrap();
+        let again = tollbu_audit::prune_closed_log(dir, cutoff, &t.keys.signer()).unwrap();
         assert_eq!((again.segments_removed, again.first_retained), (0, n));
 
         let v = tooling::verify(dir, &[], None);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use tollbu_audit::{AuditConfig, Decision, Pseudonymiser, Record};
+use tollbu_audit::{AuditConfig, CheckpointSigner, Decision, Pseudonymiser, Record};
 
 pub const ORIGIN: &str = "tollbu.example/test/replica-0";
 
@@ -60,6 +60,10 @@ impl Keys {
     }
     pub fn pseudonymiser(&self) -> Pseudonymiser {
         Pseudonymiser::from_key_file(&self.pseudonym()).unwrap()
+    }
+    /// The log's own key, as `tollbu audit prune --signing-key` loads it.
+    pub fn signer(&self) -> CheckpointSigner {
+        CheckpointSigner::from_pem_file(&self.signing(), ORIGIN).unwrap()
     }
 }
 
