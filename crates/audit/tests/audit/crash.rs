@@ -99,55 +99,19 @@ fn child_process() {
 fn sigkill_at_random_moments_loses_no_acknowledged_record() {
     let keys = Keys::new();
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut acked: BTreeMap<u64, String> = BTreeMap::new();
     let mut rng = rand::thread_rng();
     let mut torn_rounds = 0;
     let mut zero_tail_rounds = 0;
     for round in 0..ROUNDS {
-        let mut child = Command::new(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "crash::child_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(
-                CHILD_ENV,
-                format!("{}|{}|{round}", dir.path().display(), keys.dir().display()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("ACK ") {
-                    let (seq, id) = rest.split_once(' ').unwrap();
-                    if tx
-                        .send((seq.parse::<u64>().unwrap(), id.to_string()))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        });
-        // Let it get going, then kill at a random moment while appends are in flight.
-        let first = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("child acknowledged nothing");
-        acked.insert(first.0, first.1);
-        std::thread::sleep(Duration::from_millis(rng.gen_range(0..40)));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        reader.join().unwrap();
-        for (seq, id) in rx.try_iter() {
-            acked.insert(seq, id);
-        }
+        let wait = Duration::from_millis(rng.gen_range(0..40));
+        acked.extend(run_child_until_killed(
+            dir.path(),
+            &keys,
+            round,
+            false,
+            wait,
+        ));
 
         let mut cfg = keys.config(dir.path());
         cfg.checkpoint_every = 64;
@@ -207,51 +171,13 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
 fn sigkill_during_retention_sweeps_leaves_a_log_that_verifies() {
     let keys = Keys::new();
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = rand::thread_rng();
     let mut max_acked = 0;
     let mut pruned_rounds = 0;
     for round in 0..ROUNDS {
-        let mut child = Command::new(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "crash::child_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(
-                CHILD_ENV,
-                format!(
-                    "{}|{}|{round}|prune",
-                    dir.path().display(),
-                    keys.dir().display()
-                ),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("ACK ") {
-                    let seq = rest.split_once(' ').unwrap().0.parse::<u64>().unwrap();
-                    if tx.send(seq).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let first = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("child acknowledged nothing");
-        std::thread::sleep(Duration::from_millis(rng.gen_range(0..80)));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        reader.join().unwrap();
-        max_acked = rx.try_iter().fold(max_acked.max(first), u64::max);
+        let wait = Duration::from_millis(rng.gen_range(0..80));
+        let acks = run_child_until_killed(dir.path(), &keys, round, true, wait);
+        max_acked = acks.iter().map(|(seq, _)| *seq).fold(max_acked, u64::max);
 
         let mut cfg = keys.config(dir.path());
         cfg.checkpoint_every = 64;
@@ -272,6 +198,59 @@ fn sigkill_during_retention_sweeps_leaves_a_log_that_verifies() {
         pruned_rounds > ROUNDS / 2,
         "retention removed records in only {pruned_rounds} of {ROUNDS} rounds"
     );
+}
+
+/// Runs the child on `dir` (pruning beside its appends with `prune`) until it has acknowledged a
+/// record, lets it go on for `wait`, kills it with SIGKILL, and returns every acknowledgement it
+/// printed: (record number, request id).
+fn run_child_until_killed(
+    dir: &std::path::Path,
+    keys: &Keys,
+    round: usize,
+    prune: bool,
+    wait: Duration,
+) -> Vec<(u64, String)> {
+    let mode = if prune { "prune" } else { "append" };
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "crash::child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            CHILD_ENV,
+            format!("{}|{}|{round}|{mode}", dir.display(), keys.dir().display()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("ACK ") {
+                let (seq, id) = rest.split_once(' ').unwrap();
+                if tx
+                    .send((seq.parse::<u64>().unwrap(), id.to_string()))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    });
+    // Let it get going, then kill at a random moment while appends are in flight.
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("child acknowledged nothing");
+    std::thread::sleep(wait);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap();
+    std::iter::once(first).chain(rx.try_iter()).collect()
 }
 
 /// Whether the active segment was a prepared spare: zeros after its last frame.
