@@ -14,7 +14,7 @@ use std::time::Duration;
 use rand::Rng;
 use tollbu_audit::segment::{FrameRead, FrameReader, list_segments};
 use tollbu_audit::tooling::{self, Query};
-use tollbu_audit::{AuditLog, Durability};
+use tollbu_audit::{AuditLog, Durability, RecoveryReport};
 
 use crate::support::{Keys, record, runtime};
 
@@ -113,24 +113,14 @@ fn sigkill_at_random_moments_loses_no_acknowledged_record() {
             wait,
         ));
 
-        let mut cfg = keys.config(dir.path());
-        cfg.checkpoint_every = 64;
-        let (log, report) = AuditLog::open(cfg).unwrap();
+        let max_acked = *acked.keys().next_back().unwrap();
+        let (report, _) = reopen_and_verify(dir.path(), &keys, round, max_acked);
         if report.truncated_bytes > 0 {
             torn_rounds += 1;
         }
         if has_zero_tail(&dir.path().join("segments")) {
             zero_tail_rounds += 1;
         }
-        let max_acked = *acked.keys().next_back().unwrap();
-        assert!(
-            report.records > max_acked,
-            "round {round}: acked {max_acked} but only {} records: {report:?}",
-            report.records
-        );
-        log.shutdown().unwrap();
-        let v = tooling::verify(dir.path(), &[], None);
-        assert!(v.ok, "round {round}: {}", v.text);
     }
     // Every acknowledged record is there, at the index it was acknowledged with.
     let r = tooling::query(dir.path(), &Query::default(), None, true);
@@ -179,17 +169,7 @@ fn sigkill_during_retention_sweeps_leaves_a_log_that_verifies() {
         let acks = run_child_until_killed(dir.path(), &keys, round, true, wait);
         max_acked = acks.iter().map(|(seq, _)| *seq).fold(max_acked, u64::max);
 
-        let mut cfg = keys.config(dir.path());
-        cfg.checkpoint_every = 64;
-        let (log, report) = AuditLog::open(cfg).unwrap();
-        assert!(
-            report.records > max_acked,
-            "round {round}: acked {max_acked} but only {} records: {report:?}",
-            report.records
-        );
-        log.shutdown().unwrap();
-        let v = tooling::verify(dir.path(), &[], None);
-        assert!(v.ok, "round {round}: {}", v.text);
+        let (_, v) = reopen_and_verify(dir.path(), &keys, round, max_acked);
         if v.text.contains("retention statement: records below") {
             pruned_rounds += 1;
         }
@@ -251,6 +231,28 @@ fn run_child_until_killed(
     child.wait().unwrap();
     reader.join().unwrap();
     std::iter::once(first).chain(rx.try_iter()).collect()
+}
+
+/// Reopens the log after a kill: it holds records up to the last one acknowledged, and verifies
+/// once closed again.
+fn reopen_and_verify(
+    dir: &std::path::Path,
+    keys: &Keys,
+    round: usize,
+    max_acked: u64,
+) -> (RecoveryReport, tooling::Report) {
+    let mut cfg = keys.config(dir);
+    cfg.checkpoint_every = 64;
+    let (log, report) = AuditLog::open(cfg).unwrap();
+    assert!(
+        report.records > max_acked,
+        "round {round}: acked {max_acked} but only {} records: {report:?}",
+        report.records
+    );
+    log.shutdown().unwrap();
+    let v = tooling::verify(dir, &[], None);
+    assert!(v.ok, "round {round}: {}", v.text);
+    (report, v)
 }
 
 /// Whether the active segment was a prepared spare: zeros after its last frame.
