@@ -44,6 +44,7 @@ pub enum Lookup {
     Scan,
 }
 
+#[derive(Default)]
 struct Filter {
     pseudonym: Option<String>,
     consumer: Option<String>,
@@ -54,6 +55,18 @@ struct Filter {
 }
 
 impl Filter {
+    /// What a record's stored bytes must contain to match, for a scan to skip decoding the rest:
+    /// each string the filter compares, as the record's JSON writes it (`"value"`), where that is
+    /// the value verbatim (nothing JSON escapes; an escaped value is left to [`Filter::matches`]).
+    fn needles(&self) -> Vec<memchr::memmem::Finder<'static>> {
+        [&self.pseudonym, &self.consumer, &self.service]
+            .into_iter()
+            .flatten()
+            .filter(|v| !v.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20))
+            .map(|v| memchr::memmem::Finder::new(format!("\"{v}\"").as_bytes()).into_owned())
+            .collect()
+    }
+
     fn matches(&self, r: &StoredRecord) -> bool {
         let rec = &r.record;
         let eq = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
@@ -172,7 +185,12 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
         None => None,
     };
     let signed = super::checkpoint_size(dir).unwrap_or(0);
+    // Decoding is most of a scan's time (≈ 0.7M records/s); most records lack a needle.
+    let needles = filter.needles();
     scan_tail(&segments, scan_from, signed, |bytes| {
+        if !needles.iter().all(|n| n.find(bytes).is_some()) {
+            return Ok(());
+        }
         let rec = decode(bytes)?;
         if filter.matches(&rec) {
             found.push((rec, bytes.to_vec()));
@@ -392,4 +410,60 @@ fn retention_note(dir: &Path) -> Option<String> {
     Some(format!(
         "Records 0..{first}{since} were removed under the retention policy; which of them matched is no longer recorded."
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::record::{Record, encode};
+
+    fn stored(consumer: &str, service: &str) -> (Vec<u8>, StoredRecord) {
+        let record = Record {
+            time: "2026-03-01T00:00:00.000Z".into(),
+            consumer: Some(consumer.into()),
+            service: service.into(),
+            subject: Some("ab".repeat(32)),
+            ..Record::default()
+        };
+        let bytes = encode(7, &record).unwrap();
+        let decoded = decode(&bytes).unwrap();
+        (bytes, decoded)
+    }
+
+    fn filter(consumer: &str, service: &str) -> Filter {
+        Filter {
+            pseudonym: Some("ab".repeat(32)),
+            consumer: Some(consumer.into()),
+            service: Some(service.into()),
+            ..Filter::default()
+        }
+    }
+
+    fn passes_needles(f: &Filter, bytes: &[u8]) -> bool {
+        f.needles().iter().all(|n| n.find(bytes).is_some())
+    }
+
+    /// The scan's shortcut never drops a record the filter matches, values JSON escapes included,
+    /// and does drop records lacking a value.
+    #[test]
+    fn needles_keep_every_matching_record() {
+        for (consumer, service) in [
+            ("0192:910000001", "population"),
+            ("console:o\"brien", "tax\\returns"),
+            ("console:tab\there", "line\nbreak"),
+            ("console:ærlig", "folkeregister/v1"),
+        ] {
+            let (bytes, rec) = stored(consumer, service);
+            let f = filter(consumer, service);
+            assert!(f.matches(&rec), "{consumer} {service}");
+            assert!(passes_needles(&f, &bytes), "{consumer} {service}");
+        }
+        let (bytes, _) = stored("0192:910000001", "population");
+        assert!(!passes_needles(
+            &filter("0192:910000002", "population"),
+            &bytes
+        ));
+        assert!(!passes_needles(&filter("0192:910000001", "tax"), &bytes));
+    }
 }
