@@ -675,7 +675,7 @@ fn retention_vouched(
             return Err((
                 0,
                 format!(
-                    "records 0..{pruned} are gone (the `pruned` marker says so) but no signed retention statement (`{}`) vouches for their removal: retention signs one before it removes anything, so they were deleted some other way",
+                    "records 0..{pruned} are gone (the `pruned` marker says so) but no signed retention statement (`{}`) vouches for their removal: retention signs one before it removes anything, so they were deleted some other way (or by a version of the gateway that did not sign retention yet)",
                     path.display()
                 ),
             ));
