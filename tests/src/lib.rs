@@ -624,6 +624,25 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: std::time::Durat
     read_until_close(&mut stream, wait).await
 }
 
+/// [`raw_exchange`] from a client socket bound to `from`: any 127.x.y.z address reaches a
+/// listener on 127.0.0.1 over the loopback interface, so the server sees another client address.
+pub async fn raw_exchange_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    bytes: &[u8],
+    wait: std::time::Duration,
+) -> RawOutcome {
+    use tokio::io::AsyncWriteExt;
+    let socket = ok(tokio::net::TcpSocket::new_v4(), "socket");
+    ok(
+        socket.bind(SocketAddr::new(from, 0)),
+        "bind the client address",
+    );
+    let mut stream = ok(socket.connect(addr).await, "connect");
+    let _ = stream.write_all(bytes).await;
+    read_until_close(&mut stream, wait).await
+}
+
 /// Reads from `stream` until EOF, a reset, or `wait` passes.
 pub async fn read_until_close(
     stream: &mut tokio::net::TcpStream,

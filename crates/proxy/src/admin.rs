@@ -49,7 +49,7 @@ pub async fn serve(
             },
             _ = stop.changed() => break,
         };
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
@@ -69,7 +69,7 @@ pub async fn serve(
                 let live = Arc::clone(&live);
                 async move {
                     if request.uri().path().starts_with("/console") {
-                        return Ok(crate::console::handle(&live, request).await);
+                        return Ok(crate::console::handle(&live, request, peer.ip()).await);
                     }
                     Ok::<_, Infallible>(route(&live, &request).await)
                 }

@@ -13,9 +13,11 @@
 pub mod auth;
 mod chart;
 mod html;
+pub mod lockout;
 mod pages;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,8 +51,9 @@ struct Ctx {
     api: bool,
 }
 
-/// Handles any request under `/console`.
-pub async fn handle<B>(live: &Live, request: Request<B>) -> Response<Body>
+/// Handles any request under `/console` from the client at `client` (the connection's peer:
+/// failed logins are counted per name and address, see [`lockout`]).
+pub async fn handle<B>(live: &Live, request: Request<B>, client: IpAddr) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -59,13 +62,18 @@ where
     let mut response = if !config.enabled {
         not_found()
     } else {
-        route(live, &config, request).await
+        route(live, &config, request, client).await
     };
     secure_headers(response.headers_mut());
     response
 }
 
-async fn route<B>(live: &Live, config: &ConsoleSection, request: Request<B>) -> Response<Body>
+async fn route<B>(
+    live: &Live,
+    config: &ConsoleSection,
+    request: Request<B>,
+    client: IpAddr,
+) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -86,7 +94,7 @@ where
             return html_response(StatusCode::OK, pages::login(None));
         }
         (&Method::POST, "/console/login") => {
-            return login(config, &state, request).await;
+            return login(config, &state, request, client).await;
         }
         _ => {}
     }
@@ -215,6 +223,7 @@ async fn login<B>(
     config: &ConsoleSection,
     state: &GatewayState,
     request: Request<B>,
+    client: IpAddr,
 ) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -241,7 +250,7 @@ where
     let name = form.get("user").cloned().unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
     let now = Instant::now();
-    if auth::with_sessions(|s| s.locked(&name, now)) {
+    if lockout::with_throttle(|t| t.locked(&name, client, now)) {
         // Attempts on a locked name are recorded too: an officer reviewing logins sees the attack
         // go on, not stop at the fifth try.
         let mut record = console_record(
@@ -292,7 +301,7 @@ where
     .unwrap_or(false);
     let consumer = login_consumer(config, &name);
     if !checked {
-        auth::with_sessions(|s| s.failed(&name, now));
+        lockout::with_throttle(|t| t.failed(&name, client, now));
         let mut record = console_record(&consumer, "login", "/console/login", None, now);
         record.decision = Decision::Deny;
         record.reason = Some("bad_credentials".into());
@@ -314,6 +323,7 @@ where
     }) else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "no randomness available");
     };
+    lockout::with_throttle(|t| t.succeeded(&name, client));
     let cookie = auth::session_cookie(
         &token,
         Duration::from_secs(config.session_ttl_secs),

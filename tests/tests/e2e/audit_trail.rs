@@ -526,8 +526,19 @@ async fn console_get(env: &Env, session: &str, path: &str) -> Answer {
 
 /// A login form posted to the console at `admin`.
 async fn post_login(admin: std::net::SocketAddr, user: &str, password: &str) -> RawOutcome {
+    post_login_from([127, 0, 0, 1].into(), admin, user, password).await
+}
+
+/// [`post_login`] from the client address `from` (a 127.x.y.z address).
+async fn post_login_from(
+    from: std::net::IpAddr,
+    admin: std::net::SocketAddr,
+    user: &str,
+    password: &str,
+) -> RawOutcome {
     let form = format!("user={user}&password={password}");
-    raw_exchange(
+    raw_exchange_from(
+        from,
         admin,
         format!(
             "POST /console/login HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
@@ -948,7 +959,9 @@ async fn the_console_refuses_filters_it_cannot_apply() {
 }
 
 /// Logins are audited, and so are attempts on a name locked after five failures: an officer
-/// reviewing the log sees a guessing attack go on, not stop at the fifth try.
+/// reviewing the log sees a guessing attack go on, not stop at the fifth try. The lock holds for
+/// the address the guesses came from: the officer, connecting from another one, still logs in
+/// (guessing could otherwise lock the officers out of the audit trail at will).
 #[tokio::test]
 async fn attempts_on_a_locked_console_name_are_recorded() {
     let mut env = Env::start(Options {
@@ -967,6 +980,17 @@ async fn attempts_on_a_locked_console_name_are_recorded() {
     }
     assert_eq!(attempt("guess").await, [429]);
     assert_eq!(attempt("the-right-password").await, [429]);
+    let elsewhere: std::net::IpAddr = [127, 0, 0, 2].into();
+    let officer = post_login_from(elsewhere, admin, "locked-officer", "the-right-password").await;
+    assert_eq!(officer.statuses(), [303], "{}", officer.text());
+    assert!(
+        officer
+            .text()
+            .to_ascii_lowercase()
+            .contains("set-cookie: tollbu_console="),
+        "{}",
+        officer.text()
+    );
     env.stop_gateway().await;
     let logins = tooling::query(
         &env.audit_dir(),
@@ -993,6 +1017,11 @@ async fn attempts_on_a_locked_console_name_are_recorded() {
         5
     );
     assert_eq!(reasons.iter().filter(|r| *r == "locked_out").count(), 2);
+    assert_eq!(
+        reasons.iter().filter(|r| r.is_empty()).count(),
+        1,
+        "{reasons:?}"
+    );
 }
 
 /// The console's who-can answer says what limits a grant, as `tollbu policy who-can` does: a

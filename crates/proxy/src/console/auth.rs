@@ -1,6 +1,7 @@
 //! Console authentication: salted PBKDF2-HMAC-SHA256 password hashes (PHC string format, so the
 //! Python standard library can produce them), constant-time comparisons, random session and CSRF
-//! tokens, an in-memory session store with absolute and idle expiry, and failed-login throttling.
+//! tokens, and an in-memory session store with absolute and idle expiry (failed-login throttling
+//! is [`super::lockout`]).
 //!
 //! PBKDF2, the constant-time comparison and the random bytes come from aws-lc (`aws-lc-rs`), the
 //! library the gateway's TLS and token signatures already run on: no hand-written cryptography
@@ -25,9 +26,6 @@ pub const COOKIE: &str = "tollbu_console";
 pub const DEFAULT_ITERATIONS: u32 = 600_000;
 /// Fewest iterations a configured hash may have.
 pub const MIN_ITERATIONS: u32 = 100_000;
-/// Failed logins per user before it is locked for [`LOCKOUT`].
-const MAX_FAILURES: u32 = 5;
-const LOCKOUT: Duration = Duration::from_secs(300);
 /// Sessions held at most; the oldest go first.
 const MAX_SESSIONS: usize = 1024;
 
@@ -199,7 +197,6 @@ pub struct Lifetimes {
 #[derive(Default)]
 pub struct Sessions {
     by_token: HashMap<[u8; 32], Session>,
-    failures: HashMap<String, (u32, Instant)>,
 }
 
 fn token_key(token: &str) -> [u8; 32] {
@@ -234,7 +231,6 @@ impl Sessions {
             self.by_token.remove(&oldest);
         }
         self.by_token.insert(token_key(&token), session.clone());
-        self.failures.remove(user);
         Some((token, session))
     }
 
@@ -254,30 +250,6 @@ impl Sessions {
 
     pub fn remove(&mut self, token: &str) {
         self.by_token.remove(&token_key(token));
-    }
-
-    /// True while `user` is locked out after repeated failures.
-    pub fn locked(&mut self, user: &str, now: Instant) -> bool {
-        match self.failures.get(user) {
-            Some((n, since)) if *n >= MAX_FAILURES => {
-                if now.saturating_duration_since(*since) < LOCKOUT {
-                    true
-                } else {
-                    self.failures.remove(user);
-                    false
-                }
-            }
-            _ => false,
-        }
-    }
-
-    pub fn failed(&mut self, user: &str, now: Instant) {
-        if self.failures.len() > 10_000 {
-            self.failures.clear();
-        }
-        let entry = self.failures.entry(user.to_owned()).or_insert((0, now));
-        entry.0 += 1;
-        entry.1 = now;
     }
 }
 
@@ -518,19 +490,6 @@ mod tests {
             gate_for(&mut s, Some(&cookie), "/console/api/x", &so),
             Gate::Unauthorized
         );
-    }
-
-    #[test]
-    fn repeated_failures_lock_a_user_for_a_while() {
-        let mut s = Sessions::default();
-        let t0 = Instant::now();
-        for _ in 0..MAX_FAILURES {
-            assert!(!s.locked("so", t0));
-            s.failed("so", t0);
-        }
-        assert!(s.locked("so", t0 + Duration::from_secs(10)));
-        assert!(!s.locked("other", t0));
-        assert!(!s.locked("so", t0 + LOCKOUT + Duration::from_secs(1)));
     }
 
     #[test]
