@@ -45,7 +45,7 @@ impl LoginThrottle {
     /// True while `user` may not be tried from `addr`: too many failures from there, or from
     /// everywhere together.
     pub fn locked(&mut self, user: &str, addr: IpAddr, now: Instant) -> bool {
-        let key = (user.to_owned(), addr);
+        let key = (user.to_owned(), client_key(addr));
         let from_here = over(&mut self.by_address, &key, MAX_FAILURES, now);
         let everywhere = over(&mut self.by_name, user, MAX_FAILURES_ALL_ADDRESSES, now);
         from_here || everywhere
@@ -58,14 +58,30 @@ impl LoginThrottle {
         if self.by_name.len() >= MAX_TRACKED {
             prune(&mut self.by_name, MAX_FAILURES_ALL_ADDRESSES, now);
         }
-        bump(&mut self.by_address, (user.to_owned(), addr), now);
+        bump(
+            &mut self.by_address,
+            (user.to_owned(), client_key(addr)),
+            now,
+        );
         bump(&mut self.by_name, user.to_owned(), now);
     }
 
     /// A successful login clears that address's failures for the name (not the count over all
     /// addresses, which someone else may be driving).
     pub fn succeeded(&mut self, user: &str, addr: IpAddr) {
-        self.by_address.remove(&(user.to_owned(), addr));
+        self.by_address.remove(&(user.to_owned(), client_key(addr)));
+    }
+}
+
+/// The address failures are counted under: an IPv4 address as itself (also when it arrives
+/// IPv4-mapped on an IPv6 socket), an IPv6 one by its /64, which one host can fill with addresses.
+fn client_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
     }
 }
 
@@ -138,6 +154,22 @@ mod tests {
         assert!(!t.locked("so", ip(2), t0), "another address still logs in");
         assert!(!t.locked("other", ip(1), t0), "another name from there too");
         assert!(!t.locked("so", ip(1), t0 + LOCKOUT + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_64_and_a_mapped_ipv4_as_itself() {
+        let mut t = LoginThrottle::default();
+        let t0 = Instant::now();
+        for n in 0..MAX_FAILURES {
+            let rotating: IpAddr = format!("2001:db8:1:2::{:x}", n + 1).parse().unwrap();
+            t.failed("so", rotating, t0);
+        }
+        assert!(t.locked("so", "2001:db8:1:2::ffff".parse().unwrap(), t0));
+        assert!(!t.locked("so", "2001:db8:1:3::1".parse().unwrap(), t0));
+        for _ in 0..MAX_FAILURES {
+            t.failed("so", "::ffff:10.0.0.7".parse().unwrap(), t0);
+        }
+        assert!(t.locked("so", ip(7), t0));
     }
 
     #[test]
