@@ -1,8 +1,9 @@
 //! Times `tooling::verify` (and a subject query) over a large log:
 //! `cargo run --release -p tollbu-audit --example verify_timing -- [records]` (default 1,000,000).
 //! Builds the log in a temp dir (batched appends, relaxed durability, since only verification and
-//! queries are timed), then times `verify`, a subject query (from the index, then with `--scan`)
-//! and a consumer query.
+//! queries are timed), then times `verify`, a subject query (from the index, then with `--scan`),
+//! a consumer query and a query for one day's records (record `k` is timed `k` seconds after
+//! 2026-03-01, so 10M records span 116 days).
 //! A second argument names a directory to build the log in instead, which is then kept (used to
 //! cross-check the files with independent tools).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -46,7 +47,10 @@ fn main() {
                     while k < n {
                         let batch: Vec<Record> = (k..(k + 1_000).min(n))
                             .map(|k| Record {
-                                time: "2026-03-01T10:00:00.000Z".into(),
+                                time: Record::timestamp(
+                                    time::macros::datetime!(2026-03-01 00:00:00 UTC)
+                                        + time::Duration::seconds(k as i64),
+                                ),
                                 request_id: format!("t-{k}"),
                                 consumer: Some(format!("0192:91{:07}", k % 1_000)),
                                 service: "folkeregister".into(),
@@ -117,6 +121,27 @@ fn main() {
     let r = tooling::query(&base.join("log"), &q, None, true);
     println!(
         "consumer query: {} records in {:?}",
+        r.text.lines().count(),
+        start.elapsed()
+    );
+    // One day, the last full one (a scan: no index on time).
+    let day_end = (n / 86_400).max(1) * 86_400;
+    let day = |s: u64| {
+        Record::timestamp(
+            time::macros::datetime!(2026-03-01 00:00:00 UTC) + time::Duration::seconds(s as i64),
+        )
+    };
+    let q = Query {
+        from: Some(day(day_end.saturating_sub(86_400))),
+        to: Some(day(day_end)),
+        decision: Some(Decision::Allow),
+        ..Query::default()
+    };
+    let start = Instant::now();
+    let r = tooling::query(&base.join("log"), &q, None, true);
+    assert!(r.ok, "{}", r.text);
+    println!(
+        "one day's records: {} records in {:?}",
         r.text.lines().count(),
         start.elapsed()
     );

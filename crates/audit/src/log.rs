@@ -6,7 +6,7 @@ mod indexer;
 mod notary;
 mod recover;
 mod reindex;
-mod retention;
+pub(crate) mod retention;
 mod spare;
 mod writer;
 

@@ -25,7 +25,7 @@ use crate::tile::{TILE_WIDTH, read_tile, stored_count};
 
 /// How far a record's time can trail the records committed before it: a record is timed when its
 /// request starts and committed when it ends, and requests last seconds, never a day.
-const DISORDER_SLACK: time::Duration = time::Duration::days(1);
+pub(crate) const DISORDER_SLACK: time::Duration = time::Duration::days(1);
 
 /// First sequence number whose segment must stay for records at or after `cutoff` to be kept.
 ///
@@ -61,6 +61,11 @@ pub(crate) fn first_record_to_keep(
         }
     }
     Ok(active.first_seq)
+}
+
+/// The time of a segment's first record (`None` for an empty segment), read without the rest.
+pub(crate) fn first_record_time(seg: &SegmentInfo) -> Result<Option<OffsetDateTime>, AuditError> {
+    RecordTimes::open(seg)?.next_time()
 }
 
 /// The time field of a stored record; the rest is skipped by the parser, not built.
