@@ -9,7 +9,7 @@ mod verify;
 use std::path::Path;
 
 pub use query::{Lookup, Query, citizen, query};
-pub use verify::{verify, verify_trusting};
+pub use verify::{VerifyOptions, verify, verify_with_options};
 
 use crate::checkpoint::parse_checkpoint_body;
 use crate::error::AuditError;
@@ -36,8 +36,9 @@ impl Report {
     }
 }
 
-/// Size of the latest checkpoint in `dir` (the tree the tiles on disk describe completely).
-pub(crate) fn checkpoint_size(dir: &Path) -> Result<u64, AuditError> {
+/// Size of the latest checkpoint in `dir` (the tree the tiles on disk describe completely),
+/// unchecked: for sizing work and progress displays, never as evidence.
+pub fn checkpoint_size(dir: &Path) -> Result<u64, AuditError> {
     let note = std::fs::read_to_string(dir.join("checkpoint"))
         .map_err(AuditError::io(dir.join("checkpoint")))?;
     let body_end = note.find("\n\n").map_or(note.len(), |i| i + 1);

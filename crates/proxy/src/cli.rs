@@ -292,6 +292,53 @@ fn foreign_signer_advice(dir: &std::path::Path, signer: &tollbu_audit::Checkpoin
     )
 }
 
+/// `audit verify`, with a line on a terminal's stderr saying how far it got once it has run a
+/// second: a large log takes minutes (10M records ≈ 23 s on the bench machine), and a silent
+/// terminal looks hung. Piped or redirected, nothing extra is written.
+fn verify_showing_progress(
+    dir: &std::path::Path,
+    options: audit_tools::VerifyOptions<'_>,
+) -> audit_tools::Report {
+    use std::io::{IsTerminal, Write};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    if !std::io::stderr().is_terminal() {
+        return audit_tools::verify_with_options(dir, &options);
+    }
+    let read = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let signed = audit_tools::checkpoint_size(dir).ok();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut shown = false;
+            let mut ticks = 0u32;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                ticks += 1;
+                if !ticks.is_multiple_of(10) {
+                    continue;
+                }
+                let n = read.load(Ordering::Relaxed);
+                let of = signed.map_or(String::new(), |m| format!(" of about {m}"));
+                eprint!("\r\x1b[2Kverifying: {n} records read{of}");
+                let _ = std::io::stderr().flush();
+                shown = true;
+            }
+            if shown {
+                eprint!("\r\x1b[2K");
+            }
+        });
+        let report = audit_tools::verify_with_options(
+            dir,
+            &audit_tools::VerifyOptions {
+                progress: Some(&read),
+                ..options
+            },
+        );
+        done.store(true, Ordering::Relaxed);
+        report
+    })
+}
+
 fn report(ok: bool, text: &str) -> ExitCode {
     if ok {
         print!("{text}");
@@ -395,8 +442,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 key,
                 retention_key,
             } => {
-                let r =
-                    audit_tools::verify_trusting(&dir, &checkpoint, key.as_deref(), &retention_key);
+                let options = audit_tools::VerifyOptions {
+                    checkpoints: &checkpoint,
+                    verifier_key: key.as_deref(),
+                    retention_keys: &retention_key,
+                    progress: None,
+                };
+                let r = verify_showing_progress(&dir, options);
                 report(r.ok, &r.text)
             }
             AuditCommand::Query {

@@ -590,7 +590,13 @@ fn assert_pruned_yet_verified(
     recent: usize,
     retention_keys: &[String],
 ) {
-    let report = tooling::verify_trusting(dir, &[], None, retention_keys);
+    let report = tooling::verify_with_options(
+        dir,
+        &tooling::VerifyOptions {
+            retention_keys,
+            ..tooling::VerifyOptions::default()
+        },
+    );
     assert!(report.ok, "{}", report.text);
     assert!(
         report

@@ -47,6 +47,8 @@ struct Stream<'a> {
     problems: Vec<Problem>,
     /// Full tiles a signed checkpoint covers that have no file.
     missing_full_tiles: u64,
+    /// Records read so far, for the caller's progress display.
+    progress: Option<&'a std::sync::atomic::AtomicU64>,
 }
 
 /// Where the stream stood before a segment was read, to go back to should retention remove
@@ -379,29 +381,46 @@ fn rebuild_index_advice(dir: &Path) -> String {
 }
 
 pub fn verify(dir: &Path, checkpoints: &[PathBuf], verifier_key: Option<&str>) -> Report {
-    verify_trusting(dir, checkpoints, verifier_key, &[])
+    verify_with_options(
+        dir,
+        &VerifyOptions {
+            checkpoints,
+            verifier_key,
+            ..VerifyOptions::default()
+        },
+    )
 }
 
-/// [`verify`], also accepting a retention statement signed by one of `retention_keys` (verifier
-/// keys): the gateway that sweeps a log a signing-key rotation retired signs with its current key.
-pub fn verify_trusting(
-    dir: &Path,
-    checkpoints: &[PathBuf],
-    verifier_key: Option<&str>,
-    retention_keys: &[String],
-) -> Report {
-    match run(dir, checkpoints, verifier_key, retention_keys) {
+/// What [`verify_with_options`] takes beyond the directory.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct VerifyOptions<'a> {
+    /// Checkpoints kept elsewhere (see [`verify`]).
+    pub checkpoints: &'a [PathBuf],
+    /// The published verifier key; without it, the one stored in the log.
+    pub verifier_key: Option<&'a str>,
+    /// Further verifier keys trusted to sign the retention statement: the gateway that sweeps a
+    /// log a signing-key rotation retired signs with its current key.
+    pub retention_keys: &'a [String],
+    /// Set to the number of records read so far after each segment, for a progress display on a
+    /// log that takes minutes.
+    pub progress: Option<&'a std::sync::atomic::AtomicU64>,
+}
+
+/// [`verify`] with every option.
+pub fn verify_with_options(dir: &Path, options: &VerifyOptions<'_>) -> Report {
+    match run(dir, options) {
         Ok(r) => r,
         Err(e) => Report::fail(e),
     }
 }
 
-fn run(
-    dir: &Path,
-    kept: &[PathBuf],
-    verifier_key: Option<&str>,
-    retention_keys: &[String],
-) -> Result<Report, AuditError> {
+fn run(dir: &Path, options: &VerifyOptions<'_>) -> Result<Report, AuditError> {
+    let VerifyOptions {
+        checkpoints: kept,
+        verifier_key,
+        retention_keys,
+        progress,
+    } = *options;
     // With `--key`, nothing else would be read before the segments: a mistyped directory would
     // verify as an empty log.
     crate::log::require_log(dir)?;
@@ -434,6 +453,7 @@ fn run(
         wanted: BTreeMap::new(),
         problems: Vec::new(),
         missing_full_tiles: 0,
+        progress,
     };
 
     // Gather checkpoints: the latest, the history, and the caller's.
@@ -810,6 +830,9 @@ fn read_records(
         let (pos_before, shift_before) = (pos, seq_shift);
         index_check.mark(pos);
         let found = read_segment(s, index_check, &seg, &mut pos, &mut seq_shift)?;
+        if let Some(progress) = s.progress {
+            progress.store(pos, std::sync::atomic::Ordering::Relaxed);
+        }
         let marker = super::first_retained(dir);
         if marker > seg.first_seq {
             s.restore(before, pos_before, pos);

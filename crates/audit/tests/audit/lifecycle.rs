@@ -644,6 +644,17 @@ fn a_pruned_prefix_verifies_only_with_a_signed_retention_statement_covering_it()
     let statement_file = dir.join("retention");
     let genuine = std::fs::read_to_string(&statement_file).unwrap();
     t.assert_verifies(1_200);
+    // The progress counter a terminal display reads ends at every record, pruned ones included.
+    let read = std::sync::atomic::AtomicU64::new(0);
+    let v = tooling::verify_with_options(
+        dir,
+        &tooling::VerifyOptions {
+            progress: Some(&read),
+            ..tooling::VerifyOptions::default()
+        },
+    );
+    assert!(v.ok, "{}", v.text);
+    assert_eq!(read.into_inner(), 1_200);
 
     // The statement deleted: the marker alone vouches for nothing.
     std::fs::remove_file(&statement_file).unwrap();
@@ -690,7 +701,13 @@ fn a_pruned_prefix_verifies_only_with_a_signed_retention_statement_covering_it()
     assert_fails_saying(&v, "FIRST bad record index: 0\n");
     assert_fails_saying(&v, "is signed by `tollbu.example/test/successor` (key id");
     assert_fails_saying(&v, "--retention-key");
-    let v = tooling::verify_trusting(dir, &[], None, &[other.verifier_key()]);
+    let v = tooling::verify_with_options(
+        dir,
+        &tooling::VerifyOptions {
+            retention_keys: &[other.verifier_key()],
+            ..tooling::VerifyOptions::default()
+        },
+    );
     assert!(v.ok, "{}", v.text);
     assert!(
         v.text.contains("by `tollbu.example/test/successor`\n"),
@@ -701,7 +718,13 @@ fn a_pruned_prefix_verifies_only_with_a_signed_retention_statement_covering_it()
     // A trusted key's statement about another log vouches for nothing here.
     let elsewhere = RetentionStatement::new("tollbu.example/test/replica-9", next, cutoff);
     std::fs::write(&statement_file, elsewhere.sign(&other)).unwrap();
-    let v = tooling::verify_trusting(dir, &[], None, &[other.verifier_key()]);
+    let v = tooling::verify_with_options(
+        dir,
+        &tooling::VerifyOptions {
+            retention_keys: &[other.verifier_key()],
+            ..tooling::VerifyOptions::default()
+        },
+    );
     assert_fails_saying(&v, "is about the log `tollbu.example/test/replica-9`");
 }
 
