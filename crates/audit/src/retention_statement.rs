@@ -100,11 +100,18 @@ impl RetentionStatement {
                 "removed-below `{below}` is not a canonical decimal"
             ))
         })?;
+        // In UTC, as they are written; one whose UTC form is out of range is refused.
+        let time = |line: &str, key: &str| -> Result<OffsetDateTime, AuditError> {
+            let text = field(line, key)?;
+            parse_time(&text)?
+                .checked_to_offset(time::UtcOffset::UTC)
+                .ok_or_else(|| bad(format!("{key} `{text}` is out of range")))
+        };
         Ok(Self {
             log: field(log, "log")?,
             removed_below,
-            cutoff: parse_time(&field(cutoff, "cutoff")?)?,
-            signed_at: parse_time(&field(signed_at, "signed-at")?)?,
+            cutoff: time(cutoff, "cutoff")?,
+            signed_at: time(signed_at, "signed-at")?,
         })
     }
 }
@@ -223,6 +230,11 @@ mod tests {
             good.replacen("removed-below 1024", "removed-below 01024", 1),
             good.replacen("removed-below 1024", "removed-below -1", 1),
             good.replacen("cutoff 2026-03-01T00:00:00.000Z", "cutoff yesterday", 1),
+            good.replacen(
+                "cutoff 2026-03-01T00:00:00.000Z",
+                "cutoff 9999-12-31T23:59:59-23:59",
+                1,
+            ),
             good.replacen("log tollbu", "log  tollbu", 1),
             good.replacen("v1\n", "v2\n", 1),
             good.trim_end().to_string(),

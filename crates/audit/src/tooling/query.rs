@@ -140,14 +140,18 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
             "consumer `{consumer}` names no scheme: organisations are recorded as `0192:<organisation number>`, officers as `console:<name>`"
         )));
     }
+    // In UTC, as records store times; a time whose UTC form lies beyond year 9999 is refused.
     let parse = |t: &Option<String>, what: &str| {
         t.as_deref()
             .map(|t| {
-                parse_time(t).map_err(|_| {
-                    AuditError::BadRequest(format!(
-                        "{what} `{t}` is not an RFC 3339 time such as 2026-06-01T00:00:00Z"
-                    ))
-                })
+                parse_time(t)
+                    .ok()
+                    .and_then(|parsed| parsed.checked_to_offset(time::UtcOffset::UTC))
+                    .ok_or_else(|| {
+                        AuditError::BadRequest(format!(
+                            "{what} `{t}` is not an RFC 3339 time such as 2026-06-01T00:00:00Z"
+                        ))
+                    })
             })
             .transpose()
     };
@@ -265,18 +269,18 @@ fn segments_in_window(
 ) -> std::ops::Range<usize> {
     let starts = |seg: &SegmentInfo| first_record_time(seg).ok().flatten();
     let mut start = 0;
-    if let Some(from) = from {
+    if let Some(before) = from.and_then(|from| from.checked_sub(DISORDER_SLACK)) {
         while segments
             .get(start + 1)
             .and_then(starts)
-            .is_some_and(|t| t < from - DISORDER_SLACK)
+            .is_some_and(|t| t < before)
         {
             start += 1;
         }
     }
-    let end = match to {
-        Some(to) => (start..segments.len())
-            .find(|&i| starts(&segments[i]).is_some_and(|t| t >= to + DISORDER_SLACK))
+    let end = match to.and_then(|to| to.checked_add(DISORDER_SLACK)) {
+        Some(after) => (start..segments.len())
+            .find(|&i| starts(&segments[i]).is_some_and(|t| t >= after))
             .unwrap_or(segments.len()),
         None => segments.len(),
     };
@@ -586,6 +590,15 @@ mod tests {
             let f = window(from, to);
             assert!(f.stored_window().plainly_outside(&bytes), "{from}..{to}");
             assert!(!f.matches(&rec), "{from}..{to}");
+        }
+        // Extreme bounds neither panic nor skip wrongly.
+        for (from, to) in [
+            ("0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z"),
+            ("0000-01-01T00:00:00+23:59", "9999-12-31T23:59:59-00:00"),
+        ] {
+            let f = window(from, to);
+            assert!(!f.stored_window().plainly_outside(&bytes), "{from}..{to}");
+            assert!(f.matches(&rec), "{from}..{to}");
         }
         assert_eq!(stored_time(br#"{"time":"2026-03-01T00:00:00.000Z"}"#), None);
         assert_eq!(

@@ -369,9 +369,6 @@ fn uncovered_records(dir: &Path, records: u64, no_kept_checkpoints: bool) -> Str
     )
 }
 
-/// Verifies the log in `dir`. `checkpoints` are notes kept elsewhere (by auditors, witnesses, other
-/// systems); they matter most, because an attacker with write access to `dir` can rewrite what is in
-/// it. `verifier_key` should come from outside `dir` too; without it the key stored in the log is used.
 /// How an officer or operator gets an index that matches the records again.
 fn rebuild_index_advice(dir: &Path) -> String {
     format!(
@@ -380,6 +377,9 @@ fn rebuild_index_advice(dir: &Path) -> String {
     )
 }
 
+/// Verifies the log in `dir`. `checkpoints` are notes kept elsewhere (by auditors, witnesses, other
+/// systems); they matter most, because an attacker with write access to `dir` can rewrite what is in
+/// it. `verifier_key` should come from outside `dir` too; without it the key stored in the log is used.
 pub fn verify(dir: &Path, checkpoints: &[PathBuf], verifier_key: Option<&str>) -> Report {
     verify_with_options(
         dir,

@@ -504,6 +504,23 @@ fn a_time_window_query_reads_only_the_segments_that_can_hold_it() {
     ] {
         window(from, to);
     }
+    // The widest bounds there are: everything, and no panic at the edges of the calendar; a
+    // bound whose UTC form lies past year 9999 is refused.
+    let all_time = Query {
+        from: Some("0000-01-01T00:00:00Z".into()),
+        to: Some("9999-12-31T23:59:59.999Z".into()),
+        ..Query::default()
+    };
+    let r = tooling::query(t.dir.path(), &all_time, None, true);
+    assert_eq!(r.text.lines().count(), n as usize);
+    let beyond = Query {
+        to: Some("9999-12-31T23:59:59-23:59".into()),
+        ..Query::default()
+    };
+    assert_fails_saying(
+        &tooling::query(t.dir.path(), &beyond, None, true),
+        "is not an RFC 3339 time",
+    );
 
     // Damage a record in the first segment: a query over everything reports it; one for the last
     // day never reads that segment.
