@@ -231,9 +231,11 @@ fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 
 /// Parses stored bytes and insists they are in canonical form.
 ///
-/// The canonical form starts `{"seq":<digits>,`, so the number is read directly and the rest is
-/// parsed as a plain [`Record`]; going through [`StoredRecord`]'s `flatten` would make serde buffer
-/// every field first, which doubles the cost of a query that reads thousands of records.
+/// The canonical form starts `{"seq":<digits>,`, so the number is read directly and the object is
+/// parsed as a plain [`Record`], which has no `seq` field for serde to fill (going through
+/// [`StoredRecord`]'s `flatten` would make serde buffer every field first, which doubles the cost
+/// of a query that reads thousands of records). The canonical check then serialises the record
+/// against the stored bytes as it goes, allocating nothing (`verify` and scans decode every record).
 pub fn decode(bytes: &[u8]) -> Result<StoredRecord, AuditError> {
     let not_json = |why: &str| AuditError::Corrupt(format!("record is not valid json: {why}"));
     let rest = bytes
@@ -245,19 +247,74 @@ pub fn decode(bytes: &[u8]) -> Result<StoredRecord, AuditError> {
         .ok()
         .and_then(|n| n.parse::<u64>().ok())
         .ok_or_else(|| not_json("`seq` is not an unsigned integer"))?;
-    let fields = tail
-        .strip_prefix(b",")
-        .ok_or_else(|| not_json("`seq` is not followed by the record's fields"))?;
-    let mut object = Vec::with_capacity(fields.len() + 1);
-    object.push(b'{');
-    object.extend_from_slice(fields);
-    let record: Record = serde_json::from_slice(&object).map_err(|e| not_json(&e.to_string()))?;
-    if encode(seq, &record)? != bytes {
+    if !tail.starts_with(b",") {
+        return Err(not_json("`seq` is not followed by the record's fields"));
+    }
+    let record: Record = serde_json::from_slice(bytes).map_err(|e| not_json(&e.to_string()))?;
+    if !encodes_to(seq, &record, bytes)? {
         return Err(AuditError::Corrupt(format!(
             "record `{seq}` is not in canonical form"
         )));
     }
     Ok(StoredRecord { seq, record })
+}
+
+/// Whether `encode(seq, record)` would give exactly `bytes`, found without building it.
+fn encodes_to(seq: u64, record: &Record, bytes: &[u8]) -> Result<bool, AuditError> {
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(AuditError::RecordTooLarge(bytes.len()));
+    }
+    let mut digits = [0u8; 20];
+    let mut expected = bytes;
+    for part in [b"{\"seq\":".as_slice(), itoa(seq, &mut digits), b","] {
+        match expected.strip_prefix(part) {
+            Some(rest) => expected = rest,
+            None => return Ok(false),
+        }
+    }
+    // The record's own object is `{…}`: its `{` is where the `seq` prefix stands in the bytes.
+    let mut against = Comparer {
+        brace_pending: true,
+        expected,
+        same: true,
+    };
+    serde_json::to_writer(&mut against, record)
+        .map_err(|e| AuditError::InvalidRecord(format!("cannot encode: {e}")))?;
+    Ok(against.same && !against.brace_pending && against.expected.is_empty())
+}
+
+/// A writer that compares what is written with `expected` (after an opening brace) instead of
+/// keeping it.
+struct Comparer<'a> {
+    brace_pending: bool,
+    expected: &'a [u8],
+    same: bool,
+}
+
+impl std::io::Write for Comparer<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        if self.brace_pending && !rest.is_empty() {
+            match rest.strip_prefix(b"{") {
+                Some(after) => {
+                    rest = after;
+                    self.brace_pending = false;
+                }
+                None => self.same = false,
+            }
+        }
+        if self.same {
+            match self.expected.strip_prefix(rest) {
+                Some(after) => self.expected = after,
+                None => self.same = false,
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -383,6 +440,30 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic_the_decoder(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
             let _ = decode(&raw);
+        }
+
+        /// `decode` accepts exactly the canonical encodings: a record reads back as itself, and
+        /// bytes with any byte changed either fail or are the canonical encoding of what they
+        /// decode to (strings with quotes, backslashes, control characters and non-ASCII included).
+        #[test]
+        fn decode_accepts_exactly_the_canonical_encodings(
+            seq in proptest::prelude::any::<u64>(),
+            request_id in "\\PC{0,12}",
+            purpose in proptest::option::of("[a-z\"\\\\\t\u{1}æ€ ]{0,12}"),
+            latency_us in proptest::prelude::any::<u64>(),
+            at in proptest::prelude::any::<usize>(),
+            flip in 1u8..=255,
+        ) {
+            let record = Record { request_id, purpose, latency_us, ..sample() };
+            let bytes = encode(seq, &record).unwrap();
+            let back = decode(&bytes).unwrap();
+            proptest::prop_assert_eq!((back.seq, &back.record), (seq, &record));
+            let mut changed = bytes.clone();
+            let at = at % changed.len();
+            changed[at] ^= flip;
+            if let Ok(other) = decode(&changed) {
+                proptest::prop_assert_eq!(encode(other.seq, &other.record).unwrap(), changed);
+            }
         }
     }
 }
