@@ -10,7 +10,13 @@ use tollbu_audit::record;
 use tollbu_audit::segment::{FrameRead, FrameReader};
 
 fuzz_target!(|data: &[u8]| {
-    let _ = record::decode(data);
+    // Only canonical encodings decode: what decodes re-encodes to exactly these bytes.
+    if let Ok(stored) = record::decode(data) {
+        assert_eq!(
+            record::encode(stored.seq, &stored.record).ok().as_deref(),
+            Some(data)
+        );
+    }
     let Ok(mut file) = tempfile_in_tmp() else {
         return;
     };
