@@ -552,16 +552,7 @@ fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
 
 /// Health, metrics, proofs and errors describe this moment: no cache keeps them.
 fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    crate::error::no_store_json(status, body, "application/json")
 }
 
 /// The checkpoint, the verifier key and metrics: a cache may keep them only to revalidate.

@@ -355,15 +355,8 @@ impl Problem {
             },
             request_id,
         };
-        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
-        let mut response = Response::new(Full::new(Bytes::from(bytes)));
-        *response.status_mut() = info.status;
+        let mut response = no_store_json(info.status, &body, PROBLEM_JSON);
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
             Problem::MissingToken => {
                 headers.insert(
@@ -426,6 +419,25 @@ struct ProblemBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     token_error: Option<&'static str>,
     request_id: &'a str,
+}
+
+/// The media type of every problem answer (RFC 9457).
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A JSON answer no cache keeps: problems, health, proofs and reload reports describe this moment.
+/// Shared by the gateway's problems, the admin port's answers and its problems.
+pub(crate) fn no_store_json<T: Serialize>(
+    status: StatusCode,
+    body: &T,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! error's path, a failed task) goes to the gateway's log instead, and `detail` says so.
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
@@ -29,22 +29,14 @@ pub fn response(status: StatusCode, code: &'static str, detail: &str) -> Respons
 
 /// An answer for a problem body built with [`body`] and extended by the caller.
 pub fn with_body(status: StatusCode, problem: &Value) -> Response<Full<Bytes>> {
-    let bytes = serde_json::to_vec(problem).unwrap_or_default();
-    let mut answer = Response::new(Full::new(Bytes::from(bytes)));
-    *answer.status_mut() = status;
-    let headers = answer.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    answer
+    crate::error::no_store_json(status, problem, crate::error::PROBLEM_JSON)
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use http::header;
     use http_body_util::BodyExt;
 
     #[tokio::test]

@@ -512,7 +512,7 @@ where
         if !body.is_empty() {
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/problem+json"),
+                HeaderValue::from_static(crate::error::PROBLEM_JSON),
             );
         }
     }
