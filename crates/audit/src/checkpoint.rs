@@ -125,12 +125,22 @@ pub fn note_signers(note: &str) -> Vec<String> {
     };
     note[split + 2..]
         .lines()
-        .filter_map(|line| {
-            let (name, b64) = line.strip_prefix("\u{2014} ")?.rsplit_once(' ')?;
-            let blob = B64.decode(b64).ok()?;
-            Some(format!("`{name}` (key id {})", hex::encode(blob.get(..4)?)))
-        })
+        .filter_map(|line| signature_line(line).ok())
+        .map(|(name, blob)| format!("`{name}` (key id {})", hex::encode(&blob[..4])))
         .collect()
+}
+
+/// A signature line's key name and its decoded `key id ‖ signature` (at least 5 bytes).
+fn signature_line(line: &str) -> Result<(&str, Vec<u8>), &'static str> {
+    let rest = line
+        .strip_prefix("\u{2014} ")
+        .ok_or("signature line must start with an em dash and a space")?;
+    let (name, b64) = rest.rsplit_once(' ').ok_or("malformed signature line")?;
+    let blob = B64.decode(b64).map_err(|_| "signature is not base64")?;
+    if blob.len() < 5 {
+        return Err("signature too short");
+    }
+    Ok((name, blob))
 }
 
 impl NoteVerifier {
@@ -189,18 +199,7 @@ pub fn verify_note<'a>(note: &'a str, verifier: &NoteVerifier) -> Result<&'a str
     }
     let mut verified = false;
     for line in sigs.lines() {
-        let rest = line
-            .strip_prefix("\u{2014} ")
-            .ok_or_else(|| bad("signature line must start with an em dash and a space"))?;
-        let (name, b64) = rest
-            .rsplit_once(' ')
-            .ok_or_else(|| bad("malformed signature line"))?;
-        let blob = B64
-            .decode(b64)
-            .map_err(|_| bad("signature is not base64"))?;
-        if blob.len() < 5 {
-            return Err(bad("signature too short"));
-        }
+        let (name, blob) = signature_line(line).map_err(bad)?;
         if name != verifier.name || blob[..4] != verifier.key_id {
             continue;
         }
