@@ -329,6 +329,7 @@ fn metrics(live: &Live, state: &GatewayState) -> Response<Full<Bytes>> {
         "tollbu_rate_limit_buckets {}",
         state.rate_limits.bucket_count()
     );
+    render_exchange_limits(&mut out, state);
     let audit = state.audit.stats();
     for (name, kind, help, value) in [
         (
@@ -418,6 +419,22 @@ fn metrics(live: &Live, state: &GatewayState) -> Response<Full<Bytes>> {
         out,
         "text/plain; version=0.0.4; charset=utf-8",
     )
+}
+
+/// Each worker's current limit on exchanges with each registry (`registry_limit`): how many
+/// registry connections the gateway may hold, and whether a slow registry has been given room.
+fn render_exchange_limits(out: &mut String, state: &GatewayState) {
+    out.push_str("# HELP tollbu_upstream_exchange_limit Exchanges a request worker may run at once with a registry (adaptive, up to its share of upstream_max_connections).\n# TYPE tollbu_upstream_exchange_limit gauge\n");
+    let mut services: Vec<_> = state.upstreams.iter().collect();
+    services.sort_by(|a, b| a.0.cmp(b.0));
+    for (service, upstream) in services {
+        for (worker, limit) in upstream.worker_limits().iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tollbu_upstream_exchange_limit{{service=\"{service}\",worker=\"{worker}\"}} {limit}"
+            );
+        }
+    }
 }
 
 /// Requests per request worker: a platform team sees whether the cores share the load (HTTP/1

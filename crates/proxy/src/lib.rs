@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod minimise;
 pub mod operator_problem;
 pub mod rate_limit;
+pub mod registry_limit;
 pub mod retention;
 pub mod route;
 pub mod server;

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::headers as names;
 use crate::http_client::{HttpClient, OutboundBody};
+use crate::registry_limit::{AdaptiveLimit, Slot};
 
 /// One configured registry.
 pub struct Upstream {
@@ -38,10 +39,11 @@ pub struct Upstream {
 
 /// A worker's own registry connections, with its share of the connection cap:
 /// a pool's connections are not shared with other workers, so without a share
-/// each pool would grow to the whole cap (≈ 70 KiB of buffers per connection).
+/// each pool would grow to the whole cap (≈ 40 KiB per connection). Within the
+/// share, the worker runs as many exchanges at once as pay (`registry_limit`).
 struct WorkerPool {
     client: HttpClient,
-    permits: tokio::sync::Semaphore,
+    limit: AdaptiveLimit,
 }
 
 /// Default for `[limits] upstream_max_connections`.
@@ -176,16 +178,24 @@ impl Upstream {
             .into_iter()
             .map(|client| WorkerPool {
                 client,
-                permits: tokio::sync::Semaphore::new(share),
+                limit: AdaptiveLimit::new(share),
             })
             .collect();
         self
     }
 
-    /// The pool of the worker running the caller, with its share of the cap.
-    fn pool(&self) -> (&HttpClient, Option<&tokio::sync::Semaphore>) {
+    /// Each request worker's current limit on exchanges with this registry, by worker index.
+    pub fn worker_limits(&self) -> Vec<usize> {
+        self.per_worker
+            .iter()
+            .map(|pool| pool.limit.current())
+            .collect()
+    }
+
+    /// The pool of the worker running the caller, with its limit.
+    fn pool(&self) -> (&HttpClient, Option<&AdaptiveLimit>) {
         match crate::workers::current_index().and_then(|index| self.per_worker.get(index)) {
-            Some(pool) => (&pool.client, Some(&pool.permits)),
+            Some(pool) => (&pool.client, Some(&pool.limit)),
             None => (&self.client, None),
         }
     }
@@ -217,8 +227,8 @@ impl Upstream {
         let exchange = async {
             let closed = |_| UpstreamError::Unreachable("closed".into());
             let (pool, share) = self.pool();
-            let _share = match share {
-                Some(share) => Some(share.acquire().await.map_err(closed)?),
+            let _slot: Option<Slot<'_>> = match share {
+                Some(limit) => Some(limit.acquire().await.map_err(closed)?),
                 None => None,
             };
             let _permit = self.permits.acquire().await.map_err(closed)?;

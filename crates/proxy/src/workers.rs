@@ -22,12 +22,35 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 thread_local! {
     static WORKER_INDEX: Cell<Option<usize>> = const { Cell::new(None) };
+    /// When this worker last went idle (its runtime parked), while it is parked.
+    static PARKED_SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Time this worker has spent parked since it started.
+    static IDLE: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+}
+
+/// Time the worker running the caller has spent idle (nothing to run) since
+/// it started; zero off the workers. Read on the worker's own thread, so it
+/// costs no synchronisation: the registry limits (`registry_limit`) tell from
+/// it whether a worker has time to spare.
+pub fn idle_time() -> Duration {
+    IDLE.with(Cell::get)
+}
+
+fn note_parked() {
+    PARKED_SINCE.with(|since| since.set(Some(Instant::now())));
+}
+
+fn note_unparked() {
+    if let Some(since) = PARKED_SINCE.with(Cell::take) {
+        IDLE.with(|idle| idle.set(idle.get().saturating_add(since.elapsed())));
+    }
 }
 
 /// The index of the worker running the caller, or `None` off the workers
@@ -180,6 +203,8 @@ impl Workers {
                     WORKER_INDEX.with(|slot| slot.set(Some(index)));
                     let runtime = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
+                        .on_thread_park(note_parked)
+                        .on_thread_unpark(note_unparked)
                         .build()
                     {
                         Ok(runtime) => runtime,
@@ -309,6 +334,42 @@ mod tests {
             .collect();
         assert_eq!(seen, expected);
         assert_eq!(current_index(), None, "the test thread is not a worker");
+        workers.stop();
+    }
+
+    #[test]
+    fn a_worker_counts_the_time_it_spends_with_nothing_to_run() {
+        let workers = workers(1);
+        let dealer = workers.dealer();
+        let (tx, rx) = std::sync::mpsc::channel();
+        dealer.next().spawn(async move {
+            let before = idle_time();
+            // Parks the worker: nothing else runs on it.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let slept = idle_time() - before;
+            // Keeps it busy: spinning never parks.
+            let spin = Instant::now();
+            let before_spin = idle_time();
+            while spin.elapsed() < Duration::from_millis(30) {
+                std::hint::spin_loop();
+            }
+            tx.send((slept, idle_time() - before_spin)).unwrap();
+        });
+        let (slept, spinning) = rx.recv().unwrap();
+        assert!(
+            slept >= Duration::from_millis(20),
+            "idle while asleep: {slept:?}"
+        );
+        assert_eq!(
+            spinning,
+            Duration::ZERO,
+            "idle while spinning: {spinning:?}"
+        );
+        assert_eq!(
+            idle_time(),
+            Duration::ZERO,
+            "the test thread is not a worker"
+        );
         workers.stop();
     }
 

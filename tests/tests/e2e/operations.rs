@@ -976,6 +976,60 @@ async fn concurrent_exchanges_with_a_registry_are_capped() {
     );
 }
 
+/// A worker starts with 32 exchanges per registry (`registry_limit`), so that a fast registry is
+/// not held to hundreds of connections while the gateway's own CPU is the bottleneck; a slow
+/// registry with requests waiting must still be given everything the cap allows.
+#[tokio::test]
+async fn a_slow_registry_with_requests_waiting_is_given_every_exchange_the_cap_allows() {
+    let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
+        std::time::Duration::from_millis(100),
+    ))
+    .await;
+    let env = Env::start(Options {
+        population_upstream: Some(registry.url.clone()),
+        limits: "upstream_max_connections = 100\n".into(),
+        workers: Some(1),
+        ..Options::default()
+    })
+    .await;
+    let token = env.token("demo-welfare", "demo:population", &[]).await;
+    let mut callers = Vec::new();
+    for caller in 0..120u32 {
+        let (base, token) = (env.base(), token.clone());
+        callers.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            // 480 in all: within the welfare agency's 600 a minute.
+            for i in 0..4 {
+                let url = format!("{base}/population/persons/{}", example_pid(caller * 4 + i));
+                let mut s = String::new();
+                statuses.push(
+                    get(&url, &auth(&token, Some("benefit-assessment"), &mut s))
+                        .await
+                        .status,
+                );
+            }
+            statuses
+        }));
+    }
+    for caller in callers {
+        let statuses = caller.await.unwrap();
+        assert!(
+            statuses.iter().all(|s| *s == StatusCode::OK),
+            "{statuses:?}"
+        );
+    }
+    assert_eq!(registry.seen().len(), 480);
+    assert_eq!(
+        registry.peak_in_flight(),
+        100,
+        "exchanges at once at the registry: the whole cap, never more"
+    );
+    let metrics = tollbu_tests::get(&format!("{}/metrics", env.admin()), &[]).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let line = "tollbu_upstream_exchange_limit{service=\"population\",worker=\"0\"} 100\n";
+    assert!(text.contains(line), "{line} in {text}");
+}
+
 /// A read of person 0 sent with `token`, returned once `registry` has received it: a request in
 /// flight, allowed and forwarded, for the shutdown tests.
 async fn read_in_flight(
