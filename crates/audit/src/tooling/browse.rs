@@ -6,7 +6,8 @@
 //! Subject and consumer filters go through the index ([`crate::index::lookup`]) plus the records
 //! after the index watermark, so they read only the matching records. Other filters scan segments
 //! from the newest backwards and stop once a page is full, or once a scan budget is spent (the
-//! caller then gets a cursor to continue from). Records are matched on a borrowed, partial decode;
+//! caller then gets a cursor to continue from); with a time window they skip the segments that
+//! cannot hold it, as `tollbu audit query` does. Records are matched on a borrowed, partial decode;
 //! only records that are returned are fully decoded.
 
 use std::borrow::Cow;
@@ -20,6 +21,8 @@ use crate::error::AuditError;
 use crate::index::{IndexKind, lookup, watermark};
 use crate::record::{Decision, StoredRecord, decode, parse_time};
 use crate::segment::{FrameFetcher, FrameRead, FrameReader, SegmentInfo, list_segments};
+
+use super::query::segments_in_window;
 
 /// Filters; every one given must match. Times are compared as instants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -309,8 +312,13 @@ fn scanned_page(
     let mut more = false;
     let last_index = segments.len().saturating_sub(1);
     let from_stop = filter.from.map(|f| f - time::Duration::minutes(5));
+    // A page of an earlier window does not read the segments written after it.
+    let window = segments_in_window(segments, filter.from, filter.to);
     for (i, seg) in segments.iter().enumerate().rev() {
-        if seg.first_seq >= before {
+        if i < window.start {
+            break;
+        }
+        if seg.first_seq >= before || i >= window.end {
             continue;
         }
         // Keep only the newest `want` matches of this segment (plus one to know if more exist).
@@ -431,7 +439,14 @@ pub fn histogram(
     let segments = list_segments(&dir.join("segments"))?;
     let signed = super::checkpoint_size(dir).unwrap_or(0);
     let last_index = segments.len().saturating_sub(1);
+    let window = segments_in_window(&segments, Some(from), Some(to));
     for (i, seg) in segments.iter().enumerate().rev() {
+        if i < window.start {
+            break;
+        }
+        if i >= window.end {
+            continue;
+        }
         let mut newest: Option<OffsetDateTime> = None;
         read_segment(seg, i == last_index, signed, |_, bytes| {
             hist.scanned += 1;

@@ -15,7 +15,7 @@ use crate::error::AuditError;
 use crate::index::{IndexKind, Watermark, lookup, watermark};
 use crate::log::retention::{DISORDER_SLACK, first_record_time};
 use crate::pseudonym::Pseudonymiser;
-use crate::record::{Decision, StoredRecord, decode, parse_time};
+use crate::record::{Decision, StoredRecord, decode, parse_time, parse_time_utc};
 use crate::segment::{FrameFetcher, FrameRead, FrameReader, SegmentInfo, list_segments};
 
 /// Filters; all given ones must match.
@@ -144,14 +144,11 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
     let parse = |t: &Option<String>, what: &str| {
         t.as_deref()
             .map(|t| {
-                parse_time(t)
-                    .ok()
-                    .and_then(|parsed| parsed.checked_to_offset(time::UtcOffset::UTC))
-                    .ok_or_else(|| {
-                        AuditError::BadRequest(format!(
-                            "{what} `{t}` is not an RFC 3339 time such as 2026-06-01T00:00:00Z"
-                        ))
-                    })
+                parse_time_utc(t).ok_or_else(|| {
+                    AuditError::BadRequest(format!(
+                        "{what} `{t}` is not an RFC 3339 time such as 2026-06-01T00:00:00Z"
+                    ))
+                })
             })
             .transpose()
     };
@@ -262,7 +259,7 @@ fn stored_time(bytes: &[u8]) -> Option<&[u8]> {
 /// seconds later, never a day), so a segment is skipped only when the next one starts more than
 /// [`DISORDER_SLACK`] before `from`, or when it starts that much after `to` (and every later one
 /// with it). A segment whose first record cannot be read is kept, for the scan to report.
-fn segments_in_window(
+pub(super) fn segments_in_window(
     segments: &[SegmentInfo],
     from: Option<OffsetDateTime>,
     to: Option<OffsetDateTime>,

@@ -533,6 +533,61 @@ fn a_time_window_query_reads_only_the_segments_that_can_hold_it() {
     window(4_560, 6_000);
 }
 
+/// The console's record pages and charts of an earlier time window skip the segments written after
+/// it (as `tollbu audit query` does), and still show every record timed inside it, also ones
+/// committed hours out of order.
+#[test]
+fn console_pages_and_charts_of_an_earlier_window_skip_the_later_segments() {
+    use tollbu_audit::tooling::browse::{self, Filter};
+    let (t, log) = SegmentedLog::open(16 * 1024);
+    let start = time::macros::datetime!(2026-03-01 00:00:00 UTC);
+    // One record a minute over about four days; every 97th timed five hours early.
+    let minute_of = |i: u64| -> i64 {
+        if i % 97 == 50 {
+            i as i64 - 300
+        } else {
+            i as i64
+        }
+    };
+    let n = 6_000u64;
+    t.append_timed(&log, n, |i| {
+        Record::timestamp(start + time::Duration::minutes(minute_of(i)))
+    });
+    log.shutdown().unwrap();
+    let minute = |m: i64| start + time::Duration::minutes(m);
+    for (from, to) in [(1_000, 1_100), (2_000, 2_500), (5_900, 6_000)] {
+        let want: Vec<u64> = (0..n)
+            .rev()
+            .filter(|&i| (from..to).contains(&minute_of(i)))
+            .collect();
+        let filter = Filter {
+            from: Some(minute(from)),
+            to: Some(minute(to)),
+            ..Filter::default()
+        };
+        let page = browse::page(t.dir.path(), &filter, None, 10_000, u64::MAX).unwrap();
+        let seqs: Vec<u64> = page.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, want, "{from}..{to}");
+        let chart =
+            browse::histogram(t.dir.path(), minute(from), minute(to), 60, u64::MAX).unwrap();
+        assert_eq!(
+            chart.buckets.iter().map(|b| b.total).sum::<u64>(),
+            want.len() as u64,
+            "{from}..{to}"
+        );
+        // Read: the window's segments and a day's slack either side, not the four days.
+        if from < 3_000 {
+            let reach = (to + 24 * 60 + 200 - (from - 24 * 60).max(0)) as u64;
+            assert!(page.scanned < reach, "{from}..{to}: {} read", page.scanned);
+            assert!(
+                chart.scanned < reach,
+                "{from}..{to}: {} read",
+                chart.scanned
+            );
+        }
+    }
+}
+
 /// Retention by age keeps every record at or after the cutoff, including one timed late inside an
 /// otherwise old segment, and never the active segment or records no checkpoint covers yet.
 #[test]
