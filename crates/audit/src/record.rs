@@ -134,6 +134,12 @@ pub fn parse_time(s: &str) -> Result<OffsetDateTime, AuditError> {
         .map_err(|e| AuditError::InvalidRecord(format!("time `{s}`: {e}")))
 }
 
+/// An RFC 3339 time moved to UTC, as records and signed notes write times; `None` when it does not
+/// parse or its UTC form lies outside years 0–9999 (a bound that would later overflow).
+pub fn parse_time_utc(s: &str) -> Option<OffsetDateTime> {
+    parse_time(s).ok()?.checked_to_offset(time::UtcOffset::UTC)
+}
+
 fn is_hex64(s: &str) -> bool {
     s.len() == 64
         && s.bytes()

@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 
 use crate::checkpoint::{CheckpointSigner, NoteVerifier, note_signers, verify_note};
 use crate::error::AuditError;
-use crate::record::{Record, parse_time};
+use crate::record::{Record, parse_time_utc};
 use crate::segment::write_atomic;
 
 /// The statement's file in the log directory.
@@ -103,9 +103,8 @@ impl RetentionStatement {
         // In UTC, as they are written; one whose UTC form is out of range is refused.
         let time = |line: &str, key: &str| -> Result<OffsetDateTime, AuditError> {
             let text = field(line, key)?;
-            parse_time(&text)?
-                .checked_to_offset(time::UtcOffset::UTC)
-                .ok_or_else(|| bad(format!("{key} `{text}` is out of range")))
+            parse_time_utc(&text)
+                .ok_or_else(|| bad(format!("{key} `{text}` is not an RFC 3339 time in range")))
         };
         Ok(Self {
             log: field(log, "log")?,
@@ -164,6 +163,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::checkpoint::open_checkpoint;
+    use crate::record::parse_time;
     use ed25519_dalek::SigningKey;
 
     fn signer(seed: u8, name: &str) -> CheckpointSigner {
