@@ -756,6 +756,21 @@ pub enum UpstreamBehaviour {
     },
 }
 
+/// A registry that holds each request for `hold` before answering, and an environment started
+/// with `options` whose `population` service forwards to it: requests that stay in flight.
+pub async fn env_behind_holding_registry(
+    hold: std::time::Duration,
+    options: Options,
+) -> (RecordingUpstream, Env) {
+    let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(hold)).await;
+    let env = Env::start(Options {
+        population_upstream: Some(registry.url.clone()),
+        ..options
+    })
+    .await;
+    (registry, env)
+}
+
 /// A registry stand-in that records every request it parses (hyper, HTTP/1.1
 /// and HTTP/2) and the peak number of requests in flight at once.
 #[derive(Clone)]

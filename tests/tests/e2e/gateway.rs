@@ -224,15 +224,13 @@ async fn http2_prior_knowledge_client_is_served() {
 /// `/metrics` shows the same counts.
 #[tokio::test]
 async fn a_busy_http2_connection_spreads_over_the_workers_and_a_quiet_one_stays_home() {
-    let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
+    let (registry, env) = env_behind_holding_registry(
         std::time::Duration::from_millis(300),
-    ))
-    .await;
-    let env = Env::start(Options {
-        population_upstream: Some(registry.url.clone()),
-        workers: Some(3),
-        ..Options::default()
-    })
+        Options {
+            workers: Some(3),
+            ..Options::default()
+        },
+    )
     .await;
     let token = env.token("demo-welfare", "demo:population", &[]).await;
     let h2 = client(true);

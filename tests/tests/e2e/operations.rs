@@ -677,19 +677,17 @@ async fn a_reload_running_at_shutdown_does_not_hold_the_drain() {
     for name in ["gateway.pem", "gateway.key.pem", "ca.pem"] {
         std::fs::copy(certs_dir().join(name), tls_dir.path().join(name)).unwrap();
     }
-    let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
+    let (registry, mut env) = env_behind_holding_registry(
         std::time::Duration::from_millis(1_500),
-    ))
-    .await;
-    let mut env = Env::start(Options {
-        population_upstream: Some(registry.url.clone()),
-        tls: true,
-        tls_dir: Some(tls_dir.path().to_path_buf()),
-        tls_reload_check_secs: 1,
-        config_file: true,
-        limits: "shutdown_grace_ms = 4000\n".to_owned(),
-        ..Options::default()
-    })
+        Options {
+            tls: true,
+            tls_dir: Some(tls_dir.path().to_path_buf()),
+            tls_reload_check_secs: 1,
+            config_file: true,
+            limits: "shutdown_grace_ms = 4000\n".to_owned(),
+            ..Options::default()
+        },
+    )
     .await;
     let token = env.token("demo-welfare", "demo:population", &[]).await;
 
@@ -938,16 +936,14 @@ async fn a_cancelled_request_that_reached_the_registry_is_recorded_even_if_shutd
 /// otherwise reach three.
 #[tokio::test]
 async fn concurrent_exchanges_with_a_registry_are_capped() {
-    let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
+    let (registry, env) = env_behind_holding_registry(
         std::time::Duration::from_millis(300),
-    ))
-    .await;
-    let env = Env::start(Options {
-        population_upstream: Some(registry.url.clone()),
-        limits: "upstream_max_connections = 2\n".into(),
-        workers: Some(3),
-        ..Options::default()
-    })
+        Options {
+            limits: "upstream_max_connections = 2\n".into(),
+            workers: Some(3),
+            ..Options::default()
+        },
+    )
     .await;
     let token = env.token("demo-welfare", "demo:population", &[]).await;
     let mut requests = Vec::new();
@@ -981,16 +977,14 @@ async fn concurrent_exchanges_with_a_registry_are_capped() {
 /// registry with requests waiting must still be given everything the cap allows.
 #[tokio::test]
 async fn a_slow_registry_with_requests_waiting_is_given_every_exchange_the_cap_allows() {
-    let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
+    let (registry, env) = env_behind_holding_registry(
         std::time::Duration::from_millis(100),
-    ))
-    .await;
-    let env = Env::start(Options {
-        population_upstream: Some(registry.url.clone()),
-        limits: "upstream_max_connections = 100\n".into(),
-        workers: Some(1),
-        ..Options::default()
-    })
+        Options {
+            limits: "upstream_max_connections = 100\n".into(),
+            workers: Some(1),
+            ..Options::default()
+        },
+    )
     .await;
     let token = env.token("demo-welfare", "demo:population", &[]).await;
     let mut callers = Vec::new();

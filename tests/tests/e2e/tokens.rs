@@ -696,16 +696,14 @@ async fn a_confirmation_the_gateway_cannot_check_is_refused() {
 /// HTTP/2 requests of one connection may run on another worker: the certificate goes with them.
 #[tokio::test]
 async fn the_certificate_travels_with_http2_requests_moved_to_another_worker() {
-    let registry = RecordingUpstream::start(UpstreamBehaviour::Hold(
+    let (_registry, env) = env_behind_holding_registry(
         std::time::Duration::from_millis(300),
-    ))
-    .await;
-    let env = Env::start(Options {
-        tls: true,
-        population_upstream: Some(registry.url.clone()),
-        workers: Some(3),
-        ..Options::default()
-    })
+        Options {
+            tls: true,
+            workers: Some(3),
+            ..Options::default()
+        },
+    )
     .await;
     let bound = with_cnf(&env, json!({"x5t#S256": thumbprint(WELFARE.0)}));
     // Twelve at once on one connection, each held by the registry: they spread over the workers.
