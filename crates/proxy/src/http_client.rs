@@ -11,7 +11,7 @@ use http_body_util::combinators::BoxBody;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::tls::{TlsError, load_certs, load_private_key};
 
@@ -66,6 +66,15 @@ fn client_with(
     connect_timeout: Duration,
     max_idle: usize,
 ) -> HttpClient {
+    client_closing_idle_after(config, connect_timeout, max_idle, POOL_IDLE_TIMEOUT)
+}
+
+fn client_closing_idle_after(
+    config: rustls::ClientConfig,
+    connect_timeout: Duration,
+    max_idle: usize,
+    idle_timeout: Duration,
+) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -77,10 +86,17 @@ fn client_with(
         .enable_http2()
         .wrap_connector(http);
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(idle_timeout)
+        // Without a timer the pool drops an idle connection only when a checkout meets it, and
+        // it hands out the most recently used first: connections a burst opened would stay open
+        // (buffers here, a socket and a worker at the registry) as long as the process runs.
+        .pool_timer(TokioTimer::new())
         .pool_max_idle_per_host(max_idle)
         .build(connector)
 }
+
+/// How long a registry or issuer connection stays open unused.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn client_tls_config(tls: &ClientTls<'_>) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
@@ -111,4 +127,85 @@ fn client_tls_config(tls: &ClientTls<'_>) -> Result<rustls::ClientConfig, TlsErr
         None => builder.with_no_client_auth(),
     };
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A registry on 127.0.0.1 that holds each answer for 100 ms and counts its open connections.
+    async fn counting_registry() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let open = Arc::new(AtomicUsize::new(0));
+        let counter = open.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let open = counter.clone();
+                open.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_| async {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from_static(b"{}")),
+                        ))
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (url, open)
+    }
+
+    #[tokio::test]
+    async fn connections_a_burst_opened_are_closed_once_idle() {
+        let (url, open) = counting_registry().await;
+        let config = client_tls_config(&ClientTls::default()).unwrap();
+        let client = client_closing_idle_after(
+            config,
+            Duration::from_secs(2),
+            16,
+            Duration::from_millis(200),
+        );
+        let send = |client: HttpClient, url: String| async move {
+            let empty = http_body_util::Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed();
+            let request = http::Request::get(url).body(empty).unwrap();
+            client.request(request).await.unwrap().status()
+        };
+        let burst: Vec<_> = (0..4)
+            .map(|_| tokio::spawn(send(client.clone(), url.clone())))
+            .collect();
+        for request in burst {
+            assert_eq!(request.await.unwrap(), http::StatusCode::OK);
+        }
+        assert_eq!(
+            open.load(Ordering::SeqCst),
+            4,
+            "one connection per request at once"
+        );
+        // One keeps being used, the others idle past the timeout.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while open.load(Ordering::SeqCst) > 1 && std::time::Instant::now() < deadline {
+            assert_eq!(
+                send(client.clone(), url.clone()).await,
+                http::StatusCode::OK
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            open.load(Ordering::SeqCst),
+            1,
+            "idle connections still open"
+        );
+    }
 }
