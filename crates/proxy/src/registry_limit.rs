@@ -45,9 +45,9 @@ use tokio::sync::{AcquireError, Semaphore, SemaphorePermit, TryAcquireError};
 pub const WINDOW: Duration = Duration::from_millis(50);
 
 /// The lowest limit (or the share, if smaller). Enough for a worker at full
-/// load: 16 cost 5–18 % of the throughput at 1,000 connections in the load
-/// benchmark (fewer requests reached each audit group commit), 32 nothing
-/// measurable (docs/BENCHMARKS.md).
+/// load: 16 cost 11–18 % of the throughput at 1,000 connections in two of
+/// three pairs of the load benchmark (fewer requests reached each audit group
+/// commit), 32 nothing measurable (docs/BENCHMARKS.md).
 pub const FLOOR: usize = 32;
 
 /// A worker idle at least this fraction of a window had time for more exchanges. High, because
