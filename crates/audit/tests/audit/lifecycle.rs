@@ -458,27 +458,38 @@ fn a_lost_index_is_rebuilt_and_queries_find_every_record_again() {
     assert_eq!(seqs_about(dir.path(), &person(3), &keys), want);
 }
 
+/// The minute after the start at which record `i` of [`four_days_a_record_a_minute`] is timed:
+/// every 97th five hours early (a request that started long before it was committed, as far as
+/// the reading allows), the others in order.
+fn minute_of(i: u64) -> i64 {
+    if i % 97 == 50 {
+        i as i64 - 300
+    } else {
+        i as i64
+    }
+}
+
+/// A closed log of 6,000 records in small segments, one a minute (see [`minute_of`]) over about
+/// four days from the returned start; and how many records it holds.
+fn four_days_a_record_a_minute() -> (SegmentedLog, time::OffsetDateTime, u64) {
+    let (t, log) = SegmentedLog::open(16 * 1024);
+    let start = time::macros::datetime!(2026-03-01 00:00:00 UTC);
+    let n = 6_000u64;
+    t.append_timed(&log, n, |i| {
+        Record::timestamp(start + time::Duration::minutes(minute_of(i)))
+    });
+    log.shutdown().unwrap();
+    (t, start, n)
+}
+
 /// A query for a time window over the whole log reads only the segments that can hold it, and
 /// still finds every record timed inside it, also ones committed hours out of order: the answer
 /// equals a filter over all records, and damage in a segment the window cannot reach no longer
 /// stops it (while a query over everything still reports that damage).
 #[test]
 fn a_time_window_query_reads_only_the_segments_that_can_hold_it() {
-    let (t, log) = SegmentedLog::open(16 * 1024);
-    let start = time::macros::datetime!(2026-03-01 00:00:00 UTC);
-    // One record a minute over about four days; every 97th timed five hours early (a request
-    // that started long before it was committed, as far as the reading allows).
-    let minute_of = |i: u64| -> i64 {
-        if i % 97 == 50 {
-            i as i64 - 300
-        } else {
-            i as i64
-        }
-    };
+    let (t, start, n) = four_days_a_record_a_minute();
     let at = |m: i64| Record::timestamp(start + time::Duration::minutes(m));
-    let n = 6_000u64;
-    t.append_timed(&log, n, |i| at(minute_of(i)));
-    log.shutdown().unwrap();
     let segments = t.segments();
     assert!(segments.len() > 40, "{} segments", segments.len());
 
@@ -539,21 +550,7 @@ fn a_time_window_query_reads_only_the_segments_that_can_hold_it() {
 #[test]
 fn console_pages_and_charts_of_an_earlier_window_skip_the_later_segments() {
     use tollbu_audit::tooling::browse::{self, Filter};
-    let (t, log) = SegmentedLog::open(16 * 1024);
-    let start = time::macros::datetime!(2026-03-01 00:00:00 UTC);
-    // One record a minute over about four days; every 97th timed five hours early.
-    let minute_of = |i: u64| -> i64 {
-        if i % 97 == 50 {
-            i as i64 - 300
-        } else {
-            i as i64
-        }
-    };
-    let n = 6_000u64;
-    t.append_timed(&log, n, |i| {
-        Record::timestamp(start + time::Duration::minutes(minute_of(i)))
-    });
-    log.shutdown().unwrap();
+    let (t, start, n) = four_days_a_record_a_minute();
     let minute = |m: i64| start + time::Duration::minutes(m);
     for (from, to) in [(1_000, 1_100), (2_000, 2_500), (5_900, 6_000)] {
         let want: Vec<u64> = (0..n)
