@@ -82,7 +82,9 @@ struct Window {
     /// Permits to retire as they come back: a cut larger than what was free.
     owed: usize,
     started: Instant,
-    idle_at_start: Duration,
+    /// The worker's idle time when the window started; `None` until the limit is first used on
+    /// its worker (it is built on whichever thread loads the config, where idle time reads zero).
+    idle_at_start: Option<Duration>,
     waits: u32,
     /// Requests waiting for a slot now (they count in every window they wait through).
     waiting: u32,
@@ -159,7 +161,7 @@ impl AdaptiveLimit {
                 limit: floor,
                 owed: 0,
                 started: Instant::now(),
-                idle_at_start: crate::workers::idle_time(),
+                idle_at_start: None,
                 waits: 0,
                 waiting: 0,
                 fastest_exchange: None,
@@ -199,27 +201,27 @@ impl AdaptiveLimit {
         })
     }
 
-    /// Ends the window if it has lasted [`WINDOW`], and says what it saw.
+    /// Ends the window if it has lasted [`WINDOW`], and says what it saw; the first call on the
+    /// worker only starts the first window.
     fn window_over(&self) -> Option<WindowSummary> {
         let now = Instant::now();
         let mut window = self.window();
         let lasted = now.saturating_duration_since(window.started);
-        if lasted < WINDOW {
+        if lasted < WINDOW && window.idle_at_start.is_some() {
             return None;
         }
         let idle = crate::workers::idle_time();
-        let seen = WindowSummary {
+        let seen = window.idle_at_start.map(|idle_at_start| WindowSummary {
             waits: window.waits.saturating_add(window.waiting),
-            idle_fraction: idle.saturating_sub(window.idle_at_start).as_secs_f64()
-                / lasted.as_secs_f64(),
+            idle_fraction: idle.saturating_sub(idle_at_start).as_secs_f64() / lasted.as_secs_f64(),
             fastest_exchange: window.fastest_exchange,
             run_queue_delay: None,
-        };
+        });
         window.started = now;
-        window.idle_at_start = idle;
+        window.idle_at_start = Some(idle);
         window.waits = 0;
         window.fastest_exchange = None;
-        Some(seen)
+        seen
     }
 
     fn apply(&self, seen: &WindowSummary) {
@@ -438,6 +440,28 @@ mod tests {
             "limit before and after 1.5 s of a busy worker"
         );
         assert!(most_at_once <= 64, "{most_at_once} at once");
+    }
+
+    #[test]
+    fn a_limit_built_off_its_worker_does_not_read_the_worker_s_past_idle_time_as_its_own() {
+        // Built here (where idle time reads zero), used on a worker that has slept (idle) first.
+        let limit = std::sync::Arc::new(AdaptiveLimit::new(128));
+        let on_worker = limit.clone();
+        let (first, busy) = on_a_worker(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let first = on_worker.window_over().map(|seen| seen.idle_fraction);
+            let spin = Instant::now();
+            while spin.elapsed() < WINDOW + Duration::from_millis(10) {
+                std::hint::spin_loop();
+            }
+            (
+                first,
+                on_worker.window_over().map(|seen| seen.idle_fraction),
+            )
+        });
+        assert_eq!(first, None, "the first use only starts a window");
+        let busy = busy.unwrap();
+        assert!(busy < 0.01, "a window of spinning read as {busy} idle");
     }
 
     #[test]
