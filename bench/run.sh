@@ -8,6 +8,7 @@
 #   SKIP_INSTALL=1 SKIP_BUILD=1 SCENARIOS=rate RATE=20000 bench/run.sh
 #   SKIP_INSTALL=1 SKIP_BUILD=1 TARGETS=tollbu SCENARIOS=c1000 TOLLBU_BIN=/tmp/tollbu-old bench/run.sh
 #                                # another build of the gateway (e.g. an older commit) serves instead
+#   KEEP_AUDIT=1 bench/run.sh    # keep the run's audit logs (removed once verified otherwise)
 #
 # Scenarios: c50 and c1000 (wrk, as many requests as each server answers), h2 (h2load over h2c,
 # 50 connections x 10 streams), rate (h2load over HTTP/1.1 at RATE requests/s in all, default
@@ -332,6 +333,19 @@ kill -TERM "${PID[tollbu]}" 2>/dev/null || true
 for _ in $(seq 1 100); do kill -0 "${PID[tollbu]}" 2>/dev/null || break; sleep 0.1; done
 "$REL/tollbu" audit verify "$OUT/audit" >"$OUT/logs/audit-verify.txt" 2>&1 || log "audit verify FAILED (see logs/audit-verify.txt)"
 log "audit verify: $(tail -1 "$OUT/logs/audit-verify.txt")"
+# At these rates a run's audit logs reach 5-6 GiB; once verified they are removed (their size is
+# kept), unless KEEP_AUDIT=1 asks to keep them for a closer look.
+if [[ ${KEEP_AUDIT:-0} != 1 ]]; then
+  if [[ -n ${PID[relaxed]:-} ]]; then
+    kill -TERM "${PID[relaxed]}" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "${PID[relaxed]}" 2>/dev/null || break; sleep 0.1; done
+  fi
+  for dir in "$OUT/audit" "$OUT/audit-relaxed"; do
+    [[ -d $dir ]] || continue
+    echo "$(du -sh "$dir" | cut -f1) $(basename "$dir") (removed after verify; KEEP_AUDIT=1 keeps it)" >>"$OUT/logs/audit-size.txt"
+    rm -rf "$dir"
+  done
+fi
 
 python3 "$BENCH/summarise.py" table "$OUT/results.jsonl" | tee "$OUT/summary.md"
 log "raw output in $OUT"

@@ -189,7 +189,12 @@ impl AdaptiveLimit {
             Err(TryAcquireError::Closed) => self.permits.acquire().await?,
         };
         if let Some(mut seen) = self.window_over() {
-            if seen.idle_fraction < IDLE_TO_GROW && seen.fastest_exchange.is_some() {
+            // Only a window in which requests waited can move the limit (`next_limit`), and only a
+            // busy one with finished exchanges needs the queue's delay to tell why.
+            if seen.waits > 0
+                && seen.idle_fraction < IDLE_TO_GROW
+                && seen.fastest_exchange.is_some()
+            {
                 seen.run_queue_delay = Some(run_queue_delay().await);
             }
             self.apply(&seen);
@@ -365,31 +370,48 @@ mod tests {
         out
     }
 
+    /// Counts the exchanges running at once and the most seen.
+    #[derive(Default)]
+    struct AtOnce {
+        running: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+    }
+
+    impl AtOnce {
+        async fn during<T>(&self, exchange: impl std::future::Future<Output = T>) -> T {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.running.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            let out = exchange.await;
+            self.running.fetch_sub(1, SeqCst);
+            out
+        }
+
+        fn most(&self) -> usize {
+            self.most.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
     #[test]
     fn exchanges_waiting_on_a_slow_registry_raise_the_limit_to_the_cap() {
         let (limit, most_at_once) = on_a_worker(async {
             let limit = std::sync::Arc::new(AdaptiveLimit::new(64));
-            let running = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let at_once = std::sync::Arc::new(AtOnce::default());
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..100 {
-                let (limit, running, most) = (limit.clone(), running.clone(), most.clone());
+                let (limit, at_once) = (limit.clone(), at_once.clone());
                 tasks.spawn(async move {
                     for _ in 0..12 {
                         let _slot = limit.acquire().await.unwrap();
-                        let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                        most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
                         // A registry taking 20 ms an answer; the worker is idle meanwhile.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        at_once
+                            .during(tokio::time::sleep(Duration::from_millis(20)))
+                            .await;
                     }
                 });
             }
             while tasks.join_next().await.is_some() {}
-            (
-                limit.current(),
-                most.load(std::sync::atomic::Ordering::SeqCst),
-            )
+            (limit.current(), at_once.most())
         });
         assert_eq!(limit, 64, "the limit after 1,200 waits on a slow registry");
         assert_eq!(most_at_once, 64, "never more than the cap at once");
@@ -404,21 +426,17 @@ mod tests {
                 limit.apply(&seen(1, 0.6, None, None));
             }
             let start = limit.current();
-            let running = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let at_once = std::sync::Arc::new(AtOnce::default());
             let until = Instant::now() + Duration::from_millis(1500);
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..100 {
-                let (limit, running, most) = (limit.clone(), running.clone(), most.clone());
+                let (limit, at_once) = (limit.clone(), at_once.clone());
                 tasks.spawn(async move {
                     while Instant::now() < until {
                         {
                             let _slot = limit.acquire().await.unwrap();
-                            let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                            most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
                             // A registry that answers at once: the exchange is the worker's queue.
-                            tokio::task::yield_now().await;
-                            running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                            at_once.during(tokio::task::yield_now()).await;
                         }
                         // The rest of the request: CPU, so the worker never idles.
                         let spin = Instant::now();
@@ -429,10 +447,7 @@ mod tests {
                 });
             }
             while tasks.join_next().await.is_some() {}
-            (
-                (start, limit.current()),
-                most.load(std::sync::atomic::Ordering::SeqCst),
-            )
+            ((start, limit.current()), at_once.most())
         });
         assert_eq!(
             limits,

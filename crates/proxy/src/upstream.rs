@@ -226,8 +226,8 @@ impl Upstream {
             .map_err(|e| UpstreamError::Build(e.to_string()))?;
         let exchange = async {
             let closed = |_| UpstreamError::Unreachable("closed".into());
-            let (pool, share) = self.pool();
-            let _slot: Option<Slot<'_>> = match share {
+            let (pool, worker_limit) = self.pool();
+            let _slot: Option<Slot<'_>> = match worker_limit {
                 Some(limit) => Some(limit.acquire().await.map_err(closed)?),
                 None => None,
             };
