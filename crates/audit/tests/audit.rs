@@ -12,6 +12,8 @@ mod faults;
 mod index_damage;
 #[path = "audit/lifecycle.rs"]
 mod lifecycle;
+#[path = "audit/readers.rs"]
+mod readers;
 #[path = "audit/tamper.rs"]
 mod tamper;
 

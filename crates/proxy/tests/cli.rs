@@ -778,6 +778,15 @@ fn audit_prune_applies_retention_to_a_closed_log() {
         report.contains("by `tollbu.example/test/gateway-10`\n"),
         "{report}"
     );
+    // On one thread (`--readers 0`, as beside a busy gateway) the report is the same.
+    let alone = Command::new(TOLLBU)
+        .args(["audit", "verify"])
+        .arg(&dir)
+        .args(["--retention-key", &successor_key, "--readers", "0"])
+        .output()
+        .unwrap();
+    assert!(alone.status.success());
+    assert_eq!(String::from_utf8_lossy(&alone.stdout), report);
     // A mistyped directory is an error, and is not created.
     let missing = state.path().join("no-such-log");
     let typo = prune(&missing, "30");

@@ -17,6 +17,35 @@ use crate::index::{BUCKET_COUNT, IndexKind, bucket_entries, entry_bytes, waterma
 use crate::record::Record;
 use crate::tooling::first_retained;
 
+/// The entries one segment's records imply, keyed as the [`IndexCheck`] it came from.
+pub(crate) struct SegmentTally {
+    keys: [RandomState; 2],
+    covered: std::ops::Range<u64>,
+    expected: Vec<u128>,
+}
+
+impl SegmentTally {
+    /// Notes the entries record `seq` (at `offset` in the segment starting at `segment`) implies.
+    pub(crate) fn note_record(&mut self, seq: u64, segment: u64, offset: u64, record: &Record) {
+        if !self.covered.contains(&seq) {
+            return;
+        }
+        for (kind, key) in [
+            (IndexKind::Subject, &record.subject),
+            (IndexKind::Consumer, &record.consumer),
+        ] {
+            if let Some(key) = key {
+                let (bucket, entry) = entry_bytes(kind, key, seq, segment, offset);
+                self.expected[bucket] ^= keyed(&self.keys, &entry);
+            }
+        }
+    }
+}
+
+fn keyed([a, b]: &[RandomState; 2], entry: &[u8]) -> u128 {
+    (u128::from(a.hash_one(entry)) << 64) | u128::from(b.hash_one(entry))
+}
+
 /// Accumulates the entries the records imply, then compares them with the buckets.
 pub(crate) struct IndexCheck {
     keys: [RandomState; 2],
@@ -65,25 +94,25 @@ impl IndexCheck {
         }
     }
 
-    /// Notes the entries record `seq` (at `offset` in the segment starting at `segment`) implies.
-    pub(crate) fn note_record(&mut self, seq: u64, segment: u64, offset: u64, record: &Record) {
-        if !self.covered.contains(&seq) {
-            return;
+    /// An empty tally of one segment's entries, to be noted on another thread and added with
+    /// [`IndexCheck::add`]: the tally is a XOR per bucket, so the order of segments is free.
+    pub(crate) fn segment_tally(&self) -> SegmentTally {
+        SegmentTally {
+            keys: self.keys.clone(),
+            covered: self.covered.clone(),
+            expected: vec![0; BUCKET_COUNT],
         }
-        for (kind, key) in [
-            (IndexKind::Subject, &record.subject),
-            (IndexKind::Consumer, &record.consumer),
-        ] {
-            if let Some(key) = key {
-                let (bucket, entry) = entry_bytes(kind, key, seq, segment, offset);
-                self.expected[bucket] ^= self.keyed(&entry);
-            }
+    }
+
+    /// Adds the entries a segment's tally noted.
+    pub(crate) fn add(&mut self, tally: &SegmentTally) {
+        for (mine, theirs) in self.expected.iter_mut().zip(&tally.expected) {
+            *mine ^= theirs;
         }
     }
 
     fn keyed(&self, entry: &[u8]) -> u128 {
-        let [a, b] = &self.keys;
-        (u128::from(a.hash_one(entry)) << 64) | u128::from(b.hash_one(entry))
+        keyed(&self.keys, entry)
     }
 
     /// The buckets (as paths relative to the log) whose entries differ from what the records imply,

@@ -1,4 +1,5 @@
-//! Offline verification of a whole log directory in one streaming pass (O(log n) memory).
+//! Offline verification of a whole log directory in one streaming pass (memory: O(log n) for the
+//! tree, plus the leaf hashes of the few segments read ahead).
 //!
 //! Checks, in order of the records: frame checksums, canonical encoding, sequence numbers against
 //! position (a removed, reordered or inserted record shows up at the first position it disturbs),
@@ -19,14 +20,15 @@ use super::index_check::IndexCheck;
 use super::{Report, checkpoint_history};
 use crate::checkpoint::{Checkpoint, NoteVerifier, open_checkpoint};
 use crate::error::AuditError;
-use crate::hash::{Hash, leaf_hash, node_hash};
-use crate::record::decode;
-use crate::segment::{FrameRead, FrameReader, SegmentInfo, list_segments};
+use crate::hash::{Hash, node_hash};
+use crate::segment::list_segments;
 use crate::tile::{
     TILE_HEIGHT, TILE_WIDTH, find_tile, leaves_below_tile_end, read_tile, stored_count,
     tile_index_path, tile_path,
 };
 use crate::tree::CompactRange;
+
+mod scan;
 
 struct Problem {
     /// The record index the problem points at.
@@ -404,6 +406,10 @@ pub struct VerifyOptions<'a> {
     /// Set to the number of records read so far after each segment, for a progress display on a
     /// log that takes minutes.
     pub progress: Option<&'a std::sync::atomic::AtomicU64>,
+    /// Threads that read, decode and hash segments ahead of the calling thread; `None`: one per
+    /// core. `Some(0)` does all of it on the calling thread, for a process with other work (a
+    /// serving gateway's console).
+    pub readers: Option<usize>,
 }
 
 /// [`verify`] with every option.
@@ -420,6 +426,7 @@ fn run(dir: &Path, options: &VerifyOptions<'_>) -> Result<Report, AuditError> {
         verifier_key,
         retention_keys,
         progress,
+        readers,
     } = *options;
     // With `--key`, nothing else would be read before the segments: a mistyped directory would
     // verify as an empty log.
@@ -512,7 +519,10 @@ fn run(dir: &Path, options: &VerifyOptions<'_>) -> Result<Report, AuditError> {
     // live log can move the marker while this runs; `pruned` follows it (see `read_records`).
     let pruned_at_start = super::first_retained(dir);
     let mut index_check = IndexCheck::new(dir, pruned_at_start);
-    let (n, pruned) = read_records(&mut s, &mut index_check, pruned_at_start)?;
+    let readers = readers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let (n, pruned) = read_records(&mut s, &mut index_check, pruned_at_start, readers)?;
     if pruned > 0 {
         let oldest_kept = super::retention_boundary(dir)
             .filter(|(first, _)| *first == pruned)
@@ -774,7 +784,8 @@ fn push_pruned(s: &mut Stream<'_>, mut pos: u64, to: u64) -> u64 {
 }
 
 /// Feeds every record into the stream, in order: the pruned ones as their kept hashes, the rest
-/// read from the segments. Returns the number of records and the `pruned` marker it ended with.
+/// read from the segments (by `readers` threads ahead of this one, [`scan`]). Returns the number
+/// of records and the `pruned` marker it ended with.
 ///
 /// A retention sweep beside a live log (or a retired one the gateway sweeps) may remove segments
 /// after they were listed, even while one is being read (it is shrunk before it is unlinked).
@@ -787,145 +798,125 @@ fn read_records(
     s: &mut Stream<'_>,
     index_check: &mut IndexCheck,
     pruned_at_start: u64,
+    readers: usize,
 ) -> Result<(u64, u64), AuditError> {
     let dir = s.dir;
-    let mut pruned = pruned_at_start;
-    let mut pos = push_pruned(s, 0, pruned);
-    // Difference between stored sequence numbers and positions; reported only when it changes, so a
-    // removed record yields one finding rather than one per later record.
-    let mut seq_shift: i128 = 0;
-    // Records from here on were found missing already: the gap they leave is not reported again.
-    let mut missing_from = None;
-    for seg in list_segments(&dir.join("segments"))? {
-        if seg.first_seq < pruned {
-            continue;
-        }
-        if seg.first_seq != pos {
-            // Segments removed by a sweep since the marker was last read are not listed at all.
+    let segs = list_segments(&dir.join("segments"))?;
+    std::thread::scope(|scope| {
+        let mut ahead = scan::ReadAhead::start(scope, readers, &segs);
+        let mut pruned = pruned_at_start;
+        let mut pos = push_pruned(s, 0, pruned);
+        // Difference between stored sequence numbers and positions; reported only when it changes, so a
+        // removed record yields one finding rather than one per later record.
+        let mut seq_shift: i128 = 0;
+        // Records from here on were found missing already: the gap they leave is not reported again.
+        let mut missing_from = None;
+        for (i, seg) in segs.iter().enumerate() {
+            if seg.first_seq < pruned {
+                continue;
+            }
+            if seg.first_seq != pos {
+                // Segments removed by a sweep since the marker was last read are not listed at all.
+                let marker = super::first_retained(dir);
+                if marker > pos {
+                    pos = push_pruned(s, pos, marker);
+                    pruned = marker;
+                    index_check.mark(pos);
+                    missing_from = None;
+                    if seg.first_seq < pruned {
+                        continue;
+                    }
+                }
+            }
+            if seg.first_seq != pos && missing_from != Some(pos) {
+                let at = pos.min(seg.first_seq);
+                s.problem(
+                    Some(at),
+                    format!(
+                        "segment `{}` starts at record {} but {} records precede it: records removed or inserted",
+                        seg.path.display(),
+                        seg.first_seq,
+                        pos
+                    ),
+                );
+            }
+            missing_from = None;
+            let before = s.mark();
+            let (pos_before, shift_before) = (pos, seq_shift);
+            index_check.mark(pos);
+            let scan = ahead.take(i, pos, pruned, || index_check.segment_tally())?;
+            let found = take_scan(s, index_check, scan, &mut pos, &mut seq_shift);
+            if let Some(progress) = s.progress {
+                progress.store(pos, std::sync::atomic::Ordering::Relaxed);
+            }
             let marker = super::first_retained(dir);
-            if marker > pos {
-                pos = push_pruned(s, pos, marker);
+            if marker > seg.first_seq {
+                s.restore(before, pos_before, pos);
+                index_check.undo_to(pos_before);
+                seq_shift = shift_before;
+                pos = push_pruned(s, pos_before, marker);
                 pruned = marker;
                 index_check.mark(pos);
-                missing_from = None;
-                if seg.first_seq < pruned {
-                    continue;
-                }
+                continue;
+            }
+            if !found {
+                s.problem(
+                    Some(pos),
+                    format!(
+                        "segment `{}` was listed but is gone, and retention did not remove it (the `pruned` marker is at record {marker}): records from {} on were deleted",
+                        seg.path.display(),
+                        seg.first_seq
+                    ),
+                );
+                missing_from = Some(pos);
             }
         }
-        if seg.first_seq != pos && missing_from != Some(pos) {
-            let at = pos.min(seg.first_seq);
-            s.problem(
-                Some(at),
-                format!(
-                    "segment `{}` starts at record {} but {} records precede it: records removed or inserted",
-                    seg.path.display(),
-                    seg.first_seq,
-                    pos
-                ),
-            );
-        }
-        missing_from = None;
-        let before = s.mark();
-        let (pos_before, shift_before) = (pos, seq_shift);
-        index_check.mark(pos);
-        let found = read_segment(s, index_check, &seg, &mut pos, &mut seq_shift)?;
-        if let Some(progress) = s.progress {
-            progress.store(pos, std::sync::atomic::Ordering::Relaxed);
-        }
+        // A sweep that removed the last segments listed (all of a retired log's, say).
         let marker = super::first_retained(dir);
-        if marker > seg.first_seq {
-            s.restore(before, pos_before, pos);
-            index_check.undo_to(pos_before);
-            seq_shift = shift_before;
-            pos = push_pruned(s, pos_before, marker);
+        if marker > pos {
+            pos = push_pruned(s, pos, marker);
             pruned = marker;
-            index_check.mark(pos);
-            continue;
         }
-        if !found {
-            s.problem(
-                Some(pos),
-                format!(
-                    "segment `{}` was listed but is gone, and retention did not remove it (the `pruned` marker is at record {marker}): records from {} on were deleted",
-                    seg.path.display(),
-                    seg.first_seq
-                ),
-            );
-            missing_from = Some(pos);
-        }
-    }
-    // A sweep that removed the last segments listed (all of a retired log's, say).
-    let marker = super::first_retained(dir);
-    if marker > pos {
-        pos = push_pruned(s, pos, marker);
-        pruned = marker;
-    }
-    Ok((pos, pruned))
+        Ok((pos, pruned))
+    })
 }
 
-/// Reads one segment's records into the stream and the index check; false if the file is gone.
-fn read_segment(
+/// Takes one segment's scan into the stream and the index check, in record order; false if the
+/// file was gone.
+fn take_scan(
     s: &mut Stream<'_>,
     index_check: &mut IndexCheck,
-    seg: &SegmentInfo,
+    scan: scan::SegmentScan,
     pos: &mut u64,
     seq_shift: &mut i128,
-) -> Result<bool, AuditError> {
-    #[cfg(test)]
-    tests::before_segment(seg);
-    let mut r = match FrameReader::open(&seg.path) {
-        Ok(r) => r,
-        Err(AuditError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(false);
+) -> bool {
+    index_check.add(&scan.tally);
+    let mut findings = scan.findings.into_iter().peekable();
+    let mut note = |s: &mut Stream<'_>, finding: scan::Finding| match finding {
+        scan::Finding::Seq { at, seq } => {
+            let shift = i128::from(seq) - i128::from(at);
+            if shift != *seq_shift && shift != 0 {
+                s.problem(
+                    Some(at),
+                    format!("record {at} carries sequence number {seq}: a record was removed, reordered or inserted"),
+                );
+            }
+            *seq_shift = shift;
         }
-        Err(e) => return Err(e),
+        scan::Finding::Problem { at, text } => s.problem(Some(at), text),
     };
-    loop {
-        match r.next_frame().map_err(AuditError::io(&seg.path))? {
-            FrameRead::End => break,
-            FrameRead::Frame { offset, payload } => {
-                match decode(&payload) {
-                    Ok(rec) => {
-                        index_check.note_record(*pos, seg.first_seq, offset, &rec.record);
-                        let shift = i128::from(rec.seq) - i128::from(*pos);
-                        if shift != *seq_shift && shift != 0 {
-                            s.problem(
-                                Some(*pos),
-                                format!("record {pos} carries sequence number {}: a record was removed, reordered or inserted", rec.seq),
-                            );
-                        }
-                        *seq_shift = shift;
-                    }
-                    Err(e) => s.problem(Some(*pos), format!("record {pos} is altered: {e}")),
-                }
-                s.push(leaf_hash(&payload));
-                *pos += 1;
-            }
-            FrameRead::Bad {
-                offset,
-                reason,
-                payload,
-            } => {
-                let where_ = format!("`{}` offset {offset}", seg.path.display());
-                match payload {
-                    Some(p) => {
-                        s.problem(
-                            Some(*pos),
-                            format!("record {pos} is altered ({reason} at {where_})"),
-                        );
-                        s.push(leaf_hash(&p));
-                        *pos += 1;
-                    }
-                    None => {
-                        s.problem(Some(*pos), format!("record {pos} is unreadable ({reason} at {where_}); the rest of the segment is skipped"));
-                        break;
-                    }
-                }
-            }
+    for leaf in scan.leaves {
+        while let Some(finding) = findings.next_if(|f| f.at() == *pos) {
+            note(s, finding);
         }
+        s.push(leaf);
+        *pos += 1;
     }
-    Ok(true)
+    // An unreadable frame that ended the segment.
+    for finding in findings {
+        note(s, finding);
+    }
+    scan.found
 }
 
 /// "1 full tile is", "2 full tiles are".
@@ -953,35 +944,39 @@ fn verdicts_good_below(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use std::cell::RefCell;
+    use std::sync::Mutex;
 
     use ed25519_dalek::pkcs8::EncodePrivateKey;
     use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 
     use super::*;
+    use crate::segment::SegmentInfo;
     use crate::{AuditConfig, AuditLog, Decision, Record};
 
-    type Hook = Box<dyn FnMut(&SegmentInfo)>;
+    type Hook = Box<dyn FnMut(&SegmentInfo) + Send>;
 
-    thread_local! {
-        /// Runs just before `verify` opens each segment it listed (after the listing): the moment
-        /// a retention sweep beside a live log can remove it.
-        static BEFORE_SEGMENT: RefCell<Option<Hook>> = const { RefCell::new(None) };
-    }
+    /// Hooks run just before `verify` opens each segment it listed (after the listing), on
+    /// whichever thread reads it: the moment a retention sweep beside a live log can remove it.
+    /// Keyed by the log's directory, since tests in one process run side by side.
+    static BEFORE_SEGMENT: Mutex<Vec<(PathBuf, Hook)>> = Mutex::new(Vec::new());
 
     pub(super) fn before_segment(seg: &SegmentInfo) {
-        BEFORE_SEGMENT.with(|hook| {
-            if let Some(hook) = hook.borrow_mut().as_mut() {
+        let mut hooks = BEFORE_SEGMENT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (dir, hook) in hooks.iter_mut() {
+            if seg.path.starts_with(dir.as_path()) {
                 hook(seg);
             }
-        });
+        }
     }
 
     /// `verify` of `dir` with `hook` run before each segment is opened.
-    fn verify_with(dir: &Path, hook: impl FnMut(&SegmentInfo) + 'static) -> Report {
-        BEFORE_SEGMENT.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+    fn verify_with(dir: &Path, hook: impl FnMut(&SegmentInfo) + Send + 'static) -> Report {
+        let hooks = || BEFORE_SEGMENT.lock().unwrap();
+        hooks().push((dir.to_path_buf(), Box::new(hook)));
         let report = verify(dir, &[], None);
-        BEFORE_SEGMENT.with(|h| *h.borrow_mut() = None);
+        hooks().retain(|(d, _)| d != dir);
         report
     }
 
@@ -1054,19 +1049,20 @@ mod tests {
         // Two segments read, then a sweep removes them and the one about to be opened.
         let sweeper = log.clone();
         let mut visits = 0;
-        let pruned = std::rc::Rc::new(std::cell::Cell::new(0));
+        let pruned = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let pruned_by_hook = pruned.clone();
         let report = verify_with(dir.path(), move |_| {
             visits += 1;
             if visits == 3 {
-                pruned_by_hook.set(prune_and_compact(&sweeper, 512));
+                let first_kept = prune_and_compact(&sweeper, 512);
+                pruned_by_hook.store(first_kept, std::sync::atomic::Ordering::SeqCst);
             }
         });
         assert!(report.ok, "{}", report.text);
         assert!(
             report.text.contains(&format!(
                 "pruned: records 0..{} kept as hashes only",
-                pruned.get()
+                pruned.load(std::sync::atomic::Ordering::SeqCst)
             )),
             "{}",
             report.text
@@ -1093,16 +1089,16 @@ mod tests {
         let (_keys, dir, log) = live_log(1_500);
         let sweeper = log.clone();
         let mut done = false;
-        let gone = std::rc::Rc::new(RefCell::new(None));
+        let gone = std::sync::Arc::new(Mutex::new(None));
         let gone_in_hook = gone.clone();
         let report = verify_with(dir.path(), move |seg| {
             if seg.first_seq > 600 && !std::mem::replace(&mut done, true) {
                 prune_and_compact(&sweeper, 512);
                 std::fs::remove_file(&seg.path).unwrap();
-                *gone_in_hook.borrow_mut() = Some(seg.clone());
+                *gone_in_hook.lock().unwrap() = Some(seg.clone());
             }
         });
-        let gone = gone.borrow().clone().unwrap();
+        let gone = gone.lock().unwrap().clone().unwrap();
         assert!(!report.ok, "{}", report.text);
         assert!(
             report

@@ -613,8 +613,18 @@ pub async fn verify(ctx: &Ctx, api: bool) -> Response<Body> {
     let key = ctx.state.audit.verifier_key();
     let started = std::time::Instant::now();
     let d = dir.clone();
-    let report =
-        blocking(move || Ok(tollbu_audit::tooling::verify(&d, &[], Some(key.trim())))).await;
+    // On the gateway's own cores: one thread reads, so that serving keeps the others.
+    let report = blocking(move || {
+        Ok(tollbu_audit::tooling::verify_with_options(
+            &d,
+            &tollbu_audit::tooling::VerifyOptions {
+                verifier_key: Some(key.trim()),
+                readers: Some(0),
+                ..Default::default()
+            },
+        ))
+    })
+    .await;
     let report = match report {
         Ok(r) => r,
         Err(e) => return read_failure(api, e),
