@@ -844,8 +844,15 @@ fn read_records(
             let before = s.mark();
             let (pos_before, shift_before) = (pos, seq_shift);
             index_check.mark(pos);
-            let scan = ahead.take(i, pos, pruned, || index_check.segment_tally())?;
-            let found = take_scan(s, index_check, scan, &mut pos, &mut seq_shift);
+            let mut scan = ahead.take(i, pos, pruned, || index_check.segment_tally())?;
+            let found = loop {
+                let rest = scan.rest;
+                let found = take_scan(s, index_check, scan, &mut pos, &mut seq_shift);
+                let Some(from) = rest else {
+                    break found;
+                };
+                scan = scan::scan_segment(seg, from, pos, index_check.segment_tally())?;
+            };
             if let Some(progress) = s.progress {
                 progress.store(pos, std::sync::atomic::Ordering::Relaxed);
             }
@@ -1080,6 +1087,48 @@ mod tests {
         assert!(report.ok, "{}", report.text);
         assert!(report.text.contains("records: 1500"), "{}", report.text);
         log.shutdown().unwrap();
+    }
+
+    /// A segment longer than one scan (`scan::SCAN_RECORDS`, 8 in unit tests) is read on from
+    /// where the scan stopped, at the right positions: a record altered deep inside one is named.
+    #[test]
+    fn segments_longer_than_one_scan_are_read_on_at_the_right_positions() {
+        let (_keys, dir, log) = live_log(1_500);
+        log.shutdown().unwrap();
+        let intact = verify(dir.path(), &[], None);
+        assert!(intact.ok, "{}", intact.text);
+        assert!(intact.text.contains("records: 1500"), "{}", intact.text);
+        let segs = list_segments(&dir.path().join("segments")).unwrap();
+        let seg = &segs[5];
+        let mut frames = Vec::new();
+        let mut r = crate::segment::FrameReader::open(&seg.path).unwrap();
+        while let crate::segment::FrameRead::Frame { offset, .. } = r.next_frame().unwrap() {
+            frames.push(offset);
+        }
+        assert!(frames.len() > 2 * scan::SCAN_RECORDS, "{}", frames.len());
+        let altered = 2 * scan::SCAN_RECORDS + 3;
+        let mut bytes = std::fs::read(&seg.path).unwrap();
+        bytes[frames[altered] as usize + 30] ^= 1;
+        std::fs::write(&seg.path, bytes).unwrap();
+        for readers in [0, 2] {
+            let report = verify_with_options(
+                dir.path(),
+                &VerifyOptions {
+                    readers: Some(readers),
+                    ..VerifyOptions::default()
+                },
+            );
+            assert!(!report.ok, "{}", report.text);
+            let first_bad = seg.first_seq + altered as u64;
+            assert!(
+                report
+                    .text
+                    .contains(&format!("FIRST bad record index: {first_bad}\n")),
+                "{readers} readers: {}",
+                report.text
+            );
+            assert!(report.text.contains("records: 1500"), "{}", report.text);
+        }
     }
 
     /// A segment that disappears during the check while the `pruned` marker does not cover it

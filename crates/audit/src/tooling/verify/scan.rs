@@ -20,7 +20,16 @@ use crate::hash::{Hash, leaf_hash};
 use crate::record::decode;
 use crate::segment::{FrameRead, FrameReader, SegmentInfo};
 
-/// One segment's records as a reader found them.
+/// At most this many records per scan (8 MiB of leaf hashes). A 64 MiB segment of gateway records
+/// holds far fewer; one of tiny frames, or a file grown far beyond a segment's size, is read on
+/// in further scans by the calling thread, so that memory stays bounded whatever the files hold.
+#[cfg(not(test))]
+pub(super) const SCAN_RECORDS: usize = 1 << 18;
+/// Small in unit tests, so that their segments (about 30 records) are read in several scans.
+#[cfg(test)]
+pub(super) const SCAN_RECORDS: usize = 8;
+
+/// One segment's records (or its first [`SCAN_RECORDS`] from an offset) as a reader found them.
 pub(super) struct SegmentScan {
     /// Position assumed for the segment's first record.
     pub start: u64,
@@ -31,6 +40,8 @@ pub(super) struct SegmentScan {
     /// In record order; `at` is a position, `start` plus the record's place in the segment.
     pub findings: Vec<Finding>,
     pub tally: SegmentTally,
+    /// Where the rest of the segment starts, when the scan stopped at [`SCAN_RECORDS`].
+    pub rest: Option<u64>,
 }
 
 pub(super) enum Finding {
@@ -55,22 +66,31 @@ impl Finding {
     }
 }
 
-/// Reads `seg`, its first record taken to be at position `start`.
+/// Reads `seg` from byte `from` (up to [`SCAN_RECORDS`] records), the first record read taken to
+/// be at position `start`.
 pub(super) fn scan_segment(
     seg: &SegmentInfo,
+    from: u64,
     start: u64,
     tally: SegmentTally,
 ) -> Result<SegmentScan, AuditError> {
     #[cfg(test)]
-    super::tests::before_segment(seg);
+    if from == 0 {
+        super::tests::before_segment(seg);
+    }
     let mut scan = SegmentScan {
         start,
         found: true,
         leaves: Vec::new(),
         findings: Vec::new(),
         tally,
+        rest: None,
     };
-    let mut r = match FrameReader::open(&seg.path) {
+    let opened = match from {
+        0 => FrameReader::open(&seg.path),
+        _ => FrameReader::open_at(&seg.path, from),
+    };
+    let mut r = match opened {
         Ok(r) => r,
         Err(AuditError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             scan.found = false;
@@ -81,6 +101,10 @@ pub(super) fn scan_segment(
     let mut pos = start;
     let mut last_shift = None;
     loop {
+        if scan.leaves.len() == SCAN_RECORDS {
+            scan.rest = Some(r.offset());
+            break;
+        }
         match r.next_frame().map_err(AuditError::io(&seg.path))? {
             FrameRead::End => break,
             FrameRead::Frame { offset, payload } => {
@@ -227,7 +251,7 @@ impl<'a> ReadAhead<'a> {
         match read {
             Some(Ok(scan)) if scan.start == start => Ok(scan),
             // Read from another position, lost with its reader, or never handed out.
-            Some(Ok(_)) | None => scan_segment(seg, start, tally()),
+            Some(Ok(_)) | None => scan_segment(seg, 0, start, tally()),
             Some(Err(e)) => Err(e),
         }
     }
@@ -244,6 +268,6 @@ fn read_jobs(queue: &Mutex<mpsc::Receiver<Job>>) {
         };
         let _ = job
             .reply
-            .send(scan_segment(&job.seg, job.seg.first_seq, job.tally));
+            .send(scan_segment(&job.seg, 0, job.seg.first_seq, job.tally));
     }
 }
