@@ -1098,15 +1098,28 @@ mod tests {
         let intact = verify(dir.path(), &[], None);
         assert!(intact.ok, "{}", intact.text);
         assert!(intact.text.contains("records: 1500"), "{}", intact.text);
-        let segs = list_segments(&dir.path().join("segments")).unwrap();
-        let seg = &segs[5];
-        let mut frames = Vec::new();
-        let mut r = crate::segment::FrameReader::open(&seg.path).unwrap();
-        while let crate::segment::FrameRead::Frame { offset, .. } = r.next_frame().unwrap() {
-            frames.push(offset);
-        }
-        assert!(frames.len() > 2 * scan::SCAN_RECORDS, "{}", frames.len());
+        // A segment after the first with room for more than two scans (how many records a segment
+        // holds depends on timing: the first gives way to a spare once one is ready).
         let altered = 2 * scan::SCAN_RECORDS + 3;
+        let offsets = |seg: &SegmentInfo| {
+            let mut offsets = Vec::new();
+            let mut r = crate::segment::FrameReader::open(&seg.path).unwrap();
+            while let crate::segment::FrameRead::Frame { offset, .. } = r.next_frame().unwrap() {
+                offsets.push(offset);
+            }
+            offsets
+        };
+        let (seg, frames) = list_segments(&dir.path().join("segments"))
+            .unwrap()
+            .into_iter()
+            .skip(1)
+            .map(|seg| {
+                let frames = offsets(&seg);
+                (seg, frames)
+            })
+            .find(|(_, frames)| frames.len() > altered)
+            .expect("a segment of more than two scans");
+        let seg = &seg;
         let mut bytes = std::fs::read(&seg.path).unwrap();
         bytes[frames[altered] as usize + 30] ^= 1;
         std::fs::write(&seg.path, bytes).unwrap();
