@@ -613,7 +613,8 @@ pub async fn verify(ctx: &Ctx, api: bool) -> Response<Body> {
     let key = ctx.state.audit.verifier_key();
     let started = std::time::Instant::now();
     let d = dir.clone();
-    // On the gateway's own cores: one thread reads, so that serving keeps the others.
+    // On the gateway's own cores: the whole check on this one thread, so that serving keeps the
+    // others.
     let report = blocking(move || {
         Ok(tollbu_audit::tooling::verify_with_options(
             &d,

@@ -208,9 +208,9 @@ impl<'a> ReadAhead<'a> {
         }
     }
 
-    /// The scan of segment `i` of the list, its first record at `start`; `tally` is an empty one
-    /// for it. Segments below `i` are no longer wanted; those from `i` on whose records start below
-    /// `skip_below` will not be asked for.
+    /// The scan of segment `i` of the list (whose records start at or above `skip_below`), its
+    /// first record at `start`; `tally` is an empty one for it. Segments below `i` are no longer
+    /// wanted; later ones whose records start below `skip_below` will not be asked for.
     pub(super) fn take(
         &mut self,
         i: usize,
@@ -225,7 +225,7 @@ impl<'a> ReadAhead<'a> {
         if let Some(jobs) = &self.jobs {
             while self.asked.len() < self.depth && self.next < self.segs.len() {
                 let seg = &self.segs[self.next];
-                if seg.first_seq >= skip_below || self.next == i {
+                if seg.first_seq >= skip_below {
                     let (reply, answer) = mpsc::channel();
                     let job = Job {
                         seg: seg.clone(),
