@@ -510,29 +510,75 @@ pub fn for_each_in_range(
     segments: &[SegmentInfo],
     from: u64,
     to: u64,
-    mut f: impl FnMut(u64, u64, &SegmentInfo, &[u8]) -> Result<(), AuditError>,
+    f: impl FnMut(u64, u64, &SegmentInfo, &[u8]) -> Result<(), AuditError>,
 ) -> Result<(), AuditError> {
-    if from >= to {
-        return Ok(());
+    RecordCursor::new(segments).for_each(from, to, f)
+}
+
+/// Reads records across segments for [`for_each_in_range`], and stays where it stopped: a caller
+/// asking for consecutive ranges (a tile rebuild asks for 256 records at a time) reads each record
+/// once, where starting each range from its segment's first frame read a 64 MiB segment's
+/// first half again for every tile (10M records' tiles took 306 s to rebuild).
+pub struct RecordCursor<'a> {
+    segments: &'a [SegmentInfo],
+    /// The segment being read (an index into `segments`), its reader, and the sequence number of
+    /// the reader's next frame.
+    at: Option<(usize, FrameReader, u64)>,
+}
+
+impl<'a> RecordCursor<'a> {
+    pub fn new(segments: &'a [SegmentInfo]) -> Self {
+        Self { segments, at: None }
     }
-    let start = segments
-        .partition_point(|s| s.first_seq <= from)
-        .saturating_sub(1);
-    for seg in &segments[start..] {
-        if seg.first_seq >= to {
-            break;
+
+    /// Visits records `[from, to)`, continuing from the last call when `from` is where it stopped.
+    /// A segment's records are numbered from the sequence number its name gives.
+    pub fn for_each(
+        &mut self,
+        from: u64,
+        to: u64,
+        mut f: impl FnMut(u64, u64, &SegmentInfo, &[u8]) -> Result<(), AuditError>,
+    ) -> Result<(), AuditError> {
+        if from >= to {
+            return Ok(());
         }
-        let mut r = FrameReader::open(&seg.path)?;
-        let mut seq = seg.first_seq;
-        while seq < to {
-            match r.next_frame().map_err(AuditError::io(&seg.path))? {
+        let (mut idx, mut reader, mut seq) = match self.at.take() {
+            Some((idx, reader, seq)) if seq == from => (idx, reader, seq),
+            _ => {
+                let idx = self
+                    .segments
+                    .partition_point(|s| s.first_seq <= from)
+                    .saturating_sub(1);
+                let Some(seg) = self.segments.get(idx) else {
+                    return Ok(());
+                };
+                (idx, FrameReader::open(&seg.path)?, seg.first_seq)
+            }
+        };
+        loop {
+            let seg = &self.segments[idx];
+            if seq >= to {
+                self.at = Some((idx, reader, seq));
+                return Ok(());
+            }
+            match reader.next_frame().map_err(AuditError::io(&seg.path))? {
                 FrameRead::Frame { offset, payload } => {
                     if seq >= from {
                         f(seq, offset, seg, &payload)?;
                     }
                     seq += 1;
                 }
-                FrameRead::End => break,
+                FrameRead::End => {
+                    let Some(next) = self.segments.get(idx + 1) else {
+                        return Ok(());
+                    };
+                    if next.first_seq >= to {
+                        return Ok(());
+                    }
+                    idx += 1;
+                    reader = FrameReader::open(&next.path)?;
+                    seq = next.first_seq;
+                }
                 FrameRead::Bad { offset, reason, .. } => {
                     return Err(AuditError::Corrupt(format!(
                         "`{}` at offset {offset}: {reason}",
@@ -542,7 +588,6 @@ pub fn for_each_in_range(
             }
         }
     }
-    Ok(())
 }
 
 /// Appends `data` to `path` and fsyncs it; a file created by this call (and its directory, if
@@ -589,29 +634,103 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), AuditError> {
 /// [`write_atomic`] without the directory fsync, for callers that write many files into the same
 /// directories and sync each directory once afterwards.
 pub fn replace_file(path: &Path, data: &[u8]) -> Result<(), AuditError> {
-    let tmp = path.with_extension("tmp");
-    // The directory usually exists (256 tiles share one): create it only when the file cannot be,
-    // rather than pay a failing `mkdir` and a `stat` for every tile.
-    let mut f = match File::create(&tmp) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let parent = path.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(parent).map_err(AuditError::io(parent))?;
-            File::create(&tmp)
+    let mut batch = FileBatch::default();
+    batch.add(path, data)?;
+    batch.commit()
+}
+
+/// New contents for several files, each written to a temporary name, made durable and renamed
+/// over its file, as [`replace_file`] does for one. Made durable together: each file's writeback
+/// is started before the first fsync, so that the journal commit that fsync forces carries every
+/// file's block allocation and the later fsyncs have little left to do. Rebuilding the 39,000
+/// tiles of a 10M-record log on open takes 19–21 s instead of 24–32 s this way; beside a busy
+/// writer the gain is nil, since its own commits carry the tiles anyway (docs/BENCHMARKS.md,
+/// "tile files made durable together"). Temporary files not yet renamed are removed when the
+/// batch is dropped, so a full disk gets its space back and recovery finds no stray file.
+#[derive(Default)]
+pub struct FileBatch {
+    /// (temporary path, final path, the open temporary file), in the order added.
+    written: Vec<(PathBuf, PathBuf, File)>,
+}
+
+impl FileBatch {
+    /// Files added before [`FileBatch::commit`] are held open: callers with many files commit
+    /// every this many, well under a process's default limit of 1,024 open files.
+    pub const MAX_OPEN: usize = 64;
+
+    pub fn len(&self) -> usize {
+        self.written.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.written.is_empty()
+    }
+
+    /// Writes `data` to `path`'s temporary name (creating the directory if need be); nothing is
+    /// durable or renamed until [`FileBatch::commit`].
+    pub fn add(&mut self, path: &Path, data: &[u8]) -> Result<(), AuditError> {
+        // The same file twice: the later contents win, as they would one file after another.
+        if let Some(i) = self.written.iter().position(|(_, p, _)| p == path) {
+            self.written.remove(i);
         }
-        created => created,
+        let tmp = path.with_extension("tmp");
+        // The directory usually exists (256 tiles share one): create it only when the file cannot
+        // be, rather than pay a failing `mkdir` and a `stat` for every tile.
+        let mut f = match File::create(&tmp) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let parent = path.parent().unwrap_or(Path::new("."));
+                std::fs::create_dir_all(parent).map_err(AuditError::io(parent))?;
+                File::create(&tmp)
+            }
+            created => created,
+        }
+        .map_err(AuditError::io(&tmp))?;
+        let written = f.write_all(data);
+        // Pushed before the error is returned, so that the drop removes the file.
+        self.written.push((tmp.clone(), path.to_path_buf(), f));
+        written.map_err(AuditError::io(&tmp))
     }
-    .map_err(AuditError::io(&tmp))?;
-    let written = f
-        .write_all(data)
-        .and_then(|()| f.sync_all())
-        .map_err(AuditError::io(&tmp));
-    drop(f);
-    let replaced = written.and_then(|()| std::fs::rename(&tmp, path).map_err(AuditError::io(path)));
-    if replaced.is_err() {
-        // A full disk: give the space back, and leave no stray file for recovery to read.
-        let _ = std::fs::remove_file(&tmp);
+
+    /// Makes every file added durable, then renames each over its final path.
+    pub fn commit(mut self) -> Result<(), AuditError> {
+        if self.written.len() > 1 {
+            for (_, _, f) in &self.written {
+                start_writeback(f);
+            }
+        }
+        for (tmp, _, f) in &self.written {
+            f.sync_all().map_err(AuditError::io(tmp))?;
+        }
+        while !self.written.is_empty() {
+            let (tmp, path, f) = self.written.remove(0);
+            drop(f);
+            if let Err(e) = std::fs::rename(&tmp, &path) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(AuditError::io(&path)(e));
+            }
+        }
+        Ok(())
     }
-    replaced
+}
+
+impl Drop for FileBatch {
+    fn drop(&mut self) {
+        for (tmp, _, _) in self.written.drain(..) {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+/// Asks the kernel to start writing `f`'s dirty pages out now, without waiting (rustix has no
+/// `sync_file_range`; `POSIX_FADV_DONTNEED` starts the same writeback, and leaves the pages it
+/// cannot drop yet, those being written, in the cache). Only a hint: errors surface at the fsync.
+fn start_writeback(f: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = f;
 }
 
 #[cfg(test)]
@@ -925,5 +1044,107 @@ mod tests {
             l.iter().map(|s| s.first_seq).collect::<Vec<_>>(),
             vec![0, 20, 300]
         );
+    }
+
+    /// Segments 0 (records 0..30), 30 (30..40) and 40 (40..100), each payload its record's
+    /// sequence number as text.
+    fn three_segments(dir: &Path) -> Vec<SegmentInfo> {
+        for (first, end) in [(0u64, 30u64), (30, 40), (40, 100)] {
+            let mut bytes = Vec::new();
+            for seq in first..end {
+                frame(seq.to_string().as_bytes(), &mut bytes);
+            }
+            std::fs::write(dir.join(segment_name(first)), &bytes).unwrap();
+        }
+        list_segments(dir).unwrap()
+    }
+
+    fn read(cursor: &mut RecordCursor<'_>, from: u64, to: u64) -> Vec<u64> {
+        let mut seen = Vec::new();
+        cursor
+            .for_each(from, to, |seq, _, _, payload| {
+                assert_eq!(std::str::from_utf8(payload).unwrap(), seq.to_string());
+                seen.push(seq);
+                Ok(())
+            })
+            .unwrap();
+        seen
+    }
+
+    #[test]
+    fn a_record_cursor_reads_on_from_where_it_stopped_and_finds_any_other_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = three_segments(dir.path());
+        let mut cursor = RecordCursor::new(&segments);
+        assert_eq!(read(&mut cursor, 0, 25), (0..25).collect::<Vec<_>>());
+        // Across two segment boundaries, on from record 25.
+        assert_eq!(read(&mut cursor, 25, 45), (25..45).collect::<Vec<_>>());
+        // Reading on needs no new open: segment 40's file is already open (a tile rebuild reads
+        // each record once; opening the segment again would read its first records again).
+        std::fs::remove_file(&segments[2].path).unwrap();
+        assert_eq!(read(&mut cursor, 45, 60), (45..60).collect::<Vec<_>>());
+        // Backwards or ahead: found from the segment that holds the record.
+        assert_eq!(read(&mut cursor, 10, 12), [10, 11]);
+        assert_eq!(read(&mut cursor, 33, 35), [33, 34]);
+        // Beyond the last record: what there is.
+        three_segments(dir.path());
+        assert_eq!(read(&mut cursor, 95, 120), (95..100).collect::<Vec<_>>());
+        assert!(read(&mut cursor, 7, 7).is_empty());
+        assert_eq!(
+            read(&mut RecordCursor::new(&segments), 0, 100),
+            (0..100).collect::<Vec<_>>()
+        );
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_file_batch_replaces_every_file_on_commit_and_nothing_before() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), b"old a").unwrap();
+        let mut batch = FileBatch::default();
+        batch.add(&dir.path().join("a"), b"new a").unwrap();
+        batch.add(&dir.path().join("sub/b"), b"first b").unwrap();
+        batch.add(&dir.path().join("sub/b"), b"second b").unwrap();
+        assert_eq!(batch.len(), 2);
+        // Not yet committed: the old contents are still what a reader sees.
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"old a");
+        assert!(!dir.path().join("sub/b").exists());
+        batch.commit().unwrap();
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"new a");
+        assert_eq!(
+            std::fs::read(dir.path().join("sub/b")).unwrap(),
+            b"second b"
+        );
+        assert_eq!(names_in(dir.path()), ["a", "sub"]);
+        assert_eq!(names_in(&dir.path().join("sub")), ["b"]);
+    }
+
+    #[test]
+    fn a_file_batch_that_fails_or_is_dropped_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("plain"), b"a file, not a directory").unwrap();
+        let mut batch = FileBatch::default();
+        batch.add(&dir.path().join("a"), b"a").unwrap();
+        assert!(batch.add(&dir.path().join("plain/b"), b"b").is_err());
+        drop(batch);
+        assert_eq!(names_in(dir.path()), ["plain"]);
+
+        let mut batch = FileBatch::default();
+        batch.add(&dir.path().join("c"), b"c").unwrap();
+        // The rename fails (a directory stands where the file goes): the rest is cleaned up.
+        std::fs::create_dir_all(dir.path().join("d/inside")).unwrap();
+        batch.add(&dir.path().join("d"), b"d").unwrap();
+        batch.add(&dir.path().join("e"), b"e").unwrap();
+        assert!(batch.commit().is_err());
+        assert_eq!(names_in(dir.path()), ["c", "d", "plain"]);
+        assert!(dir.path().join("d").is_dir());
     }
 }

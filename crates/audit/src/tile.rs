@@ -14,11 +14,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::AuditError;
 use crate::hash::{Hash, node_hash};
-use crate::segment::{replace_file, sync_dir, write_atomic};
+use crate::segment::{FileBatch, sync_dir, write_atomic};
 use crate::tree::HashReader;
 
 pub const TILE_HEIGHT: u8 = 8;
 pub const TILE_WIDTH: u64 = 256;
+/// Missing tiles a rebuild holds (8 KiB each) before it writes them out.
+const TILES_WRITTEN_TOGETHER: usize = 64;
 
 /// `N` in 3-digit groups, all but the last prefixed `x`: 1234067 → `x001/x234/067`.
 pub fn tile_index_path(n: u64) -> String {
@@ -190,7 +192,12 @@ impl TileStore {
     /// Those whose file differs are kept in memory and returned by
     /// [`TileStore::take_unwritten`], not written: the caller writes them once it has checked
     /// the tree against the signed checkpoint, so an open that refuses (a fork) leaves the tile
-    /// files as evidence. Returns how many tiles are to be rewritten.
+    /// files as evidence. Those whose file is missing destroy no evidence and are written as they
+    /// are computed, [`TILES_WRITTEN_TOGETHER`] at a time: a log that lost its tiles (10M records
+    /// hold 39,000) is rebuilt in bounded memory, and an open killed part way (by a startup probe)
+    /// resumes from the tiles written, which are then present and, below `trusted`, trusted; the
+    /// root is checked against the signed checkpoint at every open, so a tile computed from forged
+    /// records is refused there as before. Returns how many tiles were recomputed.
     pub fn rebuild(
         root: &Path,
         size: u64,
@@ -199,6 +206,8 @@ impl TileStore {
     ) -> Result<(Self, u64), AuditError> {
         let mut rebuilt: HashMap<(u8, u64), Arc<Vec<Hash>>> = HashMap::new();
         let mut unwritten = Vec::new();
+        let mut missing = Vec::new();
+        let mut recomputed = 0u64;
         let mut partial = Vec::new();
         let mut level = 0u8;
         let trusted = trusted.min(size);
@@ -225,13 +234,31 @@ impl TileStore {
                     &mut leaves,
                 )?;
                 let path = root.join(tile_path(level, n, TILE_WIDTH));
-                if std::fs::read(&path).ok().as_deref() == Some(&encode_tile(&hashes)[..]) {
-                    continue;
+                let on_disk = std::fs::read(&path);
+                match on_disk {
+                    Ok(bytes) if bytes == encode_tile(&hashes) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        missing.push(FullTile {
+                            level,
+                            n,
+                            hashes: Arc::new(hashes),
+                        });
+                        if missing.len() == TILES_WRITTEN_TOGETHER {
+                            write_full_tiles(root, &missing)?;
+                            missing.clear();
+                        }
+                    }
+                    _ => {
+                        let hashes = Arc::new(hashes);
+                        rebuilt.insert((level, n), Arc::clone(&hashes));
+                        unwritten.push(FullTile { level, n, hashes });
+                    }
                 }
-                let hashes = Arc::new(hashes);
-                rebuilt.insert((level, n), Arc::clone(&hashes));
-                unwritten.push(FullTile { level, n, hashes });
+                recomputed += 1;
             }
+            // The level above is computed from these.
+            write_full_tiles(root, &missing)?;
+            missing.clear();
             partial.push(Self::hashes_from_below(
                 root,
                 &rebuilt,
@@ -242,11 +269,10 @@ impl TileStore {
             )?);
             level += 1;
         }
-        let count = unwritten.len() as u64;
         let mut store = Self::with_partials(root.to_path_buf(), size, partial);
         store.pending = rebuilt;
         store.unwritten = unwritten;
-        Ok((store, count))
+        Ok((store, recomputed))
     }
 
     /// Stored hashes `[from, to)` of `level`, computed from the level below (or records for level 0).
@@ -441,12 +467,17 @@ pub(crate) fn leaves_below_tile_end(level: u8, n: u64) -> u64 {
 }
 
 /// Writes `tiles` durably (each whole, through a temporary file and a rename, so a reader never
-/// sees half a tile), then syncs every directory on the way up to `root` once.
+/// sees half a tile; up to [`FileBatch::MAX_OPEN`] made durable together), then syncs every
+/// directory on the way up to `root` once.
 pub fn write_full_tiles(root: &Path, tiles: &[FullTile]) -> Result<(), AuditError> {
     let mut dirs = std::collections::BTreeSet::new();
+    let mut batch = FileBatch::default();
     for t in tiles {
+        if batch.len() == FileBatch::MAX_OPEN {
+            std::mem::take(&mut batch).commit()?;
+        }
         let path = root.join(tile_path(t.level, t.n, TILE_WIDTH));
-        replace_file(&path, &encode_tile(&t.hashes))?;
+        batch.add(&path, &encode_tile(&t.hashes))?;
         // New directories and renames live in their parents, all the way up to `root`.
         let mut dir = path.parent();
         while let Some(d) = dir {
@@ -457,6 +488,7 @@ pub fn write_full_tiles(root: &Path, tiles: &[FullTile]) -> Result<(), AuditErro
             dir = d.parent();
         }
     }
+    batch.commit()?;
     for d in &dirs {
         sync_dir(d).map_err(AuditError::io(d))?;
     }
@@ -566,10 +598,12 @@ mod tests {
             tree::root(&re, 70_000).unwrap(),
             tree::root(&leaves[..], 70_000).unwrap()
         );
-        // Rebuilt in memory: written by the caller, once it has checked the tree.
-        assert!(!dir.path().join(tile_path(0, 272, 256)).exists());
-        write_full_tiles(dir.path(), &re.take_unwritten()).unwrap();
-        assert!(dir.path().join(tile_path(0, 272, 256)).exists());
+        // A missing tile destroys no evidence when it is written: it was, by the rebuild.
+        assert_eq!(
+            std::fs::read(dir.path().join(tile_path(0, 272, 256))).unwrap(),
+            encode_tile(&leaves[272 * 256..273 * 256])
+        );
+        assert!(re.take_unwritten().is_empty());
         // Tiles after the last checkpoint may be torn or missing anywhere (unsynced when the
         // machine died); those are recomputed, the ones a checkpoint covers are trusted.
         std::fs::write(dir.path().join(tile_path(0, 200, 256)), b"").unwrap();
@@ -577,7 +611,7 @@ mod tests {
         bad[5] ^= 1;
         std::fs::write(dir.path().join(tile_path(0, 240, 256)), bad).unwrap();
         std::fs::remove_file(dir.path().join(tile_path(0, 250, 256))).unwrap();
-        let (re, rebuilt) = TileStore::rebuild(dir.path(), 70_000, 150 * 256, |a, b| {
+        let (mut re, rebuilt) = TileStore::rebuild(dir.path(), 70_000, 150 * 256, |a, b| {
             assert!(a >= 150 * 256, "a trusted tile was recomputed");
             Ok(leaves[a as usize..b as usize].to_vec())
         })
@@ -586,6 +620,54 @@ mod tests {
         assert_eq!(
             tree::root(&re, 70_000).unwrap(),
             tree::root(&leaves[..], 70_000).unwrap()
+        );
+        // The missing one is written; the two that differ stay as they were, in memory until
+        // the caller has checked the tree against the signed checkpoint.
+        assert!(dir.path().join(tile_path(0, 250, 256)).exists());
+        assert!(
+            std::fs::read(dir.path().join(tile_path(0, 200, 256)))
+                .unwrap()
+                .is_empty()
+        );
+        let kept: Vec<u64> = re.take_unwritten().iter().map(|t| t.n).collect();
+        assert_eq!(kept, [200, 240]);
+    }
+
+    /// A log that lost every tile (say its `tile` directory was removed) is rebuilt tile by tile
+    /// on open; an open stopped part way (a startup probe's kill looks the same to the next one)
+    /// leaves the tiles it wrote, and the next resumes after them instead of from record 0.
+    #[test]
+    fn a_rebuild_of_lost_tiles_stopped_part_way_resumes_after_the_tiles_it_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let size: u64 = 300 * 256;
+        let leaves: Vec<Hash> = (0..size).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+        let stopped = TileStore::rebuild(dir.path(), size, size, |a, b| {
+            if a >= 200 * 256 {
+                return Err(AuditError::Corrupt("stopped".into()));
+            }
+            Ok(leaves[a as usize..b as usize].to_vec())
+        });
+        assert!(stopped.is_err());
+        // Written 64 at a time: tiles 0..192 are on disk, whole; the 8 held after them are lost.
+        for n in 0..192 {
+            assert_eq!(
+                std::fs::read(dir.path().join(tile_path(0, n, 256))).unwrap(),
+                encode_tile(&leaves[(n * 256) as usize..((n + 1) * 256) as usize])
+            );
+        }
+        assert!(!dir.path().join(tile_path(0, 192, 256)).exists());
+        let mut first_asked = u64::MAX;
+        let (re, rebuilt) = TileStore::rebuild(dir.path(), size, size, |a, b| {
+            first_asked = first_asked.min(a);
+            Ok(leaves[a as usize..b as usize].to_vec())
+        })
+        .unwrap();
+        assert_eq!(first_asked, 192 * 256);
+        // Level 0's last 108 tiles and level 1's one full tile.
+        assert_eq!(rebuilt, 109);
+        assert_eq!(
+            tree::root(&re, size).unwrap(),
+            tree::root(&leaves[..], size).unwrap()
         );
     }
 

@@ -15,7 +15,7 @@ use crate::index::{BucketFiles, IndexWriter, Watermark, cut_torn_entries, waterm
 use crate::pseudonym::Pseudonymiser;
 use crate::record::{MAX_RECORD_BYTES, decode};
 use crate::segment::{
-    FRAME_HEADER, FrameRead, FrameReader, SegmentFile, SegmentInfo, Storage, for_each_in_range,
+    FRAME_HEADER, FrameRead, FrameReader, RecordCursor, SegmentFile, SegmentInfo, Storage,
     list_segments, segment_name, write_atomic,
 };
 use crate::tile::{TILE_WIDTH, TileStore, read_tile, stored_count, tile_path, write_full_tiles};
@@ -201,8 +201,9 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
 
     // Tiles are synced before each checkpoint is signed, so only those after it need checking.
     let trusted = checkpoint.as_ref().map_or(0, |(cp, _)| cp.size);
+    let mut records = RecordCursor::new(&segments);
     let (mut tiles, rebuilt) = TileStore::rebuild(dir, size, trusted, |from, to| {
-        leaf_hashes(dir, &segments, pruned, from, to)
+        leaf_hashes(dir, &mut records, pruned, from, to)
     })?;
     report.tiles_rebuilt = rebuilt;
 
@@ -222,8 +223,9 @@ pub(crate) fn open(cfg: &AuditConfig, storage: Arc<dyn Storage>) -> Result<Opene
     for (path, content) in pins {
         write_atomic(&path, content.as_bytes())?;
     }
-    // Tiles recomputed above are written only now: a refused open (a fork) leaves the files
-    // that disagree with the records as they were, for the investigation.
+    // Tiles recomputed above whose files disagree with the records are written only now: a
+    // refused open (a fork) leaves those files as they were, for the investigation. (Missing
+    // ones were written as they were recomputed.)
     write_full_tiles(dir, &tiles.take_unwritten())?;
     tiles.forget_written(size);
     // A new log's (or a rolled-back one's, refused above) `segments` directory is made only now.
@@ -367,7 +369,7 @@ fn data_end(path: &Path, from: u64, to: u64) -> Result<u64, AuditError> {
 /// others, from the records.
 fn leaf_hashes(
     dir: &Path,
-    segments: &[SegmentInfo],
+    records: &mut RecordCursor<'_>,
     pruned: u64,
     from: u64,
     to: u64,
@@ -381,7 +383,7 @@ fn leaf_hashes(
         out.extend_from_slice(&hashes[skip as usize..]);
         pos += take;
     }
-    for_each_in_range(segments, pos, to, |_, _, _, bytes| {
+    records.for_each(pos, to, |_, _, _, bytes| {
         out.push(leaf_hash(bytes));
         Ok(())
     })?;
