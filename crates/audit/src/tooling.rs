@@ -8,7 +8,7 @@ mod verify;
 
 use std::path::Path;
 
-pub use query::{Lookup, Query, citizen, query};
+pub use query::{Lookup, Query, citizen, query, query_to};
 pub use verify::{VerifyOptions, verify, verify_with_options};
 
 use crate::checkpoint::parse_checkpoint_body;

@@ -1,6 +1,7 @@
 //! Command-line surface: one subcommand per user task. Each command's
 //! library call returns a report; this module prints it and picks the exit code.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -133,6 +134,9 @@ enum AuditCommand {
         readers: Option<usize>,
     },
     /// Records by subject, consumer, service, decision and time.
+    ///
+    /// Records are written as they are found, oldest first; damage found part way ends the
+    /// output with an error and a non-zero exit.
     Query {
         dir: PathBuf,
         /// National identity number; hashed with the pseudonymisation key.
@@ -487,8 +491,30 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     to,
                     lookup: lookup(scan),
                 };
-                let r = audit_tools::query(&dir, &query, pseudonym_key.as_deref(), json);
-                report(r.ok, &r.text)
+                // Written as found: a broad query on a large log may match millions of records.
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                let answered =
+                    audit_tools::query_to(&dir, &query, pseudonym_key.as_deref(), json, &mut out)
+                        .and_then(|()| {
+                            out.flush().map_err(|source| tollbu_audit::AuditError::Io {
+                                path: "<output>".into(),
+                                source,
+                            })
+                        });
+                match answered {
+                    Ok(()) => ExitCode::SUCCESS,
+                    // The reader went away (`| head`): it has what it wanted.
+                    Err(tollbu_audit::AuditError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                    {
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        let _ = out.flush();
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
             }
             AuditCommand::Prove { dir, index, size } => {
                 let r = audit_tools::prove(&dir, index, size);

@@ -909,6 +909,92 @@ fn audit_citizen_reports_every_log_it_is_given() {
 }
 
 /// An issuer's JWKS endpoint that accepts and never answers; counts the connections.
+/// A broad query is written as it is found (a whole log's answer is never held at once): a reader
+/// that stops early ends it quietly, and damage found part way ends the output with an error,
+/// after the records before it.
+#[test]
+fn audit_query_writes_records_as_found() {
+    let state = tempfile::tempdir().unwrap();
+    let certs = repo().join("certs-example");
+    let dir = state.path().join("log");
+    let cfg = tollbu_audit::AuditConfig::new(
+        &dir,
+        "tollbu.example/test/gateway-0/log",
+        certs.join("audit-signing.key.pem"),
+        certs.join("audit-pseudonym.key"),
+    );
+    let (log, _) = tollbu_audit::AuditLog::open(cfg).unwrap();
+    let records: Vec<_> = (0..3_000)
+        .map(|i| tollbu_audit::Record {
+            time: tollbu_audit::Record::timestamp(time::OffsetDateTime::now_utc()),
+            request_id: format!("r-{i}"),
+            consumer: Some("0192:111111111".into()),
+            service: "population".into(),
+            operation: "get-person".into(),
+            decision: tollbu_audit::Decision::Allow,
+            ..tollbu_audit::Record::default()
+        })
+        .collect();
+    log.append_batch_blocking(records).unwrap();
+    log.shutdown().unwrap();
+    let query = || {
+        let mut c = Command::new(TOLLBU);
+        c.args(["audit", "query"])
+            .arg(&dir)
+            .args(["--service", "population", "--json"]);
+        c
+    };
+    // More than a pipe holds (≈ 1 MB); the reader takes one line and closes its end.
+    let mut child = query()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("\"request_id\":\"r-0\""), "{first}");
+    let closed = child.wait_with_output().unwrap();
+    assert!(closed.status.success());
+    assert!(
+        closed.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+    // A record two thirds in made unreadable (its checksum fails): the 2,000 before it are
+    // written, then the error.
+    let segment = std::fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = memchr_find(&bytes, b"\"request_id\":\"r-2000\"").unwrap();
+    bytes[at + 15] ^= 0x01;
+    std::fs::write(&segment, bytes).unwrap();
+    let damaged = query().output().unwrap();
+    assert!(!damaged.status.success());
+    let stdout = String::from_utf8_lossy(&damaged.stdout);
+    assert_eq!(stdout.lines().count(), 2_000, "{}", &stdout[..200]);
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap()
+            .contains("\"request_id\":\"r-1999\"")
+    );
+    assert!(
+        String::from_utf8_lossy(&damaged.stderr).contains("record 2000"),
+        "{}",
+        String::from_utf8_lossy(&damaged.stderr)
+    );
+}
+
+fn memchr_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 fn hanging_jwks() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/jwk", listener.local_addr().unwrap());

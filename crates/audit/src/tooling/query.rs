@@ -60,12 +60,19 @@ impl Filter {
     /// What a record's stored bytes must contain to match, for a scan to skip decoding the rest:
     /// each string the filter compares, as the record's JSON writes it (`"value"`), where that is
     /// the value verbatim (nothing JSON escapes; an escaped value is left to [`Filter::matches`]).
+    /// The decision is written as `"decision":"deny"`, and no other field is written that way.
     fn needles(&self) -> Vec<memchr::memmem::Finder<'static>> {
-        [&self.pseudonym, &self.consumer, &self.service]
+        let values = [&self.pseudonym, &self.consumer, &self.service]
             .into_iter()
             .flatten()
             .filter(|v| !v.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20))
-            .map(|v| memchr::memmem::Finder::new(format!("\"{v}\"").as_bytes()).into_owned())
+            .map(|v| format!("\"{v}\""));
+        let decision = self
+            .decision
+            .map(|d| format!("\"decision\":\"{}\"", d.as_str()));
+        values
+            .chain(decision)
+            .map(|n| memchr::memmem::Finder::new(n.as_bytes()).into_owned())
             .collect()
     }
 
@@ -120,6 +127,22 @@ fn subject_id(given: &str) -> Result<String, AuditError> {
 
 /// Matching records, and how many index hits pointed at pruned records.
 fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u64), AuditError> {
+    let mut found = Vec::new();
+    let pruned = find_each(dir, q, pseudonym_key, |rec, bytes| {
+        found.push((rec.clone(), bytes.to_vec()));
+        Ok(())
+    })?;
+    Ok((found, pruned))
+}
+
+/// Hands each matching record to `emit`, oldest first, as it is found (a query matching millions
+/// of records is never held whole), and returns how many index hits pointed at pruned records.
+fn find_each(
+    dir: &Path,
+    q: &Query,
+    pseudonym_key: Option<&Path>,
+    mut emit: impl FnMut(&StoredRecord, &[u8]) -> Result<(), AuditError>,
+) -> Result<u64, AuditError> {
     crate::log::require_log(dir)?;
     let pseudonym = match &q.subject {
         Some(s) => {
@@ -168,7 +191,16 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
     };
     let seg_dir = dir.join("segments");
     let segments = list_segments(&seg_dir)?;
-    let mut found = Vec::new();
+    // The index and the tail scan meet at the watermark; a watermark that does not match the log
+    // (damaged, or ahead of it) must not list a record twice, nor out of order.
+    let mut next_seq = 0u64;
+    let mut emit_once = |rec: &StoredRecord, bytes: &[u8]| {
+        if rec.seq < next_seq {
+            return Ok(());
+        }
+        next_seq = rec.seq + 1;
+        emit(rec, bytes)
+    };
     let mut pruned = 0u64;
     // The watermark is read before the buckets: a flush finishing in between then only adds
     // entries the tail scan also covers, instead of moving the watermark past entries not yet seen.
@@ -189,7 +221,7 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
                 };
                 let rec = decode(&bytes)?;
                 if rec.seq == loc.seq && filter.matches(&rec) {
-                    found.push((rec, bytes));
+                    emit_once(&rec, &bytes)?;
                 }
             }
             Some(wm)
@@ -212,15 +244,11 @@ fn find(dir: &Path, q: &Query, pseudonym_key: Option<&Path>) -> Result<(Found, u
         }
         let rec = decode(bytes)?;
         if filter.matches(&rec) {
-            found.push((rec, bytes.to_vec()));
+            emit_once(&rec, bytes)?;
         }
         Ok(())
     })?;
-    // The index and the tail scan meet at the watermark; a watermark that does not match the log
-    // (damaged, or ahead of it) must not list a record twice.
-    found.sort_by_key(|(rec, _)| rec.seq);
-    found.dedup_by_key(|(rec, _)| rec.seq);
-    Ok((found, pruned))
+    Ok(pruned)
 }
 
 /// A query's time window written as records store times (UTC, cut to the millisecond).
@@ -373,46 +401,75 @@ fn scan_tail(
 
 /// Runs a query. `json_lines` prints each stored record as it is in the log, one per line.
 pub fn query(dir: &Path, q: &Query, pseudonym_key: Option<&Path>, json_lines: bool) -> Report {
-    let (found, pruned) = match find(dir, q, pseudonym_key) {
-        Ok(f) => f,
-        Err(e) => return Report::fail(e),
-    };
-    let mut out = String::new();
-    for (rec, bytes) in &found {
-        if json_lines {
-            out.push_str(&String::from_utf8_lossy(bytes));
-            out.push('\n');
-        } else {
-            let r = &rec.record;
-            let _ = writeln!(
-                out,
-                "{} {} {:5} consumer={} service={} op={} purpose={} basis={} reason={} fields={}",
-                rec.seq,
-                r.time,
-                r.decision.as_str(),
-                r.consumer.as_deref().unwrap_or("-"),
-                r.service,
-                r.operation,
-                r.purpose.as_deref().unwrap_or("-"),
-                r.legal_basis.as_deref().unwrap_or("-"),
-                r.reason.as_deref().unwrap_or("-"),
-                r.fields_released.join(",")
-            );
-        }
+    let mut out = Vec::new();
+    match query_to(dir, q, pseudonym_key, json_lines, &mut out) {
+        Ok(()) => Report::ok(String::from_utf8_lossy(&out).into_owned()),
+        Err(e) => Report::fail(e),
     }
+}
+
+/// [`query`] written to `out` record by record as they are found, for the command line: an answer
+/// of millions of records (a whole log's, say) holds one record at a time, where collecting it
+/// took 21 GiB for 10M records. An error after some records were written ends the output; the
+/// caller reports it. A failed write is an [`AuditError::Io`] on the path `<output>`.
+pub fn query_to(
+    dir: &Path,
+    q: &Query,
+    pseudonym_key: Option<&Path>,
+    json_lines: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<(), AuditError> {
+    let written = |e: std::io::Error| AuditError::Io {
+        path: "<output>".into(),
+        source: e,
+    };
+    let mut count = 0u64;
+    let pruned = find_each(dir, q, pseudonym_key, |rec, bytes| {
+        count += 1;
+        write_record(out, rec, bytes, json_lines).map_err(written)
+    })?;
     if !json_lines {
-        let _ = writeln!(out, "{} records", found.len());
+        let mut tail = format!("{count} records\n");
         if pruned > 0 {
             let _ = writeln!(
-                out,
+                tail,
                 "{pruned} older matching records were removed by retention (hashes kept)"
             );
         }
         if let Some(line) = retention_note(dir) {
-            let _ = writeln!(out, "{line}");
+            let _ = writeln!(tail, "{line}");
         }
+        out.write_all(tail.as_bytes()).map_err(written)?;
     }
-    Report::ok(out)
+    Ok(())
+}
+
+/// One record of a query's answer: its stored bytes (JSON lines), or a line of the table.
+fn write_record(
+    out: &mut dyn std::io::Write,
+    rec: &StoredRecord,
+    bytes: &[u8],
+    json_lines: bool,
+) -> std::io::Result<()> {
+    if json_lines {
+        out.write_all(bytes)?;
+        return out.write_all(b"\n");
+    }
+    let r = &rec.record;
+    writeln!(
+        out,
+        "{} {} {:5} consumer={} service={} op={} purpose={} basis={} reason={} fields={}",
+        rec.seq,
+        r.time,
+        r.decision.as_str(),
+        r.consumer.as_deref().unwrap_or("-"),
+        r.service,
+        r.operation,
+        r.purpose.as_deref().unwrap_or("-"),
+        r.legal_basis.as_deref().unwrap_or("-"),
+        r.reason.as_deref().unwrap_or("-"),
+        r.fields_released.join(",")
+    )
 }
 
 /// "Who looked at my data": every request about this person — who, what, when, why, on what basis.

@@ -187,6 +187,31 @@ fn rotation_queries_citizen_report_and_retention() {
     let r = tooling::query(dir.path(), &q, None, true);
     let want = (0..1_010).filter(|i| i % 3 == 1 && i % 5 == 0).count();
     assert_eq!(r.text.lines().count(), want, "{}", r.text);
+    // By decision alone (a scan that decodes only records whose bytes hold the decision), and as
+    // a table, whose last line counts them.
+    for (decision, want) in [(Decision::Deny, 202), (Decision::Allow, 808)] {
+        let q = Query {
+            decision: Some(decision),
+            ..Query::default()
+        };
+        let r = tooling::query(dir.path(), &q, None, false);
+        assert!(r.ok, "{}", r.text);
+        let seqs: Vec<u64> = r
+            .text
+            .lines()
+            .filter(|l| l.contains(" consumer="))
+            .filter_map(|l| l.split(' ').next()?.parse().ok())
+            .collect();
+        let expected: Vec<u64> = (0..1_010)
+            .filter(|i| (i % 5 == 0) == (decision == Decision::Deny))
+            .collect();
+        assert_eq!(seqs, expected);
+        assert!(
+            r.text.contains(&format!("\n{want} records\n")),
+            "{}",
+            r.text
+        );
+    }
 
     let c = tooling::citizen(
         dir.path(),
