@@ -191,16 +191,6 @@ fn find_each(
     };
     let seg_dir = dir.join("segments");
     let segments = list_segments(&seg_dir)?;
-    // The index and the tail scan meet at the watermark; a watermark that does not match the log
-    // (damaged, or ahead of it) must not list a record twice, nor out of order.
-    let mut next_seq = 0u64;
-    let mut emit_once = |rec: &StoredRecord, bytes: &[u8]| {
-        if rec.seq < next_seq {
-            return Ok(());
-        }
-        next_seq = rec.seq + 1;
-        emit(rec, bytes)
-    };
     let mut pruned = 0u64;
     // The watermark is read before the buckets: a flush finishing in between then only adds
     // entries the tail scan also covers, instead of moving the watermark past entries not yet seen.
@@ -211,17 +201,40 @@ fn find_each(
         (Lookup::Index, None, Some(c)) => Some(lookup(dir, IndexKind::Consumer, c)?),
         (Lookup::Index, None, None) => None,
     };
-    let scan_from = match indexed {
+    // Records go out in sequence order as found, so none can be placed later: the index's hits
+    // come sorted, and the tail scan after its watermark follows. A record the scan finds below
+    // one already written is skipped when the index listed it (a watermark behind the log lists
+    // records twice); any other would be left out or misplaced, so the query fails instead.
+    let mut next_seq = 0u64;
+    let mut emit_in_order = |rec: &StoredRecord, bytes: &[u8]| {
+        if rec.seq < next_seq {
+            let listed = indexed
+                .as_ref()
+                .is_some_and(|locs| locs.binary_search_by_key(&rec.seq, |l| l.seq).is_ok());
+            if listed {
+                return Ok(());
+            }
+            return Err(AuditError::Corrupt(format!(
+                "record {} is stored after record {} (`tollbu audit verify` names what was changed; \
+                 if it passes, the index watermark does not match the log: `tollbu audit reindex`)",
+                rec.seq,
+                next_seq - 1
+            )));
+        }
+        next_seq = rec.seq + 1;
+        emit(rec, bytes)
+    };
+    let scan_from = match &indexed {
         Some(locs) => {
             let mut fetcher = FrameFetcher::default();
-            for loc in locs.into_iter().filter(|l| l.seq < wm.seq) {
+            for loc in locs.iter().filter(|l| l.seq < wm.seq) {
                 let Some(bytes) = fetcher.read(&seg_dir, loc.segment, loc.offset)? else {
                     pruned += 1;
                     continue;
                 };
                 let rec = decode(&bytes)?;
                 if rec.seq == loc.seq && filter.matches(&rec) {
-                    emit_once(&rec, &bytes)?;
+                    emit_in_order(&rec, &bytes)?;
                 }
             }
             Some(wm)
@@ -244,7 +257,7 @@ fn find_each(
         }
         let rec = decode(bytes)?;
         if filter.matches(&rec) {
-            emit_once(&rec, bytes)?;
+            emit_in_order(&rec, bytes)?;
         }
         Ok(())
     })?;

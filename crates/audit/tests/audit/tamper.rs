@@ -286,12 +286,23 @@ fn queries_and_pages_do_not_stop_quietly_at_a_damaged_record() {
         let (off, len) = frames[300];
         b[off..off + len].fill(0);
     });
+    // Two records swapped (each frame whole, so every checksum holds): a query writing records
+    // as it finds them would have to leave 300 out or misplace it.
+    let swapped = Fixture::new();
+    swapped.rewrite(|b, frames| {
+        let (a, alen) = frames[300];
+        let (_, blen) = frames[301];
+        let first = b[a..a + alen].to_vec();
+        let second = b[a + alen..a + alen + blen].to_vec();
+        b.splice(a..a + alen + blen, second.into_iter().chain(first));
+    });
     for (f, why) in [
         (&flipped, "record 300 ("),
         (
             &blanked,
             "the log ends at record 300 but a signed checkpoint covers 600",
         ),
+        (&swapped, "record 300 is stored after record 301"),
     ] {
         let r = tooling::query(f.dir.path(), &all, None, false);
         assert!(!r.ok, "{}", r.text);
