@@ -504,8 +504,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 match answered {
                     Ok(()) => ExitCode::SUCCESS,
                     // The reader went away (`| head`): it has what it wanted.
-                    Err(tollbu_audit::AuditError::Io { source, .. })
-                        if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                    Err(tollbu_audit::AuditError::Io { source, path })
+                        if source.kind() == std::io::ErrorKind::BrokenPipe
+                            && path.as_os_str() == "<output>" =>
                     {
                         ExitCode::SUCCESS
                     }

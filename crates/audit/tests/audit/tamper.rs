@@ -156,9 +156,8 @@ fn a_deleted_record_is_found() {
     assert_first_bad(&f.verify(), 300);
 }
 
-#[test]
-fn reordered_records_are_found() {
-    let f = Fixture::new();
+/// Records 300 and 301 swapped, each frame moved whole (so every checksum holds).
+fn swap_300_and_301(f: &Fixture) {
     f.rewrite(|b, frames| {
         let (a, alen) = frames[300];
         let (_, blen) = frames[301];
@@ -166,6 +165,12 @@ fn reordered_records_are_found() {
         let second = b[a + alen..a + alen + blen].to_vec();
         b.splice(a..a + alen + blen, second.into_iter().chain(first));
     });
+}
+
+#[test]
+fn reordered_records_are_found() {
+    let f = Fixture::new();
+    swap_300_and_301(&f);
     assert_first_bad(&f.verify(), 300);
 }
 
@@ -286,16 +291,10 @@ fn queries_and_pages_do_not_stop_quietly_at_a_damaged_record() {
         let (off, len) = frames[300];
         b[off..off + len].fill(0);
     });
-    // Two records swapped (each frame whole, so every checksum holds): a query writing records
-    // as it finds them would have to leave 300 out or misplace it.
+    // Two records swapped: a query writing records as it finds them would have to leave 300 out
+    // or misplace it.
     let swapped = Fixture::new();
-    swapped.rewrite(|b, frames| {
-        let (a, alen) = frames[300];
-        let (_, blen) = frames[301];
-        let first = b[a..a + alen].to_vec();
-        let second = b[a + alen..a + alen + blen].to_vec();
-        b.splice(a..a + alen + blen, second.into_iter().chain(first));
-    });
+    swap_300_and_301(&swapped);
     for (f, why) in [
         (&flipped, "record 300 ("),
         (
