@@ -34,6 +34,18 @@ pub fn tile_index_path(n: u64) -> String {
     groups.join("/")
 }
 
+/// One 3-digit group of a tile index (`067`); anything else, such as a temporary file, is no tile.
+pub(crate) fn index_group(name: &str) -> Option<u64> {
+    if name.len() == 3 && name.bytes().all(|b| b.is_ascii_digit()) {
+        name.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Deepest nesting of `x` directories searched: a 64-bit tile index needs 6 (`x018/x446/…/615`).
+pub(crate) const MAX_X_DEPTH: usize = 6;
+
 /// Relative path of a hash tile: `tile/<L>/<N>` or, when `width < 256`, `tile/<L>/<N>.p/<W>`.
 pub fn tile_path(level: u8, n: u64, width: u64) -> String {
     if width >= TILE_WIDTH {
@@ -75,14 +87,9 @@ impl FullTilesPresent {
             let Some(name) = name.to_str() else {
                 continue;
             };
-            let index = |digits: &str| {
-                let group = (digits.len() == 3 && digits.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| digits.parse::<u64>().ok())??;
-                prefix.checked_mul(1000)?.checked_add(group)
-            };
+            let index = |digits: &str| prefix.checked_mul(1000)?.checked_add(index_group(digits)?);
             if let Some(sub) = name.strip_prefix('x').and_then(index) {
-                // A 64-bit index needs at most 6 groups before its last.
-                if depth < 6 && sub > 0 {
+                if depth < MAX_X_DEPTH && sub > 0 {
                     self.walk(&entry.path(), sub, depth + 1, count);
                 }
             } else if let Some(n) = index(name).filter(|&n| n < count)

@@ -23,8 +23,8 @@ use crate::error::AuditError;
 use crate::hash::{Hash, node_hash};
 use crate::segment::list_segments;
 use crate::tile::{
-    TILE_HEIGHT, TILE_WIDTH, find_tile, leaves_below_tile_end, read_tile, stored_count,
-    tile_index_path, tile_path,
+    MAX_X_DEPTH, TILE_HEIGHT, TILE_WIDTH, find_tile, index_group, leaves_below_tile_end, read_tile,
+    stored_count, tile_index_path, tile_path,
 };
 use crate::tree::CompactRange;
 
@@ -287,9 +287,6 @@ fn furthest_tiles(dir: &Path) -> Vec<TileName> {
         .collect()
 }
 
-/// Deepest nesting of `x` directories searched: a 64-bit tile index needs 6 (`x018/x446/…/615`).
-const MAX_X_DEPTH: usize = 6;
-
 /// The furthest (index, width) in a directory of `tile/<L>/` whose `x` groups so far spell
 /// `prefix`. A name with more groups has the larger index, so `x` directories are searched first,
 /// highest first, stopping at the first that holds a tile: a few directories are read, not every
@@ -323,15 +320,6 @@ fn furthest_in_group(group_dir: &Path, prefix: u64, depth: usize) -> Option<(u64
         }
     }
     furthest
-}
-
-/// One 3-digit group of a tile index (`067`); anything else, such as a temporary file, is no tile.
-fn index_group(name: &str) -> Option<u64> {
-    if name.len() == 3 && name.bytes().all(|b| b.is_ascii_digit()) {
-        name.parse().ok()
-    } else {
-        None
-    }
 }
 
 /// Widest partial tile in a `<N>.p` directory.
